@@ -1,0 +1,18 @@
+"""Shared fixtures: the optional real BraTS sample and small synthetic datasets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+BRATS_SAMPLE = REPO_ROOT.parent / "shared" / "data" / "brats-sample"
+
+
+@pytest.fixture(scope="session")
+def brats_sample_dir() -> Path:
+    """The three real BraTS cases beside the checkout; skips the test when they are absent."""
+    if not any(BRATS_SAMPLE.glob("*/*_seg.nii*")):
+        pytest.skip(f"real BraTS sample not found at {BRATS_SAMPLE}")
+    return BRATS_SAMPLE

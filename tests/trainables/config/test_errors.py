@@ -1,0 +1,79 @@
+"""Validation messages name the dotted field, the bad value, the allowed values and a suggestion."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import pytest
+from pydantic import Field
+
+from trainables.config import Frozen, look_up_option, validate_config
+from trainables.errors import InputError
+
+
+class _Attention(Frozen):
+    kind: Literal["attention_unet"] = "attention_unet"
+    deep_supervision: int = 2
+    norm: Literal["batch", "group", "instance"] = "instance"
+
+
+class _Plain(Frozen):
+    kind: Literal["plain_unet"] = "plain_unet"
+    filters: tuple[int, ...] = (32,)
+
+
+class _Sched(Frozen):
+    kind: Literal["exponential"] = "exponential"
+    gamma: float = 0.985
+
+
+class _Trial(Frozen):
+    model: Annotated[_Attention | _Plain, Field(discriminator="kind")]
+    schedule: Annotated[_Sched, Field(discriminator="kind")] | None = None
+    epochs: int = 1
+
+
+def _message(data: dict) -> str:
+    with pytest.raises(InputError) as err:
+        validate_config(_Trial, data, "study.yaml")
+    return str(err.value)
+
+
+def test_unknown_key_lists_allowed_keys_and_the_closest_one() -> None:
+    msg = _message({"model": {"kind": "attention_unet", "deep_supervison": 2}})
+    assert msg.startswith("study.yaml: invalid config:")
+    assert (
+        "model.deep_supervison: unknown key (allowed: deep_supervision, kind, norm; "
+        "did you mean 'deep_supervision'?)" in msg
+    )
+
+
+def test_unknown_kind_lists_the_kinds() -> None:
+    msg = _message({"model": {"kind": "atention_unet"}})
+    assert (
+        "model.kind: 'atention_unet' is not one of attention_unet, plain_unet "
+        "(did you mean 'attention_unet'?)" in msg
+    )
+
+
+def test_bad_literal_value_and_wrong_type() -> None:
+    msg = _message({"model": {"kind": "attention_unet", "norm": "grup"}, "epochs": "many"})
+    assert "model.norm: 'grup' is not one of batch, group, instance (did you mean 'group'?)" in msg
+    assert "epochs: Input should be a valid integer" in msg and "(got 'many')" in msg
+
+
+def test_missing_kind_and_optional_union_paths_drop_the_tag() -> None:
+    assert "model.kind: required field is missing" in _message({"model": {}})
+    msg = _message(
+        {"model": {"kind": "plain_unet"}, "schedule": {"kind": "exponential", "gama": 1}}
+    )
+    assert "schedule.gama: unknown key (allowed: gamma, kind; did you mean 'gamma'?)" in msg
+
+
+def test_look_up_option() -> None:
+    assert look_up_option("group", ["batch", "group"], "model.norm") == "group"
+    with pytest.raises(
+        InputError,
+        match=r"model.norm: 'grop' is not one of batch, group \(did you mean 'group'\?\)",
+    ):
+        look_up_option("grop", ["batch", "group"], "model.norm")

@@ -1,0 +1,52 @@
+"""Base class and helpers for the frozen, ``extra="forbid"`` config models.
+
+Every component (dataset, preprocessing, model, loss, optimizer...) has one pydantic model that
+inherits :class:`Frozen`. Variants are selected by a ``kind`` literal inside a discriminated
+union, never by import strings. Validation errors are turned into messages that name the dotted
+field, the bad value, the allowed values and the closest match
+(see :mod:`trainables.config.errors`).
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from trainables.errors import InputError
+
+
+class Frozen(BaseModel):
+    """Immutable config node that rejects unknown keys."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
+
+
+def closest_match(value: Any, allowed: Iterable[Any]) -> str | None:
+    """Return the allowed option closest to ``value`` (by spelling), or None if nothing is close."""
+    options = [str(a) for a in allowed]
+    matches = difflib.get_close_matches(str(value), options, n=1, cutoff=0.5)
+    return matches[0] if matches else None
+
+
+def look_up_option(value: Any, allowed: Iterable[Any], field: str) -> Any:
+    """Return ``value`` if it is one of ``allowed``; otherwise raise an :class:`InputError`.
+
+    The message lists the allowed values and suggests the closest one, like MONAI's
+    ``look_up_option``: ``model.norm: 'grup' is not one of batch, group, instance (did you mean
+    'group'?)``.
+    """
+    options = list(allowed)
+    if value in options:
+        return value
+    raise InputError(unknown_option_message(value, options), where=field)
+
+
+def unknown_option_message(value: Any, options: Iterable[Any]) -> str:
+    """``'grup' is not one of batch, group, instance (did you mean 'group'?)``."""
+    options = [str(o) for o in options]
+    hint = closest_match(value, options)
+    suggestion = f" (did you mean {hint!r}?)" if hint else ""
+    return f"{value!r} is not one of {', '.join(options)}{suggestion}"
