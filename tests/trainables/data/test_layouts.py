@@ -1,0 +1,212 @@
+"""Dataset discovery: every layout, label-scheme defaults, per-case problems, directory errors."""
+
+from __future__ import annotations
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from tests.trainables.data.nifti_factory import (
+    brats_case,
+    ct_dataset,
+    msd_dataset,
+    save_nifti,
+    write_dataset_json,
+)
+from trainables.data.labels import SCHEMES
+from trainables.data.layouts import discover
+from trainables.data.nifti import load_label
+from trainables.errors import InputError
+
+
+def test_brats2021_cases_sorted_with_files_and_scheme(tmp_path):
+    brats_case(tmp_path, "case_b")
+    written = brats_case(tmp_path, "case_a", seg=False)
+    (tmp_path / "name_mapping.csv").write_text("BraTS20,BraTS21\n")  # real releases ship CSVs
+
+    index = discover(tmp_path)
+
+    assert index.layout == "brats2021"
+    assert index.case_ids == ["case_a", "case_b"]
+    assert index.problems == []
+    first = index.cases[0]
+    assert first.images == {m: written.files[m] for m in ("t1", "t1ce", "t2", "flair")}
+    assert first.label is None  # unlabelled cases are allowed
+    assert index.cases[1].label == tmp_path / "case_b" / "case_b_seg.nii.gz"
+    assert {c.label_scheme for c in index.cases} == {"brats2021"}
+
+
+def test_uncompressed_nii_files(tmp_path):
+    brats_case(tmp_path, "c0", ext=".nii")
+    record = discover(tmp_path).cases[0]
+    assert record.images["t1"].name == "c0_t1.nii"
+    assert record.label is not None and record.label.name == "c0_seg.nii"
+
+
+def test_brats2023_names_map_to_canonical_modalities(tmp_path):
+    brats_case(tmp_path, "BraTS-GLI-00001-000", layout="brats2023")
+    index = discover(tmp_path)
+    record = index.cases[0]
+    assert index.layout == "brats2023"
+    assert record.label_scheme == "brats2023"
+    names = {m: p.name for m, p in record.images.items()}
+    assert names == {
+        "t1": "BraTS-GLI-00001-000-t1n.nii.gz",
+        "t1ce": "BraTS-GLI-00001-000-t1c.nii.gz",
+        "t2": "BraTS-GLI-00001-000-t2w.nii.gz",
+        "flair": "BraTS-GLI-00001-000-t2f.nii.gz",
+    }
+
+
+def test_msd_task01_with_dataset_json(tmp_path):
+    msd_dataset(tmp_path, ["BRATS_002", "BRATS_001"])
+    (tmp_path / "imagesTr" / "._BRATS_001.nii.gz").write_bytes(b"macOS resource fork")
+    index = discover(tmp_path)
+    assert index.layout == "msd"
+    assert index.case_ids == ["BRATS_001", "BRATS_002"]
+    record = index.cases[0]
+    assert record.channels == {"flair": 0, "t1": 1, "t1ce": 2, "t2": 3}
+    assert set(record.images.values()) == {tmp_path / "imagesTr" / "BRATS_001.nii.gz"}
+    assert record.label == tmp_path / "labelsTr" / "BRATS_001.nii.gz"
+    assert record.label_scheme == "msd_brats"
+
+
+def test_msd_without_dataset_json_uses_task01_order(tmp_path):
+    msd_dataset(tmp_path, ["BRATS_001"], dataset_json=False, labels=False)
+    record = discover(tmp_path).cases[0]
+    assert record.channels == {"flair": 0, "t1": 1, "t1ce": 2, "t2": 3}
+    assert record.label is None
+    assert record.label_scheme == "msd_brats"
+
+
+def test_msd_channel_order_read_from_dataset_json(tmp_path):
+    msd_dataset(tmp_path, ["BRATS_001"])
+    order = {"0": "T1w", "1": "t1gd", "2": "T2w", "3": "FLAIR"}
+    write_dataset_json(tmp_path, {"modality": order})
+    record = discover(tmp_path).cases[0]
+    assert record.channels == {"t1": 0, "t1ce": 1, "t2": 2, "flair": 3}
+
+
+@pytest.mark.parametrize("with_json", [True, False])
+def test_ct_folder_is_single_channel_binary(tmp_path, with_json):
+    ct_dataset(tmp_path, ["ct_002", "ct_001"], dataset_json=with_json)
+    index = discover(tmp_path)
+    record = index.cases[0]
+    assert index.case_ids == ["ct_001", "ct_002"]
+    assert record.modalities == ("ct",)
+    assert record.channels == {}  # a plain 3-D file
+    assert record.label_scheme == "binary"
+
+
+def test_nnunet_channel_suffix_is_dropped(tmp_path):
+    cases = ct_dataset(tmp_path, ["hem_001"])
+    image = cases[0].files["image"]
+    image.rename(image.with_name("hem_001_0000.nii.gz"))
+    record = discover(tmp_path).cases[0]
+    assert record.case_id == "hem_001"
+    assert record.label == tmp_path / "labelsTr" / "hem_001.nii.gz"
+
+
+def test_label_scheme_override_and_bad_name(tmp_path):
+    brats_case(tmp_path, "c0")
+    assert discover(tmp_path, "brats2023").cases[0].label_scheme == "brats2023"
+    with pytest.raises(InputError) as err:
+        discover(tmp_path, "brats2022")
+    assert "data.label_scheme: 'brats2022' is not one of" in str(err.value)
+
+
+def test_per_case_problems_keep_the_good_cases(tmp_path):
+    brats_case(tmp_path, "good")
+    brats_case(tmp_path, "no_t1ce", skip=("t1ce",))
+    brats_case(tmp_path, "dup")
+    save_nifti(tmp_path / "dup" / "dup_t1.nii", np.zeros((8, 8, 6), np.int16))
+    (tmp_path / "stray").mkdir()
+    (tmp_path / "stray" / "notes.txt").write_text("x")
+
+    index = discover(tmp_path)
+
+    assert index.case_ids == ["good"]
+    problems = {p.case_id: p for p in index.problems}
+    assert sorted(problems) == ["dup", "no_t1ce", "stray"]
+    assert problems["no_t1ce"].message == "missing modality file(s): no_t1ce_t1ce.nii.gz"
+    assert problems["no_t1ce"].path == str(tmp_path / "no_t1ce")
+    assert problems["dup"].message == (
+        "duplicate files (t1: dup_t1.nii, dup_t1.nii.gz); keep one of each"
+    )
+    assert "no files named like stray_{t1,t1ce,t2,flair,seg}.nii.gz" in str(problems["stray"])
+
+
+def test_msd_label_without_image_and_duplicate_image(tmp_path):
+    msd_dataset(tmp_path, ["BRATS_001", "BRATS_002"])
+    (tmp_path / "labelsTr" / "BRATS_009.nii.gz").write_bytes(b"")
+    src = tmp_path / "imagesTr" / "BRATS_002.nii.gz"
+    save_nifti(src.with_name("BRATS_002.nii"), np.zeros((8, 8, 6, 4), np.int16))
+    index = discover(tmp_path)
+    assert index.case_ids == ["BRATS_001"]
+    messages = {p.case_id: p.message for p in index.problems}
+    assert messages["BRATS_009"] == "label has no image in imagesTr/"
+    assert messages["BRATS_002"].startswith("duplicate files (image: BRATS_002.nii, BRATS_002")
+
+
+def test_bad_dataset_json(tmp_path):
+    msd_dataset(tmp_path, ["BRATS_001"])
+    write_dataset_json(tmp_path, {"modality": {"0": "PET"}})
+    with pytest.raises(InputError) as err:
+        discover(tmp_path)
+    assert str(err.value).startswith(f"{tmp_path / 'dataset.json'}: modality 'PET' is not one of")
+    (tmp_path / "dataset.json").write_text("{not json")
+    with pytest.raises(InputError, match=r"cannot read dataset\.json"):
+        discover(tmp_path)
+
+
+def test_missing_and_non_directory_root(tmp_path):
+    with pytest.raises(InputError) as err:
+        discover(tmp_path / "nope")
+    assert str(err.value) == (
+        f"{tmp_path / 'nope'}: dataset directory does not exist; layouts understood:\n"
+        "  brats2021: BraTS 2018-2021: <case>/<case>_{t1,t1ce,t2,flair,seg}.nii.gz\n"
+        "  brats2023: BraTS 2023+: <case>/<case>-{t1n,t1c,t2w,t2f,seg}.nii.gz\n"
+        "  msd: Medical Segmentation Decathlon: imagesTr/<case>.nii.gz, labelsTr/, dataset.json"
+    )
+    (tmp_path / "file.txt").write_text("x")
+    with pytest.raises(InputError, match="is not a directory"):
+        discover(tmp_path / "file.txt")
+
+
+def test_empty_and_unknown_layouts_list_what_is_understood(tmp_path):
+    with pytest.raises(InputError) as err:
+        discover(tmp_path)
+    assert str(err.value).startswith(f"{tmp_path}: dataset directory is empty; layouts understood:")
+    (tmp_path / "patient1").mkdir()
+    save_nifti(tmp_path / "patient1" / "scan.nii.gz", np.zeros((4, 4, 4), np.float32))
+    with pytest.raises(InputError) as err:
+        discover(tmp_path)
+    text = str(err.value)
+    assert text.startswith(f"{tmp_path}: no known dataset layout found; layouts understood:")
+    for name in ("brats2021: BraTS 2018-2021", "brats2023: BraTS 2023+", "msd: Medical"):
+        assert name in text
+
+
+def test_single_case_folder_gets_a_hint(tmp_path):
+    brats_case(tmp_path, "c0")
+    with pytest.raises(InputError, match="looks like a single case folder"):
+        discover(tmp_path / "c0")
+
+
+@pytest.mark.realdata
+def test_real_brats_sample_is_found(brats_sample_dir):
+    index = discover(brats_sample_dir)
+    assert index.layout == "brats2021"
+    assert len(index.cases) == 3
+    assert index.problems == []
+    scheme = SCHEMES["brats2021"]
+    for record in index.cases:
+        assert record.modalities == ("t1", "t1ce", "t2", "flair")
+        for path in record.images.values():
+            assert nib.load(path).shape == (240, 240, 155)  # header only
+        assert record.label is not None
+        source = np.asanyarray(nib.load(record.label).dataobj)
+        assert set(np.unique(source).tolist()) == {0, 1, 2, 4}
+        label, spacing, _ = load_label(record.label, scheme, record.case_id)
+        assert set(np.unique(label).tolist()) == {0, 1, 2, 3}
+        assert spacing == (1.0, 1.0, 1.0)

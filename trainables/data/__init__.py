@@ -1,0 +1,1 @@
+"""Data layer: dataset layouts, label schemes, preprocessing, the prepared cache, sampling."""

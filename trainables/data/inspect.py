@@ -1,0 +1,185 @@
+"""``ablate data inspect``: load every case of a dataset directory and report what was found.
+
+Each case becomes one row: modalities, shape, spacing, the label values present (in the
+dataset's own codes, so a researcher recognises them) or the problem that makes the case
+unusable. A bad case never hides the others.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from trainables.data.layouts import discover
+from trainables.data.nifti import load_case_with_label_values
+from trainables.data.types import CaseRecord
+from trainables.errors import CaseError
+
+Progress = Callable[[int, int, str], None]
+
+
+@dataclass(frozen=True)
+class CaseReport:
+    """One row of the report.
+
+    Attributes:
+        case_id: the case name.
+        modalities: canonical modalities found (empty when discovery already rejected the case).
+        shape: (X, Y, Z) voxels, None if the case did not load.
+        spacing: voxel size in mm along (X, Y, Z), None if the case did not load.
+        labels: label values present in source codes, None without a (loadable) label.
+        has_label: whether a label file was found.
+        problem: why the case cannot be used, None when it loaded.
+        problem_file: the file (or folder) the problem is in.
+    """
+
+    case_id: str
+    modalities: tuple[str, ...]
+    shape: tuple[int, int, int] | None = None
+    spacing: tuple[float, float, float] | None = None
+    labels: tuple[int, ...] | None = None
+    has_label: bool = False
+    problem: str | None = None
+    problem_file: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.problem is None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (tuples become lists)."""
+        return {
+            "case_id": self.case_id,
+            "modalities": list(self.modalities),
+            "shape": list(self.shape) if self.shape else None,
+            "spacing": list(self.spacing) if self.spacing else None,
+            "labels": list(self.labels) if self.labels is not None else None,
+            "has_label": self.has_label,
+            "ok": self.ok,
+            "problem": self.problem,
+            "problem_file": self.problem_file,
+        }
+
+
+@dataclass
+class InspectReport:
+    """What :func:`inspect_dataset` found: one :class:`CaseReport` per case, sorted by id."""
+
+    root: Path
+    layout: str
+    label_scheme: str | None
+    cases: list[CaseReport]
+
+    @property
+    def problems(self) -> list[CaseReport]:
+        """Rows of the cases that cannot be used (empty when every case loaded)."""
+        return [c for c in self.cases if not c.ok]
+
+    @property
+    def num_ok(self) -> int:
+        return sum(c.ok for c in self.cases)
+
+    @property
+    def num_problems(self) -> int:
+        return len(self.cases) - self.num_ok
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready summary for ``ablate data inspect --json``."""
+        return {
+            "root": str(self.root),
+            "layout": self.layout,
+            "label_scheme": self.label_scheme,
+            "num_cases": len(self.cases),
+            "num_ok": self.num_ok,
+            "num_problems": self.num_problems,
+            "cases": [c.to_dict() for c in self.cases],
+        }
+
+    def format_table(self) -> str:
+        """Human-readable report: a summary line, then one aligned line per case."""
+        head = (
+            f"{self.root} (layout {self.layout}, labels {self.label_scheme or '-'}): "
+            f"{len(self.cases)} cases, {self.num_ok} usable, {self.num_problems} with problems"
+        )
+        header = ("case", "modalities", "shape", "spacing (mm)", "labels", "status")
+        rows = [header, *(_row(c, self.root) for c in self.cases)]
+        widths = [max(len(r[i]) for r in rows) for i in range(len(header) - 1)]
+        lines = [
+            "  ".join([*(v.ljust(w) for v, w in zip(r[:-1], widths, strict=True)), r[-1]])
+            for r in rows
+        ]
+        return "\n".join([head, *lines])
+
+
+def inspect_dataset(
+    root: str | Path, progress: Progress | None = None, label_scheme: str = "auto"
+) -> InspectReport:
+    """Discover and load every case of ``root``.
+
+    Args:
+        root: dataset directory in any layout :func:`~trainables.data.layouts.discover` reads.
+        progress: called as ``progress(done, total, case_id)`` after each case is loaded.
+        label_scheme: "auto" or a scheme name, passed to ``discover``.
+
+    Raises:
+        InputError: the directory is missing, empty or in no known layout.
+    """
+    index = discover(root, label_scheme)
+    rows = [_problem_row(err, ()) for err in index.problems]
+    for done, record in enumerate(index.cases, start=1):
+        rows.append(_inspect_case(record))
+        if progress is not None:
+            progress(done, len(index.cases), record.case_id)
+    rows.sort(key=lambda r: r.case_id)
+    return InspectReport(index.root, index.layout, index.label_scheme, rows)
+
+
+def _inspect_case(record: CaseRecord) -> CaseReport:
+    """Load one case; a CaseError becomes the row's problem."""
+    try:
+        case, values = load_case_with_label_values(record)
+    except CaseError as err:
+        return _problem_row(err, record.modalities, has_label=record.label is not None)
+    shape = (int(case.image.shape[1]), int(case.image.shape[2]), int(case.image.shape[3]))
+    return CaseReport(
+        case_id=record.case_id,
+        modalities=case.modalities,
+        shape=shape,
+        spacing=case.spacing,
+        labels=values,
+        has_label=record.label is not None,
+    )
+
+
+def _problem_row(
+    err: CaseError, modalities: tuple[str, ...], has_label: bool = False
+) -> CaseReport:
+    return CaseReport(
+        case_id=err.case_id,
+        modalities=modalities,
+        has_label=has_label,
+        problem=err.message,
+        problem_file=err.path,
+    )
+
+
+def _row(case: CaseReport, root: Path) -> tuple[str, ...]:
+    """Table cells of one case; paths shown relative to the dataset root."""
+    shape = "x".join(str(n) for n in case.shape) if case.shape else "-"
+    spacing = "x".join(f"{s:.2f}" for s in case.spacing) if case.spacing else "-"
+    if case.labels is not None:
+        labels = ",".join(str(v) for v in case.labels)
+    else:
+        labels = "none" if case.ok else "-"
+    where = f"{_relative(case.problem_file, root)}: " if case.problem_file else ""
+    status = "ok" if case.ok else f"ERROR {where}{case.problem}"
+    return case.case_id, ",".join(case.modalities) or "-", shape, spacing, labels, status
+
+
+def _relative(path: str, root: Path) -> str:
+    try:
+        return str(Path(path).relative_to(root))
+    except ValueError:
+        return path

@@ -1,0 +1,352 @@
+"""Find the cases of a dataset directory in one of the supported layouts.
+
+==========  ==================================================  ================================
+layout      files                                               default label scheme
+==========  ==================================================  ================================
+brats2021   ``<case>/<case>_{t1,t1ce,t2,flair,seg}.nii.gz``     ``brats2021`` (0/1/2/4)
+brats2023   ``<case>/<case>-{t1n,t1c,t2w,t2f,seg}.nii.gz``      ``brats2023`` (0/1/2/3)
+msd         ``imagesTr/<case>.nii.gz`` + ``labelsTr/`` +        ``msd_brats`` (4-D MRI) or
+            optional ``dataset.json``                           ``binary`` (3-D CT)
+==========  ==================================================  ================================
+
+``.nii`` works wherever ``.nii.gz`` does. Discovery only lists files and, for an MSD folder
+without modality information, reads one NIfTI header; it never decodes voxels and never writes
+to the source directory. Problems confined to one case (a missing modality file, duplicate
+files) become :class:`~trainables.errors.CaseError` entries while the good cases are returned.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nibabel as nib
+
+from trainables.data.labels import get_scheme
+from trainables.data.nifti import READ_ERRORS
+from trainables.data.types import BRATS_MODALITIES, CT_MODALITY, CaseRecord
+from trainables.errors import CaseError, InputError
+
+NIFTI_SUFFIXES: tuple[str, ...] = (".nii.gz", ".nii")
+
+# One line per layout, listed in every "unknown layout" message.
+LAYOUT_HELP: dict[str, str] = {
+    "brats2021": "BraTS 2018-2021: <case>/<case>_{t1,t1ce,t2,flair,seg}.nii.gz",
+    "brats2023": "BraTS 2023+: <case>/<case>-{t1n,t1c,t2w,t2f,seg}.nii.gz",
+    "msd": "Medical Segmentation Decathlon: imagesTr/<case>.nii.gz, labelsTr/, dataset.json",
+}
+
+# Lower-case modality names used by the supported datasets -> canonical names.
+MODALITY_ALIASES: dict[str, str] = {
+    "t1": "t1",
+    "t1ce": "t1ce",
+    "t2": "t2",
+    "flair": "flair",
+    "t1n": "t1",  # BraTS 2023+
+    "t1c": "t1ce",
+    "t2w": "t2",
+    "t2f": "flair",
+    "t1w": "t1",  # MSD Task01 dataset.json
+    "t1gd": "t1ce",
+    "ct": CT_MODALITY,
+}
+
+# Separator between case id and file tag, and tag -> canonical key ("seg" for the label).
+_BRATS_TAGS: dict[str, tuple[str, dict[str, str]]] = {
+    "brats2021": ("_", {"t1": "t1", "t1ce": "t1ce", "t2": "t2", "flair": "flair", "seg": "seg"}),
+    "brats2023": ("-", {"t1n": "t1", "t1c": "t1ce", "t2w": "t2", "t2f": "flair", "seg": "seg"}),
+}
+
+# MSD Task01's channel order, used when dataset.json is absent or has no modality entry.
+MSD_DEFAULT_CHANNELS: dict[str, int] = {"flair": 0, "t1": 1, "t1ce": 2, "t2": 3}
+
+_NNUNET_CHANNEL = re.compile(r"_0000$")
+
+
+@dataclass
+class DatasetIndex:
+    """What :func:`discover` found in a dataset directory.
+
+    Attributes:
+        root: the dataset directory (absolute).
+        layout: "brats2021", "brats2023" or "msd".
+        cases: usable cases, sorted by case id.
+        problems: one :class:`CaseError` per case that cannot be used, sorted by case id.
+    """
+
+    root: Path
+    layout: str
+    cases: list[CaseRecord]
+    problems: list[CaseError] = field(default_factory=list)
+
+    @property
+    def case_ids(self) -> list[str]:
+        """Ids of the usable cases, sorted."""
+        return [c.case_id for c in self.cases]
+
+    @property
+    def label_scheme(self) -> str | None:
+        """Source label scheme shared by the cases (None when no case is usable)."""
+        return self.cases[0].label_scheme if self.cases else None
+
+
+def discover(root: str | Path, label_scheme: str = "auto") -> DatasetIndex:
+    """List the cases of a dataset directory.
+
+    Args:
+        root: the dataset directory.
+        label_scheme: "auto" (the layout's default) or a scheme name from
+            :data:`trainables.data.labels.SCHEMES` to override it.
+
+    Raises:
+        InputError: the directory does not exist, is empty, or matches no known layout (the
+            message names the directory and lists the layouts understood).
+    """
+    root = _check_root(root)
+    override = None if label_scheme == "auto" else get_scheme(label_scheme).name
+    layout = detect_layout(root)
+    if layout == "msd":
+        cases, problems = _discover_msd(root, override)
+    else:
+        cases, problems = _discover_brats(root, layout, override or layout)
+    cases.sort(key=lambda c: c.case_id)
+    problems.sort(key=lambda p: p.case_id)
+    return DatasetIndex(root=root, layout=layout, cases=cases, problems=problems)
+
+
+def layouts_help() -> str:
+    """The supported layouts, one indented line each (for error messages and CLI help)."""
+    return "\n".join(f"  {name}: {text}" for name, text in LAYOUT_HELP.items())
+
+
+def _check_root(root: str | Path) -> Path:
+    path = Path(root).expanduser().absolute()
+    if not path.exists():
+        raise InputError(
+            f"dataset directory does not exist; layouts understood:\n{layouts_help()}", path
+        )
+    if not path.is_dir():
+        raise InputError("is not a directory (expected a dataset directory)", where=path)
+    if not _visible(path):
+        raise InputError(f"dataset directory is empty; layouts understood:\n{layouts_help()}", path)
+    return path
+
+
+def detect_layout(root: Path) -> str:
+    """Name the layout of ``root``: "msd" if it has imagesTr/, else the BraTS naming most files use.
+
+    Raises:
+        InputError: no known layout (the message lists the layouts understood and hints when
+            ``root`` is itself a case folder).
+    """
+    if (root / "imagesTr").is_dir():
+        return "msd"
+    votes: Counter[str] = Counter()
+    for case_dir in _case_dirs(root):
+        for path in nifti_files(case_dir):
+            votes.update(name for name in _BRATS_TAGS if _brats_key(path, name) is not None)
+    if votes:
+        # Most votes wins; ties go to the older naming so the result is deterministic.
+        return max(sorted(votes), key=lambda name: votes[name])
+    hint = ""
+    if any(_brats_key(p, name) for p in nifti_files(root) for name in _BRATS_TAGS):
+        hint = " (it looks like a single case folder: pass the directory that contains it)"
+    raise InputError(
+        f"no known dataset layout found{hint}; layouts understood:\n{layouts_help()}", root
+    )
+
+
+def nifti_files(folder: Path) -> list[Path]:
+    """Visible ``.nii.gz``/``.nii`` files directly inside ``folder``, sorted by name.
+
+    Hidden files are skipped: MSD tarballs ship macOS ``._BRATS_001.nii.gz`` resource forks.
+    """
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in _visible(folder) if p.is_file() and nifti_stem(p) is not None)
+
+
+def nifti_stem(path: Path) -> str | None:
+    """File name without its NIfTI suffix, or None if it is not a NIfTI file."""
+    name = path.name
+    for suffix in NIFTI_SUFFIXES:
+        if name.lower().endswith(suffix) and len(name) > len(suffix):
+            return name[: -len(suffix)]
+    return None
+
+
+def _visible(folder: Path) -> list[Path]:
+    return [p for p in folder.iterdir() if not p.name.startswith(".")]
+
+
+def _case_dirs(root: Path) -> list[Path]:
+    return sorted(p for p in _visible(root) if p.is_dir())
+
+
+def _brats_key(path: Path, layout: str) -> str | None:
+    """Canonical key ("t1", ..., "seg") of a BraTS file name in ``layout``'s naming, or None."""
+    sep, tags = _BRATS_TAGS[layout]
+    stem = nifti_stem(path)
+    if stem is None or sep not in stem:
+        return None
+    return tags.get(stem.rsplit(sep, 1)[1].lower())
+
+
+def _discover_brats(
+    root: Path, layout: str, scheme: str
+) -> tuple[list[CaseRecord], list[CaseError]]:
+    cases: list[CaseRecord] = []
+    problems: list[CaseError] = []
+    for case_dir in _case_dirs(root):
+        try:
+            cases.append(_brats_case(case_dir, layout, scheme))
+        except CaseError as err:
+            problems.append(err)
+    return cases, problems
+
+
+def _brats_case(case_dir: Path, layout: str, scheme: str) -> CaseRecord:
+    """One BraTS case folder -> record; raises CaseError naming the folder and the files."""
+    case_id = case_dir.name
+    sep, tags = _BRATS_TAGS[layout]
+    found: dict[str, list[Path]] = {}
+    for path in nifti_files(case_dir):
+        key = _brats_key(path, layout)
+        if key is not None:
+            found.setdefault(key, []).append(path)
+    if not found:
+        names = ",".join(tags)
+        raise CaseError(case_id, f"no files named like {case_id}{sep}{{{names}}}.nii.gz", case_dir)
+    _check_duplicates(case_id, found)
+    file_tag = {key: tag for tag, key in tags.items()}
+    missing = [f"{case_id}{sep}{file_tag[m]}.nii.gz" for m in BRATS_MODALITIES if m not in found]
+    if missing:
+        raise CaseError(case_id, f"missing modality file(s): {', '.join(missing)}", case_dir)
+    images = {m: found[m][0] for m in BRATS_MODALITIES}
+    label = found["seg"][0] if "seg" in found else None
+    return CaseRecord(case_id, layout, images=images, label=label, label_scheme=scheme)
+
+
+def _check_duplicates(case_id: str, found: dict[str, list[Path]]) -> None:
+    """CaseError naming the folder when one key has several files (``x.nii`` and ``x.nii.gz``)."""
+    dups = {key: paths for key, paths in found.items() if len(paths) > 1}
+    if dups:
+        text = "; ".join(f"{k}: {', '.join(p.name for p in v)}" for k, v in dups.items())
+        where = next(iter(dups.values()))[0].parent
+        raise CaseError(case_id, f"duplicate files ({text}); keep one of each", where)
+
+
+def _discover_msd(root: Path, override: str | None) -> tuple[list[CaseRecord], list[CaseError]]:
+    """MSD-style folder: one file per case in imagesTr/, labels of the same name in labelsTr/."""
+    images_dir = root / "imagesTr"
+    images = _group_by_case(nifti_files(images_dir))
+    if not images:
+        raise InputError("imagesTr/ holds no .nii.gz images", images_dir)
+    channels = msd_channels(root, [paths[0] for paths in images.values()])
+    scheme = override or _msd_scheme(root, channels)
+    labels = _group_by_case(nifti_files(root / "labelsTr"), strip_channel=False)
+    cases: list[CaseRecord] = []
+    problems: list[CaseError] = []
+    for case_id, paths in images.items():
+        try:
+            _check_duplicates(case_id, {"image": paths, "label": labels.get(case_id, [])})
+        except CaseError as err:
+            problems.append(err)
+            continue
+        label = labels[case_id][0] if case_id in labels else None
+        cases.append(_msd_record(case_id, paths[0], label, channels, scheme))
+    for case_id, paths in labels.items():
+        if case_id not in images:
+            problems.append(CaseError(case_id, "label has no image in imagesTr/", paths[0]))
+    return cases, problems
+
+
+def _msd_record(
+    case_id: str, image: Path, label: Path | None, channels: dict[str, int], scheme: str
+) -> CaseRecord:
+    # A single-channel dataset stores plain 3-D files: no channel index (see CaseRecord).
+    channel_map = channels if len(channels) > 1 else {}
+    images = dict.fromkeys(channels, image)
+    return CaseRecord(case_id, "msd", images, label, scheme, channels=channel_map)
+
+
+def _group_by_case(paths: list[Path], strip_channel: bool = True) -> dict[str, list[Path]]:
+    """Case id -> files. nnU-Net's ``_0000`` channel suffix is dropped when every image has it."""
+    stems = {p: nifti_stem(p) or p.name for p in paths}
+    if strip_channel and stems and all(_NNUNET_CHANNEL.search(s) for s in stems.values()):
+        stems = {p: _NNUNET_CHANNEL.sub("", s) for p, s in stems.items()}
+    grouped: dict[str, list[Path]] = {}
+    for path, stem in stems.items():
+        grouped.setdefault(stem, []).append(path)
+    return dict(sorted(grouped.items()))
+
+
+def read_dataset_json(root: Path) -> dict:
+    """``root/dataset.json`` as a dict ({} when absent); InputError naming it when invalid."""
+    path = root / "dataset.json"
+    if not path.is_file():
+        return {}
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"cannot read dataset.json ({exc})", path) from None
+    if not isinstance(meta, dict):
+        raise InputError("dataset.json must hold a JSON object", path)
+    return meta
+
+
+def msd_channels(root: Path, images: list[Path]) -> dict[str, int]:
+    """Canonical modality -> channel index of an MSD folder's images.
+
+    From dataset.json's "modality" (MSD) or "channel_names" (nnU-Net v2) entry when present;
+    otherwise from the first readable image header: 3-D means single-channel CT, 4-D means
+    Task01's order (FLAIR, T1w, t1gd, T2w).
+    """
+    meta = read_dataset_json(root)
+    names = meta.get("modality") or meta.get("channel_names")
+    if names:
+        return _channels_from_json(names, root / "dataset.json")
+    return {CT_MODALITY: 0} if _first_image_is_3d(images) else dict(MSD_DEFAULT_CHANNELS)
+
+
+def _channels_from_json(names: object, where: Path) -> dict[str, int]:
+    if not isinstance(names, dict):
+        raise InputError('"modality" must map channel index to name, e.g. {"0": "FLAIR"}', where)
+    if sorted(str(k) for k in names) != sorted(str(i) for i in range(len(names))):
+        raise InputError(
+            f'"modality" keys must be "0".."{len(names) - 1}", got {list(names)}', where
+        )
+    channels: dict[str, int] = {}
+    for index, name in sorted(names.items(), key=lambda kv: int(kv[0])):
+        canonical = MODALITY_ALIASES.get(str(name).lower())
+        if canonical is None:
+            known = ", ".join(sorted(MODALITY_ALIASES))
+            raise InputError(f"modality {name!r} is not one of the known names ({known})", where)
+        if canonical in channels:
+            raise InputError(f"two channels are the same modality {canonical!r}", where)
+        channels[canonical] = int(index)
+    return channels
+
+
+def _first_image_is_3d(images: list[Path]) -> bool:
+    """Whether the first image whose header reads is 3-D (trailing singleton axes ignored)."""
+    for path in images:
+        try:
+            shape = nib.load(path).shape  # header only: voxels are not decoded
+        except READ_ERRORS:  # a corrupt file is reported when its case is loaded
+            continue
+        while len(shape) > 3 and shape[-1] == 1:
+            shape = shape[:-1]
+        return len(shape) == 3
+    raise InputError("no readable NIfTI header in imagesTr/", images[0].parent)
+
+
+def _msd_scheme(root: Path, channels: dict[str, int]) -> str:
+    """CT or a two-label dataset.json -> binary; otherwise Task01's BraTS labels."""
+    labels = read_dataset_json(root).get("labels")
+    if CT_MODALITY in channels or (isinstance(labels, dict) and len(labels) == 2):
+        return "binary"
+    return "msd_brats"

@@ -1,0 +1,326 @@
+"""Decode one case's NIfTI files into arrays, validating everything that can be wrong with them.
+
+Every check raises :class:`~trainables.errors.CaseError` naming the case and the offending file:
+missing requested modality, corrupt or truncated file, wrong dimensionality (or channel count
+of an MSD 4-D file), modalities on different grids (shape or affine), a label on another grid,
+NaN/inf voxels, and label values outside the dataset's scheme.
+
+Headers are checked before any voxel is decoded, so a bad case fails fast. Voxels are decoded
+once and cast straight into the preallocated ``(C, X, Y, Z)`` float32 output, without the
+intermediate float copies ``np.stack([img.get_fdata(), ...])`` would make.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+import nibabel as nib
+import numpy as np
+from nibabel.filebasedimages import ImageFileError
+from nibabel.spatialimages import HeaderDataError
+
+from trainables.config.base import look_up_option
+from trainables.data.labels import LabelScheme, get_scheme, to_internal
+from trainables.data.types import MODALITIES, CaseRecord, LoadedCase
+from trainables.errors import CaseError
+
+# What nibabel, gzip and zlib raise on corrupt, truncated or non-NIfTI files.
+READ_ERRORS: tuple[type[BaseException], ...] = (
+    ImageFileError,
+    HeaderDataError,
+    OSError,
+    EOFError,
+    ValueError,
+    zlib.error,
+)
+
+# Largest absolute difference between two affines (mm) still counted as the same voxel grid.
+AFFINE_TOLERANCE = 1e-3
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class _Source:
+    """One requested modality: its file, opened header, and channel in a 4-D file (or None)."""
+
+    modality: str
+    path: Path
+    img: nib.Nifti1Image
+    channel: int | None
+    file_channels: int  # channels of a 4-D file, 0 for a 3-D file
+
+
+def load_case(
+    record: CaseRecord, modalities: Sequence[str] | None = None, require_label: bool = False
+) -> LoadedCase:
+    """Decode and validate one case.
+
+    Args:
+        record: where the case's files are (from :func:`trainables.data.layouts.discover`).
+        modalities: canonical modality names in the wanted channel order; None -> every
+            modality of the record in canonical order.
+        require_label: raise if the case has no label file.
+
+    Returns:
+        LoadedCase with image (C, X, Y, Z) float32, label (X, Y, Z) uint8 internal codes or
+        None, spacing (mm) from the first image's header zooms, and that image's affine.
+
+    Raises:
+        CaseError: naming the file and the problem (see the module docstring).
+    """
+    return _load(record, modalities, require_label, want_values=False)[0]
+
+
+def load_case_with_label_values(
+    record: CaseRecord, modalities: Sequence[str] | None = None, require_label: bool = False
+) -> tuple[LoadedCase, tuple[int, ...] | None]:
+    """:func:`load_case` plus the label values present in the file, in source codes (sorted).
+
+    Used by ``ablate data inspect``, which reports the source values the user will recognise.
+    The second item is None when the case has no label.
+    """
+    return _load(record, modalities, require_label, want_values=True)
+
+
+def _load(
+    record: CaseRecord, modalities: Sequence[str] | None, require_label: bool, want_values: bool
+) -> tuple[LoadedCase, tuple[int, ...] | None]:
+    """Check every header, then decode; the source label values cost a pass, so are optional."""
+    sources = _open_sources(record, _requested(record, modalities))
+    shape, affine = _check_grid(record.case_id, sources)
+    label_img = _open_label(record, shape, affine, require_label)
+    image = _decode_images(record.case_id, sources, shape)
+    label, values = None, None
+    if label_img is not None and record.label is not None:
+        source = _decode_label(label_img, record.label, record.case_id, shape)
+        values = tuple(int(v) for v in np.unique(source)) if want_values else None
+        label = _map_label(source, get_scheme(record.label_scheme), record.case_id, record.label)
+    spacing = _spacing(sources[0].img)
+    mods = tuple(s.modality for s in sources)
+    return LoadedCase(record.case_id, image, label, mods, spacing, affine), values
+
+
+def load_label(
+    path: Path, scheme: LabelScheme, case_id: str
+) -> tuple[np.ndarray, tuple[float, float, float], np.ndarray]:
+    """Decode one label map (a reference or a prediction) into internal codes.
+
+    Args:
+        path: the label NIfTI file, 3-D.
+        scheme: the source label scheme of the file.
+        case_id: named in errors.
+
+    Returns:
+        (label (X, Y, Z) uint8 internal codes, spacing in mm, (4, 4) affine).
+
+    Raises:
+        CaseError: corrupt file, not 3-D, non-integer or non-finite values, values outside
+            the scheme; the message names ``path``.
+    """
+    img = open_nifti(path, case_id)
+    shape = _spatial_shape(img, path, case_id, channels=0)
+    source = _decode_label(img, path, case_id, shape)
+    return _map_label(source, scheme, case_id, path), _spacing(img), np.asarray(img.affine)
+
+
+def open_nifti(path: Path, case_id: str) -> nib.Nifti1Image:
+    """Open a NIfTI header (voxels are read lazily); CaseError naming the file if unreadable."""
+    if not Path(path).is_file():
+        raise CaseError(case_id, "file not found", path)
+    img = _guard(path, case_id, lambda: nib.load(path))
+    if not isinstance(img, nib.Nifti1Image | nib.Nifti2Image):
+        raise CaseError(case_id, f"not a NIfTI image ({type(img).__name__})", path)
+    return img
+
+
+def _guard(path: Path, case_id: str, read: Callable[[], T]) -> T:
+    """Run ``read``; turn decoder errors into a CaseError that names the file."""
+    try:
+        return read()
+    except READ_ERRORS as exc:
+        message = f"corrupt or truncated NIfTI file ({type(exc).__name__}: {exc})"
+        raise CaseError(case_id, message, path) from exc
+
+
+def _requested(record: CaseRecord, modalities: Sequence[str] | None) -> tuple[str, ...]:
+    """Validate the requested modality names against the canonical names and the record."""
+    if modalities is None:
+        return record.modalities
+    for name in modalities:
+        look_up_option(name, MODALITIES, field="data.modalities")
+    missing = [m for m in modalities if m not in record.images]
+    if missing:
+        have = ", ".join(record.modalities) or "none"
+        where = _case_folder(record)
+        message = f"missing modality {', '.join(missing)} (the case has {have})"
+        raise CaseError(record.case_id, message, where)
+    return tuple(modalities)
+
+
+def _case_folder(record: CaseRecord) -> Path | None:
+    files = [*record.images.values(), record.label]
+    return next((p.parent for p in files if p is not None), None)
+
+
+def _open_sources(record: CaseRecord, modalities: tuple[str, ...]) -> list[_Source]:
+    """Open each requested file once (an MSD 4-D file serves every channel)."""
+    # One channel (or none) listed means a plain 3-D file, as for BraTS.
+    n_channels = len(record.channels) if len(record.channels) > 1 else 0
+    opened: dict[Path, nib.Nifti1Image] = {}
+    sources = []
+    for mod in modalities:
+        path = record.images[mod]
+        if path not in opened:
+            opened[path] = open_nifti(path, record.case_id)
+        channel = record.channels[mod] if n_channels else None
+        sources.append(_Source(mod, path, opened[path], channel, n_channels))
+    if not sources:
+        raise CaseError(record.case_id, "no modality requested", _case_folder(record))
+    return sources
+
+
+def _spatial_shape(
+    img: nib.Nifti1Image, path: Path, case_id: str, channels: int
+) -> tuple[int, int, int]:
+    """(X, Y, Z) of a 3-D file (``channels`` 0) or of a 4-D file with ``channels`` channels.
+
+    Trailing singleton axes are ignored: some writers store 3-D volumes as (X, Y, Z, 1).
+    """
+    shape = tuple(int(n) for n in img.shape)
+    ndim = 4 if channels > 1 else 3
+    while len(shape) > ndim and shape[-1] == 1:
+        shape = shape[:-1]
+    if ndim == 3 and len(shape) != 3:
+        raise CaseError(case_id, f"expected a 3-D image, got shape {shape}", path)
+    if ndim == 4 and (len(shape) != 4 or shape[3] != channels):
+        message = f"expected a 4-D image with {channels} channels, got shape {shape}"
+        raise CaseError(case_id, message, path)
+    return shape[0], shape[1], shape[2]
+
+
+def _check_grid(case_id: str, sources: list[_Source]) -> tuple[tuple[int, int, int], np.ndarray]:
+    """Every modality must share the first one's shape and affine; returns (shape, affine)."""
+    first = sources[0]
+    shape = _spatial_shape(first.img, first.path, case_id, first.file_channels)
+    affine = np.asarray(first.img.affine)
+    for src in sources[1:]:
+        other = _spatial_shape(src.img, src.path, case_id, src.file_channels)
+        if other != shape:
+            message = f"{src.modality} has shape {other} but {first.modality} has {shape}"
+            raise CaseError(case_id, message, src.path)
+        _check_affine(case_id, src.path, f"{src.modality} and {first.modality}", src.img, affine)
+    return shape, affine
+
+
+def _check_affine(
+    case_id: str, path: Path, what: str, img: nib.Nifti1Image, reference: np.ndarray
+) -> None:
+    diff = float(np.max(np.abs(np.asarray(img.affine) - reference)))
+    if diff > AFFINE_TOLERANCE:
+        message = (
+            f"affines of {what} differ by up to {diff:.4g} (tolerance {AFFINE_TOLERANCE}): "
+            "the files are not on one voxel grid"
+        )
+        raise CaseError(case_id, message, path)
+
+
+def _open_label(
+    record: CaseRecord,
+    shape: tuple[int, int, int],
+    affine: np.ndarray,
+    require_label: bool,
+) -> nib.Nifti1Image | None:
+    """Open and check the label header against the image grid; None when there is no label."""
+    if record.label is None:
+        if require_label:
+            message = "no label (seg) file, but this use needs labelled cases"
+            raise CaseError(record.case_id, message, _case_folder(record))
+        return None
+    img = open_nifti(record.label, record.case_id)
+    label_shape = _spatial_shape(img, record.label, record.case_id, channels=0)
+    if label_shape != shape:
+        message = f"label shape {label_shape} does not match the image shape {shape}"
+        raise CaseError(record.case_id, message, record.label)
+    _check_affine(record.case_id, record.label, "label and image", img, affine)
+    return img
+
+
+def _decode_images(case_id: str, sources: list[_Source], shape: tuple[int, int, int]) -> np.ndarray:
+    """Decode into one (C, X, Y, Z) float32 array: raw ints are cast straight into place."""
+    out = np.empty((len(sources), *shape), dtype=np.float32)
+    raw_by_file: dict[Path, np.ndarray] = {}
+    for i, src in enumerate(sources):
+        if src.path not in raw_by_file:
+            raw_by_file[src.path] = _guard(src.path, case_id, src.img.dataobj.get_unscaled)
+        raw = raw_by_file[src.path]
+        if src.channel is None:
+            out[i] = raw.reshape(shape)
+        else:
+            out[i] = raw.reshape(*shape, src.file_channels)[..., src.channel]
+        _apply_scaling(out[i], src.img)
+        if src.img.get_data_dtype().kind == "f":  # integer voxels cannot be NaN or inf
+            _check_finite(case_id, src, out[i])
+    return out
+
+
+def _apply_scaling(channel: np.ndarray, img: nib.Nifti1Image) -> None:
+    """Apply the header's scl_slope/scl_inter in place (nibabel already sanitised them)."""
+    slope, inter = float(img.dataobj.slope), float(img.dataobj.inter)
+    if slope != 1.0:
+        channel *= np.float32(slope)
+    if inter != 0.0:
+        channel += np.float32(inter)
+
+
+def _check_finite(case_id: str, src: _Source, channel: np.ndarray) -> None:
+    # A float64 sum of finite float32 values cannot overflow, so this is an exact, cheap test.
+    if np.isfinite(channel.sum(dtype=np.float64)):
+        return
+    n_nan, n_inf = int(np.isnan(channel).sum()), int(np.isinf(channel).sum())
+    message = f"{src.modality} has {n_nan} NaN and {n_inf} infinite voxels"
+    raise CaseError(case_id, message, src.path)
+
+
+def _decode_label(
+    img: nib.Nifti1Image, path: Path, case_id: str, shape: tuple[int, int, int]
+) -> np.ndarray:
+    """Label voxels as an integer array of ``shape`` in source codes.
+
+    Float files are accepted when every value is a whole number (some tools save labels as
+    float32); NaN, inf and fractional values are errors.
+    """
+    # C order like the images; it also spares np.unique a flattening copy of an F-order array.
+    data = np.ascontiguousarray(_guard(path, case_id, lambda: np.asanyarray(img.dataobj)))
+    data = data.reshape(shape)
+    if data.dtype.kind == "b":
+        return data.view(np.uint8)
+    if data.dtype.kind != "f":
+        return data
+    n_bad = int(np.count_nonzero(~np.isfinite(data)))
+    if n_bad:
+        raise CaseError(case_id, f"label has {n_bad} NaN or infinite voxels", path)
+    fractional = data[data != np.round(data)]
+    if fractional.size:
+        examples = ", ".join(f"{v:g}" for v in np.unique(fractional)[:5])
+        message = f"label has {fractional.size} non-integer voxels (values {examples})"
+        raise CaseError(case_id, message, path)
+    return data.astype(np.int64)
+
+
+def _map_label(source: np.ndarray, scheme: LabelScheme, case_id: str, path: Path) -> np.ndarray:
+    """Source codes -> internal uint8 codes; values outside the scheme name the file."""
+    try:
+        return to_internal(source, scheme)
+    except ValueError as exc:  # to_internal lists the bad and the allowed values
+        raise CaseError(case_id, str(exc), path) from None
+
+
+def _spacing(img: nib.Nifti1Image) -> tuple[float, float, float]:
+    """Voxel size in mm along (X, Y, Z) from the header zooms."""
+    zooms = img.header.get_zooms()
+    return float(zooms[0]), float(zooms[1]), float(zooms[2])
