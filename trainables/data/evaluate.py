@@ -1,0 +1,215 @@
+"""``ablate evaluate``: BraTS metrics of NIfTI predictions against a labelled dataset.
+
+Predictions are ``PRED_DIR/<case_id>.nii.gz`` (or ``.nii``) label maps in the *reference
+dataset's* label scheme, as in a BraTS submission (0/1/2/4 for BraTS 2021). References come
+from :func:`~trainables.data.layouts.discover` on REF_DIR, in any supported layout. Both are
+mapped to internal codes and scored by :func:`trainables.metrics.case_metrics` per region.
+
+Cases that cannot be scored (missing prediction, prediction without reference, wrong shape,
+unknown label values, unreadable file) become problems; the rest are still scored.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from trainables.data.labels import LabelScheme, get_scheme, internal_scheme
+from trainables.data.layouts import discover, nifti_files, nifti_stem
+from trainables.data.nifti import load_label
+from trainables.data.types import CaseRecord
+from trainables.errors import CaseError, InputError
+from trainables.metrics import METRIC_NAMES, case_metrics, mean_metrics
+
+Progress = Callable[[int, int, str], None]
+
+# Per-case columns of the human-readable table; every metric is in to_dict().
+_TABLE_METRICS: tuple[str, ...] = ("dice", "hd95", "nsd")
+
+
+@dataclass
+class EvaluationReport:
+    """Metrics per case and their means.
+
+    Attributes:
+        pred_dir, ref_dir: the two directories (absolute).
+        label_scheme: the reference dataset's source label scheme.
+        tolerance_mm: surface Dice (NSD) tolerance in mm.
+        cases: one dict per scored case: ``case_id`` plus ``<metric>_<region>`` floats
+            (hd95 in mm), sorted by case id.
+        mean: per metric key, the mean over scored cases (NaN values skipped).
+        problems: one :class:`CaseError` per case that could not be scored.
+    """
+
+    pred_dir: Path
+    ref_dir: Path
+    label_scheme: str
+    tolerance_mm: float
+    cases: list[dict[str, Any]]
+    mean: dict[str, float]
+    problems: list[CaseError]
+
+    @property
+    def regions(self) -> tuple[str, ...]:
+        """Evaluated regions ("wt", "tc", "et" or "fg")."""
+        return internal_scheme(get_scheme(self.label_scheme)).region_names
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict; NaN (undefined, e.g. RVD of an empty reference) becomes null."""
+        return {
+            "pred_dir": str(self.pred_dir),
+            "ref_dir": str(self.ref_dir),
+            "label_scheme": self.label_scheme,
+            "tolerance_mm": self.tolerance_mm,
+            "num_cases": len(self.cases),
+            "cases": [{k: _json_value(v) for k, v in case.items()} for case in self.cases],
+            "mean": {k: _json_value(v) for k, v in self.mean.items()},
+            "problems": [_problem_dict(p) for p in self.problems],
+        }
+
+    def format_table(self) -> str:
+        """Summary line, one line per case (Dice, HD95, NSD per region), means, problems."""
+        head = (
+            f"{self.pred_dir} vs {self.ref_dir} (labels {self.label_scheme}, NSD tolerance "
+            f"{self.tolerance_mm:g} mm): {len(self.cases)} cases scored, "
+            f"{len(self.problems)} problems"
+        )
+        keys = [f"{m}_{r}" for m in _TABLE_METRICS for r in self.regions]
+        rows = [("case", *keys), *((c["case_id"], *(_fmt(c[k]) for k in keys)) for c in self.cases)]
+        parts = [head, _align(rows)]
+        if self.cases:
+            parts.append(self._mean_table())
+        if self.problems:
+            lines = [f"  {p.case_id}: {p}" for p in self.problems]
+            parts.append("\n".join(["problems:", *lines]))
+        return "\n\n".join(parts)
+
+    def _mean_table(self) -> str:
+        """Every metric's mean as a metric x region grid, then the mean Dice over regions."""
+        rows = [(f"mean over {len(self.cases)} cases", *self.regions)]
+        for metric in METRIC_NAMES:
+            unit = " (mm)" if metric == "hd95" else ""
+            rows.append((metric + unit, *(_fmt(self.mean[f"{metric}_{r}"]) for r in self.regions)))
+        text = _align(rows)
+        if "dice_mean" in self.mean:
+            text += f"\ndice_mean {_fmt(self.mean['dice_mean'])}"
+        return text
+
+
+def evaluate_predictions(
+    pred_dir: str | Path,
+    ref_dir: str | Path,
+    tolerance_mm: float = 1.0,
+    progress: Progress | None = None,
+) -> EvaluationReport:
+    """Score every reference case against its prediction.
+
+    Args:
+        pred_dir: folder of ``<case_id>.nii.gz`` label maps in the reference's label scheme.
+        ref_dir: labelled dataset directory in any supported layout.
+        tolerance_mm: surface Dice tolerance in mm.
+        progress: called as ``progress(done, total, case_id)`` after each reference case.
+
+    Raises:
+        InputError: PRED_DIR missing or without NIfTI files; REF_DIR unreadable (see
+            ``discover``) or without a usable case.
+    """
+    pred_root = Path(pred_dir).expanduser().absolute()
+    preds, problems = _prediction_files(pred_root)
+    ref = discover(ref_dir)
+    if not ref.cases:
+        detail = f" ({ref.problems[0]})" if ref.problems else ""
+        raise InputError(f"no usable reference case{detail}", where=ref.root)
+    scheme = get_scheme(ref.cases[0].label_scheme)
+    problems += ref.problems
+    cases: list[dict[str, Any]] = []
+    for done, record in enumerate(ref.cases, start=1):
+        try:
+            pred_path = preds.get(record.case_id, pred_root / f"{record.case_id}.nii.gz")
+            cases.append(_score_case(record, pred_path, scheme, tolerance_mm))
+        except CaseError as err:
+            problems.append(err)
+        if progress is not None:
+            progress(done, len(ref.cases), record.case_id)
+    problems += _orphans(preds, ref.case_ids + [p.case_id for p in ref.problems], ref.root)
+    problems.sort(key=lambda p: p.case_id)
+    mean = mean_metrics([{k: v for k, v in c.items() if k != "case_id"} for c in cases])
+    return EvaluationReport(pred_root, ref.root, scheme.name, tolerance_mm, cases, mean, problems)
+
+
+def _prediction_files(folder: Path) -> tuple[dict[str, Path], list[CaseError]]:
+    """Case id -> prediction file; duplicates (``x.nii`` and ``x.nii.gz``) are problems."""
+    if not folder.is_dir():
+        raise InputError("prediction directory does not exist", where=folder)
+    grouped: dict[str, list[Path]] = {}
+    for path in nifti_files(folder):
+        grouped.setdefault(nifti_stem(path) or path.name, []).append(path)
+    if not grouped:
+        raise InputError("no <case_id>.nii.gz predictions in the prediction directory", folder)
+    preds = {case_id: paths[0] for case_id, paths in grouped.items() if len(paths) == 1}
+    problems = [
+        CaseError(case_id, f"several predictions: {', '.join(p.name for p in paths)}", folder)
+        for case_id, paths in grouped.items()
+        if len(paths) > 1
+    ]
+    return preds, problems
+
+
+def _score_case(
+    record: CaseRecord, pred_path: Path, scheme: LabelScheme, tolerance_mm: float
+) -> dict[str, Any]:
+    """Metrics of one case; CaseError naming the file for anything that prevents scoring."""
+    case_id = record.case_id
+    if record.label is None:
+        folder = next(iter(record.images.values())).parent
+        raise CaseError(case_id, "reference case has no label file", folder)
+    if not pred_path.is_file():
+        raise CaseError(case_id, "missing prediction for this reference case", pred_path)
+    ref, spacing, _ = load_label(record.label, scheme, case_id)
+    pred, _, _ = load_label(pred_path, scheme, case_id)
+    if pred.shape != ref.shape:
+        message = (
+            f"prediction shape {pred.shape} does not match the reference shape {ref.shape} "
+            f"of {record.label}"
+        )
+        raise CaseError(case_id, message, pred_path)
+    metrics = case_metrics(pred, ref, spacing, internal_scheme(scheme), tolerance_mm)
+    return {"case_id": case_id, **metrics}
+
+
+def _orphans(preds: dict[str, Path], known: list[str], ref_root: Path) -> list[CaseError]:
+    """Predictions whose case id is not in the reference dataset."""
+    known_ids = set(known)
+    return [
+        CaseError(case_id, f"prediction has no reference case in {ref_root}", path)
+        for case_id, path in preds.items()
+        if case_id not in known_ids
+    ]
+
+
+def _problem_dict(err: CaseError) -> dict[str, str | None]:
+    return {"case_id": err.case_id, "file": err.path, "problem": err.message}
+
+
+def _json_value(value: Any) -> Any:
+    return None if isinstance(value, float) and math.isnan(value) else value
+
+
+def _fmt(value: float) -> str:
+    return "nan" if math.isnan(value) else f"{value:.3f}"
+
+
+def _align(rows: list[tuple[str, ...]]) -> str:
+    """Left-align the first column, right-align the numbers."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = []
+    for row in rows:
+        cells = [
+            row[0].ljust(widths[0]),
+            *(v.rjust(w) for v, w in zip(row[1:], widths[1:], strict=True)),
+        ]
+        lines.append("  ".join(cells))
+    return "\n".join(lines)
