@@ -1,0 +1,217 @@
+"""Preprocessing: crop box, each normalisation against hand-computed values, fingerprints."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from trainables.config import validate_config
+from trainables.data.preprocess import (
+    CTWindowNormalization,
+    ForegroundNormalization,
+    NoNormalization,
+    PreprocessConfig,
+    ZScoreNormalization,
+    nonzero_bbox,
+    preprocess,
+)
+from trainables.data.types import LoadedCase
+from trainables.errors import InputError
+
+
+def make_case(image: np.ndarray, label: np.ndarray | None = None, bbox=None) -> LoadedCase:
+    """A case around a (C, X, Y, Z) array with identity geometry."""
+    return LoadedCase(
+        case_id="c0",
+        image=image,
+        label=label,
+        modalities=tuple(f"m{i}" for i in range(image.shape[0])),
+        spacing=(1.0, 1.0, 1.0),
+        affine=np.eye(4),
+        bbox=bbox,
+    )
+
+
+def run(image, cfg_norm, label=None, crop=False) -> np.ndarray:
+    cfg = PreprocessConfig(crop_to_nonzero=crop, normalization=cfg_norm)
+    return preprocess(make_case(np.asarray(image, dtype=np.float32), label), cfg).image
+
+
+# ---- cropping ---------------------------------------------------------------------------------
+
+
+def test_crop_bbox_covers_nonzero_voxels_of_any_modality() -> None:
+    image = np.zeros((2, 6, 7, 8), dtype=np.float32)
+    image[0, 1, 2, 3] = 5.0  # modality 0 sets the low corner
+    image[1, 4, 5, 6] = -2.0  # a negative voxel of modality 1 sets the high corner
+    label = np.zeros((6, 7, 8), dtype=np.uint8)
+    label[4, 5, 6] = 3
+    cfg = PreprocessConfig(normalization=NoNormalization())
+    out = preprocess(make_case(image, label), cfg)
+    assert out.bbox == ((1, 5), (2, 6), (3, 7))
+    assert out.image.shape == (2, 4, 4, 4)
+    assert out.label.shape == (4, 4, 4)
+    assert out.image[0, 0, 0, 0] == 5.0 and out.image[1, 3, 3, 3] == -2.0
+    assert out.label[3, 3, 3] == 3
+    assert out.image.dtype == np.float32
+
+
+def test_crop_of_an_already_cropped_case_reports_source_grid_box() -> None:
+    image = np.zeros((1, 4, 4, 4), dtype=np.float32)
+    image[0, 2, 1, 3] = 1.0
+    case = make_case(image, bbox=((10, 14), (20, 24), (30, 34)))
+    out = preprocess(case, PreprocessConfig(normalization=NoNormalization()))
+    assert out.bbox == ((12, 13), (21, 22), (33, 34))
+
+
+def test_all_zero_image_keeps_full_extent_and_stays_finite() -> None:
+    assert nonzero_bbox(np.zeros((2, 3, 4, 5))) == ((0, 3), (0, 4), (0, 5))
+    norms = (ZScoreNormalization(), ZScoreNormalization(minmax=True), ForegroundNormalization())
+    for norm in norms:
+        out = run(np.zeros((2, 3, 4, 5)), norm, crop=True)
+        assert out.shape == (2, 3, 4, 5)
+        assert np.all(out == 0)
+
+
+def test_no_crop_keeps_shape_and_bbox() -> None:
+    image = np.zeros((1, 3, 3, 3), dtype=np.float32)
+    image[0, 1, 1, 1] = 1
+    out = preprocess(make_case(image), PreprocessConfig(crop_to_nonzero=False))
+    assert out.image.shape == (1, 3, 3, 3) and out.bbox is None
+
+
+# ---- normalisations ---------------------------------------------------------------------------
+
+
+def test_zscore_uses_brain_voxels_of_all_modalities_and_zeroes_background() -> None:
+    # Spatial 1x1x4: voxel 3 is background (zero in both modalities); voxel 0 is zero in
+    # modality 0 only, so it is brain and counts for modality 0's statistics.
+    image = np.array([[[[0.0, 2.0, 4.0, 0.0]]], [[[1.0, 1.0, 4.0, 0.0]]]])
+    out = run(image, ZScoreNormalization(clip=None))
+    # modality 0 brain values [0, 2, 4]: mean 2, std sqrt(8/3)
+    s0 = np.sqrt(8 / 3)
+    np.testing.assert_allclose(out[0, 0, 0], [-2 / s0, 0.0, 2 / s0, 0.0], rtol=1e-6)
+    # modality 1 brain values [1, 1, 4]: mean 2, std sqrt(2)
+    s1 = np.sqrt(2.0)
+    np.testing.assert_allclose(out[1, 0, 0], [-1 / s1, -1 / s1, 2 / s1, 0.0], rtol=1e-6)
+
+
+def test_zscore_clips_to_clip_std() -> None:
+    # nine 1s and one outlier: mean 10.9, std 29.7, outlier z = 3.0 -> clipped to 1.5
+    values = np.array([1.0] * 9 + [100.0])
+    image = values.reshape(1, 1, 1, 10)
+    out = run(image, ZScoreNormalization(clip=1.5))
+    expected = np.clip((values - 10.9) / values.std(), -1.5, 1.5)
+    np.testing.assert_allclose(out[0, 0, 0], expected, rtol=1e-5)
+    assert out.max() == pytest.approx(1.5)
+
+
+def test_zscore_minmax_rescales_brain_to_unit_range_background_zero() -> None:
+    image = np.array([[[[1.0, 2.0, 3.0, 0.0]]]])
+    out = run(image, ZScoreNormalization(clip=None, minmax=True))
+    np.testing.assert_allclose(out[0, 0, 0], [0.0, 0.5, 1.0, 0.0], atol=1e-6)
+
+
+def test_zscore_constant_modality_gives_zeros_not_nan() -> None:
+    image = np.stack([np.full((2, 2, 2), 7.0), np.arange(8.0).reshape(2, 2, 2) + 1])
+    for norm in (ZScoreNormalization(), ZScoreNormalization(minmax=True)):
+        out = run(image, norm)
+        assert np.isfinite(out).all()
+        np.testing.assert_array_equal(out[0], 0.0)
+
+
+def test_foreground_clips_to_label_percentiles_then_zscores_with_foreground_stats() -> None:
+    image = np.array([[[[-1000.0, 10.0, 20.0, 30.0, 40.0, 500.0]]]])
+    label = np.array([[[0, 1, 1, 1, 1, 0]]], dtype=np.uint8)
+    out = run(image, ForegroundNormalization(lower_percentile=0, upper_percentile=100), label)
+    # foreground [10, 20, 30, 40]: clip range [10, 40], mean 25, std sqrt(125)
+    std = np.sqrt(125.0)
+    expected = (np.array([10.0, 10, 20, 30, 40, 40]) - 25.0) / std
+    np.testing.assert_allclose(out[0, 0, 0], expected, rtol=1e-6)
+
+
+def test_foreground_percentiles_are_interpolated() -> None:
+    image = np.arange(1.0, 6.0).reshape(1, 1, 1, 5)  # 1..5, all foreground
+    label = np.ones((1, 1, 5), dtype=np.uint8)
+    out = run(image, ForegroundNormalization(lower_percentile=25, upper_percentile=75), label)
+    std = np.sqrt(2.0)  # std of 1..5 (unclipped, as nnU-Net)
+    expected = (np.array([2.0, 2, 3, 4, 4]) - 3.0) / std
+    np.testing.assert_allclose(out[0, 0, 0], expected, rtol=1e-6)
+
+
+def test_foreground_without_foreground_falls_back_to_nonzero_region() -> None:
+    image = np.array([[[[0.0, 2.0, 4.0]]]])
+    norm = ForegroundNormalization(lower_percentile=0, upper_percentile=100)
+    out = run(image, norm, None)
+    # non-zero region [2, 4]: mean 3, std 1; the 0 voxel is clipped up to 2 first
+    np.testing.assert_allclose(out[0, 0, 0], [-1.0, -1.0, 1.0], rtol=1e-6)
+    out2 = run(image, norm, np.zeros((1, 1, 3), dtype=np.uint8))
+    np.testing.assert_array_equal(out, out2)
+
+
+def test_ct_window_default_is_haemorrhage_window() -> None:
+    # window [66.5, 125.5] HU
+    image = np.array([[[[-1000.0, 66.5, 96.0, 125.5, 3000.0]]]])
+    out = run(image, CTWindowNormalization())
+    np.testing.assert_allclose(out[0, 0, 0], [0.0, 0.0, 0.5, 1.0, 1.0], atol=1e-6)
+    custom = run(np.array([[[[0.0, 25.0, 100.0]]]]), CTWindowNormalization(center=50, width=100))
+    np.testing.assert_allclose(custom[0, 0, 0], [0.0, 0.25, 1.0], atol=1e-6)
+
+
+def test_none_only_casts_and_does_not_touch_input() -> None:
+    raw = np.array([[[[3, 0, 7]]]], dtype=np.int16)
+    case = make_case(raw)
+    out = preprocess(case, PreprocessConfig(crop_to_nonzero=False, normalization={"kind": "none"}))
+    assert out.image.dtype == np.float32
+    np.testing.assert_array_equal(out.image, raw)
+    zs = preprocess(case, PreprocessConfig(crop_to_nonzero=False))
+    assert zs.image is not case.image
+    np.testing.assert_array_equal(case.image, raw)  # the input case is not modified in place
+
+
+# ---- config and fingerprint -------------------------------------------------------------------
+
+
+def test_fingerprint_is_stable_and_differs_between_configs() -> None:
+    default = PreprocessConfig()
+    explicit = PreprocessConfig.model_validate(
+        {"crop_to_nonzero": True, "normalization": {"kind": "zscore", "clip": 5.0}}
+    )
+    assert default.fingerprint() == explicit.fingerprint()
+    assert len(default.fingerprint()) == 16
+    # Pinned across processes and runs (no salted hash()): update only together with a config
+    # schema change or a PREPROCESS_VERSION bump.
+    assert default.fingerprint() == "da4b2a7b0bff9c45"
+    others = [
+        PreprocessConfig(crop_to_nonzero=False),
+        PreprocessConfig(normalization=ZScoreNormalization(clip=3.0)),
+        PreprocessConfig(normalization=ZScoreNormalization(clip=None)),
+        PreprocessConfig(normalization=ZScoreNormalization(minmax=True)),
+        PreprocessConfig(normalization=ForegroundNormalization()),
+        PreprocessConfig(normalization=ForegroundNormalization(upper_percentile=99.0)),
+        PreprocessConfig(normalization=CTWindowNormalization()),
+        PreprocessConfig(normalization=CTWindowNormalization(width=80)),
+        PreprocessConfig(normalization=NoNormalization()),
+    ]
+    prints = {cfg.fingerprint() for cfg in [default, *others]}
+    assert len(prints) == len(others) + 1
+
+
+def test_fingerprint_depends_on_preprocess_version(monkeypatch: pytest.MonkeyPatch) -> None:
+    import trainables.data.preprocess as module
+
+    before = PreprocessConfig().fingerprint()
+    monkeypatch.setattr(module, "PREPROCESS_VERSION", module.PREPROCESS_VERSION + 1)
+    assert PreprocessConfig().fingerprint() != before
+
+
+def test_config_errors_name_the_field() -> None:
+    with pytest.raises(InputError, match=r"normalization\.kind: 'zscor' is not one of"):
+        validate_config(PreprocessConfig, {"normalization": {"kind": "zscor"}}, "prep.yaml")
+    with pytest.raises(InputError, match=r"normalization\.width"):
+        validate_config(
+            PreprocessConfig, {"normalization": {"kind": "ct_window", "width": 0}}, "prep.yaml"
+        )
+    bad_percentiles = {"kind": "foreground", "lower_percentile": 90, "upper_percentile": 10}
+    with pytest.raises(InputError, match=r"lower_percentile \(90.0\) must be below"):
+        validate_config(PreprocessConfig, {"normalization": bad_percentiles})
