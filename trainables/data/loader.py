@@ -1,0 +1,233 @@
+"""Deterministic training samples, a worker-backed DataLoader and a device prefetcher.
+
+Item ``k`` of epoch ``e`` is a pure function of ``(seed, e, k)``: it seeds its own
+``np.random.default_rng([seed, e, k])`` to pick the case, whether to force foreground and the
+patch. An epoch's samples are therefore identical whatever the number of workers, their
+scheduling, and whether the run was resumed from a checkpoint at that epoch.
+
+The epoch travels *with the index* (the sampler yields ``(epoch, k)`` pairs from the main
+process), because persistent workers hold their own copy of the dataset and would never see a
+``set_epoch`` made after they started.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from trainables.data.augment import AugmentConfig, augment_batch
+from trainables.data.sampling import SamplingConfig, sample_patch, sample_slice
+from trainables.errors import InputError
+
+# load(i) -> (image (C, *S), label (*S) uint8, fg_locations (N, ndim) int or None)
+CaseLoader = Callable[[int], tuple[np.ndarray, np.ndarray, np.ndarray | None]]
+Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+class PatchDataset(Dataset[Batch]):
+    """``samples_per_epoch`` random patches per epoch, drawn from ``num_cases`` cases.
+
+    Foreground forcing: with ``batch_size=None`` every item is forced with probability
+    ``cfg.foreground_fraction`` (Bernoulli). With ``batch_size`` given, the share is exact as in
+    nnU-Net: in each consecutive block of ``batch_size`` items the last
+    ``batch_size - round(batch_size * (1 - fraction))`` are forced; this needs the loader to
+    batch items in order (:func:`make_train_loader` does; items are random already, so there is
+    no shuffling).
+
+    Args:
+        load: ``load(i)`` returns ``(image (C, *S), label (*S) uint8, fg_locations | None)`` of
+            case ``i``; cheap (memory-mapped) because it runs once per item.
+        num_cases: number of training cases; each item picks one uniformly.
+        samples_per_epoch: items per epoch.
+        cfg: patch size (2 sizes select 2-D slices), foreground fraction, empty-slice drop.
+        seed: non-negative base seed of the trial.
+        batch_size: enables the exact per-batch foreground share (see above).
+        augment: augment each item here, in the loader's CPU workers, with a generator seeded
+            from (seed, epoch, k); None leaves augmentation to the training device (the fast
+            path; the CPU path is the baseline of FM-Net's data-pipeline comparison).
+    """
+
+    def __init__(
+        self,
+        load: CaseLoader,
+        num_cases: int,
+        samples_per_epoch: int,
+        cfg: SamplingConfig,
+        seed: int,
+        batch_size: int | None = None,
+        augment: AugmentConfig | None = None,
+    ) -> None:
+        _require_positive(num_cases, "num_cases")
+        _require_positive(samples_per_epoch, "samples_per_epoch")
+        if seed < 0:
+            raise InputError(f"must be >= 0, got {seed}", where="seed")
+        if batch_size is not None:
+            _require_positive(batch_size, "batch_size")
+        self.load = load
+        self.num_cases = num_cases
+        self.samples_per_epoch = samples_per_epoch
+        self.cfg = cfg
+        self.seed = seed
+        self.batch_size = batch_size
+        self.augment = augment
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch whose samples the next iteration yields."""
+        if epoch < 0:
+            raise InputError(f"must be >= 0, got {epoch}", where="epoch")
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.samples_per_epoch
+
+    def __getitem__(self, index: int | tuple[int, int]) -> Batch:
+        """Item ``k`` (of the current epoch) or ``(epoch, k)``.
+
+        Returns:
+            ``(C, *P)`` float32 image and ``(*P)`` int64 label tensors.
+        """
+        epoch, k = index if isinstance(index, tuple) else (self.epoch, index)
+        rng = np.random.default_rng([self.seed, epoch, k])
+        case = int(rng.integers(self.num_cases))
+        draw = rng.random()  # always drawn, so both forcing rules leave the same stream
+        image, label, fg = self.load(case)
+        force = self._forced(k, draw)
+        if self.cfg.is_2d:
+            drop = self.cfg.empty_slice_drop
+            img, lab = sample_slice(image, label, self.cfg.patch_size, rng, force, drop, fg)
+        else:
+            img, lab = sample_patch(image, label, self.cfg.patch_size, rng, force, fg)
+        image_t, label_t = torch.from_numpy(img), torch.from_numpy(lab.astype(np.int64))
+        if self.augment is not None and self.augment.enabled:
+            seed = int(np.random.SeedSequence([self.seed, epoch, k, 1]).generate_state(1)[0])
+            generator = torch.Generator().manual_seed(seed)
+            image_t, label_t = augment_batch(image_t[None], label_t[None], self.augment, generator)
+            image_t, label_t = image_t[0], label_t[0]
+        return image_t, label_t
+
+    def _forced(self, k: int, draw: float) -> bool:
+        """Whether item ``k`` must contain foreground (see the class docstring)."""
+        fraction = self.cfg.foreground_fraction
+        if self.batch_size is None:
+            return draw < fraction
+        unforced = round(self.batch_size * (1.0 - fraction))
+        return k % self.batch_size >= unforced
+
+
+class EpochSampler(Sampler[tuple[int, int]]):
+    """Yields ``(dataset.epoch, k)`` for ``k`` in order, reading the epoch at each iteration."""
+
+    def __init__(self, dataset: PatchDataset) -> None:
+        self.dataset = dataset
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        epoch = self.dataset.epoch
+        return iter([(epoch, k) for k in range(len(self.dataset))])
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+
+def make_train_loader(
+    dataset: PatchDataset, batch_size: int, num_workers: int, pin_memory: bool
+) -> DataLoader[Batch]:
+    """A DataLoader over ``dataset`` in item order, with persistent, prefetching workers.
+
+    Batches are ``(B, C, *P)`` float32 and ``(B, *P)`` int64; an incomplete last batch is
+    dropped so every step sees the same shape (stable for cudnn autotuning and compilation).
+    Call ``dataset.set_epoch(e)`` before iterating epoch ``e``.
+    """
+    _require_positive(batch_size, "batch_size")
+    if num_workers < 0:
+        raise InputError(f"must be >= 0, got {num_workers}", where="num_workers")
+    if dataset.batch_size is not None and dataset.batch_size != batch_size:
+        raise InputError(
+            f"{batch_size} differs from the dataset's batch_size {dataset.batch_size}, which "
+            "places the forced-foreground items",
+            where="batch_size",
+        )
+    if len(dataset) < batch_size:
+        raise InputError(
+            f"{len(dataset)} samples per epoch is fewer than one batch of {batch_size}",
+            where="samples_per_epoch",
+        )
+    workers = {"persistent_workers": True, "prefetch_factor": 4} if num_workers > 0 else {}
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=EpochSampler(dataset),
+        num_workers=num_workers,
+        pin_memory=pin_memory,
+        drop_last=True,
+        **workers,
+    )
+
+
+class DevicePrefetcher:
+    """Iterates a loader, copying each batch to ``device`` one batch ahead of its use.
+
+    On CUDA the copy of batch ``i + 1`` is issued on a side stream (``non_blocking``, so pinned
+    host memory overlaps with compute) while batch ``i`` is being consumed; the compute stream
+    waits on the copy before a batch is handed out, and ``record_stream`` keeps the caching
+    allocator from reusing its memory too early. On other devices batches pass through ``.to``.
+    """
+
+    def __init__(self, loader: DataLoader[Any], device: torch.device | str) -> None:
+        self.loader = loader
+        self.device = torch.device(device)
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Iterator[Any]:
+        if self.device.type != "cuda":
+            for batch in self.loader:
+                yield _move(batch, self.device, non_blocking=False)
+            return
+        yield from self._cuda_iter()
+
+    def _cuda_iter(self) -> Iterator[Any]:
+        stream = torch.cuda.Stream(self.device)
+        pending = None
+        for batch in self.loader:
+            with torch.cuda.stream(stream):
+                moved = _move(batch, self.device, non_blocking=True)
+            if pending is not None:
+                yield self._ready(pending, stream)
+            pending = moved
+        if pending is not None:
+            yield self._ready(pending, stream)
+
+    def _ready(self, batch: Any, stream: torch.cuda.Stream) -> Any:
+        current = torch.cuda.current_stream(self.device)
+        current.wait_stream(stream)
+        for tensor in _tensors(batch):
+            tensor.record_stream(current)
+        return batch
+
+
+def _move(batch: Any, device: torch.device, non_blocking: bool) -> Any:
+    """``batch`` (a tensor or nested tuple/list of tensors) on ``device``."""
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=non_blocking)
+    if isinstance(batch, list | tuple):
+        return type(batch)(_move(b, device, non_blocking) for b in batch)
+    return batch
+
+
+def _tensors(batch: Any) -> Iterator[torch.Tensor]:
+    if isinstance(batch, torch.Tensor):
+        yield batch
+    elif isinstance(batch, list | tuple):
+        for item in batch:
+            yield from _tensors(item)
+
+
+def _require_positive(value: int, field: str) -> None:
+    if value < 1:
+        raise InputError(f"must be >= 1, got {value}", where=field)
