@@ -1,0 +1,261 @@
+"""Model configs: one frozen pydantic model per seed paper's network, selected by ``kind``.
+
+=================  =========================================================================
+``kind``           network
+=================  =========================================================================
+residual_unet      BTRSeg (Carmo): residual 3-D U-Net, norm batch / group / instance
+attention_unet     FM-Net (Yilmaz & Arslan): attention U-Net, deep supervision, bottleneck
+plain_unet         nnU-Net (002): conv-IN-LeakyReLU x2, strided conv down, features capped
+unet               paper 003: classic U-Net, 2-D slice model with BN or small 3-D U-Net
+clstm              van de Leemput et al.: 2-D U-Net inside a ConvLSTM over slices
+=================  =========================================================================
+
+Every config has ``input_dims`` (2 for slice models, 3 for volume models, clstm included) and
+``divisor()`` (what each patch axis must be divisible by). Invalid values fail at config time
+with a message that names the field.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from trainables.config import Frozen
+
+NormChoice = Literal["batch", "group", "instance"]
+Filters = tuple[int, ...]
+
+# Paper 003: the 2-D slice U-Net keeps Ronneberger's widths; the 3-D U-Net is much smaller.
+UNET_2D_FILTERS: Filters = (64, 128, 256, 512, 1024)
+UNET_3D_FILTERS: Filters = (8, 16, 32, 64)
+
+
+def _check_filters(value: Filters) -> Filters:
+    if len(value) < 2:
+        raise ValueError(f"filters needs at least 2 stages (one down-sampling step), got {value}")
+    if any(f <= 0 for f in value):
+        raise ValueError(f"filters must be strictly positive, got {value}")
+    return value
+
+
+def _check_groups(norm: str, groups: int, filters: Filters) -> None:
+    if norm != "group":
+        return
+    bad = [f for f in filters if f % groups]
+    if bad:
+        raise ValueError(
+            f"group_norm_groups={groups} must divide every entry of filters {filters} "
+            f"(not {bad}) when norm is 'group'"
+        )
+
+
+class _ModelBase(Frozen):
+    """Shared helpers: the patch divisor from the number of down-sampling steps."""
+
+    @property
+    def input_dims(self) -> int:
+        """2 for a slice model ``(B, C, X, Y)``, 3 for a volume model ``(B, C, X, Y, Z)``."""
+        return int(self.spatial_dims)  # type: ignore[attr-defined]
+
+    @property
+    def stage_filters(self) -> Filters:
+        """Features per resolution stage, highest resolution first."""
+        return tuple(self.filters)  # type: ignore[attr-defined]
+
+    def divisor(self) -> tuple[int, ...]:
+        """What each patch axis must be divisible by, one entry per input axis."""
+        return (2 ** (len(self.stage_filters) - 1),) * self.input_dims
+
+
+class ResidualUNetConfig(_ModelBase):
+    """BTRSeg's residual U-Net: max-pool down, transposed-conv up, residual blocks."""
+
+    kind: Literal["residual_unet"] = "residual_unet"
+    spatial_dims: Literal[2, 3] = 3
+    filters: Filters = (16, 32, 64, 128, 256)
+    norm: NormChoice = "group"
+    group_norm_groups: int = Field(8, ge=1)
+    negative_slope: float = Field(0.01, ge=0)
+
+    _filters = field_validator("filters")(_check_filters)
+
+    @model_validator(mode="after")
+    def _groups_divide_filters(self) -> ResidualUNetConfig:
+        _check_groups(self.norm, self.group_norm_groups, self.filters)
+        return self
+
+
+class AttentionUNetConfig(_ModelBase):
+    """FM-Net: attention U-Net with instance norm, LeakyReLU 0.02, max-pool, transposed conv.
+
+    ``deep_supervision`` counts the extra heads below the full-resolution output (FM-Net: 2, at
+    1/2 and 1/4 resolution). ``bottleneck_depth`` counts the extra double-conv blocks at the
+    lowest resolution with ``filters[-1]`` features (FM-Net: 2; the authors' code stacks that many
+    ``conv_block``s after the last encoder stage).
+    """
+
+    kind: Literal["attention_unet"] = "attention_unet"
+    spatial_dims: Literal[2, 3] = 3
+    filters: Filters = (32, 64, 128, 256, 512)
+    attention: bool = True
+    deep_supervision: int = 2
+    bottleneck_depth: int = 2
+    negative_slope: float = Field(0.02, ge=0)
+
+    _filters = field_validator("filters")(_check_filters)
+
+    @field_validator("deep_supervision")
+    @classmethod
+    def _ds_range(cls, value: int) -> int:
+        if not 0 <= value <= 3:
+            raise ValueError(f"deep_supervision must be between 0 and 3 extra heads, got {value}")
+        return value
+
+    @field_validator("bottleneck_depth")
+    @classmethod
+    def _bottleneck_range(cls, value: int) -> int:
+        if not 0 <= value <= 4:
+            raise ValueError(f"bottleneck_depth must be between 0 and 4 blocks, got {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _ds_fits_decoder(self) -> AttentionUNetConfig:
+        levels = len(self.filters) - 1
+        if self.deep_supervision > levels - 1:
+            raise ValueError(
+                f"deep_supervision={self.deep_supervision} needs more decoder levels: filters "
+                f"{self.filters} give {levels}, so at most {levels - 1} extra heads"
+            )
+        return self
+
+
+class PlainUNetConfig(_ModelBase):
+    """nnU-Net's plain conv U-Net: features ``base_filters * 2**i`` capped at ``max_filters``.
+
+    With ``deep_supervision`` the training-mode output holds the decoder levels nnU-Net gives
+    a non-zero loss weight: all but the lowest decoder level (nnU-Net computes that one but
+    weights it 0), i.e. all resolutions but the two lowest, ``max(1, num_stages - 2)`` outputs.
+    """
+
+    kind: Literal["plain_unet"] = "plain_unet"
+    spatial_dims: Literal[2, 3] = 3
+    base_filters: int = 32
+    num_stages: int = 6
+    max_filters: int = 320
+    deep_supervision: bool = True
+
+    @field_validator("base_filters", "max_filters")
+    @classmethod
+    def _positive(cls, value: int, info: Any) -> int:
+        if value <= 0:
+            raise ValueError(f"{info.field_name} must be strictly positive, got {value}")
+        return value
+
+    @field_validator("num_stages")
+    @classmethod
+    def _enough_stages(cls, value: int) -> int:
+        if value < 2:
+            raise ValueError(f"num_stages must be at least 2 (one down-sampling step), got {value}")
+        return value
+
+    @property
+    def filters(self) -> Filters:
+        """Features per stage, e.g. (32, 64, 128, 256, 320, 320) for the defaults."""
+        return tuple(
+            min(self.base_filters * 2**i, self.max_filters) for i in range(self.num_stages)
+        )
+
+    @property
+    def deep_supervision_outputs(self) -> int:
+        """Number of logits returned in training mode (1 without deep supervision)."""
+        return max(1, self.num_stages - 2) if self.deep_supervision else 1
+
+
+class UNetConfig(_ModelBase):
+    """Paper 003's classic U-Net: ReLU, max-pool, transposed conv (or nearest) up.
+
+    Without ``filters`` the paper's widths for ``spatial_dims`` are used: 2-D (64..1024), 3-D
+    (8, 16, 32, 64). ``norm="none"`` is the plain U-Net the paper started from.
+    """
+
+    kind: Literal["unet"] = "unet"
+    spatial_dims: Literal[2, 3] = 2
+    filters: Filters = UNET_2D_FILTERS
+    norm: Literal["batch", "group", "instance", "none"] = "batch"
+    group_norm_groups: int = Field(8, ge=1)
+    upsample: Literal["transpose", "nearest"] = "transpose"
+
+    _filters = field_validator("filters")(_check_filters)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _paper_filters_for_dims(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "filters" not in data and data.get("spatial_dims") == 3:
+            return {**data, "filters": UNET_3D_FILTERS}
+        return data
+
+    @model_validator(mode="after")
+    def _groups_divide_filters(self) -> UNetConfig:
+        _check_groups(self.norm, self.group_norm_groups, self.filters)
+        return self
+
+
+def _clstm_unet_default() -> UNetConfig:
+    # Paper 004: BN after every conv, ReLU, nearest-neighbour up-sampling, 4 max-pools.
+    return UNetConfig(spatial_dims=2, filters=(16, 32, 64, 128, 256), upsample="nearest")
+
+
+class CLSTMConfig(_ModelBase):
+    """Paper 004: a 2-D U-Net per axial slice inside a unidirectional ConvLSTM over the last axis.
+
+    ``unet`` is the inner slice network; the same dict as a ``kind: unet`` model config
+    pre-trains it on slices (stage one of the paper's two-stage training). Input and output are
+    volumes ``(B, C, X, Y, Z)``; only X and Y are constrained by the U-Net's down-sampling.
+    """
+
+    kind: Literal["clstm"] = "clstm"
+    unet: UNetConfig = Field(default_factory=_clstm_unet_default)
+    hidden_channels: int = 8
+    checkpointing: bool = True
+
+    @field_validator("unet", mode="before")
+    @classmethod
+    def _slice_unet(cls, data: Any) -> Any:
+        if isinstance(data, dict):  # omitted keys take the C-LSTM defaults, not paper 003's
+            return {**_clstm_unet_default().model_dump(), **data}
+        return data
+
+    @field_validator("unet")
+    @classmethod
+    def _unet_is_2d(cls, value: UNetConfig) -> UNetConfig:
+        if value.spatial_dims != 2:
+            raise ValueError(
+                f"unet.spatial_dims must be 2 (a slice U-Net), got {value.spatial_dims}"
+            )
+        return value
+
+    @field_validator("hidden_channels")
+    @classmethod
+    def _positive_hidden(cls, value: int) -> int:
+        if value <= 0:
+            raise ValueError(f"hidden_channels must be strictly positive, got {value}")
+        return value
+
+    @property
+    def input_dims(self) -> int:
+        return 3
+
+    @property
+    def stage_filters(self) -> Filters:
+        return self.unet.filters
+
+    def divisor(self) -> tuple[int, ...]:
+        d = 2 ** (len(self.unet.filters) - 1)
+        return (d, d, 1)
+
+
+ModelConfig = Annotated[
+    ResidualUNetConfig | AttentionUNetConfig | PlainUNetConfig | UNetConfig | CLSTMConfig,
+    Field(discriminator="kind"),
+]
