@@ -1,0 +1,52 @@
+"""The ``ablate`` command line.
+
+Exit codes: 0 success, 2 bad input (the message names the file or field), 1 anything else,
+130 interrupted. Verb groups live in :mod:`orchestrator.commands`; heavy imports (torch, ray,
+mlflow) happen inside the handlers so ``ablate --help`` stays instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+from collections.abc import Sequence
+
+from orchestrator.commands import data, trial
+from trainables.errors import InputError
+
+EXIT_OK, EXIT_ERROR, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ablate",
+        description="Ablation studies for 3D medical segmentation as Ray Tune sweeps in MLflow.",
+    )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+    data.register(verbs)
+    trial.register(verbs)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args) or EXIT_OK)
+    except InputError as err:
+        print(f"ablate: error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("ablate: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as err:  # anything unexpected: say what, traceback on request
+        if args.debug:
+            traceback.print_exc()
+        print(f"ablate: {type(err).__name__}: {err}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

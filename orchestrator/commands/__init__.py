@@ -1,0 +1,1 @@
+"""One module per group of ``ablate`` verbs; each exposes ``register(subparsers)``."""

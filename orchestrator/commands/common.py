@@ -1,0 +1,31 @@
+"""Small helpers shared by the verb modules: progress lines and JSON output."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from typing import Any
+
+_START = time.monotonic()
+
+
+def progress(message: str) -> None:
+    """One progress line on stderr, with the elapsed time, so stdout stays machine-readable."""
+    print(f"[{time.monotonic() - _START:7.1f}s] {message}", file=sys.stderr, flush=True)
+
+
+def print_json(payload: Any) -> None:
+    """JSON on stdout; NaN/inf become null so every JSON parser accepts it."""
+    print(json.dumps(_finite(payload), indent=2, sort_keys=False))
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value

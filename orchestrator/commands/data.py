@@ -1,0 +1,110 @@
+"""``ablate data synth | inspect | prepare`` and ``ablate evaluate``.
+
+A directory with some bad cases is still handled case by case: the good cases are inspected,
+prepared or evaluated, the bad ones are reported naming their files, and the exit code is 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from orchestrator.commands.common import print_json, progress
+
+EXIT_BAD_INPUT = 2
+
+
+def register(verbs: argparse._SubParsersAction) -> None:
+    data = verbs.add_parser("data", help="synthesize, inspect and prepare datasets")
+    sub = data.add_subparsers(dest="data_verb", required=True, metavar="DATA_VERB")
+
+    synth = sub.add_parser("synth", help="write BraTS-2021-layout synthetic NIfTI cases")
+    synth.add_argument("--out", type=Path, required=True, help="output directory")
+    synth.add_argument("--cases", type=int, default=10, help="number of cases (default 10)")
+    synth.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    synth.add_argument(
+        "--shape",
+        type=int,
+        nargs=3,
+        default=(64, 64, 48),
+        metavar=("D", "H", "W"),
+        help="volume shape in voxels (default 64 64 48)",
+    )
+    synth.add_argument(
+        "--modality",
+        choices=["mri", "ct"],
+        default="mri",
+        help="mri: BraTS-2021 layout, 4 modalities, tumours; ct: MSD layout, haemorrhage",
+    )
+    synth.set_defaults(handler=_synth)
+
+    inspect = sub.add_parser("inspect", help="list cases, modalities, shapes, labels, problems")
+    inspect.add_argument("dir", type=Path)
+    inspect.add_argument("--json", action="store_true", help="machine-readable output")
+    inspect.set_defaults(handler=_inspect)
+
+    prepare = sub.add_parser("prepare", help="preprocess once into a memory-mapped cache")
+    prepare.add_argument("dir", type=Path)
+    prepare.add_argument("--out", type=Path, required=True, help="cache directory")
+    prepare.add_argument("--config", type=Path, help="trial YAML whose data.preprocess to use")
+    prepare.add_argument("--label-scheme", default="auto")
+    prepare.add_argument("--workers", type=int, default=1)
+    prepare.set_defaults(handler=_prepare)
+
+    evaluate = verbs.add_parser("evaluate", help="BraTS metrics of NIfTI predictions per case")
+    evaluate.add_argument("pred_dir", type=Path, help="<case_id>.nii.gz label maps")
+    evaluate.add_argument("ref_dir", type=Path, help="reference dataset, any supported layout")
+    evaluate.add_argument("--tolerance-mm", type=float, default=1.0, help="surface-Dice tolerance")
+    evaluate.add_argument("--json", action="store_true")
+    evaluate.set_defaults(handler=_evaluate)
+
+
+def _synth(args: argparse.Namespace) -> int:
+    from trainables.data.synth import synthesize_dataset
+    from trainables.data.synth_ct import synthesize_ct_dataset
+
+    def counter(done: int, total: int, name: str) -> None:
+        progress(f"synth {done}/{total} {name}")
+
+    generate = synthesize_ct_dataset if args.modality == "ct" else synthesize_dataset
+    written = generate(args.out, args.cases, args.seed, tuple(args.shape), progress=counter)
+    print(f"wrote {len(written)} {args.modality.upper()} cases to {args.out}")
+    return 0
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    from trainables.data.inspect import inspect_dataset
+
+    def counter(done: int, total: int, name: str) -> None:
+        progress(f"inspect {done}/{total} {name}")
+
+    report = inspect_dataset(args.dir, progress=None if args.json else counter)
+    print_json(report.to_dict()) if args.json else print(report.format_table())
+    return EXIT_BAD_INPUT if report.problems else 0
+
+
+def _prepare(args: argparse.Namespace) -> int:
+    from trainables.data.cache import prepare
+    from trainables.data.preprocess import PreprocessConfig
+    from trainables.engine.config import load_trial_config
+
+    cfg = load_trial_config(args.config).data.preprocess if args.config else PreprocessConfig()
+
+    def counter(done: int, total: int, name: str) -> None:
+        progress(f"prepare {done}/{total} {name}")
+
+    manifest = prepare(args.dir, args.out, cfg, args.label_scheme, counter, args.workers)
+    prepared, skipped = len(manifest.cases), manifest.skipped
+    print(f"prepared {prepared} cases into {args.out} (preprocessing {cfg.fingerprint()})")
+    for problem in skipped:
+        print(f"skipped: {problem}", file=sys.stderr)
+    return EXIT_BAD_INPUT if skipped else 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from trainables.data.evaluate import evaluate_predictions
+
+    report = evaluate_predictions(args.pred_dir, args.ref_dir, args.tolerance_mm)
+    print_json(report.to_dict()) if args.json else print(report.format_table())
+    return EXIT_BAD_INPUT if report.problems else 0

@@ -1,0 +1,89 @@
+"""``ablate train`` and ``ablate bench``: one trial, no Ray, no MLflow."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from orchestrator.commands.common import print_json, progress
+
+
+def register(verbs: argparse._SubParsersAction) -> None:
+    train = verbs.add_parser("train", help="train one trial (no Ray), print final metrics as JSON")
+    train.add_argument("trial", type=Path, help="trial YAML (see search_spaces/base/)")
+    _common_trial_args(train)
+    train.add_argument("--epochs", type=int, help="override train.epochs")
+    train.add_argument("--checkpoint-dir", type=Path, help="keep the best checkpoint here")
+    train.add_argument(
+        "--smoke",
+        action="store_true",
+        help="shrink the trial (tiny patch and widths, 2 short epochs, few cases) for a CPU check",
+    )
+    train.set_defaults(handler=_train)
+
+    bench = verbs.add_parser("bench", help="training-step time, voxels/s and peak memory")
+    bench.add_argument("trial", type=Path)
+    _common_trial_args(bench)
+    bench.add_argument("--steps", type=int, default=20, help="timed steps (default 20)")
+    bench.add_argument("--warmup", type=int, default=5, help="untimed steps first (default 5)")
+    bench.add_argument("--json", action="store_true")
+    bench.set_defaults(handler=_bench)
+
+
+def _common_trial_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", type=Path, help="dataset directory (default: synthetic cases)")
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], help="override device")
+
+
+def load_for_cli(args: argparse.Namespace):  # -> TrialConfig (import kept lazy)
+    """The trial YAML with the command-line overrides applied, validated."""
+    from trainables.engine.config import load_trial_config, parse_trial_config
+    from trainables.engine.smoke import smoke_config
+
+    cfg = load_trial_config(args.trial)
+    data = cfg.model_dump(mode="json")
+    if getattr(args, "data", None):
+        data["data"]["root"] = str(args.data.resolve())
+    if getattr(args, "device", None):
+        data["device"] = args.device
+    if getattr(args, "epochs", None):
+        data["train"]["epochs"] = args.epochs
+    cfg = parse_trial_config(data, source=args.trial)
+    return smoke_config(cfg) if getattr(args, "smoke", False) else cfg
+
+
+def _train(args: argparse.Namespace) -> int:
+    from trainables.engine.train import train_trial
+
+    cfg = load_for_cli(args)
+    progress(
+        f"trial {cfg.name}: model {cfg.model.kind}, loss {cfg.loss.kind}, "
+        f"{cfg.train.epochs} epochs x {cfg.train.iterations_per_epoch} iterations"
+    )
+    result = train_trial(cfg, progress=progress, checkpoint_dir=args.checkpoint_dir)
+    history = [
+        {k: v for k, v in m.items() if k in ("epoch", "train/loss", "val/loss", "val/dice_mean")}
+        for m in result.history
+    ]
+    print_json(
+        {
+            "trial": cfg.name,
+            "best_epoch": result.best_epoch,
+            "final": result.final,
+            "history": history,
+        }
+    )
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from trainables.engine.bench import benchmark_step
+
+    cfg = load_for_cli(args)
+    result = benchmark_step(cfg, steps=args.steps, warmup=args.warmup, progress=progress)
+    if args.json:
+        print_json(result)
+    else:
+        for key, value in result.items():
+            print(f"{key:28s} {value}")
+    return 0

@@ -1,0 +1,78 @@
+"""``ablate train`` and ``ablate bench`` through the real CLI entry point."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from orchestrator.cli import main
+
+ENGINE_TESTS = Path(__file__).resolve().parents[1] / "trainables" / "engine"
+BASE_DIR = Path(__file__).resolve().parents[2] / "search_spaces" / "base"
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ABLATE_CACHE", str(tmp_path_factory.getbasetemp() / "ablate-cache"))
+
+
+def test_training_on_synthetic_cases_raises_validation_dice(capsys: pytest.CaptureFixture) -> None:
+    assert main(["train", str(ENGINE_TESTS / "learn.yaml")]) == 0
+    out = json.loads(capsys.readouterr().out)
+    dice = [epoch["val/dice_mean"] for epoch in out["history"]]
+    assert len(dice) == 8
+    assert max(dice[-3:]) > dice[0] + 0.3, dice
+    assert max(dice[-3:]) > 0.5, dice
+
+
+def test_train_prints_progress_on_stderr_and_writes_the_best_checkpoint(
+    capsys: pytest.CaptureFixture, tmp_path: Path
+) -> None:
+    args = [
+        "train",
+        str(BASE_DIR / "tiny.yaml"),
+        "--epochs",
+        "1",
+        "--checkpoint-dir",
+        str(tmp_path),
+    ]
+    assert main(args) == 0
+    captured = capsys.readouterr()
+    assert "epoch 1/1  train/loss" in captured.err
+    assert json.loads(captured.out)["final"]["epoch"] == 1.0
+    assert (tmp_path / "best.pt").is_file()
+
+
+def test_bad_trial_file_exits_2_naming_the_file(
+    capsys: pytest.CaptureFixture, tmp_path: Path
+) -> None:
+    bad = tmp_path / "trial.yaml"
+    bad.write_text(
+        "model: {kind: attention_unet}\nloss: {kind: dice_ce}\noptimizer: {kind: nadm}\n"
+    )
+    assert main(["train", str(bad), "--smoke"]) == 2
+    err = capsys.readouterr().err
+    assert f"ablate: error: {bad}: invalid config:" in err
+    assert "optimizer.kind: 'nadm' is not one of" in err and "(did you mean 'nadam'?)" in err
+
+
+def test_missing_file_and_cuda_without_gpu_exit_2(capsys: pytest.CaptureFixture) -> None:
+    assert main(["train", "nope.yaml"]) == 2
+    assert "ablate: error: nope.yaml: file not found" in capsys.readouterr().err
+    import torch
+
+    if not torch.cuda.is_available():
+        assert main(["train", str(BASE_DIR / "tiny.yaml"), "--device", "cuda", "--smoke"]) == 2
+        assert "device: CUDA was requested but no GPU is visible" in capsys.readouterr().err
+
+
+def test_bench_reports_step_time_and_throughput(capsys: pytest.CaptureFixture) -> None:
+    args = ["bench", str(BASE_DIR / "tiny.yaml"), "--steps", "2", "--warmup", "1", "--json"]
+    assert main(args) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["model"] == "attention_unet" and result["step_ms_median"] > 0
+    assert result["voxels_per_s"] > 0 and result["patch_size"] == [32, 32, 32]

@@ -1,0 +1,93 @@
+"""Trial config: every shipped base YAML validates; impossible trials fail before data is read."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from trainables.engine.config import load_trial_config, parse_trial_config
+from trainables.engine.smoke import smoke_config
+from trainables.errors import InputError
+
+BASE_DIR = Path(__file__).resolve().parents[3] / "search_spaces" / "base"
+BASE_FILES = sorted(BASE_DIR.glob("*.yaml"))
+
+
+def _tiny(**overrides: object) -> dict:
+    data = yaml.safe_load((BASE_DIR / "tiny.yaml").read_text())
+    for dotted, value in overrides.items():
+        node = data
+        *parents, leaf = dotted.split("__")
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = value
+    return data
+
+
+def _error(data: dict) -> str:
+    with pytest.raises(InputError) as err:
+        parse_trial_config(data, source="trial.yaml")
+    return str(err.value)
+
+
+def test_the_base_directory_ships_a_config_per_seed_paper() -> None:
+    names = {p.stem for p in BASE_FILES}
+    assert {"btrseg", "fmnet", "nnunet_ct", "unet2d_penalty", "unet3d_small", "clstm"} <= names
+
+
+@pytest.mark.parametrize("path", BASE_FILES, ids=lambda p: p.stem)
+def test_every_base_config_validates_round_trips_and_shrinks(path: Path) -> None:
+    cfg = load_trial_config(path)
+    assert parse_trial_config(yaml.safe_load(cfg.to_yaml())) == cfg
+    smoke = smoke_config(cfg)
+    assert smoke.train.epochs <= 2 and smoke.model.kind == cfg.model.kind
+    assert smoke.loss == cfg.loss and smoke.optimizer == cfg.optimizer
+
+
+def test_patch_not_divisible_by_the_network_stride() -> None:
+    msg = _error(_tiny(sampling__patch_size=[36, 32, 32]))
+    assert (
+        "sampling.patch_size [36, 32, 32] must be divisible by [8, 8, 8] "
+        "(the total stride of model 'attention_unet')" in msg
+    )
+
+
+def test_a_patch_that_leaves_a_one_voxel_bottleneck() -> None:
+    msg = _error(_tiny(sampling__patch_size=[8, 8, 8]))
+    assert (
+        "sampling.patch_size [8, 8, 8] leaves a 1-voxel bottleneck in model 'attention_unet'" in msg
+    )
+    assert "use at least [16, 16, 16]" in msg
+
+
+def test_two_d_patch_for_a_three_d_model() -> None:
+    msg = _error(_tiny(sampling__patch_size=[32, 32]))
+    assert "has 2 axes but model 'attention_unet' takes 3-D input" in msg
+
+
+def test_more_deep_supervision_heads_than_decoder_levels() -> None:
+    msg = _error(_tiny(model__deep_supervision=3))
+    assert "model: deep_supervision=3 needs more decoder levels" in msg
+    assert "so at most 2 extra heads" in msg
+
+
+def test_unknown_kind_unknown_key_and_wrong_type_are_listed_together() -> None:
+    msg = _error(_tiny(loss={"kind": "dice_cee"}, train__epochs="ten", optimizer__lrr=1.0))
+    assert "loss.kind: 'dice_cee' is not one of" in msg and "(did you mean 'dice_ce'?)" in msg
+    assert "train.epochs: Input should be a valid integer" in msg
+    assert "optimizer.lrr: unknown key" in msg and "did you mean 'lr'?" in msg
+
+
+def test_unknown_modality_and_label_scheme() -> None:
+    msg = _error(_tiny(data__modalities=["flair", "t1c"], data__label_scheme="brats2022"))
+    assert "data.modalities: 't1c' is not one of t1, t1ce, t2, flair, ct" in msg
+    assert "data.label_scheme: 'brats2022' is not one of auto, brats2021" in msg
+
+
+def test_malformed_yaml_names_file_line_and_column(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nmodel: {kind: unet\n")
+    with pytest.raises(InputError, match=r"bad.yaml:3:1: malformed YAML"):
+        load_trial_config(bad)

@@ -1,0 +1,98 @@
+"""The epoch loop at toy size on CPU: resume, divergence, freezing, warm start, CPU augmentation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from trainables.engine.checkpoint import load_checkpoint, save_checkpoint
+from trainables.engine.config import parse_trial_config
+from trainables.engine.runner import TrialDiverged, TrialRunner
+from trainables.errors import InputError
+
+METRICS = {
+    "epoch",
+    "train/loss",
+    "train/lr",
+    "val/loss",
+    "val/dice_wt",
+    "val/dice_tc",
+    "val/dice_et",
+    "val/dice_mean",
+    "val/hd95_wt",
+    "perf/epoch_s",
+    "perf/voxels_per_s",
+}
+
+
+def _runner(data: dict) -> TrialRunner:
+    return TrialRunner(parse_trial_config(data))
+
+
+def test_an_epoch_reports_the_design_metric_names(tiny: dict) -> None:
+    tiny["train"].update(epochs=1, iterations_per_epoch=2)
+    metrics = _runner(tiny).run_epoch()
+    assert set(metrics) >= METRICS
+    assert metrics["epoch"] == 1.0 and 0.0 <= metrics["val/dice_mean"] <= 1.0
+
+
+def test_resume_from_a_checkpoint_gives_the_identical_next_epoch(
+    tiny: dict, tmp_path: Path
+) -> None:
+    tiny["train"].update(epochs=2, iterations_per_epoch=3)
+    straight = _runner(tiny)
+    straight.run_epoch()
+    save_checkpoint(straight, tmp_path / "epoch1.pt")
+    expected = straight.run_epoch()
+
+    resumed = _runner(tiny)
+    resumed.load_state_dict(load_checkpoint(tmp_path / "epoch1.pt"))
+    assert resumed.epoch == 1
+    again = resumed.run_epoch()
+    assert again["train/loss"] == expected["train/loss"]
+    assert again["val/loss"] == expected["val/loss"]
+    assert again["val/dice_mean"] == expected["val/dice_mean"]
+    assert again["train/lr"] == expected["train/lr"]
+
+
+def test_a_non_finite_loss_stops_the_trial_as_diverged(tiny: dict) -> None:
+    tiny["optimizer"] = {"kind": "sgd", "lr": 1.0e12, "momentum": 0.9}
+    tiny["train"].update(epochs=1, iterations_per_epoch=8, grad_clip=None)
+    with pytest.raises(TrialDiverged, match=r"diverged: training loss is (nan|inf) at epoch 1"):
+        _runner(tiny).run_epoch()
+
+
+def test_a_frozen_submodule_stays_fixed_for_its_iterations(tiny: dict) -> None:
+    tiny["train"].update(
+        epochs=1, iterations_per_epoch=2, freeze={"module": "encoder", "iterations": 2}
+    )
+    runner = _runner(tiny)
+    before = {k: v.clone() for k, v in runner.model.state_dict().items()}
+    runner.run_epoch()
+    after = runner.model.state_dict()
+    frozen = [k for k in before if k.startswith("encoder.") and before[k].is_floating_point()]
+    trained = [k for k in before if not k.startswith("encoder.") and k.endswith("weight")]
+    assert frozen and all(torch.equal(before[k], after[k]) for k in frozen)
+    assert any(not torch.equal(before[k], after[k]) for k in trained)
+
+
+def test_warm_start_loads_weights_and_rejects_a_mismatch(tiny: dict, tmp_path: Path) -> None:
+    tiny["train"].update(epochs=1, iterations_per_epoch=1)
+    source = _runner(tiny)
+    source.run_epoch()
+    path = save_checkpoint(source, tmp_path / "pre.pt")
+    tiny["train"]["init"] = {"checkpoint": str(path)}
+    warm = _runner(tiny)
+    for key, value in source.model.state_dict().items():
+        assert torch.equal(value, warm.model.state_dict()[key])
+    tiny["model"]["filters"] = [8, 16, 32, 64]
+    with pytest.raises(InputError, match=r"pre.pt: weights do not match the model: \d+ unexpected"):
+        _runner(tiny)
+
+
+def test_cpu_side_augmentation_path_trains(tiny: dict) -> None:
+    tiny["train"].update(epochs=1, iterations_per_epoch=2, gpu_augmentation=False, num_workers=1)
+    metrics = _runner(tiny).run_epoch()
+    assert torch.isfinite(torch.tensor(metrics["train/loss"]))

@@ -1,0 +1,1 @@
+"""The pure-torch training engine: trial config, epoch loop, checkpoints, inference."""

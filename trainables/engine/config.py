@@ -1,0 +1,223 @@
+"""The trial config: one frozen model composed of every component's config.
+
+A trial YAML is validated once, here, at the boundary. Cross-component rules (patch size vs the
+network's total stride, 2-D models with 2-D patches, a known label scheme) are checked before any
+data is read, so a sweep with an impossible cell fails in ``ablate validate``, not on a GPU.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import Field, field_validator, model_validator
+
+from trainables.config import Frozen, validate_config
+from trainables.config.base import unknown_option_message
+from trainables.data.augment import AugmentConfig
+from trainables.data.labels import SCHEMES
+from trainables.data.preprocess import PreprocessConfig
+from trainables.data.sampling import SamplingConfig
+from trainables.data.splits import HoldoutSplit, SplitConfig
+from trainables.data.types import MODALITIES
+from trainables.errors import InputError
+from trainables.losses import LossConfig
+from trainables.models import ModelConfig
+from trainables.optim import OptimizerConfig, ScheduleConfig
+
+Precision = Literal["fp32", "fp16", "bf16"]
+
+
+class SyntheticConfig(Frozen):
+    """Generated cases used when a trial has no ``data.root`` (see ``ablate data synth``).
+
+    ``modality: mri`` gives BraTS-2021-layout four-modality MRI with tumours; ``ct`` gives
+    single-channel head CT (Hounsfield units) with a binary haemorrhage label.
+    """
+
+    modality: Literal["mri", "ct"] = "mri"
+    cases: int = Field(default=12, ge=2)
+    shape: tuple[int, int, int] = (64, 64, 48)
+    seed: int = 0
+
+
+class DataConfig(Frozen):
+    """Which cases a trial reads and how they are preprocessed.
+
+    Attributes:
+        root: dataset directory in any supported layout; None trains on synthetic cases.
+        modalities: input channels, in order (one modality vs all four is an ablation axis).
+        label_scheme: source label scheme, or "auto" to take the layout's.
+        split: hold-out or k-fold split of the cases, from a seed.
+        preprocess: preprocessing applied once when the cache is prepared.
+        cache_dir: where prepared caches live (default ``$ABLATE_CACHE`` or ~/.cache/ablate).
+    """
+
+    root: Path | None = None
+    modalities: tuple[str, ...] = ("t1", "t1ce", "t2", "flair")
+    label_scheme: str = "auto"
+    split: SplitConfig = HoldoutSplit()
+    preprocess: PreprocessConfig = PreprocessConfig()
+    cache_dir: Path | None = None
+    synthetic: SyntheticConfig = SyntheticConfig()
+
+    @field_validator("modalities")
+    @classmethod
+    def _known_modalities(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for m in value:
+            if m not in MODALITIES:
+                raise ValueError(unknown_option_message(m, MODALITIES))
+        if len(set(value)) != len(value) or not value:
+            raise ValueError("must be a non-empty list without repeats")
+        return value
+
+    @field_validator("label_scheme")
+    @classmethod
+    def _known_scheme(cls, value: str) -> str:
+        if value != "auto" and value not in SCHEMES:
+            raise ValueError(unknown_option_message(value, ["auto", *SCHEMES]))
+        return value
+
+
+class FreezeConfig(Frozen):
+    """Keep a named sub-module frozen for the first iterations (C-LSTM two-stage training)."""
+
+    module: str
+    iterations: int = Field(ge=1)
+
+
+class InitConfig(Frozen):
+    """Warm start / fine-tune: load weights from a checkpoint before training.
+
+    Attributes:
+        checkpoint: a checkpoint written by this engine (or a plain state dict).
+        prefix: prepended to the loaded keys, e.g. "unet." to load a 2-D U-Net into a C-LSTM.
+        strict: fail when keys do not match exactly.
+    """
+
+    checkpoint: Path
+    prefix: str = ""
+    strict: bool = True
+
+
+class TrainConfig(Frozen):
+    """The epoch loop.
+
+    Attributes:
+        epochs: number of epochs (one Ray Tune iteration each).
+        iterations_per_epoch: optimizer steps per epoch (nnU-Net: 250).
+        batch_size: patches per step.
+        precision: fp32, fp16 (autocast + gradient scaler) or bf16 (autocast). On CPU, fp16 runs
+            as fp32 because CPU autocast in fp16 is slower than fp32 and brings nothing.
+        compile: wrap the model in ``torch.compile``.
+        grad_clip: max gradient norm (nnU-Net: 12), or None.
+        num_workers: CPU processes that slice patches out of the memory-mapped cache.
+        gpu_augmentation: augment on the training device (True) or in the CPU workers (False);
+            the FM-Net speed study's "GPU data pipeline" axis.
+        freeze: optional sub-module to freeze for the first iterations.
+        init: optional warm start from a checkpoint.
+    """
+
+    epochs: int = Field(default=50, ge=1)
+    iterations_per_epoch: int = Field(default=250, ge=1)
+    batch_size: int = Field(default=2, ge=1)
+    precision: Precision = "fp16"
+    compile: bool = False
+    grad_clip: float | None = Field(default=12.0, gt=0)
+    num_workers: int = Field(default=2, ge=0)
+    gpu_augmentation: bool = True
+    freeze: FreezeConfig | None = None
+    init: InitConfig | None = None
+
+
+class ValidationConfig(Frozen):
+    """How and how often validation runs.
+
+    Attributes:
+        every: validate every N epochs (and always on the last).
+        overlap: sliding-window overlap as a fraction of the patch (nnU-Net: 0.5).
+        gaussian: weight window predictions with a Gaussian centred on the patch.
+        max_cases: validate on at most this many cases (None: all validation cases).
+        hd95: also compute HD95 and surface Dice (slower than Dice alone).
+        tolerance_mm: surface-Dice tolerance.
+    """
+
+    every: int = Field(default=1, ge=1)
+    overlap: float = Field(default=0.5, ge=0.0, lt=1.0)
+    gaussian: bool = True
+    max_cases: int | None = Field(default=None, ge=1)
+    hd95: bool = True
+    tolerance_mm: float = Field(default=1.0, gt=0)
+
+
+class TrialConfig(Frozen):
+    """Everything one training run depends on; the unit a sweep varies by dotted paths."""
+
+    name: str = "trial"
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    data: DataConfig = DataConfig()
+    sampling: SamplingConfig = SamplingConfig()
+    augment: AugmentConfig = AugmentConfig()
+    model: ModelConfig
+    loss: LossConfig
+    optimizer: OptimizerConfig
+    schedule: ScheduleConfig = Field(default_factory=lambda: {"kind": "constant"})
+    train: TrainConfig = TrainConfig()
+    validation: ValidationConfig = ValidationConfig()
+
+    @model_validator(mode="after")
+    def _patch_fits_model(self) -> TrialConfig:
+        patch = tuple(self.sampling.patch_size)
+        dims = self.model.input_dims
+        if len(patch) != dims:
+            raise ValueError(
+                f"sampling.patch_size {list(patch)} has {len(patch)} axes but model "
+                f"{self.model.kind!r} takes {dims}-D input"
+            )
+        divisor = self.model.divisor()
+        bad = [p for p, d in zip(patch, divisor, strict=True) if p % d]
+        if bad:
+            raise ValueError(
+                f"sampling.patch_size {list(patch)} must be divisible by {list(divisor)} "
+                f"(the total stride of model {self.model.kind!r})"
+            )
+        if math.prod(p // d for p, d in zip(patch, divisor, strict=True)) < 2:
+            raise ValueError(
+                f"sampling.patch_size {list(patch)} leaves a 1-voxel bottleneck in model "
+                f"{self.model.kind!r} (stride {list(divisor)}); normalisation needs more: use at "
+                f"least {[2 * d if d > 1 else p for p, d in zip(patch, divisor, strict=True)]}"
+            )
+        return self
+
+    def to_yaml(self) -> str:
+        """The resolved config as YAML (paths as strings), loadable by :func:`load_trial_config`."""
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+def parse_trial_config(data: Any, source: str | Path | None = None) -> TrialConfig:
+    """Validate a mapping into a :class:`TrialConfig`; errors name the source and dotted fields."""
+    if not isinstance(data, dict):
+        raise InputError(f"expected a mapping of trial settings, got {type(data).__name__}", source)
+    return validate_config(TrialConfig, data, source)
+
+
+def load_yaml(path: str | Path) -> Any:
+    """Read a YAML file; malformed YAML becomes an InputError naming the file, line and column."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("file not found", path)
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        problem = getattr(err, "problem", None) or str(err)
+        raise InputError(f"malformed YAML: {problem}", where) from None
+
+
+def load_trial_config(path: str | Path) -> TrialConfig:
+    """Load and validate a trial YAML file."""
+    return parse_trial_config(load_yaml(path), source=path)

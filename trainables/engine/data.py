@@ -1,0 +1,102 @@
+"""Turn a trial's ``data`` config into prepared, split, memory-mapped cases.
+
+Decoding NIfTI happens once per dataset and preprocessing config (``ensure_prepared``); trials of
+a sweep share the cache. Without ``data.root`` the trial trains on synthetic cases generated once
+into the cache root, so every command works from a fresh clone.
+"""
+
+from __future__ import annotations
+
+import fcntl
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from trainables.data.cache import PreparedDataset, default_cache_root, ensure_prepared
+from trainables.data.labels import LabelScheme
+from trainables.data.splits import Split, make_split
+from trainables.data.synth import synthesize_dataset
+from trainables.data.synth_ct import synthesize_ct_dataset
+from trainables.engine.config import DataConfig, SyntheticConfig
+from trainables.errors import InputError
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class TrialData:
+    """The cases one trial reads.
+
+    Attributes:
+        dataset: the prepared cache (memory-mapped arrays).
+        split: train/val/test case ids and the split hash.
+        scheme: the internal label scheme (regions WT/TC/ET, or FG).
+        modalities: input channels in order.
+        source: the dataset directory the cache was prepared from.
+    """
+
+    dataset: PreparedDataset
+    split: Split
+    scheme: LabelScheme
+    modalities: tuple[str, ...]
+    source: Path
+
+    def load(self, case_id: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """(image (C, *S) float16 memmap, label (*S) uint8, foreground locations (N, 3))."""
+        case = self.dataset.load(case_id, modalities=self.modalities, mmap=True)
+        assert case.label is not None  # prepare() only keeps labelled cases for training
+        return case.image, case.label, self.dataset.foreground_locations(case_id)
+
+
+def prepare_trial_data(cfg: DataConfig, progress: Progress | None = None) -> TrialData:
+    """Prepare (or reuse) the cache for ``cfg`` and split its cases."""
+    cache_root = Path(cfg.cache_dir) if cfg.cache_dir else default_cache_root()
+    source = Path(cfg.root) if cfg.root else synthetic_dataset(cfg.synthetic, cache_root, progress)
+    if not source.is_dir():
+        raise InputError("dataset directory not found", where="data.root")
+    counter = _counter(progress, "prepare")
+    dataset = ensure_prepared(source, cache_root, cfg.preprocess, cfg.label_scheme, counter)
+    _check_modalities(dataset, cfg.modalities)
+    scheme = dataset.scheme
+    split = make_split(dataset.case_ids, cfg.split)
+    if not split.train or not split.val:
+        raise InputError(
+            f"{len(dataset.case_ids)} usable cases cannot give non-empty train and validation "
+            f"sets with split {cfg.split.model_dump()}",
+            where=str(source),
+        )
+    return TrialData(dataset, split, scheme, tuple(cfg.modalities), source)
+
+
+def synthetic_dataset(cfg: SyntheticConfig, cache_root: Path, progress: Progress | None) -> Path:
+    """Generate (once, under a file lock shared by concurrent trials) the synthetic cases."""
+    shape = "x".join(str(s) for s in cfg.shape)
+    out = cache_root / "synthetic" / f"{cfg.modality}-seed{cfg.seed}-n{cfg.cases}-{shape}"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out.parent / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (out / "synth.json").is_file():
+            if progress:
+                progress(f"generating {cfg.cases} synthetic cases {shape} in {out}")
+            generate = synthesize_ct_dataset if cfg.modality == "ct" else synthesize_dataset
+            generate(out, cfg.cases, cfg.seed, cfg.shape, progress=_counter(progress, "synth"))
+    return out
+
+
+def _check_modalities(dataset: PreparedDataset, wanted: tuple[str, ...]) -> None:
+    for case_id in dataset.case_ids:
+        missing = [m for m in wanted if m not in dataset.modalities(case_id)]
+        if missing:
+            raise InputError(
+                f"case {case_id} has no {', '.join(missing)} (it has "
+                f"{', '.join(dataset.modalities(case_id))}); choose data.modalities accordingly",
+                where="data.modalities",
+            )
+
+
+def _counter(progress: Progress | None, verb: str) -> Callable[[int, int, str], None] | None:
+    if progress is None:
+        return None
+    return lambda done, total, name: progress(f"{verb} {done}/{total} {name}")

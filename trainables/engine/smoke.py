@@ -1,0 +1,71 @@
+"""``--smoke``: shrink any trial so it runs end to end on a CPU in about a minute.
+
+Only sizes change (patch, widths, epochs, cases); every kind, loss, optimizer and schedule stays
+as configured, so a smoke run exercises exactly the code paths of the real trial.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from trainables.engine.config import TrialConfig, parse_trial_config
+
+SMOKE_EDGE = 32  # patch edge (voxels) before rounding up to the network's stride
+SMOKE_EPOCHS = 2
+SMOKE_ITERATIONS = 3
+SMOKE_CASES = 6
+SMOKE_SHAPE = (48, 48, 40)
+
+
+def smoke_config(cfg: TrialConfig) -> TrialConfig:
+    """A tiny copy of ``cfg``: small patch and widths, 2 epochs of 3 steps, 6 synthetic cases."""
+    data = cfg.model_dump(mode="json")
+    data["model"] = _shrink_widths(data["model"])
+    data["sampling"]["patch_size"] = list(_smoke_patch(cfg))
+    data["sampling"]["val_crop_size"] = None
+    data["train"].update(
+        epochs=min(cfg.train.epochs, SMOKE_EPOCHS),
+        iterations_per_epoch=SMOKE_ITERATIONS,
+        batch_size=min(cfg.train.batch_size, 2),
+        num_workers=0,
+        compile=False,
+        init=None,
+    )
+    if cfg.train.freeze is not None:
+        data["train"]["freeze"]["iterations"] = min(cfg.train.freeze.iterations, 2)
+    data["validation"]["max_cases"] = 2
+    data["data"]["synthetic"].update(cases=SMOKE_CASES, shape=list(SMOKE_SHAPE))
+    data["name"] = f"{cfg.name}-smoke"
+    return parse_trial_config(data, source="--smoke")
+
+
+def _smoke_patch(cfg: TrialConfig) -> tuple[int, ...]:
+    """Per axis: the smallest multiple of the network's stride >= 32 that leaves the bottleneck
+    2 voxels wide (instance norm needs more than one); 8 slices along an unstrided axis."""
+    out = []
+    for d in cfg.model.divisor():
+        out.append(8 if d == 1 else d * max(2, math.ceil(SMOKE_EDGE / d)))
+    return tuple(out)
+
+
+def _shrink_widths(node: Any) -> Any:
+    """Divide every filter list by 8 (min 2) and cap base/max widths, at any depth.
+
+    Group-norm group counts shrink with the widths so they still divide every filter count.
+    """
+    if not isinstance(node, dict):
+        return node
+    out = {}
+    for key, value in node.items():
+        if key == "filters" and isinstance(value, list):
+            out[key] = [max(2, int(v) // 8) for v in value]
+        elif key == "base_filters" and isinstance(value, int):
+            out[key] = min(value, 4)
+        elif key == "max_filters" and isinstance(value, int):
+            out[key] = min(value, 32)
+        else:
+            out[key] = _shrink_widths(value)
+    if "group_norm_groups" in out and "filters" in out:
+        out["group_norm_groups"] = math.gcd(out["group_norm_groups"], *out["filters"])
+    return out

@@ -1,0 +1,91 @@
+"""Validation: whole-volume (or centre-crop) sliding-window prediction and BraTS metrics."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from trainables.data.labels import LabelScheme, regions_from_labels
+from trainables.data.sampling import validation_view
+from trainables.engine.config import TrialConfig
+from trainables.engine.data import TrialData
+from trainables.engine.inference import sliding_window_logits
+from trainables.losses import logits_to_labels
+from trainables.metrics import case_metrics, dice, mean_metrics
+
+
+def predict_case(
+    model: nn.Module,
+    cfg: TrialConfig,
+    image: np.ndarray,
+    device: torch.device,
+    autocast: AbstractContextManager,
+) -> Tensor:
+    """(K, *S) float32 logits for one case's image (C, *S), by sliding window."""
+    volume = torch.from_numpy(np.asarray(image, dtype=np.float32)).to(device)
+    return sliding_window_logits(
+        model,
+        volume,
+        cfg.sampling.patch_size,
+        overlap=cfg.validation.overlap,
+        gaussian=cfg.validation.gaussian,
+        batch_size=cfg.train.batch_size,
+        autocast=autocast,
+    )
+
+
+def validation_case_ids(cfg: TrialConfig, data: TrialData) -> Sequence[str]:
+    ids = data.split.val
+    return ids[: cfg.validation.max_cases] if cfg.validation.max_cases else ids
+
+
+@torch.no_grad()
+def validate(
+    model: nn.Module,
+    loss_fn: nn.Module,
+    cfg: TrialConfig,
+    data: TrialData,
+    device: torch.device,
+    autocast: Callable[[], AbstractContextManager],
+) -> dict[str, float]:
+    """Mean validation loss and metrics over the validation cases, keys prefixed ``val/``."""
+    model.eval()
+    losses: list[float] = []
+    per_case: list[dict[str, float]] = []
+    for case_id in validation_case_ids(cfg, data):
+        case = data.dataset.load(case_id, modalities=data.modalities, mmap=True)
+        assert case.label is not None
+        image, label = validation_view(case.image, case.label, cfg.sampling)
+        logits = predict_case(model, cfg, image, device, autocast())
+        target = torch.from_numpy(np.asarray(label, dtype=np.int64)).to(device)
+        losses.append(float(loss_fn(logits[None], target[None])))
+        pred = logits_to_labels(logits[None], cfg.loss, data.scheme)[0].cpu().numpy()
+        per_case.append(_case_metrics(pred, np.asarray(label), case.spacing, data.scheme, cfg))
+    model.train()
+    metrics = {f"val/{k}": v for k, v in mean_metrics(per_case).items()}
+    metrics["val/loss"] = float(np.mean(losses))
+    return metrics
+
+
+def _case_metrics(
+    pred: np.ndarray,
+    ref: np.ndarray,
+    spacing: tuple[float, float, float],
+    scheme: LabelScheme,
+    cfg: TrialConfig,
+) -> dict[str, float]:
+    """Full BraTS metrics, or Dice alone when HD95 is switched off (it dominates CPU time)."""
+    if cfg.validation.hd95:
+        return case_metrics(pred, ref, spacing, scheme, cfg.validation.tolerance_mm)
+    pred_regions = regions_from_labels(pred, scheme)
+    ref_regions = regions_from_labels(ref, scheme)
+    out = {
+        f"dice_{name}": dice(p, r)
+        for name, p, r in zip(scheme.region_names, pred_regions, ref_regions, strict=True)
+    }
+    out["dice_mean"] = float(np.mean(list(out.values())))
+    return out
