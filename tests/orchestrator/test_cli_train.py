@@ -76,3 +76,27 @@ def test_bench_reports_step_time_and_throughput(capsys: pytest.CaptureFixture) -
     result = json.loads(capsys.readouterr().out)
     assert result["model"] == "attention_unet" and result["step_ms_median"] > 0
     assert result["voxels_per_s"] > 0 and result["patch_size"] == [32, 32, 32]
+
+
+BASE_FILES = sorted(BASE_DIR.glob("*.yaml"))
+MRI_FILES = [p for p in BASE_FILES if "modalities: [ct]" not in p.read_text()]
+
+
+@pytest.mark.parametrize("path", BASE_FILES, ids=lambda p: p.stem)
+def test_every_base_config_runs_smoke_on_synthetic_data(
+    path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    assert main(["train", str(path), "--smoke", "--device", "cpu"]) == 0
+    final = json.loads(capsys.readouterr().out)["final"]
+    assert final["epoch"] == 2.0 and 0.0 <= final["val/dice_mean"] <= 1.0
+
+
+@pytest.mark.realdata
+@pytest.mark.parametrize("path", MRI_FILES, ids=lambda p: p.stem)
+def test_every_mri_base_config_runs_smoke_on_the_real_brats_sample(
+    path: Path, brats_sample_dir: Path, capsys: pytest.CaptureFixture
+) -> None:
+    args = ["train", str(path), "--smoke", "--device", "cpu", "--data", str(brats_sample_dir)]
+    assert main(args) == 0
+    final = json.loads(capsys.readouterr().out)["final"]
+    assert {"val/dice_wt", "val/dice_tc", "val/dice_et"} <= set(final)

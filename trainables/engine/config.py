@@ -142,6 +142,8 @@ class ValidationConfig(Frozen):
         max_cases: validate on at most this many cases (None: all validation cases).
         hd95: also compute HD95 and surface Dice (slower than Dice alone).
         tolerance_mm: surface-Dice tolerance.
+        batch_size: windows per inference forward pass; None: 4 for 3-D models, 64 for 2-D
+            models (slices are small, and a volume has hundreds of them).
     """
 
     every: int = Field(default=1, ge=1)
@@ -150,6 +152,11 @@ class ValidationConfig(Frozen):
     max_cases: int | None = Field(default=None, ge=1)
     hd95: bool = True
     tolerance_mm: float = Field(default=1.0, gt=0)
+    batch_size: int | None = Field(default=None, ge=1)
+
+    def inference_batch(self, input_dims: int) -> int:
+        """Windows per forward pass for a model taking ``input_dims``-D input."""
+        return self.batch_size or (64 if input_dims == 2 else 4)
 
 
 class TrialConfig(Frozen):

@@ -56,70 +56,77 @@ def sliding_window_logits(
     Args:
         model: network in eval mode; maps (B, C, *patch) to (B, K, *patch) logits.
         image: (C, *S) input on the model's device. For 2-D models pass a 3-D volume and a 2-D
-            ``patch``: every slice along the last axis is predicted (slices are batched).
+            ``patch``: every slice along the last axis is predicted, all slices of one window
+            position batched together.
         patch: window size, 2 or 3 ints.
         overlap: fraction of the window shared with its neighbour.
         gaussian: Gaussian (True) or uniform window weights.
-        batch_size: windows per forward pass.
+        batch_size: windows (or slices) per forward pass.
         autocast: context (e.g. ``torch.autocast``) to run the forward passes in.
 
     Returns:
         (K, *S) float32 logits.
     """
+    run = _WindowRunner(model, batch_size, autocast)
     if len(patch) == image.ndim - 1:
-        return _sliding_window_nd(model, image, patch, overlap, gaussian, batch_size, autocast)
-    if len(patch) == 2 and image.ndim == 4:  # 2-D model on a volume: slice along the last axis
+        return _sliding_window(run, image[None], patch, overlap, gaussian)[0]
+    if len(patch) == 2 and image.ndim == 4:  # 2-D model on a volume: slices become the batch
         slices = image.permute(3, 0, 1, 2)  # (Z, C, X, Y)
-        outs = [
-            _sliding_window_nd(model, s, patch, overlap, gaussian, batch_size, autocast)
-            for s in slices
-        ]
-        return torch.stack(outs, dim=-1)
+        return _sliding_window(run, slices, patch, overlap, gaussian).permute(1, 2, 3, 0)
     raise ValueError(f"patch {list(patch)} does not fit an image of shape {list(image.shape)}")
 
 
-def _sliding_window_nd(
-    model: nn.Module,
-    image: Tensor,
-    patch: Sequence[int],
-    overlap: float,
-    gaussian: bool,
-    batch_size: int,
-    autocast: AbstractContextManager | None,
+class _WindowRunner:
+    """Runs the model over many windows in chunks of ``batch_size``; returns float32 logits."""
+
+    def __init__(self, model: nn.Module, batch_size: int, autocast: AbstractContextManager | None):
+        self.model, self.batch_size, self.autocast = model, max(1, batch_size), autocast
+
+    def __call__(self, windows: Tensor) -> Tensor:
+        outs = []
+        for chunk in windows.split(self.batch_size):
+            with self.autocast or nullcontext():
+                outs.append(self.model(chunk).float())
+        return torch.cat(outs)
+
+
+def _sliding_window(
+    run: _WindowRunner, images: Tensor, patch: Sequence[int], overlap: float, gaussian: bool
 ) -> Tensor:
-    spatial = image.shape[1:]
-    padded, crop = _pad_to(image, patch)
+    """(N, C, *S) -> (N, K, *S) logits; the N images share every window position."""
+    spatial = images.shape[2:]
+    padded, crop = _pad_to(images, patch)
+    device = images.device
     weight = (
-        gaussian_importance(patch, image.device)
-        if gaussian
-        else torch.ones(tuple(patch), device=image.device)
+        gaussian_importance(patch, device) if gaussian else torch.ones(tuple(patch), device=device)
     )
-    starts = [window_starts(s, p, overlap) for s, p in zip(padded.shape[1:], patch, strict=True)]
-    windows = list(itertools.product(*starts))
+    starts = [window_starts(s, p, overlap) for s, p in zip(padded.shape[2:], patch, strict=True)]
+    slicers = [
+        tuple(slice(s, s + p) for s, p in zip(w, patch, strict=True))
+        for w in itertools.product(*starts)
+    ]
+    per_pass = max(1, run.batch_size // len(images))  # window positions per forward pass
     logits: Tensor | None = None
-    norm = torch.zeros(padded.shape[1:], device=image.device)
-    for i in range(0, len(windows), batch_size):
-        chunk = windows[i : i + batch_size]
-        slicers = [tuple(slice(s, s + p) for s, p in zip(w, patch, strict=True)) for w in chunk]
-        batch = torch.stack([padded[(slice(None), *sl)] for sl in slicers])
-        with autocast or nullcontext():
-            out = model(batch)
-        out = out.float()
+    norm = torch.zeros(padded.shape[2:], device=device)
+    for i in range(0, len(slicers), per_pass):
+        chunk = slicers[i : i + per_pass]
+        out = run(torch.cat([padded[(slice(None), slice(None), *sl)] for sl in chunk]))
         if logits is None:
-            logits = torch.zeros((out.shape[1], *padded.shape[1:]), device=image.device)
-        for sl, o in zip(slicers, out, strict=True):
-            logits[(slice(None), *sl)] += o * weight
+            logits = torch.zeros((len(images), out.shape[1], *padded.shape[2:]), device=device)
+        for sl, o in zip(chunk, out.split(len(images)), strict=True):
+            logits[(slice(None), slice(None), *sl)] += o * weight
             norm[sl] += weight
     assert logits is not None
     logits /= norm
-    return logits[(slice(None), *crop)][(slice(None), *(slice(0, s) for s in spatial))]
+    cropped = logits[(slice(None), slice(None), *crop)]
+    return cropped[(slice(None), slice(None), *(slice(0, s) for s in spatial))]
 
 
 def _pad_to(image: Tensor, patch: Sequence[int]) -> tuple[Tensor, tuple[slice, ...]]:
-    """Pad (C, *S) symmetrically to at least ``patch``; return it and the crop that undoes it."""
-    pads: list[int] = []
+    """Pad (N, C, *S) symmetrically to at least ``patch``; return it and the crop undoing it."""
+    pads: list[tuple[int, int]] = []
     crop: list[slice] = []
-    for size, p in zip(image.shape[1:], patch, strict=True):
+    for size, p in zip(image.shape[2:], patch, strict=True):
         total = max(0, p - size)
         before = total // 2
         pads.append((before, total - before))

@@ -1,7 +1,8 @@
 """``--smoke``: shrink any trial so it runs end to end on a CPU in about a minute.
 
-Only sizes change (patch, widths, epochs, cases); every kind, loss, optimizer and schedule stays
-as configured, so a smoke run exercises exactly the code paths of the real trial.
+Only sizes change (patch, widths, epochs, cases, a centre-crop validation region); every kind,
+loss, optimizer, schedule and precision stays as configured, so a smoke run exercises the code
+paths of the real trial.
 """
 
 from __future__ import annotations
@@ -23,7 +24,9 @@ def smoke_config(cfg: TrialConfig) -> TrialConfig:
     data = cfg.model_dump(mode="json")
     data["model"] = _shrink_widths(data["model"])
     data["sampling"]["patch_size"] = list(_smoke_patch(cfg))
-    data["sampling"]["val_crop_size"] = None
+    # Validate on a centre crop twice the patch in-plane: whole real volumes take minutes on a CPU.
+    data["sampling"]["validation"] = "center_crop"
+    data["sampling"]["val_crop_size"] = [2 * p if p > 8 else p for p in _smoke_patch(cfg)]
     data["train"].update(
         epochs=min(cfg.train.epochs, SMOKE_EPOCHS),
         iterations_per_epoch=SMOKE_ITERATIONS,

@@ -33,7 +33,7 @@ def predict_case(
         cfg.sampling.patch_size,
         overlap=cfg.validation.overlap,
         gaussian=cfg.validation.gaussian,
-        batch_size=cfg.train.batch_size,
+        batch_size=cfg.validation.inference_batch(cfg.model.input_dims),
         autocast=autocast,
     )
 

@@ -96,3 +96,41 @@ def test_cpu_side_augmentation_path_trains(tiny: dict) -> None:
     tiny["train"].update(epochs=1, iterations_per_epoch=2, gpu_augmentation=False, num_workers=1)
     metrics = _runner(tiny).run_epoch()
     assert torch.isfinite(torch.tensor(metrics["train/loss"]))
+
+
+def test_two_stage_clstm_starts_from_the_pretrained_slice_unet(tmp_path: Path) -> None:
+    """Paper 004: pre-train the 2-D U-Net on slices, load it into the C-LSTM's ``unet.``."""
+    from tests.trainables.engine.conftest import BASE_DIR
+    from trainables.engine.config import load_trial_config
+    from trainables.engine.smoke import smoke_config
+
+    stage_one = TrialRunner(smoke_config(load_trial_config(BASE_DIR / "clstm_pretrain_unet.yaml")))
+    stage_one.run_epoch()
+    path = save_checkpoint(stage_one, tmp_path / "unet.pt")
+
+    clstm = smoke_config(load_trial_config(BASE_DIR / "clstm.yaml")).model_dump(mode="json")
+    clstm["model"]["unet"] = stage_one.cfg.model.model_dump(mode="json")  # same smoke widths
+    clstm["train"]["init"] = {"checkpoint": str(path), "prefix": "unet.", "strict": False}
+    runner = TrialRunner(parse_trial_config(clstm))
+    loaded = runner.model.state_dict()
+    for key, value in stage_one.model.state_dict().items():
+        if not key.startswith("heads."):  # the slice head is replaced by the LSTM's gates
+            assert torch.equal(loaded[f"unet.{key}"], value), key
+    before = {k: v.clone() for k, v in runner.model.unet.state_dict().items()}
+    runner.run_epoch()  # smoke freezes the U-Net for its first 2 iterations of 3
+    changed = [
+        k for k, v in runner.model.unet.state_dict().items() if not torch.equal(v, before[k])
+    ]
+    assert changed  # unfrozen for the last iteration
+
+
+@pytest.mark.parametrize(
+    ("requested", "used"), [("fp16", "fp32"), ("bf16", "bf16"), ("fp32", "fp32")]
+)
+def test_precision_on_cpu(tiny: dict, requested: str, used: str) -> None:
+    """fp16 autocast brings nothing on a CPU, so it runs as fp32; bf16 autocast runs as asked."""
+    tiny["train"].update(epochs=1, iterations_per_epoch=1, precision=requested)
+    tiny["device"] = "cpu"
+    runner = _runner(tiny)
+    assert runner.precision == used
+    assert torch.isfinite(torch.tensor(runner.run_epoch()["val/loss"]))

@@ -1,0 +1,96 @@
+"""``ablate data synth | inspect | prepare`` and ``ablate evaluate`` through the CLI entry point."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from orchestrator.cli import main
+from tests.trainables.data.nifti_factory import brats_case, truncate
+
+
+@pytest.fixture
+def mixed(tmp_path: Path) -> Path:
+    """Two good BraTS-2021 cases, one missing its T2, one with a truncated FLAIR."""
+    root = tmp_path / "mixed"
+    brats_case(root, "good_1", seed=1)
+    brats_case(root, "good_2", seed=2)
+    brats_case(root, "no_t2", skip=("t2",), seed=3)
+    truncate(brats_case(root, "broken", seed=4).files["flair"])
+    return root
+
+
+def test_synth_then_inspect_and_prepare_a_clean_dataset(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    out = tmp_path / "synth"
+    assert (
+        main(["data", "synth", "--out", str(out), "--cases", "3", "--shape", "20", "20", "16"]) == 0
+    )
+    assert "wrote 3 MRI cases" in capsys.readouterr().out
+    assert main(["data", "inspect", str(out), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert [c["case_id"] for c in report["cases"]] == ["Synth_0000", "Synth_0001", "Synth_0002"]
+    assert main(["data", "prepare", str(out), "--out", str(tmp_path / "cache")]) == 0
+    assert "prepared 3 cases" in capsys.readouterr().out
+
+
+def test_synth_ct_writes_an_msd_ct_dataset(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "ct"
+    args = ["data", "synth", "--modality", "ct", "--out", str(out), "--cases", "2"]
+    assert main([*args, "--shape", "20", "20", "16"]) == 0
+    assert main(["data", "inspect", str(out)]) == 0
+    table = capsys.readouterr().out
+    assert "layout msd" in table and "SynthCT_0000" in table and " ct " in table
+
+
+def test_inspect_lists_good_and_bad_cases_and_exits_2(
+    mixed: Path, capsys: pytest.CaptureFixture
+) -> None:
+    assert main(["data", "inspect", str(mixed)]) == 2
+    out = capsys.readouterr().out
+    assert "good_1" in out and "good_2" in out
+    assert "no_t2" in out and "missing" in out and "t2" in out
+    assert "broken" in out and "broken_flair.nii.gz" in out
+
+
+def test_prepare_keeps_the_good_cases_of_a_mixed_directory(
+    mixed: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    before = sorted(p.stat().st_mtime_ns for p in mixed.rglob("*"))
+    assert main(["data", "prepare", str(mixed), "--out", str(tmp_path / "cache")]) == 2
+    captured = capsys.readouterr()
+    assert "prepared 2 cases" in captured.out
+    assert "skipped:" in captured.err and "no_t2" in captured.err and "broken" in captured.err
+    assert sorted(p.stat().st_mtime_ns for p in mixed.rglob("*")) == before  # source untouched
+
+
+def test_evaluate_scores_predictions_and_flags_a_wrong_shape(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    refs = tmp_path / "refs"
+    ok, other = brats_case(refs, "c1", seed=1), brats_case(refs, "c2", seed=2)
+    preds = tmp_path / "preds"
+    preds.mkdir()
+    shutil.copy(ok.files["seg"], preds / "c1.nii.gz")
+    shutil.copy(
+        brats_case(tmp_path / "big", "x", shape=(9, 8, 6)).files["seg"], preds / "c2.nii.gz"
+    )
+    assert other.label is not None
+    assert main(["evaluate", str(preds), str(refs), "--json"]) == 2
+    report = json.loads(capsys.readouterr().out)
+    assert report["cases"][0]["dice_wt"] == 1.0
+    problems = " ".join(str(p) for p in report["problems"])
+    assert "c2.nii.gz" in problems and "(9, 8, 6)" in problems and "(8, 8, 6)" in problems
+
+
+def test_a_directory_that_is_no_dataset_exits_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    (tmp_path / "notes.txt").write_text("hello")
+    assert main(["data", "inspect", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert f"ablate: error: {tmp_path}" in err and "brats2021" in err
