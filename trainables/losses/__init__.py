@@ -15,9 +15,10 @@ from __future__ import annotations
 from torch import nn
 
 from trainables.data.labels import LabelScheme
-from trainables.losses.ce import DiceCELoss, RegionBCELoss
+from trainables.losses.ce import DiceBCELoss, DiceCELoss, RegionBCELoss
 from trainables.losses.config import (
     BCEConfig,
+    DiceBCEConfig,
     DiceCEConfig,
     LossConfig,
     PenalizedDiceConfig,
@@ -36,6 +37,8 @@ from trainables.losses.dice import PenalizedDiceLoss, RegionDiceLoss, SoftmaxDic
 __all__ = [
     "BCEConfig",
     "DeepSupervisionLoss",
+    "DiceBCEConfig",
+    "DiceBCELoss",
     "DiceCEConfig",
     "DiceCELoss",
     "LossConfig",
@@ -88,4 +91,12 @@ def _base_loss(cfg: LossConfig, scheme: LabelScheme) -> nn.Module:
             return PenalizedDiceLoss(scheme, cfg.penalty, cfg.smooth, cfg.batch_dice)
         case BCEConfig():
             return RegionBCELoss(scheme, cfg.pos_weight)
+        case DiceBCEConfig():
+            return DiceBCELoss(
+                scheme,
+                bce_weight=cfg.bce_weight,
+                dice_weight=cfg.dice_weight,
+                smooth=cfg.smooth,
+                batch_dice=cfg.batch_dice,
+            )
     raise TypeError(f"not a loss config: {cfg!r}")

@@ -1,4 +1,5 @@
-"""Cross-entropy based losses: Dice + CE (nnU-Net, FM-Net) and region BCE (paper 004)."""
+"""Cross-entropy based losses: Dice + CE (nnU-Net, FM-Net), region BCE (paper 004) and Dice +
+BCE on regions (nnU-Net v2's region-based BraTS loss)."""
 
 from __future__ import annotations
 
@@ -77,3 +78,41 @@ class RegionBCELoss(Float32Loss):
         if self.pos_weight is not None:  # a 0-d fill on the device: no host-to-device copy
             pos_weight = logits.new_full((), self.pos_weight)
         return F.binary_cross_entropy_with_logits(logits, truth, pos_weight=pos_weight)
+
+
+class DiceBCELoss(Float32Loss):
+    """nnU-Net v2's ``DC_and_BCE_loss``: ``bce_weight * BCE + dice_weight * (1 - mean Dice)``.
+
+    Both terms score sigmoid region outputs against the same region masks: BCE is the mean over
+    batch, regions and voxels; the Dice is the soft Dice of every region (``do_bg=True``: no
+    channel is background), pooled over the batch when ``batch_dice``, as nnU-Net's
+    ``MemoryEfficientSoftDiceLoss`` (``(2 Σ p y + smooth) / (Σ p + Σ y + smooth)``).
+
+    Args:
+        scheme: internal label scheme; one logit channel per region in ``scheme.regions`` order.
+        bce_weight: weight of the BCE term.
+        dice_weight: weight of the Dice term.
+        smooth: Dice smoothing term.
+        batch_dice: one Dice per region over the whole batch instead of per sample.
+    """
+
+    def __init__(
+        self,
+        scheme: LabelScheme,
+        bce_weight: float,
+        dice_weight: float,
+        smooth: float,
+        batch_dice: bool,
+    ) -> None:
+        super().__init__(len(scheme.regions), regions_phrase(scheme))
+        self.scheme = scheme
+        self.bce_weight = bce_weight
+        self.dice_weight = dice_weight
+        self.smooth = smooth
+        self.batch_dice = batch_dice
+
+    def compute(self, logits: Tensor, target: Tensor) -> Tensor:
+        truth = region_masks(target, self.scheme)  # built once, shared by both terms
+        bce = F.binary_cross_entropy_with_logits(logits, truth)
+        dice = soft_dice(torch.sigmoid(logits), truth, self.smooth, self.batch_dice)
+        return self.dice_weight * (1.0 - dice.mean()) + self.bce_weight * bce

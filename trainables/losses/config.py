@@ -18,6 +18,7 @@ kind                      definition                                            
 ``dice_ce``               soft Dice (plain or squared denominators) + cross-entropy  001, 002
 ``penalized_dice``        Dice with a false-positive penalty weight (Eq. 2)          003
 ``bce``                   binary cross-entropy on sigmoid region outputs             004
+``dice_bce``              BCE + soft Dice on sigmoid regions (nnU-Net v2 BraTS)      002
 ========================  =========================================================  =========
 """
 
@@ -147,8 +148,50 @@ class BCEConfig(Frozen):
         return "regions"
 
 
+class DiceBCEConfig(Frozen):
+    """nnU-Net v2's region-based loss (its BraTS setting): ``DC_and_BCE_loss``.
+
+    ``bce_weight * BCE + dice_weight * (1 - mean_r Dice_r)`` on sigmoid region outputs: the BCE
+    is the mean over batch, regions and voxels (``BCEWithLogitsLoss``), the Dice is nnU-Net's
+    ``MemoryEfficientSoftDiceLoss`` with ``do_bg=True`` (every region channel is foreground) and
+    ``smooth=1e-5`` in numerator and denominator. nnU-Net returns ``-Dice`` instead of
+    ``1 - Dice``; the constant offset changes neither the gradients nor the ranking of runs.
+    Source: ``nnunetv2/training/loss/compound_losses.py`` (``DC_and_BCE_loss``),
+    ``nnunetv2/training/loss/dice.py`` (``MemoryEfficientSoftDiceLoss``) and
+    ``nnUNetTrainer._build_loss``.
+
+    Attributes:
+        bce_weight: weight of the BCE term (>= 0; nnU-Net: 1).
+        dice_weight: weight of the Dice term (>= 0; nnU-Net: 1).
+        smooth: see :class:`RegionDiceConfig`.
+        batch_dice: default True, as nnU-Net's 3-D full-resolution plans (one Dice per region
+            over the whole batch).
+    """
+
+    kind: Literal["dice_bce"] = "dice_bce"
+    bce_weight: float = Field(default=1.0, ge=0.0)
+    dice_weight: float = Field(default=1.0, ge=0.0)
+    smooth: float = Field(default=1e-5, ge=0.0)
+    batch_dice: bool = True
+
+    @property
+    def output(self) -> Output:
+        return "regions"
+
+    @model_validator(mode="after")
+    def _some_weight(self) -> DiceBCEConfig:
+        if self.bce_weight == 0 and self.dice_weight == 0:
+            raise ValueError("bce_weight and dice_weight are both 0: the loss would be constant")
+        return self
+
+
 LossConfig = Annotated[
-    RegionDiceConfig | SoftmaxDiceConfig | DiceCEConfig | PenalizedDiceConfig | BCEConfig,
+    RegionDiceConfig
+    | SoftmaxDiceConfig
+    | DiceCEConfig
+    | PenalizedDiceConfig
+    | BCEConfig
+    | DiceBCEConfig,
     Field(discriminator="kind"),
 ]
 
