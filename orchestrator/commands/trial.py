@@ -26,6 +26,11 @@ def register(verbs: argparse._SubParsersAction) -> None:
     _common_trial_args(bench)
     bench.add_argument("--steps", type=int, default=20, help="timed steps (default 20)")
     bench.add_argument("--warmup", type=int, default=5, help="untimed steps first (default 5)")
+    bench.add_argument(
+        "--pipeline",
+        action="store_true",
+        help="also time real iterations (cache, patches, augmentation) against the pure step",
+    )
     bench.add_argument("--json", action="store_true")
     bench.set_defaults(handler=_bench)
 
@@ -77,10 +82,11 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from trainables.engine.bench import benchmark_step
+    from trainables.engine.bench import benchmark_pipeline, benchmark_step
 
     cfg = load_for_cli(args)
-    result = benchmark_step(cfg, steps=args.steps, warmup=args.warmup, progress=progress)
+    bench = benchmark_pipeline if args.pipeline else benchmark_step
+    result = bench(cfg, steps=args.steps, warmup=args.warmup, progress=progress)
     if args.json:
         print_json(result)
     else:

@@ -100,3 +100,13 @@ def test_every_mri_base_config_runs_smoke_on_the_real_brats_sample(
     assert main(args) == 0
     final = json.loads(capsys.readouterr().out)["final"]
     assert {"val/dice_wt", "val/dice_tc", "val/dice_et"} <= set(final)
+
+
+def test_bench_pipeline_compares_real_iterations_with_the_pure_step(
+    capsys: pytest.CaptureFixture,
+) -> None:
+    args = ["bench", str(BASE_DIR / "tiny.yaml"), "--pipeline", "--steps", "2", "--warmup", "1"]
+    assert main([*args, "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["iteration_ms"] > 0 and result["iteration_over_step"] > 0
+    assert 0.0 <= result["data_wait_frac"] < 1.0

@@ -86,7 +86,7 @@ class TrialRunner:
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
         try:
-            metrics = self._train_epoch()
+            metrics = self.train_epoch()
             last = self.epoch + 1 == self.cfg.train.epochs
             if (self.epoch + 1) % self.cfg.validation.every == 0 or last:
                 val_start = time.perf_counter()
@@ -103,7 +103,8 @@ class TrialRunner:
             metrics["perf/peak_gpu_mem_gib"] = peak
         return metrics
 
-    def _train_epoch(self) -> dict[str, float]:
+    def train_epoch(self) -> dict[str, float]:
+        """One epoch of training steps without validation; returns train/ and perf/ metrics."""
         self._reseed(self.epoch)
         self.model.train()
         cfg = self.cfg.train
