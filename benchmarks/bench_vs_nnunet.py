@@ -26,8 +26,8 @@ throughput with the same numerics quality.
   gate), and both losses are evaluated on identical logits (ours = nnU-Net's + 1 when the
   formulas agree).
 
-The flags ``--precision``, ``--compile``, ``--compile-loss``, ``--channels-last``,
-``--cudnn-benchmark`` and ``--no-loss-check`` change only our side, one candidate speed-up each.
+The flags ``--precision``, ``--compile``, ``--compile-loss``, ``--channels-last`` and
+``--cudnn-benchmark`` change only our side, one candidate speed-up each.
 """
 
 from __future__ import annotations
@@ -278,7 +278,7 @@ def environment(device: torch.device) -> dict[str, Any]:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Build both sides once; check numerics; count FLOPs; time interleaved; the record."""
     cfg = load_trial(args)
-    options = StepOptions(args.channels_last, args.compile_loss, not args.no_loss_check)
+    options = StepOptions(args.channels_last, args.compile_loss)
     batch = synthetic_batch(cfg, resolve_device(cfg.device))
     reference, ours = build_sides(cfg, options, args.reference_compile, batch)
     numerics = {"loss_parity": loss_parity(reference, ours, cfg.model.deep_supervision_outputs)}
@@ -374,7 +374,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add("--compile-loss", action="store_true", help="ours: torch.compile the loss")
     add("--channels-last", action="store_true", help="ours: channels_last_3d weights and input")
     add("--cudnn-benchmark", action="store_true", help="ours: cudnn autotuning (nnU-Net: on)")
-    add("--no-loss-check", action="store_true", help="ours: skip the per-step loss sync")
     add("--reference-compile", action="store_true", help="nnU-Net: compile (its >=2.4 default)")
     return parser.parse_args(argv)
 

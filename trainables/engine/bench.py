@@ -38,13 +38,10 @@ class StepOptions:
     Attributes:
         channels_last: model weights and input in ``channels_last`` / ``channels_last_3d``.
         compile_loss: ``torch.compile`` the loss as well (``cfg.train.compile`` is the model).
-        loss_check: the runner's per-step divergence check and loss read-back
-            (``isfinite`` + ``.item()``: host-device synchronisations every step).
     """
 
     channels_last: bool = False
     compile_loss: bool = False
-    loss_check: bool = False
 
 
 @dataclass
@@ -71,7 +68,6 @@ class TrainStep:
     device: torch.device
     precision: str
     grad_clip: float | None
-    loss_check: bool
 
     def step(self) -> Tensor:
         """One optimizer step; returns the detached float32 scalar loss (still on the device)."""
@@ -79,16 +75,12 @@ class TrainStep:
         with autocast_context(self.precision, self.device):
             output = self.step_model(self.image)
         loss = self.step_loss(output, self.label)  # losses reduce in float32 themselves
-        if self.loss_check and not torch.isfinite(loss):  # a host sync, as in the runner
-            raise FloatingPointError(f"training loss is {loss.item()}")
         self.scaler.scale(loss).backward()
         if self.grad_clip is not None:
             self.scaler.unscale_(self.optimizer)
             nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        if self.loss_check:
-            loss.item()  # the runner returns the loss as a Python float: a second sync
         return loss.detach()
 
 
@@ -119,7 +111,6 @@ def build_step(cfg: TrialConfig, options: StepOptions | None = None) -> TrainSte
         device=device,
         precision=precision,
         grad_clip=cfg.train.grad_clip,
-        loss_check=options.loss_check,
     )
 
 

@@ -60,6 +60,8 @@ class TrialRunner:
         self.cfg = cfg
         self.progress = progress
         self.device = resolve_device(cfg.device)
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # fixed patch shapes: autotune once (nnU-Net)
         self.precision = effective_precision(cfg.train.precision, self.device)
         self.data = data or prepare_trial_data(cfg.data, progress)
         self.epoch = 0  # completed epochs
@@ -109,7 +111,8 @@ class TrialRunner:
         self.model.train()
         cfg = self.cfg.train
         generator = torch.Generator(self.device).manual_seed(_seed(self.cfg.seed, self.epoch, 1))
-        losses: list[float] = []
+        loss_sum = torch.zeros((), device=self.device)  # on the device: no sync per step
+        first_iteration = self.iteration + 1
         wait = 0.0
         start = time.perf_counter()
         batches = self._batches()
@@ -119,30 +122,30 @@ class TrialRunner:
             wait += time.perf_counter() - tick
             if cfg.gpu_augmentation:
                 image, label = augment_batch(image, label, self.cfg.augment, generator)
-            losses.append(self._step(image, label))
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
+            loss_sum += self._step(image, label)
+        mean_loss = loss_sum.item() / cfg.iterations_per_epoch  # the epoch's one host sync
         elapsed = time.perf_counter() - start
+        if not math.isfinite(mean_loss):
+            raise TrialDiverged(
+                f"diverged: training loss is {mean_loss} in epoch {self.epoch + 1} (iterations "
+                f"{first_iteration}-{self.iteration}); try a lower learning rate or fp32/bf16"
+            )
         voxels = cfg.iterations_per_epoch * cfg.batch_size * math.prod(self.cfg.sampling.patch_size)
         return {
-            "train/loss": float(np.mean(losses)),
+            "train/loss": mean_loss,
             "train/lr": self.optimizer.param_groups[0]["lr"],
             "perf/train_s": elapsed,
             "perf/voxels_per_s": voxels / elapsed,
             "perf/data_wait_s": wait,
         }
 
-    def _step(self, image: Tensor, label: Tensor) -> float:
+    def _step(self, image: Tensor, label: Tensor) -> Tensor:
+        """One optimizer step; returns the detached loss, still on the device."""
         self._apply_freeze()
         self.optimizer.zero_grad(set_to_none=True)
         with autocast_context(self.precision, self.device):
             output = self.step_model(image)
         loss = self.loss_fn(output, label)  # losses reduce in float32 themselves
-        if not torch.isfinite(loss):
-            raise TrialDiverged(
-                f"diverged: training loss is {loss.item()} at epoch {self.epoch + 1}, "
-                f"iteration {self.iteration + 1} (try a lower learning rate or fp32/bf16)"
-            )
         self.scaler.scale(loss).backward()
         if self.cfg.train.grad_clip is not None:
             self.scaler.unscale_(self.optimizer)
@@ -150,7 +153,7 @@ class TrialRunner:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.iteration += 1
-        return loss.detach().item()
+        return loss.detach()
 
     def _apply_freeze(self) -> None:
         """Two-stage training: the named sub-module stays frozen for its first iterations."""
