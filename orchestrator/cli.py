@@ -12,7 +12,7 @@ import sys
 import traceback
 from collections.abc import Sequence
 
-from orchestrator.commands import data, trial
+from orchestrator.commands import data, sweep, trial
 from trainables.errors import InputError
 
 EXIT_OK, EXIT_ERROR, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -27,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
     data.register(verbs)
     trial.register(verbs)
+    sweep.register(verbs)
     return parser
 
 

@@ -96,6 +96,11 @@ def test_every_base_config_runs_smoke_on_synthetic_data(
 def test_every_mri_base_config_runs_smoke_on_the_real_brats_sample(
     path: Path, brats_sample_dir: Path, capsys: pytest.CaptureFixture
 ) -> None:
+    from trainables.engine.config import load_trial_config
+
+    split = load_trial_config(path).data.split
+    if split.kind == "kfold" and split.folds > 3:
+        pytest.skip(f"a {split.folds}-fold split needs {split.folds} cases; the sample has 3")
     args = ["train", str(path), "--smoke", "--device", "cpu", "--data", str(brats_sample_dir)]
     assert main(args) == 0
     final = json.loads(capsys.readouterr().out)["final"]

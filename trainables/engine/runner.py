@@ -23,6 +23,7 @@ from trainables.data.loader import DevicePrefetcher, PatchDataset, make_train_lo
 from trainables.engine.checkpoint import apply_init, restore_state, trial_state
 from trainables.engine.config import TrialConfig
 from trainables.engine.data import TrialData, prepare_trial_data
+from trainables.engine.memory import allocation_figure, is_out_of_memory
 from trainables.engine.precision import (
     autocast_context,
     effective_precision,
@@ -94,8 +95,10 @@ class TrialRunner:
                 val_start = time.perf_counter()
                 metrics.update(self._validate())
                 metrics["perf/val_s"] = time.perf_counter() - val_start
-        except torch.OutOfMemoryError as err:
-            raise TrialOutOfMemory(self._oom_message()) from err
+        except Exception as err:
+            if is_out_of_memory(err):
+                raise TrialOutOfMemory(self._oom_message(err)) from err
+            raise
         self.epoch += 1
         self.scheduler.step()
         metrics["epoch"] = float(self.epoch)
@@ -202,13 +205,13 @@ class TrialRunner:
     def _reseed(self, epoch: int) -> None:
         torch.manual_seed(_seed(self.cfg.seed, epoch, 0))
 
-    def _oom_message(self) -> str:
-        total = ""
+    def _oom_message(self, err: BaseException) -> str:
         if self.device.type == "cuda":
             props = torch.cuda.get_device_properties(self.device)
-            total = f" of {props.total_memory / 2**30:.1f} GiB"
-        peak = peak_memory_gib(self.device)
-        peak_text = f"; peak {peak:.1f} GiB{total}" if peak is not None else ""
+            peak = peak_memory_gib(self.device) or 0.0
+            peak_text = f"; peak {peak:.1f} GiB of {props.total_memory / 2**30:.1f} GiB"
+        else:
+            peak_text = f"; {allocation_figure(err)}"
         return (
             f"out of memory: model {self.cfg.model.kind} with batch {self.cfg.train.batch_size} "
             f"and patch {list(self.cfg.sampling.patch_size)} does not fit on "

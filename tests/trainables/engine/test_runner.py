@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -60,7 +61,8 @@ def test_resume_from_a_checkpoint_gives_the_identical_next_epoch(
 def test_a_non_finite_loss_stops_the_trial_as_diverged(tiny: dict) -> None:
     tiny["optimizer"] = {"kind": "sgd", "lr": 1.0e12, "momentum": 0.9}
     tiny["train"].update(epochs=1, iterations_per_epoch=8, grad_clip=None)
-    with pytest.raises(TrialDiverged, match=r"diverged: training loss is (nan|inf) in epoch 1 \(iterations 1-8\)"):
+    expected = r"diverged: training loss is (nan|inf) in epoch 1 \(iterations 1-8\)"
+    with pytest.raises(TrialDiverged, match=expected):
         _runner(tiny).run_epoch()
 
 
@@ -134,3 +136,25 @@ def test_precision_on_cpu(tiny: dict, requested: str, used: str) -> None:
     runner = _runner(tiny)
     assert runner.precision == used
     assert torch.isfinite(torch.tensor(runner.run_epoch()["val/loss"]))
+
+
+def test_a_failed_host_allocation_in_an_epoch_is_out_of_memory_with_the_figure(tiny: dict) -> None:
+    from trainables.engine.runner import TrialOutOfMemory
+    from trainables.tune import memory_fault
+
+    tiny["train"].update(epochs=1, iterations_per_epoch=1)
+    tiny["sampling"]["patch_size"] = [128, 128, 128]
+    runner = _runner(tiny)
+    with (
+        pytest.raises(TrialOutOfMemory) as caught,
+        memory_fault({"kind": "oom", "headroom_mib": 8}),
+    ):
+        runner.run_epoch()
+    message = str(caught.value)
+    assert message.startswith(
+        "out of memory: model attention_unet with batch 2 and patch [128, 128, 128] does not fit "
+        "on cpu; "
+    )
+    # torch's allocator ("tried to allocate N MiB on the host") or numpy's ("Unable to allocate
+    # N MiB for an array"), whichever allocation hit the cap first: both name the figure.
+    assert re.search(r"[Aa]llocate \d+(\.\d+)? [MG]iB", message), message

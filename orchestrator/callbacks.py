@@ -1,0 +1,344 @@
+"""Tune callbacks in the driver: MLflow tracking and one progress line per trial event.
+
+Why the driver logs to MLflow rather than the workers: the driver sees every outcome, including
+the ones a worker cannot report (a crashed or killed actor, an error raised in ``setup``), so the
+FAILED status and the reason always reach MLflow; one writer keeps SQLite (the default store)
+free of "database is locked" races between trial processes; and the trial -> run mapping lives
+in one place. The cost on a multi-node cluster is that each trial's artifacts (the best weights,
+two PNGs, a YAML file) pass through the driver, read from the storage Tune already syncs
+checkpoints to; per-epoch metrics arrive with Tune's results anyway.
+
+All MLflow calls run on one background thread, so a slow tracking server never stalls Tune's
+event loop (the orchestration-overhead target); ``on_experiment_end`` waits for it to drain.
+Both callbacks are pickled into the Tune experiment (``tuner.pkl``) and come back on resume, so
+they pickle their settings only and rebuild clients and threads in ``setup``.
+"""
+
+from __future__ import annotations
+
+import math
+import queue
+import threading
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ray import tune
+
+from orchestrator import tracking
+from orchestrator.commands.common import progress
+
+LOGGED_PREFIXES = ("train/", "val/", "perf/")
+
+
+class _Writer:
+    """A single background thread running submitted calls in order; errors become warnings."""
+
+    def __init__(self) -> None:
+        self.jobs: queue.Queue[tuple[Callable[..., Any], tuple[Any, ...]] | None] = queue.Queue()
+        self.thread = threading.Thread(target=self._loop, name="ablate-mlflow", daemon=True)
+        self.thread.start()
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> None:
+        self.jobs.put((fn, args))
+
+    def _loop(self) -> None:
+        while (job := self.jobs.get()) is not None:
+            fn, args = job
+            try:
+                fn(*args)
+            except Exception as err:  # tracking must never stop the sweep
+                progress(f"warning: MLflow {fn.__name__} failed: {type(err).__name__}: {err}")
+                traceback.print_exc()
+            finally:
+                self.jobs.task_done()
+        self.jobs.task_done()
+
+    def close(self) -> None:
+        self.jobs.put(None)
+        self.thread.join()
+
+
+class TrackingCallback(tune.Callback):
+    """Mirrors the sweep into MLflow: child runs, per-epoch metrics, outcomes, artifacts.
+
+    Args:
+        uri: MLflow tracking URI.
+        experiment_id: the sweep's MLflow experiment.
+        parent_id: the sweep's parent run.
+        metric, mode: the sweep's metric, for the per-trial summary (``best/...``).
+    """
+
+    def __init__(
+        self, uri: str, experiment_id: str, parent_id: str, metric: str, mode: str
+    ) -> None:
+        self.settings = {"uri": uri, "experiment_id": experiment_id, "parent_id": parent_id}
+        self.metric, self.mode = metric, mode
+        self._reset()
+
+    def _reset(self) -> None:
+        self.client: Any = None
+        self.writer: _Writer | None = None
+        self.runs: dict[str, str] = {}  # Tune trial id -> MLflow run id
+        self.epochs: dict[str, int] = {}  # Tune trial id -> planned epochs
+        self.open: set[str] = set()  # trials started and not yet concluded
+        self.split_hashes: set[str] = set()
+        self.split_tagged: set[str] = set()  # trials whose run has its split hash tag
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"settings": self.settings, "metric": self.metric, "mode": self.mode}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._reset()
+
+    @property
+    def parent_id(self) -> str:
+        return self.settings["parent_id"]
+
+    # ------------------------------------------------------------------------ Tune hooks
+    def setup(self, **info: Any) -> None:
+        from mlflow.tracking import MlflowClient
+
+        self.client = MlflowClient(tracking_uri=self.settings["uri"])
+        self.writer = _Writer()
+        self.writer.submit(self.client.update_run, self.parent_id, "RUNNING")
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.open.add(trial.trial_id)
+        self._submit(self._start_run, trial.trial_id, dict(trial.config))
+
+    def on_trial_result(
+        self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
+    ) -> None:
+        metrics = {
+            k: float(v)
+            for k, v in result.items()
+            if k.startswith(LOGGED_PREFIXES) and isinstance(v, int | float)
+        }
+        step = int(result.get("epoch", result.get("training_iteration", 0)))
+        self._submit(self._log_epoch, trial.trial_id, metrics, step, result.get("split_hash"))
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.open.discard(trial.trial_id)
+        last = dict(trial.last_result or {})
+        args = (trial.trial_id, dict(trial.config), last, None, trial.checkpoint)
+        self._submit(self._finish_run, *args)
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.open.discard(trial.trial_id)
+        args = (trial.trial_id, dict(trial.config), {}, trial_error(trial), trial.checkpoint)
+        self._submit(self._finish_run, *args)
+
+    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        tags = {"ablate.attempts": str(trial.run_metadata.num_failures + 1)}
+        tags["ablate.last_error"] = trial_error(trial)
+        self._submit(self._tag, trial.trial_id, dict(trial.config), tags)
+
+    def on_experiment_end(self, trials: list, **info: Any) -> None:
+        """Interrupted trials become KILLED (resumable); the parent FINISHED or KILLED."""
+        self._submit(self._end, sorted(self.open))
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+
+    # -------------------------------------------------------------------- writer thread
+    def _submit(self, fn: Callable[..., Any], *args: Any) -> None:
+        if self.writer is None:  # hooks before setup (should not happen) still log
+            self.setup()
+        assert self.writer is not None
+        self.writer.submit(fn, *args)
+
+    def _ensure_run(self, trial_id: str, config: dict[str, Any]) -> str:
+        """The trial's run; created here for trials that failed before they started."""
+        if trial_id not in self.runs:
+            self._start_run(trial_id, config)
+        return self.runs[trial_id]
+
+    def _start_run(self, trial_id: str, config: dict[str, Any]) -> None:
+        from trainables.tune import resolve_trial
+
+        spec = resolve_trial(config, trial_id)
+        tags = {"ablate.cell": spec.cell, "ablate.seed": str(spec.seed)}
+        tags |= {"ablate.tune_trial_id": trial_id, "ablate.outcome": "running"}
+        s = self.settings
+        run_id, created = tracking.open_child_run(
+            self.client, s["experiment_id"], s["parent_id"], spec.key, tags
+        )
+        self.runs[trial_id] = run_id
+        self.epochs[trial_id] = spec.config.train.epochs
+        if created:
+            tracking.log_params(
+                self.client, run_id, tracking.flatten(spec.config.model_dump(mode="json"))
+            )
+            resolved = spec.config.to_yaml().encode()
+            tracking.log_bytes(self.client, run_id, resolved, "trial.yaml", "config")
+        else:
+            tracking.set_tags(self.client, run_id, {"ablate.outcome": "running"})
+
+    def _log_epoch(
+        self, trial_id: str, metrics: dict[str, float], step: int, split: str | None
+    ) -> None:
+        run_id = self.runs[trial_id]
+        tracking.log_metrics(self.client, run_id, metrics, step)
+        if split and trial_id not in self.split_tagged:
+            self.split_tagged.add(trial_id)
+            tracking.set_tags(self.client, run_id, {"ablate.split_hash": split})
+        if split and split not in self.split_hashes:  # the parent lists every split seen
+            self.split_hashes.add(split)
+            tags = {"ablate.split_hash": ",".join(sorted(self.split_hashes))}
+            tracking.set_tags(self.client, self.parent_id, tags)
+
+    def _finish_run(
+        self,
+        trial_id: str,
+        config: dict[str, Any],
+        last: dict[str, Any],
+        error: str | None,
+        checkpoint: Any,
+    ) -> None:
+        """Summary metrics, artifacts, outcome tags and the final status of one trial."""
+        run_id = self._ensure_run(trial_id, config)
+        outcome = last.get("outcome") or finished_outcome(last, self.epochs.get(trial_id, 0))
+        if error:  # raised: a real failure, whatever the last result said
+            outcome = "failed"
+        error = error or last.get("error")
+        summary = tracking.summarize(self.client, run_id, self.metric, self.mode)
+        tracking.log_metrics(self.client, run_id, summary, step=0)
+        self._log_artifacts(run_id, checkpoint)
+        tags = {"ablate.outcome": outcome}
+        if error:
+            tags["ablate.error"] = error
+        if outcome == "infeasible":
+            tags["infeasible"] = error or "out of memory"
+        tracking.set_tags(self.client, run_id, tags)
+        ok = outcome in ("finished", "stopped_early")
+        self.client.set_terminated(run_id, status="FINISHED" if ok else "FAILED")
+
+    def _log_artifacts(self, run_id: str, checkpoint: Any) -> None:
+        """Best weights and preview from the trial's last checkpoint; learning curves."""
+        from orchestrator.plots import learning_curves_png
+        from trainables.tune import BEST_FILE, PREVIEW_FILE
+
+        if checkpoint is not None:
+            with checkpoint.as_directory() as folder:
+                for name, where in ((BEST_FILE, "checkpoint"), (PREVIEW_FILE, None)):
+                    if (Path(folder) / name).is_file():
+                        self.client.log_artifact(run_id, str(Path(folder) / name), where)
+        keys = ("train/loss", "val/loss", self.metric)
+        curves = tracking.histories(self.client, run_id, dict.fromkeys(keys))
+        if curves:
+            png = learning_curves_png(curves, self.metric)
+            tracking.log_bytes(self.client, run_id, png, "learning_curves.png")
+
+    def _tag(self, trial_id: str, config: dict[str, Any], tags: dict[str, str]) -> None:
+        tracking.set_tags(self.client, self._ensure_run(trial_id, config), tags)
+
+    def _end(self, interrupted: list[str]) -> None:
+        for trial_id in interrupted:
+            if trial_id in self.runs:
+                tracking.set_tags(self.client, self.runs[trial_id], {"ablate.outcome": "killed"})
+                self.client.set_terminated(self.runs[trial_id], status="KILLED")
+        self.client.set_terminated(self.parent_id, status="KILLED" if interrupted else "FINISHED")
+
+
+class ProgressCallback(tune.Callback):
+    """One stderr line per trial event: started, epoch with the metric, finished, failed."""
+
+    def __init__(self, metric: str, mode: str = "max") -> None:
+        self.metric, self.sign = metric, (1.0 if mode == "max" else -1.0)
+        self.trials: dict[str, tuple[str, int]] = {}  # trial id -> (key, planned epochs)
+        self.best: dict[str, tuple[float, int]] = {}  # trial id -> (metric, epoch)
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        key, epochs = trial_label(trial)
+        self.trials[trial.trial_id] = (key, int(epochs or 0))
+        progress(f"started   {key} ({epochs or '?'} epochs, trial {trial.trial_id})")
+
+    def on_trial_result(
+        self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
+    ) -> None:
+        if result.get("outcome"):
+            return  # reported by on_trial_complete
+        epoch = int(result.get("epoch", 0))
+        parts = [f"epoch {epoch}"]
+        for key in (self.metric, "train/loss"):
+            if isinstance(result.get(key), int | float):
+                parts.append(f"{key} {result[key]:.4f}")
+        value = result.get(self.metric)
+        best = self.best.get(trial.trial_id)
+        if isinstance(value, int | float) and (best is None or self.sign * (value - best[0]) > 0):
+            self.best[trial.trial_id] = (float(value), epoch)
+        seconds = result.get("perf/epoch_s", result.get("time_this_iter_s", math.nan))
+        progress(f"epoch     {self._key(trial)}  {'  '.join(parts)}  {seconds:.1f} s")
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        last = trial.last_result or {}
+        if last.get("outcome"):
+            progress(f"{last['outcome']:<9} {self._key(trial)}: {last.get('error', '')}")
+            return
+        planned = self.trials.get(trial.trial_id, ("", 0))[1]
+        outcome = finished_outcome(last, planned)
+        best = self.best.get(trial.trial_id)
+        text = f"best {self.metric} {best[0]:.4f} at epoch {best[1]}" if best else "no metric"
+        done = f"after {int(last.get('epoch', 0))} of {planned or '?'} epochs"
+        word = "finished " if outcome == "finished" else "stopped  "
+        progress(f"{word} {self._key(trial)}: {text}, {done}")
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        progress(f"failed    {self._key(trial)}: {trial_error(trial)}")
+
+    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        progress(f"retrying  {self._key(trial)} after: {trial_error(trial)}")
+
+    def _key(self, trial: Any) -> str:
+        known = self.trials.get(trial.trial_id)
+        return known[0] if known else trial_label(trial)[0]
+
+
+def trial_label(trial: Any) -> tuple[str, int | None]:
+    """The trial's key (``<cell>/seed<i>``) and epochs; Tune's trial id if it cannot resolve."""
+    try:
+        from trainables.tune import resolve_trial
+
+        spec = resolve_trial(trial.config, trial.trial_id)
+    except Exception:  # a config the engine rejects: the failure line will say why
+        return trial.trial_id, None
+    return spec.key, spec.config.train.epochs
+
+
+def trial_error(trial: Any) -> str:
+    """``Type: message`` of a trial's latest exception.
+
+    Read from the trial's local error files: Tune writes them before calling the callbacks,
+    but syncs them to the storage path (where ``Trial.get_pickled_error`` looks) only later.
+    """
+    from ray import cloudpickle
+
+    pickled, text = trial.pickled_error_file, trial.error_file
+    if pickled and Path(pickled).is_file():
+        message = _describe(cloudpickle.loads(Path(pickled).read_bytes()))
+    elif text and Path(text).is_file():
+        message = _last_line(Path(text).read_text())
+    else:
+        message = "unknown error (no error file was written)"
+    return message[: tracking.MAX_TAG]
+
+
+def _describe(err: BaseException) -> str:
+    cause = getattr(err, "cause", None)
+    if cause is not None:  # an exception raised in step(): Ray keeps the original
+        return f"{type(cause).__name__}: {cause}"
+    return _last_line(str(err))  # the actor died (e.g. in setup): its text ends with the error
+
+
+def _last_line(text: str) -> str:
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else text
+
+
+def finished_outcome(last: dict[str, Any], planned: int) -> str:
+    """``stopped_early`` when a scheduler (ASHA) or ``stop`` ended the trial before its epochs."""
+    epoch = int(last.get("epoch", 0) or 0)
+    return "stopped_early" if planned and epoch < planned else "finished"

@@ -1,0 +1,138 @@
+"""``ablate validate / sweep / winners / report``: studies as Ray Tune sweeps tracked in MLflow."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from orchestrator.commands.common import print_json, progress
+
+EXIT_INTERRUPTED = 130
+URI_HELP = "MLflow tracking URI (default $MLFLOW_TRACKING_URI, else ./mlflow.db)"
+
+
+def register(verbs: argparse._SubParsersAction) -> None:
+    """Add ``validate``, ``sweep``, ``winners`` and ``report`` to the ``ablate`` parser."""
+    _add_validate(verbs)
+    _add_sweep(verbs)
+    _add_results(verbs)
+
+
+def _add_validate(verbs: argparse._SubParsersAction) -> None:
+    validate = verbs.add_parser("validate", help="check a search-space file and list its trials")
+    validate.add_argument("space", type=Path, help="search-space YAML (see search_spaces/)")
+    validate.add_argument("--data", type=Path, help="dataset directory the sweep will use")
+    validate.add_argument("--smoke", action="store_true", help="list the shrunk --smoke trials")
+    validate.add_argument("--tracking-uri", help="also check that this MLflow store answers")
+    validate.add_argument("--address", help="Ray cluster the sweep will join (skips the GPU check)")
+    validate.add_argument("--json", action="store_true", help="the trial list as JSON")
+    validate.set_defaults(handler=_validate)
+
+
+def _add_sweep(verbs: argparse._SubParsersAction) -> None:
+    sweep = verbs.add_parser("sweep", help="run a search-space file as a Ray Tune sweep")
+    sweep.add_argument("space", type=Path)
+    sweep.add_argument("--data", type=Path, help="dataset directory (default: synthetic cases)")
+    sweep.add_argument("--tracking-uri", help=URI_HELP)
+    sweep.add_argument(
+        "--storage", default="ray_results", help="Tune results folder (./ray_results)"
+    )
+    sweep.add_argument("--resume", action="store_true", help="continue an interrupted sweep")
+    sweep.add_argument("--smoke", action="store_true", help="shrink every trial for a quick check")
+    sweep.add_argument("--address", help="Ray cluster to join (default $RAY_ADDRESS, else local)")
+    sweep.add_argument("--name", help="sweep name (default: the space's name, -smoke with --smoke)")
+    sweep.add_argument("--verbose", action="store_true", help="show Ray's own logs and tables")
+    sweep.set_defaults(handler=_sweep)
+
+
+def _add_results(verbs: argparse._SubParsersAction) -> None:
+    winners = verbs.add_parser("winners", help="the ablation table: mean and 95%% CI per cell")
+    report = verbs.add_parser("report", help="tables and plots as Markdown or HTML, in MLflow")
+    report.add_argument("--out", type=Path, required=True, help="report file: .md or .html")
+    for parser in (winners, report):
+        parser.add_argument("sweep", help="sweep name (MLflow experiment) or parent run id")
+        parser.add_argument("--tracking-uri", help=URI_HELP)
+        parser.add_argument("--alpha", type=float, default=0.05, help="significance of ties")
+        parser.add_argument(
+            "--test",
+            choices=["ttest", "wilcoxon"],
+            default="ttest",
+            help="paired test across seeds against the best cell (default ttest)",
+        )
+    winners.add_argument("--json", action="store_true")
+    winners.set_defaults(handler=_winners)
+    report.set_defaults(handler=_report)
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from orchestrator import tracking
+    from orchestrator.expand import describe_plan, plan_sweep
+    from orchestrator.sweep import check_local_gpus
+
+    plan = plan_sweep(args.space, args.data.resolve() if args.data else None, args.smoke)
+    if args.address is None:
+        check_local_gpus(plan)
+    if args.tracking_uri:
+        tracking.connect(args.tracking_uri)
+    summary, rows = describe_plan(plan)
+    if args.json:
+        print_json({"summary": summary, "trials": rows})
+        return 0
+    print(summary)
+    for row in rows:
+        overrides = " ".join(f"{k}={v}" for k, v in row["overrides"].items())
+        print(f"  {row['key']:<40} {overrides}")
+    return 0
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from orchestrator.sweep import SweepOptions, run_sweep
+
+    opts = SweepOptions(
+        space=args.space,
+        data=args.data,
+        tracking_uri=args.tracking_uri,
+        storage=args.storage,
+        resume=args.resume,
+        smoke=args.smoke,
+        address=args.address,
+        name=args.name,
+        verbose=args.verbose,
+    )
+    result = run_sweep(opts)
+    counts = ", ".join(f"{n} {k}" for k, n in sorted(result.counts.items()))
+    progress(f"sweep {result.name}: {counts}; Tune state in {result.path}")
+    progress(f"MLflow parent run {result.parent_run_id} in {result.tracking_uri}")
+    progress(f"browse: mlflow ui --backend-store-uri {result.tracking_uri}")
+    if result.interrupted:
+        storage = result.path.rstrip("/").rpartition("/")[0]
+        resume = f"ablate sweep {args.space} --resume --storage {storage}"
+        print(f"ablate: interrupted; resume with: {resume}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return 0
+
+
+def _winners(args: argparse.Namespace) -> int:
+    from orchestrator import tracking
+    from orchestrator.winners import find_winners, format_table
+
+    client = tracking.connect(args.tracking_uri or tracking.default_tracking_uri())
+    table = find_winners(client, args.sweep, alpha=args.alpha, test=args.test, tag=True)
+    if args.json:
+        print_json(table.to_json())
+    else:
+        print(format_table(table))
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from orchestrator import tracking
+    from orchestrator.report import write_report
+    from orchestrator.winners import find_winners
+
+    client = tracking.connect(args.tracking_uri or tracking.default_tracking_uri())
+    table = find_winners(client, args.sweep, alpha=args.alpha, test=args.test, tag=True)
+    written = write_report(client, table, args.out)
+    progress(f"report written to {written[0]} ({len(written) - 1} plots); logged to parent run")
+    return 0

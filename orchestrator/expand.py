@@ -1,0 +1,403 @@
+"""Expand a search-space file into validated trials, before Ray starts.
+
+Every trial (cell x seed) is materialised as a full trial config and validated with the engine's
+:func:`parse_trial_config`; every sampled range is checked at its bounds (or each choice). All
+problems are collected into one :class:`InputError` naming the space file, the key path inside
+it (``grid.model.norm``, ``variants[1].overrides.model.attention``) and the reason.
+"""
+
+from __future__ import annotations
+
+import difflib
+import itertools
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from orchestrator.space import (
+    Resources,
+    SpaceFile,
+    apply_overrides,
+    format_value,
+    load_space_file,
+    set_dotted,
+)
+from trainables.errors import InputError
+
+MAX_LINES = 20  # error lines shown; the rest is counted
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One row of the results table: a set of overrides, run once per seed.
+
+    Attributes:
+        label: unique, human-readable (``no-attention,deep_supervision=2``).
+        overrides: dotted path -> value, variant first, then grid.
+        origins: dotted path -> where it was written in the space file.
+        variant: the variant label, if the space has variants.
+    """
+
+    label: str
+    overrides: dict[str, Any]
+    origins: dict[str, str]
+    variant: str | None = None
+
+
+@dataclass(frozen=True)
+class PlannedTrial:
+    """One trial of a grid sweep: a cell at one seed, validated.
+
+    Attributes:
+        key: ``<cell>/seed<i>``, unique in the sweep and stable across resumes.
+        config: the resolved trial config as a JSON-ready dict (smoke shrinking applied).
+    """
+
+    key: str
+    cell: str
+    seed: int
+    overrides: dict[str, Any]
+    config: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A validated sweep: the space file, its base config, cells and (grid search) trials.
+
+    Attributes:
+        base: the base trial config as a dict (``extends`` + ``base``), before cell overrides.
+        cell_configs: cell label -> resolved config dict at seed 0 (what Optuna samples onto).
+        trials: every cell x seed for grid search; empty for Optuna (trials are suggested).
+    """
+
+    space: SpaceFile
+    source: Path
+    space_hash: str
+    base: dict[str, Any]
+    cells: list[Cell]
+    cell_configs: dict[str, dict[str, Any]]
+    trials: list[PlannedTrial] = field(default_factory=list)
+    smoke: bool = False
+
+    @property
+    def name(self) -> str:
+        return self.space.name
+
+    @property
+    def epochs(self) -> int:
+        """``train.epochs`` of the first cell (ASHA's default ``max_t``)."""
+        return int(next(iter(self.cell_configs.values()))["train"]["epochs"])
+
+
+def plan_sweep(path: str | Path, data_root: Path | None = None, smoke: bool = False) -> Plan:
+    """Load ``path`` and materialise every trial; raise one InputError listing all problems.
+
+    Args:
+        path: the space file.
+        data_root: dataset directory for every trial (``--data``); None keeps the configs'.
+        smoke: shrink every trial with the engine's ``smoke_config`` (``--smoke``).
+    """
+    source = Path(path).resolve()
+    space, digest = load_space_file(source)
+    if smoke:
+        space = smoke_space(space)
+    base = _base_config(space, source)
+    cells = make_cells(space)
+    errors = _Errors()
+    _check_unique(cells, errors)
+    _check_seed_overrides(cells, errors)
+    _check_paper(space, cells, errors)
+    cell_configs: dict[str, dict[str, Any]] = {}
+    trials: list[PlannedTrial] = []
+    for cell in cells:
+        cell_trials = _cell_trials(space, base, cell, errors, data_root, smoke)
+        if cell_trials:
+            cell_configs[cell.label] = cell_trials[0].config
+            trials += cell_trials if space.search.kind == "grid" else []
+    if space.sample and cell_configs:
+        _check_samples(space, cells[0], base, errors)
+    _check_device(space, cell_configs, errors)
+    errors.raise_if_any(source)
+    return Plan(space, source, digest, base, cells, cell_configs, trials, smoke)
+
+
+def smoke_space(space: SpaceFile) -> SpaceFile:
+    """``--smoke`` checks a study on the machine at hand: one seed per cell, one CPU per trial,
+    and a GPU only where one is visible (a GPU study still smoke-tests on a laptop)."""
+    import torch
+
+    gpu = min(space.resources.gpu, 1.0) if torch.cuda.is_available() else 0.0
+    return space.model_copy(update={"seeds": 1, "resources": Resources(cpu=1.0, gpu=gpu)})
+
+
+def _cell_trials(
+    space: SpaceFile,
+    base: dict[str, Any],
+    cell: Cell,
+    errors: _Errors,
+    data_root: Path | None,
+    smoke: bool,
+) -> list[PlannedTrial]:
+    """The cell at every seed (Optuna: seed 0 only, the rest is Tune's); [] after an error."""
+    trials = []
+    for seed in range(space.seeds if space.search.kind == "grid" else 1):
+        overrides = {**cell.overrides, "seed": seed}
+        config = _trial_config(base, overrides, cell, errors, data_root, smoke)
+        if config is None:
+            return []  # the same error at every seed: reported once
+        trials.append(PlannedTrial(f"{cell.label}/seed{seed}", cell.label, seed, overrides, config))
+    return trials
+
+
+def _check_device(space: SpaceFile, configs: dict[str, dict[str, Any]], errors: _Errors) -> None:
+    """``device: cuda`` needs a GPU from Ray: trials without ``resources.gpu`` see none."""
+    if space.resources.gpu > 0:
+        return
+    for label, config in configs.items():
+        if config.get("device") == "cuda":
+            errors.add(
+                f"cell {label!r}: device 'cuda' but resources.gpu is 0, so Ray gives the trial "
+                "no GPU; set resources.gpu (e.g. 1, or 0.5 to share) or device: auto"
+            )
+
+
+def make_cells(space: SpaceFile) -> list[Cell]:
+    """Variants x grid points, in file order; one ``base`` cell when the space has neither."""
+    variants = space.variants or []
+    rows = [(v.label, v.overrides, f"variants[{i}].overrides") for i, v in enumerate(variants)]
+    grid = space.grid or {}
+    names = _axis_names(list(grid))
+    points = list(itertools.product(*grid.values())) if grid else [()]
+    cells = []
+    for label, overrides, origin in rows or [(None, {}, "")]:
+        for point in points:
+            values = dict(zip(grid, point, strict=True))
+            parts = [label] if label else []
+            parts += [f"{names[p]}={format_value(v)}" for p, v in values.items()]
+            origins = {p: f"{origin}.{p}" for p in overrides} | {p: f"grid.{p}" for p in values}
+            cells.append(Cell(",".join(parts) or "base", {**overrides, **values}, origins, label))
+    return cells
+
+
+def _axis_names(paths: list[str]) -> dict[str, str]:
+    """Last dotted component as the label name, the full path where two axes share it."""
+    last = [p.rsplit(".", 1)[-1] for p in paths]
+    pairs = zip(paths, last, strict=True)
+    return {p: (short if last.count(short) == 1 else p) for p, short in pairs}
+
+
+def _check_unique(cells: list[Cell], errors: _Errors) -> None:
+    labels = [c.label for c in cells]
+    repeated = sorted({label for label in labels if labels.count(label) > 1})
+    if repeated:
+        errors.add(f"cell labels collide: {', '.join(repeated)} (make the axis values distinct)")
+
+
+def _base_config(space: SpaceFile, source: Path) -> dict[str, Any]:
+    """The ``extends`` trial file (validated on its own) with the inline ``base`` applied."""
+    from trainables.engine.config import load_yaml, parse_trial_config
+
+    data: dict[str, Any] = {}
+    if space.extends is not None:
+        trial_path = (source.parent / space.extends).resolve()
+        if not trial_path.is_file():
+            raise InputError(f"extends: trial file {trial_path} not found", source)
+        raw = load_yaml(trial_path)
+        parse_trial_config(raw, source=trial_path)  # errors name the trial file itself
+        data = raw
+    try:
+        data = apply_overrides(data, space.base)
+    except ValueError as err:
+        raise InputError(f"base: {err}", source) from None
+    errors = _Errors()
+    origins = {path: f"base.{path}" for path in space.base}
+    errors.check(data, origins, context="base config")
+    errors.raise_if_any(source)
+    return data
+
+
+def _trial_config(
+    base: dict[str, Any],
+    overrides: dict[str, Any],
+    cell: Cell,
+    errors: _Errors,
+    data_root: Path | None,
+    smoke: bool,
+) -> dict[str, Any] | None:
+    """The resolved config dict of one trial, or None after recording its problems."""
+    from trainables.engine.smoke import smoke_config
+
+    try:
+        data = apply_overrides(base, overrides)
+    except ValueError as err:
+        errors.add(f"cell {cell.label!r}: {err}")
+        return None
+    if data_root is not None:
+        set_dotted(data, "data.root", str(data_root))
+    cfg = errors.check(data, cell.origins, context=f"cell {cell.label!r}")
+    if cfg is None:
+        return None
+    if smoke:
+        cfg = smoke_config(cfg)
+    return absolute_paths(cfg.model_dump(mode="json"))
+
+
+def absolute_paths(config: dict[str, Any]) -> dict[str, Any]:
+    """Resolve the config's file paths against the working directory (Ray changes a trial's).
+
+    ``data.cache_dir`` is filled in from the driver's environment so every worker shares the
+    driver's cache.
+    """
+    from trainables.data.cache import default_cache_root
+
+    out = apply_overrides(config, {})
+    data = out["data"]
+    for key in ("root", "cache_dir"):
+        if data.get(key):
+            data[key] = str(Path(data[key]).expanduser().resolve())
+    if not data.get("cache_dir"):
+        data["cache_dir"] = str(Path(default_cache_root()).expanduser().resolve())
+    init = out.get("train", {}).get("init")
+    if init and init.get("checkpoint"):
+        init["checkpoint"] = str(Path(init["checkpoint"]).expanduser().resolve())
+    return out
+
+
+def _check_samples(space: SpaceFile, cell: Cell, base: dict[str, Any], errors: _Errors) -> None:
+    """Every sampled path, at each bound or choice, must give a valid trial."""
+    for path, rng in space.sample.items():
+        for value in rng.probe_values():
+            if rng.form == "int":
+                value = int(value)
+            overrides = {**cell.overrides, path: value}
+            try:
+                data = apply_overrides(base, overrides)
+            except ValueError as err:
+                errors.add(f"sample.{path}: {err}")
+                break
+            origins = {**cell.origins, path: f"sample.{path}"}
+            if errors.check(data, origins, context=f"sample.{path}={format_value(value)}") is None:
+                break
+
+
+def _check_seed_overrides(cells: Iterable[Cell], errors: _Errors) -> None:
+    for cell in cells:
+        if "seed" in cell.overrides:
+            where = cell.origins["seed"]
+            errors.add(f"{where}: the trial seed is set by 'seeds:' (repeat i uses seed i)")
+
+
+def _check_paper(space: SpaceFile, cells: list[Cell], errors: _Errors) -> None:
+    """Paper numbers must be keyed by a cell or variant label, so they land in a table row."""
+    if space.paper is None:
+        return
+    known = list(dict.fromkeys([c.variant for c in cells if c.variant] + [c.label for c in cells]))
+    for key in space.paper.reported:
+        if key not in known:
+            hint = difflib.get_close_matches(key, known, n=1, cutoff=0.5)
+            suggestion = f" (did you mean {hint[0]!r}?)" if hint else ""
+            listed = "; ".join(known[:8]) + ("; ..." if len(known) > 8 else "")
+            errors.add(
+                f"paper.reported.{key}: not a cell or variant label{suggestion}; labels: {listed}"
+            )
+
+
+class _Errors:
+    """Problems collected over all trials, deduplicated, in the order found."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def add(self, line: str) -> None:
+        if line not in self.lines:
+            self.lines.append(line)
+
+    def check(self, data: dict[str, Any], origins: dict[str, str], context: str) -> Any:
+        """Validate one trial dict; on failure record each problem with its origin, return None."""
+        from trainables.engine.config import parse_trial_config
+
+        try:
+            return parse_trial_config(data)
+        except InputError as err:
+            for line in _problem_lines(err):
+                self.add(_attribute(line, origins, context))
+            return None
+
+    def raise_if_any(self, source: Path) -> None:
+        if not self.lines:
+            return
+        shown = self.lines[:MAX_LINES]
+        more = len(self.lines) - len(shown)
+        tail = f"\n  ... and {more} more" if more > 0 else ""
+        raise InputError("invalid search space:\n  " + "\n  ".join(shown) + tail, source)
+
+
+def _problem_lines(err: InputError) -> list[str]:
+    """The per-field lines of a ``validate_config`` message (``invalid config:\\n  a\\n  b``)."""
+    head, _, rest = err.message.partition("\n  ")
+    return rest.split("\n  ") if head.startswith("invalid config") and rest else [err.message]
+
+
+def _attribute(line: str, origins: dict[str, str], context: str) -> str:
+    """Prefix a ``field: reason`` line with the space-file key that set ``field``.
+
+    The longest override path that is the field, contains it or lies inside it wins; a line
+    no override explains (a cross-field rule, or a base setting) gets the trial's context.
+    """
+    field_path, sep, _ = line.partition(": ")
+    if sep and " " not in field_path:
+        matches = [
+            p
+            for p in origins
+            if field_path == p or field_path.startswith(p + ".") or p.startswith(field_path + ".")
+        ]
+        if matches:
+            return f"{origins[max(matches, key=len)]}: {line}"
+    return f"{context}: {line}"
+
+
+def describe_plan(plan: Plan) -> tuple[str, list[dict[str, Any]]]:
+    """The one-line summary and the trial rows ``ablate validate`` prints.
+
+    Rows are ``{"key", "cell", "seed", "overrides"}``; for Optuna, one row per cell with the
+    sampled ranges in place of values.
+    """
+    space, res = plan.space, plan.space.resources
+    if space.search.kind == "grid":
+        count = f"{len(plan.cells)} cells x {space.seeds} seeds = {len(plan.trials)} trials"
+    else:
+        samples = space.search.num_samples
+        count = f"{len(plan.cells)} cells, {samples} samples x {space.seeds} seeds"
+        count += f" = {samples * space.seeds} trials"
+    summary = (
+        f"{plan.source}: sweep {plan.name!r}, {count} ({space.search.kind} search, "
+        f"{space.effective_scheduler.kind} scheduler, {space.metric} {space.mode}, "
+        f"{res.cpu:g} CPU / {res.gpu:g} GPU per trial{', smoke' if plan.smoke else ''})"
+    )
+    return summary, _plan_rows(plan)
+
+
+def _plan_rows(plan: Plan) -> list[dict[str, Any]]:
+    if plan.space.search.kind == "grid":
+        return [
+            {"key": t.key, "cell": t.cell, "seed": t.seed, "overrides": _shown(t.overrides)}
+            for t in plan.trials
+        ]
+    ranges = {
+        path: f"~{rng.form}({', '.join(map(format_value, rng.probe_values()))})"
+        for path, rng in plan.space.sample.items()
+    }
+    return [
+        {
+            "key": c.label,
+            "cell": c.label,
+            "seed": None,
+            "overrides": {**_shown(c.overrides), **ranges},
+        }
+        for c in plan.cells
+    ]
+
+
+def _shown(overrides: dict[str, Any]) -> dict[str, str]:
+    return {path: format_value(value) for path, value in overrides.items()}

@@ -1,0 +1,331 @@
+"""Search-space files: one YAML file per ablation study.
+
+A space file names a base trial config and the axes that vary it, each keyed by a dotted path
+into the trial config (``model.deep_supervision``)::
+
+    name: fmnet_ds                      # sweep name: Tune experiment, MLflow experiment
+    extends: base/fmnet.yaml            # a trial YAML, relative to this file (optional)
+    base: {train.epochs: 100}           # inline trial settings on top of it (optional)
+    grid: {model.deep_supervision: [0, 1, 2, 3]}          # full factorial
+    variants:                           # explicit rows (paper tables are lists of rows)
+      - {label: no-attention, overrides: {model.attention: false}}
+    sample: {optimizer.lr: {loguniform: [1.0e-4, 1.0e-2]}}  # Optuna ranges
+    seeds: 3                            # repeats per cell; repeat i trains with seed i
+    search: {kind: grid}                # or {kind: optuna, num_samples: 20}
+    scheduler: {kind: fifo}             # or {kind: asha, grace_period, reduction_factor, max_t}
+    metric: val/dice_mean
+    mode: max
+    resources: {cpu: 2, gpu: 0.5}
+    stop: {time_total_s: 3600}
+    max_failures: 1
+    paper: {citation: "...", reported: {no-attention: {val/dice_mean: 0.81}}}
+
+Cells are the product of the variants (or one row without them) and the grid points (or one
+point without a grid); each cell runs ``seeds`` times. Override values are set at their dotted
+path; a mapping value is merged into the section already there, unless it names a different
+``kind`` (a variant switch), in which case it replaces the section.
+
+This module holds the file model; :mod:`orchestrator.expand` turns it into validated trials.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import math
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from trainables.config import Frozen, validate_config
+from trainables.errors import InputError
+from trainables.metrics import METRIC_NAMES
+
+REGIONS = ("wt", "tc", "et", "fg")
+KNOWN_METRICS: tuple[str, ...] = (
+    "train/loss",
+    "val/loss",
+    "val/dice_mean",
+    *(f"val/{name}_{region}" for name in METRIC_NAMES for region in REGIONS),
+    "perf/epoch_s",
+    "perf/voxels_per_s",
+    "perf/peak_gpu_mem_gib",
+    "perf/train_s",
+    "perf/val_s",
+)
+
+
+class SampleRange(Frozen):
+    """One sampled axis: exactly one of the four forms.
+
+    Attributes:
+        loguniform: [low, high], both > 0, sampled uniformly in log space.
+        uniform: [low, high].
+        int: [low, high], integers, both ends included.
+        choice: a list of values.
+    """
+
+    loguniform: tuple[float, float] | None = None
+    uniform: tuple[float, float] | None = None
+    int_: tuple[int, int] | None = Field(default=None, alias="int")
+    choice: list[Any] | None = Field(default=None, min_length=1)
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> SampleRange:
+        given = [k for k, v in self._forms().items() if v is not None]
+        if len(given) != 1:
+            raise ValueError(
+                "give exactly one of loguniform, uniform, int, choice "
+                f"(got {', '.join(given) or 'none'})"
+            )
+        bounds = self.loguniform or self.uniform or self.int_
+        if bounds is not None and not bounds[0] < bounds[1]:
+            raise ValueError(f"{given[0]} needs low < high, got {list(bounds)}")
+        if self.choice is not None and any(isinstance(c, dict) for c in self.choice):
+            raise ValueError(
+                "choice values must be plain values or lists; vary sections with variants"
+            )
+        if self.loguniform is not None and self.loguniform[0] <= 0:
+            raise ValueError(f"loguniform needs positive bounds, got {list(self.loguniform)}")
+        return self
+
+    def _forms(self) -> dict[str, Any]:
+        return {
+            "loguniform": self.loguniform,
+            "uniform": self.uniform,
+            "int": self.int_,
+            "choice": self.choice,
+        }
+
+    @property
+    def form(self) -> str:
+        """Which of loguniform / uniform / int / choice this range is."""
+        return next(k for k, v in self._forms().items() if v is not None)
+
+    def probe_values(self) -> list[Any]:
+        """Values every sample lies between (or among): checked against the trial config."""
+        if self.choice is not None:
+            return list(self.choice)
+        return list(self.loguniform or self.uniform or self.int_ or ())
+
+
+class GridSearch(Frozen):
+    """Every cell x seed, once (FIFO by default)."""
+
+    kind: Literal["grid"] = "grid"
+
+
+class OptunaSearch(Frozen):
+    """Optuna's TPE over the ``sample`` ranges (and the cells), ``num_samples`` suggestions.
+
+    Each suggestion runs ``seeds`` times; Optuna sees the mean over its seeds. At most
+    ``max_concurrent`` trials run at once (default: 4, or ``seeds`` if more): fewer parallel
+    trials let each suggestion learn from more finished ones.
+    """
+
+    kind: Literal["optuna"] = "optuna"
+    num_samples: int = Field(ge=1)
+    seed: int = 0
+    max_concurrent: int | None = Field(default=None, ge=1)
+
+
+Search = Annotated[GridSearch | OptunaSearch, Field(discriminator="kind")]
+
+
+class FifoScheduler(Frozen):
+    """Run every trial to its end (paper grids)."""
+
+    kind: Literal["fifo"] = "fifo"
+
+
+class AshaScheduler(Frozen):
+    """Asynchronous successive halving: stop the worst trials early (searches).
+
+    Attributes:
+        grace_period: epochs every trial gets before it can be stopped.
+        reduction_factor: keep 1/reduction_factor of the trials at each rung.
+        max_t: epochs of the last rung (default: the base config's ``train.epochs``).
+    """
+
+    kind: Literal["asha"] = "asha"
+    grace_period: int = Field(default=1, ge=1)
+    reduction_factor: float = Field(default=3.0, gt=1)
+    max_t: int | None = Field(default=None, ge=1)
+
+
+Scheduler = Annotated[FifoScheduler | AshaScheduler, Field(discriminator="kind")]
+
+
+class Resources(Frozen):
+    """Per-trial Ray resources; a fractional ``gpu`` packs several trials on one GPU."""
+
+    cpu: float = Field(default=1.0, gt=0)
+    gpu: float = Field(default=0.0, ge=0)
+
+
+class Variant(Frozen):
+    """One labelled row of a paper table: a set of dotted-path overrides."""
+
+    label: str = Field(min_length=1, pattern=r"^[^/|#\s][^/|#]*$")
+    overrides: dict[str, Any] = Field(default_factory=dict)
+
+
+class Paper(Frozen):
+    """The study's source and its reported numbers, keyed by variant label or cell label."""
+
+    citation: str
+    reported: dict[str, dict[str, float]] = Field(default_factory=dict)
+
+
+class SpaceFile(Frozen):
+    """The search-space file as written (see the module docstring)."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    description: str = ""
+    extends: str | None = None
+    base: dict[str, Any] = Field(default_factory=dict)
+    grid: dict[str, list[Any]] | None = None
+    variants: list[Variant] | None = None
+    sample: dict[str, SampleRange] = Field(default_factory=dict)
+    seeds: int = Field(default=1, ge=1)
+    search: Search = GridSearch()
+    scheduler: Scheduler | None = None
+    metric: str = "val/dice_mean"
+    mode: Literal["max", "min"] = "max"
+    resources: Resources = Resources()
+    stop: dict[str, float] = Field(default_factory=dict)
+    max_failures: int = Field(default=0, ge=0)
+    paper: Paper | None = None
+
+    @field_validator("grid")
+    @classmethod
+    def _grid_axes(cls, grid: dict[str, list[Any]] | None) -> dict[str, list[Any]] | None:
+        if grid is None:
+            return None
+        if not grid:
+            raise ValueError("empty grid: name at least one dotted path and its values, or drop it")
+        for path, values in grid.items():
+            if not values:
+                raise ValueError(f"grid axis {path!r} has no values (an axis needs at least one)")
+            if len({_value_key(v) for v in values}) != len(values):
+                raise ValueError(f"grid axis {path!r} repeats a value: {values}")
+        return grid
+
+    @field_validator("variants")
+    @classmethod
+    def _unique_labels(cls, variants: list[Variant] | None) -> list[Variant] | None:
+        if variants is None:
+            return None
+        if not variants:
+            raise ValueError("empty variants: give at least one row, or remove it")
+        labels = [v.label for v in variants]
+        repeated = sorted({label for label in labels if labels.count(label) > 1})
+        if repeated:
+            raise ValueError(f"variant labels must be unique; repeated: {', '.join(repeated)}")
+        return variants
+
+    @field_validator("metric")
+    @classmethod
+    def _known_metric(cls, metric: str) -> str:
+        if metric not in KNOWN_METRICS:
+            hint = difflib.get_close_matches(metric, KNOWN_METRICS, n=1, cutoff=0.6)
+            suggestion = f" (did you mean {hint[0]!r}?)" if hint else ""
+            raise ValueError(
+                f"unknown metric {metric!r}{suggestion}; metrics are train/loss, val/loss, "
+                f"val/dice_mean, val/<{'|'.join(METRIC_NAMES)}>_<{'|'.join(REGIONS)}>, perf/..."
+            )
+        return metric
+
+    @model_validator(mode="after")
+    def _search_matches_sample(self) -> SpaceFile:
+        if self.search.kind == "optuna" and not self.sample:
+            raise ValueError("search kind 'optuna' needs a 'sample' section with ranges to sample")
+        if self.search.kind == "grid" and self.sample:
+            raise ValueError("'sample' ranges need search: {kind: optuna, num_samples: N}")
+        return self
+
+    @property
+    def effective_scheduler(self) -> FifoScheduler | AshaScheduler:
+        """The configured scheduler, else FIFO for grids and ASHA for searches."""
+        if self.scheduler is not None:
+            return self.scheduler
+        return AshaScheduler() if self.search.kind == "optuna" else FifoScheduler()
+
+
+def load_space_file(path: str | Path) -> tuple[SpaceFile, str]:
+    """Read and validate a space file; return the model and the sha256 of its text."""
+    from trainables.engine.config import load_yaml
+
+    path = Path(path)
+    data = load_yaml(path)
+    if not isinstance(data, dict):
+        kind = "an empty file" if data is None else type(data).__name__
+        raise InputError(f"expected a mapping of search-space settings, got {kind}", path)
+    space = validate_config(SpaceFile, data, path)
+    return space, hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def set_dotted(data: dict[str, Any], path: str, value: Any) -> None:
+    """Set ``value`` at dotted ``path`` in nested dicts, creating sections on the way.
+
+    A mapping value is merged into an existing section of the same ``kind`` and replaces one
+    of a different kind. Raises ValueError when the path runs through a non-section value.
+    """
+    parts = path.split(".")
+    if not all(parts):
+        raise ValueError(f"{path!r} is not a dotted path (empty component)")
+    node = data
+    for depth, part in enumerate(parts[:-1]):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            where = ".".join(parts[: depth + 1])
+            raise ValueError(f"{where} is a value ({child!r}), not a section: {path} cannot exist")
+        node = child
+    leaf = parts[-1]
+    current = node.get(leaf)
+    if isinstance(value, dict) and isinstance(current, dict) and _same_kind(current, value):
+        merged = dict(current)
+        for key, sub in value.items():
+            set_dotted(merged, key, sub)
+        node[leaf] = merged
+    else:
+        node[leaf] = _plain(value)
+
+
+def apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """A copy of ``data`` with every dotted override set (see :func:`set_dotted`)."""
+    out = _plain(data)
+    for path, value in overrides.items():
+        set_dotted(out, path, value)
+    return out
+
+
+def format_value(value: Any) -> str:
+    """Short, stable text of an axis value for labels: ``3``, ``0.003``, ``[8,16]``, ``group``."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        return f"{value:.4g}" if math.isfinite(value) else str(value)
+    if isinstance(value, list | tuple):
+        return "[" + ",".join(format_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{k}={format_value(v)}" for k, v in value.items()) + "}"
+    return str(value)
+
+
+def _same_kind(current: dict[str, Any], value: dict[str, Any]) -> bool:
+    return "kind" not in value or value.get("kind") == current.get("kind")
+
+
+def _plain(value: Any) -> Any:
+    """Deep copy of YAML-like data (dicts, lists, scalars); tuples become lists."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _value_key(value: Any) -> str:
+    return f"{type(value).__name__}:{format_value(value)}"

@@ -1,0 +1,268 @@
+"""Launch, resume and follow a sweep: Ray Tune in the driver, MLflow through callbacks.
+
+Everything that can be checked is checked before Ray starts: the space file and every trial
+(:func:`orchestrator.expand.plan_sweep`), the tracking URI (one short probe), the resume state
+and the GPU request. The Tune experiment lives in ``<storage>/<name>`` with a small
+``ablate_sweep.json`` beside Tune's own state: the space file's hash, the tracking URI and the
+MLflow parent run, so ``--resume`` continues the same parent run with the same trials.
+
+Ctrl-C stops Tune after it saved its state: finished trials stay finished, the others are
+marked KILLED in MLflow and continue from their last checkpoint (one per epoch) on ``--resume``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from orchestrator import tracking
+from orchestrator.expand import Plan, plan_sweep
+from orchestrator.tuner import TrackingSettings, make_tuner, trial_outcomes
+from orchestrator.winners import PAPER_FILE
+from trainables.errors import InputError
+
+META_FILE = "ablate_sweep.json"
+INJECT_OOM_ENV = "ABLATE_INJECT_OOM"  # test-only: ';'-separated trial keys that run out of memory
+INJECT_HEADROOM_ENV = "ABLATE_INJECT_OOM_HEADROOM_MIB"
+QUIET_ENV = {
+    "RAY_AIR_NEW_OUTPUT": "0",  # with verbose=0: no Tune status tables, our lines only
+    "TUNE_DISABLE_STRICT_METRIC_CHECKING": "1",  # epochs without validation lack val/ metrics
+    "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0",
+    "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0",
+}
+
+
+@dataclass
+class SweepOptions:
+    """What ``ablate sweep`` was asked to do (paths as given; resolved by :func:`run_sweep`)."""
+
+    space: Path
+    data: Path | None = None
+    tracking_uri: str | None = None
+    storage: str = "ray_results"
+    resume: bool = False
+    smoke: bool = False
+    address: str | None = None
+    name: str | None = None
+    verbose: bool = False
+    callbacks: list[Any] = field(default_factory=list)  # extra Tune callbacks (tests)
+
+
+@dataclass
+class SweepResult:
+    """How a sweep ended: trial counts by outcome, and where its results are."""
+
+    name: str
+    path: str
+    tracking_uri: str
+    parent_run_id: str
+    counts: dict[str, int]
+    interrupted: bool
+
+
+def run_sweep(opts: SweepOptions) -> SweepResult:
+    """Plan, check, launch (or resume) and wait for a sweep; see the module docstring."""
+    plan = plan_sweep(opts.space, opts.data.resolve() if opts.data else None, opts.smoke)
+    name = opts.name or (f"{plan.name}-smoke" if opts.smoke else plan.name)
+    path = _experiment_path(opts.storage, name)
+    meta = _check_resume(opts, plan, path, name)
+    uri = opts.tracking_uri or meta.get("tracking_uri") or tracking.default_tracking_uri()
+    faults = injected_faults(plan)
+    if not (opts.address or os.environ.get("RAY_ADDRESS") or _ray_running()):
+        check_local_gpus(plan)  # a cluster's GPUs are checked once joined
+    client = tracking.connect(uri)  # fails fast, before Ray starts
+    _start_ray(opts.address, opts.verbose)
+    check_cluster_resources(plan)
+    experiment_id = tracking.ensure_experiment(client, name)
+    parent_id = _parent_run(client, experiment_id, plan, name, path, opts)
+    meta = {"space_file": str(plan.source), "space_hash": plan.space_hash, "tracking_uri": uri}
+    meta |= {"experiment_id": experiment_id, "parent_run_id": parent_id, "data": _data(opts)}
+    _write_meta(path, meta)
+    mlflow = TrackingSettings(uri, experiment_id, parent_id)
+    tuner = make_tuner(plan, path, faults, mlflow, opts.resume, opts.verbose, opts.callbacks)
+    tuner.fit()
+    counts, interrupted = trial_outcomes(path)
+    return SweepResult(name, path, uri, parent_id, counts, interrupted)
+
+
+def _experiment_path(storage: str, name: str) -> str:
+    """``<storage>/<name>``: an absolute local path, or a URI (``s3://bucket/ablate/<name>``)."""
+    if "://" in storage:
+        return f"{storage.rstrip('/')}/{name}"
+    return str(Path(storage).expanduser().resolve() / name)
+
+
+def _check_resume(opts: SweepOptions, plan: Plan, path: str, name: str) -> dict[str, Any]:
+    """The stored sweep settings when resuming; refuse to overwrite or to mix two sweeps."""
+    from ray.tune import Tuner
+
+    exists = Tuner.can_restore(path)
+    if not opts.resume:
+        if exists:
+            raise InputError(
+                f"sweep {name!r} already exists in {path}: pass --resume to continue it, "
+                "or --name to start another"
+            )
+        return {}
+    if not exists:
+        raise InputError(f"--resume: no sweep to resume in {path} (nothing was started there)")
+    meta = _read_meta(path)
+    if meta.get("space_hash") not in (None, plan.space_hash):
+        raise InputError(
+            f"--resume: {plan.source} changed since sweep {name!r} started; resume with the same "
+            "file, or start a new sweep with --name"
+        )
+    stored = meta.get("tracking_uri")
+    if opts.tracking_uri and stored and opts.tracking_uri != stored:
+        raise InputError(f"--resume: sweep {name!r} logs to {stored}, not {opts.tracking_uri}")
+    if meta.get("data") not in (None, _data(opts)):
+        raise InputError(f"--resume: sweep {name!r} trains on {meta['data']}, not {_data(opts)}")
+    return meta
+
+
+def _data(opts: SweepOptions) -> str:
+    return str(opts.data.resolve()) if opts.data else "synthetic"
+
+
+def _parent_run(
+    client: Any, experiment_id: str, plan: Plan, name: str, path: str, opts: SweepOptions
+) -> str:
+    """Find (resume) or create the parent run, with its tags, params and the space file."""
+    tags = {
+        "ablate.space_file": str(plan.source),
+        "ablate.space_hash": plan.space_hash,
+        "ablate.git_commit": tracking.git_commit(plan.source.parent),
+        "ablate.metric": plan.space.metric,
+        "ablate.mode": plan.space.mode,
+        "ablate.smoke": str(opts.smoke).lower(),
+    }
+    parent_id = tracking.open_parent_run(
+        client, experiment_id, name, path, tracking.parent_tags(tags)
+    )
+    tracking.log_params(client, parent_id, _parent_params(plan, opts))
+    if not client.list_artifacts(parent_id, "space"):
+        client.log_artifact(parent_id, str(plan.source), "space")
+        if plan.space.paper is not None:
+            tracking.log_json(client, parent_id, paper_rows(plan), PAPER_FILE)
+    return parent_id
+
+
+def _parent_params(plan: Plan, opts: SweepOptions) -> dict[str, str]:
+    """The sweep's shape: search, scheduler, seeds, cells, planned trials, data."""
+    space = plan.space
+    trials = len(plan.trials) or space.seeds * getattr(space.search, "num_samples", 1)
+    return {
+        "search": space.search.kind,
+        "scheduler": space.effective_scheduler.kind,
+        "seeds": str(space.seeds),
+        "cells": str(len(plan.cells)),
+        "trials": str(trials),
+        "data": _data(opts),
+    }
+
+
+def paper_rows(plan: Plan) -> dict[str, Any]:
+    """The paper's reported numbers per cell (a cell takes its own label's, else its variant's)."""
+    paper = plan.space.paper
+    assert paper is not None
+    rows = {}
+    for cell in plan.cells:
+        reported = paper.reported.get(cell.label) or paper.reported.get(cell.variant or "")
+        if reported:
+            rows[cell.label] = reported
+    return {"citation": paper.citation, "rows": rows}
+
+
+def _read_meta(path: str) -> dict[str, Any]:
+    """The sweep's ``ablate_sweep.json`` ({} if absent), from a local folder or a URI."""
+    from pyarrow import fs
+
+    filesystem, folder = fs.FileSystem.from_uri(path)
+    target = f"{folder}/{META_FILE}"
+    if filesystem.get_file_info(target).type != fs.FileType.File:
+        return {}
+    with filesystem.open_input_stream(target) as stream:
+        return json.loads(stream.read())
+
+
+def _write_meta(path: str, meta: dict[str, Any]) -> None:
+    from pyarrow import fs
+
+    filesystem, folder = fs.FileSystem.from_uri(path)
+    filesystem.create_dir(folder, recursive=True)
+    with filesystem.open_output_stream(f"{folder}/{META_FILE}") as stream:
+        stream.write(json.dumps(meta, indent=2).encode())
+
+
+def injected_faults(plan: Plan) -> dict[str, dict[str, Any]]:
+    """Test-only out-of-memory injection: trial keys named in ``ABLATE_INJECT_OOM``."""
+    keys = [k for k in os.environ.get(INJECT_OOM_ENV, "").split(";") if k]
+    known = {t.key for t in plan.trials}
+    unknown = [k for k in keys if k not in known]
+    if unknown:
+        raise InputError(
+            f"{INJECT_OOM_ENV}: no trial {unknown[0]!r} (trials: {', '.join(sorted(known))})"
+        )
+    headroom = int(os.environ.get(INJECT_HEADROOM_ENV, "64"))
+    return {k: {"kind": "oom", "headroom_mib": headroom} for k in keys}
+
+
+def check_local_gpus(plan: Plan) -> None:
+    """A GPU request on a machine without one is an input error, not a sweep that waits forever."""
+    gpu = plan.space.resources.gpu
+    if gpu <= 0:
+        return
+    import torch
+
+    if torch.cuda.device_count() == 0:
+        raise InputError(
+            f"resources.gpu: {gpu:g} GPU per trial requested, but this machine has no GPU; set "
+            "resources.gpu: 0 to train on CPU, pass --address to join a Ray cluster with GPUs, "
+            "or use --smoke for a quick check on this machine",
+            plan.source,
+        )
+
+
+def check_cluster_resources(plan: Plan) -> None:
+    """Each trial's request must fit the Ray cluster, or Tune would wait for it forever."""
+    import ray
+
+    total = ray.cluster_resources()
+    wanted = plan.space.resources
+    for kind, amount in (("CPU", wanted.cpu), ("GPU", wanted.gpu)):
+        have = float(total.get(kind, 0.0))
+        if amount > have:
+            raise InputError(
+                f"resources.{kind.lower()}: each trial asks for {amount:g} {kind} but the Ray "
+                f"cluster has {have:g} in total",
+                plan.source,
+            )
+
+
+def _ray_running() -> bool:
+    import ray
+
+    return ray.is_initialized()
+
+
+def _start_ray(address: str | None, verbose: bool) -> None:
+    """Join ``address`` (or RAY_ADDRESS), else start a local Ray; keep Ray's own output quiet."""
+    for key, value in QUIET_ENV.items():
+        os.environ.setdefault(key, value)
+    import ray
+
+    if not verbose:
+        for name in ("ray.tune", "ray.train", "ray.air"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
+    if ray.is_initialized():
+        return
+    ray.init(
+        address=address or os.environ.get("RAY_ADDRESS"),
+        include_dashboard=False,
+        log_to_driver=verbose,
+        logging_level=logging.INFO if verbose else logging.ERROR,
+    )

@@ -1,0 +1,310 @@
+"""MLflow structure of a sweep: one parent run, one child run per trial.
+
+Runs are found by tags, never by remembering ids in memory only, so the trial -> run mapping
+survives ``--resume`` and retries: the parent carries ``ablate.sweep_path`` (the Tune experiment
+directory) and each child carries ``mlflow.parentRunId`` and ``ablate.trial_key``. Before a
+child run is created it is looked up by those tags.
+
+Tags used (``ablate.*``): kind (sweep|trial), space_file, space_hash, git_commit, split_hash,
+ray_version, torch_version, metric, mode, trial_key, cell, seed, tune_trial_id, outcome
+(running|finished|stopped_early|failed|infeasible|diverged|killed), error; plus ``infeasible``
+(the out-of-memory message with its memory figure) and ``winner``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlparse
+
+from trainables.errors import InputError
+
+if TYPE_CHECKING:
+    from mlflow.entities import Run
+    from mlflow.tracking import MlflowClient
+
+PARENT_TAG = "mlflow.parentRunId"
+MAX_TAG = 4000  # MLflow caps tag values; errors are cut to this many characters
+BATCH = 100  # MLflow's limit of params per log_batch call
+SUMMARY_KEYS = ("val/dice_wt", "val/dice_tc", "val/dice_et", "val/dice_fg", "val/dice_mean")
+
+
+def default_tracking_uri() -> str:
+    """``MLFLOW_TRACKING_URI``, else an SQLite file ``mlflow.db`` in the working directory."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+
+
+def connect(uri: str, timeout_s: float = 5.0) -> MlflowClient:
+    """A client for ``uri`` after checking it answers; InputError naming the URI otherwise.
+
+    Remote servers are probed with one short HTTP request first, because MLflow's own client
+    retries for minutes before giving up.
+    """
+    import logging
+
+    from mlflow.tracking import MlflowClient
+
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    scheme = urlparse(uri).scheme
+    if scheme in ("http", "https"):
+        _probe_http(uri, timeout_s)
+    elif scheme == "sqlite":
+        _check_sqlite_path(uri)
+    try:
+        client = MlflowClient(tracking_uri=uri)
+        client.search_experiments(max_results=1)
+    except Exception as err:  # MLflow raises many types for a bad store
+        raise InputError(f"cannot use MLflow tracking URI {uri!r}: {_one_line(err)}") from None
+    return client
+
+
+def _probe_http(uri: str, timeout_s: float) -> None:
+    url = uri.rstrip("/") + "/health"
+    try:
+        urllib.request.urlopen(url, timeout=timeout_s).close()
+    except urllib.error.HTTPError:
+        return  # the server answered: reachable (the store check follows)
+    except (urllib.error.URLError, OSError) as err:
+        reason = getattr(err, "reason", err)
+        raise InputError(
+            f"MLflow tracking URI {uri!r} is unreachable ({reason}); start the server or pass "
+            "--tracking-uri / MLFLOW_TRACKING_URI"
+        ) from None
+
+
+def _check_sqlite_path(uri: str) -> None:
+    path = uri.removeprefix("sqlite:///")
+    if not path or path == ":memory:" or uri.startswith("sqlite:////:memory:"):
+        return
+    folder = Path(path).expanduser().parent
+    if not folder.is_dir():
+        raise InputError(f"MLflow tracking URI {uri!r}: folder {folder} does not exist")
+    if not os.access(folder, os.W_OK):
+        raise InputError(f"MLflow tracking URI {uri!r}: folder {folder} is not writable")
+
+
+def ensure_experiment(client: MlflowClient, name: str) -> str:
+    """The id of MLflow experiment ``name``, created (or restored from deleted) as needed.
+
+    With an SQLite store, artifacts go to ``mlartifacts/`` beside the database file rather
+    than into whatever directory the command runs from.
+    """
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        if experiment.lifecycle_stage == "deleted":
+            client.restore_experiment(experiment.experiment_id)
+        return experiment.experiment_id
+    uri = client.tracking_uri
+    location = None
+    if uri.startswith("sqlite:///") and ":memory:" not in uri:
+        location = str(Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts" / name)
+    return client.create_experiment(name, artifact_location=location)
+
+
+def parent_tags(plan_tags: dict[str, str]) -> dict[str, str]:
+    """Tags of a sweep's parent run: the caller's plus code and library versions."""
+    import mlflow
+    import ray
+    import torch
+
+    return {
+        "ablate.kind": "sweep",
+        "ablate.ray_version": ray.__version__,
+        "ablate.torch_version": torch.__version__,
+        "ablate.mlflow_version": mlflow.__version__,
+        **plan_tags,
+    }
+
+
+def git_commit(folder: Path) -> str:
+    """The commit checked out in ``folder`` (``unknown`` outside git or before the first one)."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=folder, capture_output=True, text=True, timeout=10
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return out.stdout.strip() if out.returncode == 0 else "unknown"
+
+
+def open_parent_run(
+    client: MlflowClient, experiment_id: str, name: str, sweep_path: str, tags: dict[str, str]
+) -> str:
+    """The parent run of the sweep stored at ``sweep_path``: found by tag, else created."""
+    found = search(client, experiment_id, {"ablate.sweep_path": sweep_path, "ablate.kind": "sweep"})
+    if found:
+        run_id = found[0].info.run_id
+        client.update_run(run_id, status="RUNNING")
+        return run_id
+    tags = {**tags, "ablate.kind": "sweep", "ablate.sweep_path": sweep_path}
+    run = client.create_run(experiment_id, tags=tags, run_name=name)
+    return run.info.run_id
+
+
+def open_child_run(
+    client: MlflowClient, experiment_id: str, parent_id: str, key: str, tags: dict[str, str]
+) -> tuple[str, bool]:
+    """(run id, created) of the trial ``key`` under ``parent_id``: found by tag, else created."""
+    found = search(client, experiment_id, {PARENT_TAG: parent_id, "ablate.trial_key": key})
+    if found:
+        run_id = found[0].info.run_id
+        client.update_run(run_id, status="RUNNING")
+        return run_id, False
+    tags = {**tags, PARENT_TAG: parent_id, "ablate.kind": "trial", "ablate.trial_key": key}
+    return client.create_run(experiment_id, tags=tags, run_name=key).info.run_id, True
+
+
+def search(client: MlflowClient, experiment_id: str, tags: dict[str, str]) -> list[Run]:
+    """Every run of the experiment whose tags equal ``tags`` (all pages), oldest first."""
+    query = " and ".join(f"tags.`{k}` = {_quote(v)}" for k, v in tags.items())
+    runs: list[Run] = []
+    token = None
+    while True:
+        page = client.search_runs(
+            [experiment_id], query, max_results=1000, page_token=token, order_by=["start_time ASC"]
+        )
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def _quote(value: str) -> str:
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, str]:
+    """Dotted params from a nested config: ``{"model.filters": "[32, 64]", "seed": "0"}``."""
+    out: dict[str, str] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            out.update(flatten(value, prefix=f"{name}."))
+        elif isinstance(value, str):
+            out[name] = value
+        else:
+            out[name] = json.dumps(value)
+    return out
+
+
+def log_params(client: MlflowClient, run_id: str, params: dict[str, str]) -> None:
+    """Log params in batches of MLflow's maximum size; values already logged are skipped."""
+    from mlflow.entities import Param
+
+    known = client.get_run(run_id).data.params
+    items = [Param(k, v[:6000]) for k, v in params.items() if k not in known]
+    for start in range(0, len(items), BATCH):
+        client.log_batch(run_id, params=items[start : start + BATCH])
+
+
+def log_metrics(client: MlflowClient, run_id: str, metrics: dict[str, float], step: int) -> None:
+    """Finite metrics at ``step`` in one batch (NaN marks undefined values: not logged)."""
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    batch = [Metric(k, float(v), now, step) for k, v in metrics.items() if math.isfinite(v)]
+    if batch:
+        client.log_batch(run_id, metrics=batch)
+
+
+def set_tags(client: MlflowClient, run_id: str, tags: dict[str, str]) -> None:
+    from mlflow.entities import RunTag
+
+    client.log_batch(run_id, tags=[RunTag(k, str(v)[:MAX_TAG]) for k, v in tags.items()])
+
+
+def summarize(client: MlflowClient, run_id: str, metric: str, mode: str) -> dict[str, float]:
+    """Summary metrics of a finished trial from its history.
+
+    ``best/<metric>`` and ``best/epoch`` at the best epoch by ``metric``/``mode``, the Dice of
+    every region at that epoch (``best/val/dice_wt``...), the mean epoch time
+    ``summary/epoch_s`` and the peak GPU memory ``summary/peak_gpu_mem_gib`` over epochs.
+    """
+    history = {m.step: m.value for m in client.get_metric_history(run_id, metric)}
+    out: dict[str, float] = {}
+    if history:
+        pick = max if mode == "max" else min
+        best_step = pick(history, key=lambda s: history[s])
+        out["best/epoch"] = float(best_step)
+        for key in dict.fromkeys([metric, *SUMMARY_KEYS]):
+            at = {m.step: m.value for m in client.get_metric_history(run_id, key)}
+            if best_step in at:
+                out[f"best/{key}"] = at[best_step]
+    # by step: an epoch logged twice (re-run after an interrupt) counts once
+    times = {m.step: m.value for m in client.get_metric_history(run_id, "perf/epoch_s")}
+    if times:
+        out["summary/epoch_s"] = sum(times.values()) / len(times)
+    peaks = [m.value for m in client.get_metric_history(run_id, "perf/peak_gpu_mem_gib")]
+    if peaks:
+        out["summary/peak_gpu_mem_gib"] = max(peaks)
+    return out
+
+
+def histories(
+    client: MlflowClient, run_id: str, keys: Iterable[str]
+) -> dict[str, list[tuple[int, float]]]:
+    """``{key: [(step, value), ...]}`` sorted by step, for the keys the run has."""
+    out = {}
+    for key in keys:
+        points = sorted((m.step, m.value) for m in client.get_metric_history(run_id, key))
+        if points:
+            out[key] = points
+    return out
+
+
+def find_sweep(client: MlflowClient, sweep: str) -> Run:
+    """The parent run named by ``sweep``: a parent run id, or an experiment name (latest sweep).
+
+    Raises InputError listing the known sweeps when nothing matches.
+    """
+    experiment = client.get_experiment_by_name(sweep)
+    if experiment is not None:
+        parents = search(client, experiment.experiment_id, {"ablate.kind": "sweep"})
+        if parents:
+            return parents[-1]
+    try:
+        run = client.get_run(sweep)
+    except Exception:
+        run = None
+    if run is not None and run.data.tags.get("ablate.kind") == "sweep":
+        return run
+    names = sorted(e.name for e in client.search_experiments() if e.name != "Default")
+    known = ", ".join(names) or "none yet"
+    raise InputError(f"no sweep named {sweep!r} in {client.tracking_uri} (sweeps: {known})")
+
+
+def child_runs(client: MlflowClient, parent: Run) -> list[Run]:
+    """The trial runs of a sweep, oldest first."""
+    return search(client, parent.info.experiment_id, {PARENT_TAG: parent.info.run_id})
+
+
+def _one_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0] if text else ''}"
+
+
+def log_json(
+    client: MlflowClient, run_id: str, payload: Any, name: str, where: str | None = None
+) -> None:
+    """Log ``payload`` as a JSON artifact file ``name``."""
+    log_bytes(client, run_id, json.dumps(payload, indent=2).encode(), name, where)
+
+
+def log_bytes(
+    client: MlflowClient, run_id: str, data: bytes, name: str, where: str | None = None
+) -> None:
+    """Log ``data`` as the artifact file ``name`` (in folder ``where``)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / name
+        path.write_bytes(data)
+        client.log_artifact(run_id, str(path), where)

@@ -1,0 +1,188 @@
+"""Tune objects for a planned sweep: trainable, param space, scheduler, search, run config.
+
+Grid sweeps hand Tune one resolved trial config per grid entry; Optuna sweeps hand it the cells
+and the sampled ranges (see :mod:`trainables.tune` for the layout the Trainable reads). FIFO runs
+paper grids, ASHA stops bad suggestions early, and :class:`~ray.tune.search.Repeater` runs each
+Optuna suggestion once per seed. Actors are always reused.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from orchestrator.expand import Plan
+
+
+@dataclass(frozen=True)
+class TrackingSettings:
+    """Where the sweep logs: MLflow URI, experiment id and parent run id."""
+
+    uri: str
+    experiment_id: str
+    parent_id: str
+
+
+def make_tuner(
+    plan: Plan,
+    path: str,
+    faults: dict[str, dict[str, Any]],
+    mlflow: TrackingSettings,
+    resume: bool,
+    verbose: bool = False,
+    callbacks: list[Any] | None = None,
+) -> Any:
+    """A new Tuner for the plan in ``path`` (local or a URI), or the stored one to resume."""
+    from ray import tune
+
+    from trainables.tune import AblateTrainable
+
+    resources = {"cpu": plan.space.resources.cpu, "gpu": plan.space.resources.gpu}
+    trainable = tune.with_resources(AblateTrainable, resources)
+    if resume:
+        return tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=False)
+    return tune.Tuner(
+        trainable,
+        param_space=param_space(plan, faults),
+        tune_config=tune_config(plan),
+        run_config=run_config(plan, path, mlflow, verbose, callbacks or []),
+    )
+
+
+def run_config(
+    plan: Plan, path: str, mlflow: TrackingSettings, verbose: bool, extra: list[Any]
+) -> Any:
+    """Storage, retries, a checkpoint per epoch (the latest kept), stop rules and callbacks."""
+    from ray import tune
+
+    from orchestrator.callbacks import ProgressCallback, TrackingCallback
+
+    space = plan.space
+    callbacks = [
+        ProgressCallback(space.metric, space.mode),
+        TrackingCallback(
+            mlflow.uri, mlflow.experiment_id, mlflow.parent_id, space.metric, space.mode
+        ),
+        *extra,
+    ]
+    storage, _, name = path.rstrip("/").rpartition("/")
+    return tune.RunConfig(
+        name=name,
+        storage_path=storage,
+        failure_config=tune.FailureConfig(max_failures=space.max_failures),
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=1, checkpoint_frequency=1),
+        stop=dict(space.stop) or None,
+        callbacks=callbacks,
+        verbose=2 if verbose else 0,
+    )
+
+
+def param_space(plan: Plan, faults: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Tune's config: one grid entry per planned trial, or Optuna ranges over the cells."""
+    from ray import tune
+
+    space = plan.space
+    meta: dict[str, Any] = {"metric": space.metric, "mode": space.mode, "faults": faults}
+    if space.search.kind == "grid":
+        trials = [
+            {"key": t.key, "cell": t.cell, "seed": t.seed, "config": t.config} for t in plan.trials
+        ]
+        return {"ablate": meta, "trial": tune.grid_search(trials)}
+    meta["cells"] = [{"label": c.label, "config": plan.cell_configs[c.label]} for c in plan.cells]
+    cells = list(range(len(plan.cells)))
+    sample = {path: _domain(rng) for path, rng in space.sample.items()}
+    return {"ablate": meta, "cell": tune.choice(cells) if len(cells) > 1 else 0, "sample": sample}
+
+
+def _domain(rng: Any) -> Any:
+    """The Tune distribution of a :class:`~orchestrator.space.SampleRange`."""
+    from ray import tune
+
+    if rng.form == "loguniform":
+        return tune.loguniform(*rng.loguniform)
+    if rng.form == "uniform":
+        return tune.uniform(*rng.uniform)
+    if rng.form == "int":
+        return tune.randint(rng.int_[0], rng.int_[1] + 1)  # the file's bounds are inclusive
+    return tune.choice(rng.choice)
+
+
+def tune_config(plan: Plan) -> Any:
+    """Metric, scheduler, search, trial names; actors reused across trials."""
+    from ray import tune
+
+    search_alg, num_samples, concurrent = _search(plan)
+    return tune.TuneConfig(
+        metric=plan.space.metric,
+        mode=plan.space.mode,
+        scheduler=_scheduler(plan),
+        search_alg=search_alg,
+        num_samples=num_samples,
+        max_concurrent_trials=concurrent,  # Tune runs searchers one trial at a time otherwise
+        reuse_actors=True,
+        trial_name_creator=trial_name,
+        trial_dirname_creator=trial_dirname,
+    )
+
+
+def _scheduler(plan: Plan) -> Any:
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    chosen = plan.space.effective_scheduler
+    if chosen.kind == "fifo":
+        return FIFOScheduler()
+    return ASHAScheduler(
+        max_t=chosen.max_t or plan.epochs,
+        grace_period=chosen.grace_period,
+        reduction_factor=chosen.reduction_factor,
+    )
+
+
+def _search(plan: Plan) -> tuple[Any, int, int | None]:
+    """(search algorithm or None for the grid, num_samples, max concurrent trials or None)."""
+    space = plan.space
+    if space.search.kind == "grid":
+        return None, 1, None
+    import optuna
+    from ray.tune.search import Repeater
+    from ray.tune.search.optuna import OptunaSearch
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # no line per suggestion
+    searcher = OptunaSearch(seed=space.search.seed)
+    search_alg = Repeater(searcher, repeat=space.seeds) if space.seeds > 1 else searcher
+    concurrent = space.search.max_concurrent or max(4, space.seeds)
+    return search_alg, space.search.num_samples * space.seeds, concurrent
+
+
+def trial_name(trial: Any) -> str:
+    """Tune's display name of a trial: its key."""
+    from orchestrator.callbacks import trial_label
+
+    return trial_label(trial)[0]
+
+
+def trial_dirname(trial: Any) -> str:
+    """A filesystem-safe directory name: trial id and the key, shortened."""
+    safe = re.sub(r"[^A-Za-z0-9_.=-]+", "_", trial_name(trial))
+    return f"{trial.trial_id}_{safe[:80]}"
+
+
+def trial_outcomes(path: str) -> tuple[dict[str, int], bool]:
+    """Counts of trial outcomes from Tune's saved state, and whether any trial is unfinished."""
+    from ray.tune import ExperimentAnalysis
+
+    from orchestrator.callbacks import finished_outcome, trial_label
+
+    counts: dict[str, int] = {}
+    unfinished = False
+    for trial in ExperimentAnalysis(path).trials:
+        last = trial.last_result or {}
+        if trial.status == "ERROR":
+            outcome = "failed"
+        elif trial.status == "TERMINATED":
+            outcome = last.get("outcome") or finished_outcome(last, trial_label(trial)[1] or 0)
+        else:
+            outcome, unfinished = "unfinished", True
+        counts[outcome] = counts.get(outcome, 0) + 1
+    return counts, unfinished

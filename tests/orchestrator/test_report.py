@@ -1,0 +1,63 @@
+"""``ablate report``: Markdown/HTML with PNG plots beside the paper's numbers, logged to MLflow."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from ablate_sweep_helpers import log_sweep, mlflow_uri
+
+from orchestrator.cli import main
+from orchestrator.report import mean_curve, write_report
+from orchestrator.winners import find_winners
+
+PNG = b"\x89PNG\r\n\x1a\n"
+PAPER = {"citation": "Doe et al. 2020, Table 2", "rows": {"a": {"val/dice_mean": 0.91}}}
+
+
+@pytest.fixture
+def sweep(tmp_path: Path) -> tuple[str, object, str]:
+    uri = mlflow_uri(tmp_path)
+    client, parent = log_sweep(
+        uri, "study", {"a": [0.8, 0.82], "b": [0.6, 0.61]}, failed={"c": "failed"}, paper=PAPER
+    )
+    return uri, client, parent
+
+
+def test_markdown_report_with_plots_and_the_paper_column(sweep, tmp_path: Path) -> None:
+    _, client, parent = sweep
+    out = tmp_path / "out" / "report.md"
+    written = write_report(client, find_winners(client, "study"), out)
+    assert written[0] == out and len(written) == 4
+    assert all(p.read_bytes().startswith(PNG) for p in written[1:])
+    text = out.read_text()
+    assert "Paper column: Doe et al. 2020, Table 2." in text
+    assert (
+        "| a | 2 | 0.8100 | [0.8000, 0.8200] | 0.8600 | 0.8100 | 0.7600 | 10.5 | 2.10 | 0.9100 "
+        "| best |" in text
+    )
+    assert "| c | 0 | - |" in text and "1 failed" in text
+    assert "![val/dice_mean per cell (mean, 95% CI)](report_files/metric_per_cell.png)" in text
+    logged = {a.path for a in client.list_artifacts(parent, "report")}
+    assert logged == {"report/report.md", "report/report_files"}
+    plots = {a.path for a in client.list_artifacts(parent, "report/report_files")}
+    assert plots == {f"report/report_files/{p.name}" for p in written[1:]}
+
+
+def test_html_report_via_the_cli(sweep, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    uri, _, _ = sweep
+    out = tmp_path / "report.html"
+    assert main(["report", "study", "--out", str(out), "--tracking-uri", uri]) == 0
+    page = out.read_text()
+    assert page.startswith("<!DOCTYPE html>") and "<td>0.9100</td>" in page
+    assert '<img src="report_files/learning_curves.png"' in page
+    assert main(["report", "study", "--out", str(tmp_path / "r.pdf"), "--tracking-uri", uri]) == 2
+    assert "the report must end in .md or .html" in capsys.readouterr().err
+
+
+def test_mean_curve_averages_seeds_per_epoch(sweep) -> None:
+    _, client, _ = sweep
+    cell = next(c for c in find_winners(client, "study", tag=False).cells if c.label == "a")
+    curve = mean_curve(client, list(cell.runs), "val/dice_mean")
+    assert [s for s, _ in curve] == [1, 2, 3]
+    assert curve[-1][1] == pytest.approx(0.81) and curve[0][1] == pytest.approx(0.405)

@@ -1,0 +1,155 @@
+"""Search-space files: the model, dotted overrides, cells and the expansion into trials."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from ablate_sweep_helpers import REPO, write_space
+
+from orchestrator.expand import describe_plan, make_cells, plan_sweep
+from orchestrator.space import SpaceFile, apply_overrides, format_value, set_dotted
+from trainables.config import validate_config
+from trainables.errors import InputError
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ABLATE_CACHE", str(tmp_path / "cache"))
+
+
+def test_set_dotted_creates_merges_and_replaces_by_kind() -> None:
+    data = {"model": {"kind": "unet", "filters": [4, 8], "norm": "batch"}}
+    set_dotted(data, "train.epochs", 3)
+    assert data["train"] == {"epochs": 3}
+    set_dotted(data, "model", {"norm": "group"})  # same kind: merged
+    assert data["model"] == {"kind": "unet", "filters": [4, 8], "norm": "group"}
+    set_dotted(data, "model", {"kind": "attention_unet", "attention": False})  # new kind: replaced
+    assert data["model"] == {"kind": "attention_unet", "attention": False}
+    with pytest.raises(ValueError, match=r"train\.epochs is a value \(3\), not a section"):
+        set_dotted(data, "train.epochs.x", 1)
+
+
+def test_apply_overrides_leaves_the_base_untouched() -> None:
+    base = {"train": {"epochs": 2}, "seed": 0}
+    out = apply_overrides(base, {"train.epochs": 5, "seed": 1})
+    assert out == {"train": {"epochs": 5}, "seed": 1}
+    assert base == {"train": {"epochs": 2}, "seed": 0}
+
+
+def test_cells_are_variants_times_grid_points_with_readable_labels() -> None:
+    space = validate_config(
+        SpaceFile,
+        {
+            "name": "s",
+            "grid": {"model.deep_supervision": [0, 1], "optimizer.lr": [0.001]},
+            "variants": [
+                {"label": "attn", "overrides": {"model.attention": True}},
+                {"label": "plain", "overrides": {"model.attention": False}},
+            ],
+        },
+    )
+    cells = make_cells(space)
+    assert [c.label for c in cells] == [
+        "attn,deep_supervision=0,lr=0.001",
+        "attn,deep_supervision=1,lr=0.001",
+        "plain,deep_supervision=0,lr=0.001",
+        "plain,deep_supervision=1,lr=0.001",
+    ]
+    assert cells[3].overrides == {
+        "model.attention": False,
+        "model.deep_supervision": 1,
+        "optimizer.lr": 0.001,
+    }
+    assert cells[3].origins["model.attention"] == "variants[1].overrides.model.attention"
+    assert cells[3].origins["optimizer.lr"] == "grid.optimizer.lr"
+
+
+def test_axis_names_keep_the_full_path_when_last_parts_collide() -> None:
+    space = validate_config(
+        SpaceFile, {"name": "s", "grid": {"model.norm": ["batch"], "loss.norm": ["x"]}}
+    )
+    assert make_cells(space)[0].label == "model.norm=batch,loss.norm=x"
+
+
+def test_plan_materialises_every_cell_and_seed(tmp_path: Path) -> None:
+    space = write_space(
+        tmp_path,
+        "name: study\nextends: trial.yaml\nbase: {train.epochs: 1}\n"
+        "grid: {model.deep_supervision: [0, 1]}\nseeds: 3\n",
+    )
+    plan = plan_sweep(space)
+    assert [t.key for t in plan.trials] == [
+        f"deep_supervision={d}/seed{s}" for d in (0, 1) for s in range(3)
+    ]
+    trial = plan.trials[4]
+    assert trial.seed == 1 and trial.config["seed"] == 1
+    assert trial.config["model"]["deep_supervision"] == 1
+    assert trial.config["train"]["epochs"] == 1  # inline base on top of extends
+    assert Path(trial.config["data"]["cache_dir"]) == tmp_path / "cache"  # resolved in the driver
+    assert trial.overrides == {"model.deep_supervision": 1, "seed": 1}
+
+
+def test_plan_applies_data_root_and_smoke(tmp_path: Path) -> None:
+    space = write_space(tmp_path, "name: s\nextends: trial.yaml\n")
+    data = tmp_path / "data"
+    plan = plan_sweep(space, data_root=data, smoke=True)
+    config = plan.trials[0].config
+    assert config["data"]["root"] == str(data)
+    assert config["name"].endswith("-smoke") and config["train"]["epochs"] <= 2
+
+
+def test_optuna_plan_keeps_cells_and_checks_ranges(tmp_path: Path) -> None:
+    space = write_space(
+        tmp_path,
+        "name: s\nextends: trial.yaml\nvariants: [{label: a}, {label: b, overrides: {seed: 0}}]\n"
+        "sample: {optimizer.lr: {loguniform: [1.0e-4, 1.0e-2]}, train.batch_size: {int: [1, 2]}}\n"
+        "search: {kind: optuna, num_samples: 3}\nseeds: 2\n",
+    )
+    with pytest.raises(InputError, match=r"variants\[1\]\.overrides\.seed: the trial seed is set"):
+        plan_sweep(space)
+    space.write_text(space.read_text().replace(", overrides: {seed: 0}", ""))
+    plan = plan_sweep(space)
+    assert plan.trials == [] and list(plan.cell_configs) == ["a", "b"]
+    assert plan.space.effective_scheduler.kind == "asha"
+    summary, rows = describe_plan(plan)
+    assert "2 cells, 3 samples x 2 seeds = 6 trials" in summary
+    assert rows[0]["overrides"]["optimizer.lr"] == "~loguniform(0.0001, 0.01)"
+
+
+def test_sampled_bounds_are_type_checked(tmp_path: Path) -> None:
+    space = write_space(
+        tmp_path,
+        "name: s\nextends: trial.yaml\nsample: {train.batch_size: {choice: [2, zero]}}\n"
+        "search: {kind: optuna, num_samples: 2}\n",
+    )
+    with pytest.raises(
+        InputError, match=r"sample\.train\.batch_size: train\.batch_size: .*integer"
+    ):
+        plan_sweep(space)
+
+
+def test_describe_plan_lists_trials_with_overrides(tmp_path: Path) -> None:
+    space = write_space(tmp_path, "name: s\nextends: trial.yaml\ngrid: {optimizer.lr: [0.01]}\n")
+    summary, rows = describe_plan(plan_sweep(space))
+    assert "sweep 's', 1 cells x 1 seeds = 1 trials (grid search, fifo scheduler" in summary
+    assert rows == [
+        {
+            "key": "lr=0.01/seed0",
+            "cell": "lr=0.01",
+            "seed": 0,
+            "overrides": {"optimizer.lr": "0.01", "seed": "0"},
+        }
+    ]
+
+
+def test_format_value_is_short_and_stable() -> None:
+    assert format_value(3e-3) == "0.003"
+    assert format_value([8, 16]) == "[8,16]"
+    assert format_value(True) == "true"
+
+
+def test_the_repo_smoke_space_is_valid() -> None:
+    plan = plan_sweep(REPO / "search_spaces" / "smoke.yaml")
+    assert 2 <= len(plan.cells) <= 4 and plan.space.seeds == 2
+    assert len(plan.trials) == len(plan.cells) * 2

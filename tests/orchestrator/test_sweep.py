@@ -1,0 +1,234 @@
+"""End-to-end sweeps: local Ray (2 CPUs), a temporary SQLite MLflow, the real engine.
+
+Slow (tens of seconds each): the smoke study with its MLflow structure and winners, an
+interrupted sweep resumed without re-running finished trials, and a sweep where one trial fails
+and one runs out of memory while the others finish.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from ablate_sweep_helpers import REPO, mlflow_uri, tiny_trial, write_space
+from ray import tune
+
+from orchestrator import tracking
+from orchestrator.cli import main
+from orchestrator.sweep import SweepOptions, run_sweep
+from orchestrator.winners import find_winners
+
+pytestmark = pytest.mark.slow
+
+SMOKE = REPO / "search_spaces" / "smoke.yaml"
+EPOCH_METRICS = {
+    "train/loss",
+    "val/loss",
+    "val/dice_wt",
+    "val/dice_tc",
+    "val/dice_et",
+    "val/dice_mean",
+}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def local_ray():
+    import ray
+
+    os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
+    started = not ray.is_initialized()
+    if started:
+        ray.init(
+            num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR
+        )
+    yield
+    if started:
+        ray.shutdown()
+
+
+@pytest.fixture(autouse=True)
+def _workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ABLATE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+
+
+def _runs(uri: str, name: str) -> tuple[Any, Any, list[Any]]:
+    client = tracking.connect(uri)
+    parent = tracking.find_sweep(client, name)
+    return client, parent, tracking.child_runs(client, parent)
+
+
+def test_smoke_sweep_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    uri = mlflow_uri(tmp_path)
+    args = ["sweep", str(SMOKE), "--tracking-uri", uri, "--storage", str(tmp_path / "ray")]
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert "Trial Status" not in err and "╭" not in err  # Ray's own tables stay quiet
+    client, parent, children = _runs(uri, "smoke")
+
+    tags = parent.data.tags
+    assert parent.info.status == "FINISHED" and tags["ablate.space_file"] == str(SMOKE)
+    assert len(tags["ablate.space_hash"]) == 64 and tags["ablate.git_commit"]
+    assert (
+        tags["ablate.ray_version"]
+        and tags["ablate.torch_version"]
+        and len(tags["ablate.split_hash"]) == 16
+    )
+    assert [a.path for a in client.list_artifacts(parent.info.run_id, "space")] == [
+        "space/smoke.yaml"
+    ]
+
+    keys = sorted(r.data.tags["ablate.trial_key"] for r in children)
+    cells = [f"attention={a},deep_supervision={d}" for a in ("false", "true") for d in (0, 1)]
+    assert keys == sorted(f"{c}/seed{s}" for c in cells for s in (0, 1))
+    for run in children:
+        key = run.data.tags["ablate.trial_key"]
+        assert f"started   {key} (3 epochs" in err
+        assert f"finished  {key}: best val/dice_mean " in err and ", after 3 of 3 epochs" in err
+        assert run.info.status == "FINISHED" and run.data.tags["ablate.outcome"] == "finished"
+        params = run.data.params
+        assert params["model.attention"] == key.split(",")[0].split("=")[1]
+        assert params["seed"] == key[-1] and params["model.kind"] == "attention_unet"
+        assert EPOCH_METRICS | {"perf/epoch_s", "best/val/dice_mean", "best/epoch"} <= set(
+            run.data.metrics
+        )
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, "val/dice_mean")]
+        assert steps == [1, 2, 3]
+        artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+        assert artifacts == {"checkpoint", "config", "preview.png", "learning_curves.png"}
+        assert [a.path for a in client.list_artifacts(run.info.run_id, "checkpoint")] == [
+            "checkpoint/best.pt"
+        ]
+
+    assert main(["winners", "smoke", "--tracking-uri", uri, "--json"]) == 0
+    table = json.loads(capsys.readouterr().out)
+    assert sorted(row["cell"] for row in table["cells"]) == sorted(cells)
+    assert all(row["n"] == 2 for row in table["cells"]) and table["cells"][0]["status"] == "best"
+    assert client.get_run(table["winner_run_id"]).data.tags["winner"] == "true"
+    assert main(["report", "smoke", "--tracking-uri", uri, "--out", str(tmp_path / "r.md")]) == 0
+    assert "| best |" in (tmp_path / "r.md").read_text()
+
+
+class InterruptOnce(tune.Callback):
+    """Ctrl-C (a real SIGINT) once the first trial has finished; once per marker file, since
+    Tune restores its callbacks on resume."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        if not self.marker.exists():
+            self.marker.touch()
+            signal.raise_signal(signal.SIGINT)
+
+
+def test_interrupted_sweep_resumes_without_rerunning_finished_trials(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    uri = mlflow_uri(tmp_path)
+    space = write_space(
+        tmp_path,
+        "name: resumable\nextends: trial.yaml\ngrid: {optimizer.lr: [0.003, 0.001]}\nseeds: 2\n",
+    )
+    storage = f"file://{tmp_path}/ray"  # a storage URI, as on a cluster (s3://...)
+    opts = SweepOptions(
+        space, tracking_uri=uri, storage=storage, callbacks=[InterruptOnce(tmp_path / "fired")]
+    )
+    first = run_sweep(opts)
+    assert (
+        first.interrupted
+        and first.counts.get("finished", 0) >= 1
+        and first.counts["unfinished"] >= 1
+    )
+    client, parent, children = _runs(uri, "resumable")
+    assert parent.info.status == "KILLED"
+    done = {
+        r.data.tags["ablate.trial_key"]: r.info.run_id
+        for r in children
+        if r.info.status == "FINISHED"
+    }
+    assert 1 <= len(done) < 4
+    assert all(r.info.status == "KILLED" for r in children if r.info.run_id not in done.values())
+    capsys.readouterr()
+
+    assert main(["sweep", str(space), "--storage", storage]) == 2  # exists: not silently redone
+    assert "already exists" in capsys.readouterr().err
+    second = run_sweep(SweepOptions(space, storage=storage, resume=True))  # URI from the sweep
+    err = capsys.readouterr().err
+    assert not second.interrupted and second.counts == {"finished": 4}
+    client, parent, children = _runs(uri, "resumable")
+    assert parent.info.status == "FINISHED"
+    keys = [r.data.tags["ablate.trial_key"] for r in children]
+    assert sorted(keys) == sorted(f"lr={lr}/seed{s}" for lr in ("0.003", "0.001") for s in (0, 1))
+    assert all(r.info.status == "FINISHED" for r in children)
+    for key, run_id in done.items():  # finished before the interrupt: same run, not trained again
+        assert f"started   {key}" not in err
+        assert [r.info.run_id for r in children if r.data.tags["ablate.trial_key"] == key] == [
+            run_id
+        ]
+        assert [m.step for m in client.get_metric_history(run_id, "val/dice_mean")] == [1, 2]
+
+
+def test_failing_and_out_of_memory_trials_are_recorded_while_others_finish(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    uri = mlflow_uri(tmp_path)
+    tiny_trial(tmp_path)
+    space = write_space(
+        tmp_path,
+        "name: faults\nextends: trial.yaml\nmax_failures: 1\nvariants:\n  - {label: ok}\n"
+        "  - {label: bad, overrides: {data.modalities: [ct]}}\n"  # the engine rejects it at runtime
+        # needs far more memory than any trial before it, so even an actor reused from those
+        # (with freed heap to spare) hits the cap
+        "  - {label: big, overrides: {train.batch_size: 16}}\n",
+    )
+    monkeypatch.setenv("ABLATE_INJECT_OOM", "big/seed0")
+    assert (
+        main(["sweep", str(space), "--tracking-uri", uri, "--storage", str(tmp_path / "ray")]) == 0
+    )
+    err = capsys.readouterr().err
+    assert "sweep faults: 1 failed, 1 finished, 1 infeasible" in err, err
+    assert "retrying  bad/seed0 after: " in err and "failed    bad/seed0: InputError: " in err
+    _, parent, children = _runs(uri, "faults")
+    runs = {r.data.tags["ablate.trial_key"]: r for r in children}
+    assert set(runs) == {"ok/seed0", "bad/seed0", "big/seed0"} and parent.info.status == "FINISHED"
+    assert runs["ok/seed0"].info.status == "FINISHED"
+    bad = runs["bad/seed0"]
+    assert bad.info.status == "FAILED" and bad.data.tags["ablate.attempts"] == "2"
+    assert "case Synth_0000 has no ct" in bad.data.tags["ablate.error"]
+    big = runs["big/seed0"]
+    assert big.info.status == "FAILED" and big.data.tags["ablate.outcome"] == "infeasible"
+    assert big.data.tags["infeasible"].startswith("out of memory")
+    assert "iB" in big.data.tags["infeasible"]  # the memory figure
+
+
+def test_optuna_search_with_asha_pools_seeds_per_suggestion(tmp_path: Path) -> None:
+    uri = mlflow_uri(tmp_path)
+    space = write_space(
+        tmp_path,
+        "name: search\nextends: trial.yaml\nbase: {train.epochs: 3}\nseeds: 2\n"
+        "sample: {optimizer.lr: {loguniform: [1.0e-4, 1.0e-2]}}\n"
+        "search: {kind: optuna, num_samples: 2}\n"
+        "scheduler: {kind: asha, grace_period: 1, reduction_factor: 2}\n",
+    )
+    result = run_sweep(SweepOptions(space, tracking_uri=uri, storage=str(tmp_path / "ray")))
+    assert sum(result.counts.values()) == 4 and set(result.counts) <= {"finished", "stopped_early"}
+    client, _, children = _runs(uri, "search")
+    by_cell: dict[str, list[Any]] = {}
+    for run in children:
+        by_cell.setdefault(run.data.tags["ablate.cell"], []).append(run)
+    assert len(by_cell) == 2  # one cell per Optuna suggestion, its seeds pooled
+    for cell, runs in by_cell.items():
+        assert sorted(r.data.tags["ablate.seed"] for r in runs) == ["0", "1"]
+        lrs = {r.data.params["optimizer.lr"] for r in runs}
+        assert len(lrs) == 1 and 1e-4 <= float(lrs.pop()) <= 1e-2
+        assert cell.startswith("base,lr=") and all(
+            "#" in r.data.tags["ablate.trial_key"] for r in runs
+        )
+    assert {r.data.tags["ablate.outcome"] for r in children} <= {"finished", "stopped_early"}
+    assert [cell.n for cell in find_winners(client, "search").cells] == [2, 2]

@@ -1,0 +1,119 @@
+"""MLflow helpers against a real SQLite store: URIs, parent/child lookup, params, summaries."""
+
+from __future__ import annotations
+
+import math
+import pickle
+from pathlib import Path
+
+import pytest
+from ablate_sweep_helpers import mlflow_uri
+
+from orchestrator import tracking
+from orchestrator.callbacks import TrackingCallback, finished_outcome
+from trainables.errors import InputError
+
+
+@pytest.fixture
+def client(tmp_path: Path):  # -> MlflowClient
+    return tracking.connect(mlflow_uri(tmp_path))
+
+
+def test_default_uri_is_an_sqlite_file_in_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert tracking.default_tracking_uri() == f"sqlite:///{tmp_path}/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow.example:5000")
+    assert tracking.default_tracking_uri() == "http://mlflow.example:5000"
+
+
+def test_connect_rejects_an_unknown_store() -> None:
+    with pytest.raises(InputError, match="cannot use MLflow tracking URI 'nosuch://x'"):
+        tracking.connect("nosuch://x")
+
+
+def test_experiment_artifacts_live_beside_the_sqlite_file(client, tmp_path: Path) -> None:
+    first = tracking.ensure_experiment(client, "study")
+    assert tracking.ensure_experiment(client, "study") == first
+    location = client.get_experiment(first).artifact_location
+    assert Path(location.removeprefix("file://")) == tmp_path / "mlartifacts" / "study"
+
+
+def test_parent_and_child_runs_are_found_again_not_duplicated(client) -> None:
+    experiment = tracking.ensure_experiment(client, "study")
+    parent = tracking.open_parent_run(
+        client, experiment, "study", "/ray/study", {"ablate.metric": "m"}
+    )
+    assert tracking.open_parent_run(client, experiment, "study", "/ray/study", {}) == parent
+    other = tracking.open_parent_run(client, experiment, "study", "/ray/other", {})
+    assert other != parent
+    child, created = tracking.open_child_run(
+        client, experiment, parent, "a/seed0", {"ablate.cell": "a"}
+    )
+    client.set_terminated(child, status="KILLED")
+    again, created_again = tracking.open_child_run(client, experiment, parent, "a/seed0", {})
+    assert (created, created_again, again) == (True, False, child)
+    assert client.get_run(child).info.status == "RUNNING"  # reopened for the resumed trial
+    tags = client.get_run(child).data.tags
+    assert tags[tracking.PARENT_TAG] == parent and tags["ablate.trial_key"] == "a/seed0"
+    assert [r.info.run_id for r in tracking.child_runs(client, client.get_run(parent))] == [child]
+
+
+def test_flattened_params_in_batches_and_only_once(client) -> None:
+    config = {"model": {"kind": "unet", "filters": [4, 8]}, "data": {"root": None}, "seed": 0}
+    params = tracking.flatten(config)
+    assert params == {
+        "model.kind": "unet",
+        "model.filters": "[4, 8]",
+        "data.root": "null",
+        "seed": "0",
+    }
+    experiment = tracking.ensure_experiment(client, "p")
+    run = client.create_run(experiment).info.run_id
+    many = {f"p{i:03d}": str(i) for i in range(250)}
+    tracking.log_params(client, run, many)
+    tracking.log_params(client, run, many)  # logging again (a resumed trial) is not an error
+    assert client.get_run(run).data.params == many
+
+
+def test_summary_takes_every_dice_at_the_best_epoch(client) -> None:
+    experiment = tracking.ensure_experiment(client, "s")
+    run = client.create_run(experiment).info.run_id
+    rows = [(1, 0.3, 0.4, 12.0), (2, 0.6, 0.7, 10.0), (3, 0.5, 0.9, 11.0)]
+    for epoch, mean, wt, seconds in rows:
+        metrics = {"val/dice_mean": mean, "val/dice_wt": wt, "perf/epoch_s": seconds}
+        tracking.log_metrics(client, run, metrics | {"val/hd95_wt": math.nan}, epoch)
+    summary = tracking.summarize(client, run, "val/dice_mean", "max")
+    assert summary == {
+        "best/epoch": 2.0,
+        "best/val/dice_mean": 0.6,
+        "best/val/dice_wt": 0.7,
+        "summary/epoch_s": 11.0,
+    }
+    assert tracking.summarize(client, run, "val/dice_mean", "min")["best/epoch"] == 1.0
+    assert "val/hd95_wt" not in client.get_run(run).data.metrics  # NaN is not logged
+
+
+def test_find_sweep_by_name_or_run_id(client) -> None:
+    experiment = tracking.ensure_experiment(client, "study")
+    old = tracking.open_parent_run(client, experiment, "study", "/ray/a", {"ablate.kind": "sweep"})
+    new = tracking.open_parent_run(client, experiment, "study", "/ray/b", {"ablate.kind": "sweep"})
+    assert tracking.find_sweep(client, "study").info.run_id == new  # the latest sweep
+    assert tracking.find_sweep(client, old).info.run_id == old
+    with pytest.raises(InputError, match=r"no sweep named 'stduy' in sqlite:.*\(sweeps: study\)"):
+        tracking.find_sweep(client, "stduy")
+
+
+def test_tracking_callback_pickles_its_settings_only(client) -> None:
+    callback = TrackingCallback("sqlite:///x.db", "1", "parent", metric="val/dice_mean", mode="max")
+    callback.runs["t1"] = "run"
+    clone = pickle.loads(pickle.dumps(callback))
+    assert clone.settings == callback.settings and clone.metric == "val/dice_mean"
+    assert clone.runs == {} and clone.client is None and clone.writer is None
+
+
+def test_outcome_of_a_trial_ended_before_its_epochs() -> None:
+    assert finished_outcome({"epoch": 2.0}, planned=2) == "finished"
+    assert finished_outcome({"epoch": 1.0}, planned=3) == "stopped_early"

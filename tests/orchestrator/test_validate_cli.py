@@ -1,0 +1,214 @@
+"""``ablate validate`` (and ``ablate sweep``'s checks before Ray): every bad input exits 2 with a
+message naming the file, the key path and the reason."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from ablate_sweep_helpers import write_space
+
+from orchestrator.cli import main
+
+UNREACHABLE = "http://127.0.0.1:9"  # the discard port: nothing listens there
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ABLATE_CACHE", str(tmp_path / "cache"))
+
+
+def _validate(path: Path, capsys: pytest.CaptureFixture[str], *extra: str) -> tuple[int, str]:
+    code = main(["validate", str(path), *extra])
+    return code, capsys.readouterr().err
+
+
+def test_valid_space_lists_every_trial(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    space = write_space(
+        tmp_path,
+        "name: s\nextends: trial.yaml\n"
+        "variants: [{label: plain, overrides: {model.attention: false}}]\n"
+        "grid: {model.deep_supervision: [0, 1]}\nseeds: 2\n",
+    )
+    assert main(["validate", str(space)]) == 0
+    out = capsys.readouterr().out
+    assert "sweep 's', 2 cells x 2 seeds = 4 trials" in out
+    assert "plain,deep_supervision=1/seed1" in out
+    assert "model.attention=false model.deep_supervision=1 seed=1" in out
+    assert main(["validate", str(space), "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)["trials"]
+    assert [r["key"] for r in rows][:2] == [
+        "plain,deep_supervision=0/seed0",
+        "plain,deep_supervision=0/seed1",
+    ]
+
+
+def test_malformed_yaml(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    space = write_space(tmp_path, "name: s\ngrid: {model.attention: [true, false}\n")
+    code, err = _validate(space, capsys)
+    assert code == 2
+    assert f"{space}:2:" in err and "malformed YAML" in err
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("grdi: {}\n", "grdi: unknown key (allowed: base, description, extends, grid, "),
+        (
+            "scheduler: {kind: asha, grace: 2}\n",
+            "scheduler.grace: unknown key (allowed: grace_period, ",
+        ),
+        (
+            "variants: [{label: a, overrides: {model: {deep_supervison: 1}}}]\n",
+            "variants[0].overrides.model: model.deep_supervison: unknown key (allowed: attention, "
+            "bottleneck_depth",
+        ),
+        (
+            "paper: {citation: x, reported: {a: {val/dice_mean: 1}}, doi: y}\n",
+            "paper.doi: unknown key",
+        ),
+    ],
+)
+def test_unknown_keys_at_any_depth(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, expected: str
+) -> None:
+    space = write_space(tmp_path, "name: s\nextends: trial.yaml\n" + text)
+    code, err = _validate(space, capsys)
+    assert code == 2 and str(space) in err and expected in err
+
+
+@pytest.mark.parametrize(
+    ("grid", "expected"),
+    [
+        (
+            "{model.deep_supervison: [0, 1]}",
+            "grid.model.deep_supervison: model.deep_supervison: unknown key (allowed: attention, "
+            "bottleneck_depth, deep_supervision, filters, kind, negative_slope, spatial_dims; did "
+            "you mean 'deep_supervision'?)",
+        ),
+        ("{trian.epochs: [1]}", "grid.trian.epochs: trian: unknown key (allowed: augment, data, "),
+        ("{train.epochs.max: [1]}", "cell 'max=1': train.epochs is a value (2), not a section"),
+    ],
+)
+def test_dotted_paths_that_do_not_exist(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], grid: str, expected: str
+) -> None:
+    space = write_space(tmp_path, f"name: s\nextends: trial.yaml\ngrid: {grid}\n")
+    code, err = _validate(space, capsys)
+    assert code == 2 and f"{space}: invalid search space:" in err and expected in err
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "grid: {train.batch_size: [2, three]}\n",
+            "grid.train.batch_size: train.batch_size: Input should be a valid integer",
+        ),
+        (
+            "grid: {model.norm: [batch]}\n",  # the attention U-Net has no norm choice
+            "grid.model.norm: model.norm: unknown key",
+        ),
+        ("seeds: two\n", "seeds: Input should be a valid integer"),
+        ("resources: {cpu: lots}\n", "resources.cpu: Input should be a valid number"),
+        (
+            "metric: val/dice_mena\n",
+            "metric: unknown metric 'val/dice_mena' (did you mean 'val/dice_mean'?)",
+        ),
+        ("mode: maximum\n", "mode: 'maximum' is not one of max, min"),
+    ],
+)
+def test_values_of_the_wrong_type(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, expected: str
+) -> None:
+    space = write_space(tmp_path, "name: s\nextends: trial.yaml\n" + text)
+    code, err = _validate(space, capsys)
+    assert code == 2 and str(space) in err and expected in err
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("grid: {}\n", "grid: empty grid: name at least one dotted path and its values"),
+        ("grid: {model.attention: []}\n", "grid: grid axis 'model.attention' has no values"),
+        ("variants: []\n", "variants: empty variants: give at least one row"),
+    ],
+)
+def test_empty_axes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, expected: str
+) -> None:
+    space = write_space(tmp_path, "name: s\nextends: trial.yaml\n" + text)
+    code, err = _validate(space, capsys)
+    assert code == 2 and expected in err
+
+
+@pytest.mark.parametrize("seeds", [0, -1])
+def test_seeds_below_one(tmp_path: Path, capsys: pytest.CaptureFixture[str], seeds: int) -> None:
+    space = write_space(tmp_path, f"name: s\nextends: trial.yaml\nseeds: {seeds}\n")
+    code, err = _validate(space, capsys)
+    assert code == 2 and "seeds: Input should be greater than or equal to 1" in err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without GPUs")
+def test_gpu_request_without_gpus(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    space = write_space(tmp_path, "name: s\nextends: trial.yaml\nresources: {cpu: 1, gpu: 0.5}\n")
+    code, err = _validate(space, capsys)
+    assert code == 2
+    assert (
+        f"{space}: resources.gpu: 0.5 GPU per trial requested, but this machine has no GPU" in err
+    )
+    start = time.monotonic()
+    assert main(["sweep", str(space), "--storage", str(tmp_path / "ray")]) == 2  # no hang
+    assert "this machine has no GPU" in capsys.readouterr().err
+    assert time.monotonic() - start < 30 and not (tmp_path / "ray").exists()
+
+
+def test_unreachable_tracking_uri_fails_fast(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    space = write_space(tmp_path, "name: s\nextends: trial.yaml\n")
+    code, err = _validate(space, capsys, "--tracking-uri", UNREACHABLE)
+    assert code == 2 and f"MLflow tracking URI '{UNREACHABLE}' is unreachable" in err
+    start = time.monotonic()
+    storage = tmp_path / "ray"
+    args = ["sweep", str(space), "--tracking-uri", UNREACHABLE, "--storage", str(storage)]
+    assert main(args) == 2
+    assert f"MLflow tracking URI '{UNREACHABLE}' is unreachable" in capsys.readouterr().err
+    assert time.monotonic() - start < 30
+    assert not (storage / "s").exists()  # failed before Tune created anything
+
+
+def test_sqlite_tracking_uri_in_a_missing_folder(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    space = write_space(tmp_path, "name: s\nextends: trial.yaml\n")
+    uri = f"sqlite:///{tmp_path}/missing/mlflow.db"
+    code, err = _validate(space, capsys, "--tracking-uri", uri)
+    assert (
+        code == 2
+        and f"MLflow tracking URI '{uri}': folder {tmp_path / 'missing'} does not exist" in err
+    )
+
+
+def test_other_space_mistakes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    optuna = "search: {kind: optuna, num_samples: 1}\n"
+    cases = {
+        "extends: nowhere.yaml\n": f"extends: trial file {tmp_path / 'nowhere.yaml'} not found",
+        "sample: {optimizer.lr: {uniform: [0.1, 0.01]}}\n" + optuna: (
+            "sample.optimizer.lr: uniform needs low < high, got [0.1, 0.01]"
+        ),
+        "sample: {optimizer.lr: {uniform: [0.01, 0.1]}}\n": (
+            "'sample' ranges need search: {kind: optuna"
+        ),
+        "base: {device: cuda}\n": "cell 'base': device 'cuda' but resources.gpu is 0",
+        "variants: [{label: a}]\npaper: {citation: x, reported: {b: {val/dice_mean: 0.8}}}\n": (
+            "paper.reported.b: not a cell or variant label; labels: a"
+        ),
+    }
+    for text, expected in cases.items():
+        space = write_space(tmp_path, "name: s\nextends: trial.yaml\n" + text)
+        code, err = _validate(space, capsys)
+        assert code == 2 and expected in err, err
