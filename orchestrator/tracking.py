@@ -27,6 +27,10 @@ from urllib.parse import urlparse
 
 from trainables.errors import InputError
 
+# MLflow draws a progress bar for every artifact download (winners and report read a few small
+# JSON files per run), burying the table the user asked for. Set it to "true" to see them.
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
 if TYPE_CHECKING:
     from mlflow.entities import Run
     from mlflow.tracking import MlflowClient

@@ -16,3 +16,11 @@ def brats_sample_dir() -> Path:
     if not any(BRATS_SAMPLE.glob("*/*_seg.nii*")):
         pytest.skip(f"real BraTS sample not found at {BRATS_SAMPLE}")
     return BRATS_SAMPLE
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Prepared caches and synthetic datasets go to one per-session temp dir, never ~/.cache."""
+    monkeypatch.setenv("ABLATE_CACHE", str(tmp_path_factory.getbasetemp() / "ablate-cache"))

@@ -13,13 +13,6 @@ ENGINE_TESTS = Path(__file__).resolve().parents[1] / "trainables" / "engine"
 BASE_DIR = Path(__file__).resolve().parents[2] / "search_spaces" / "base"
 
 
-@pytest.fixture(autouse=True)
-def _private_cache(
-    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("ABLATE_CACHE", str(tmp_path_factory.getbasetemp() / "ablate-cache"))
-
-
 def test_training_on_synthetic_cases_raises_validation_dice(capsys: pytest.CaptureFixture) -> None:
     assert main(["train", str(ENGINE_TESTS / "learn.yaml")]) == 0
     out = json.loads(capsys.readouterr().out)

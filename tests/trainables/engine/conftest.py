@@ -12,14 +12,6 @@ BASE_DIR = Path(__file__).resolve().parents[3] / "search_spaces" / "base"
 
 
 @pytest.fixture(autouse=True)
-def _private_cache(
-    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """One synthetic dataset + cache per test session, never the user's ~/.cache."""
-    monkeypatch.setenv("ABLATE_CACHE", str(tmp_path_factory.getbasetemp() / "ablate-cache"))
-
-
-@pytest.fixture(autouse=True)
 def _one_thread() -> None:
     """Toy models run faster single-threaded on a shared 2-core machine."""
     threads = torch.get_num_threads()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 
@@ -158,3 +159,15 @@ def test_a_failed_host_allocation_in_an_epoch_is_out_of_memory_with_the_figure(t
     # torch's allocator ("tried to allocate N MiB on the host") or numpy's ("Unable to allocate
     # N MiB for an array"), whichever allocation hit the cap first: both name the figure.
     assert re.search(r"[Aa]llocate \d+(\.\d+)? [MG]iB", message), message
+
+
+@pytest.mark.slow
+def test_compiled_model_trains_an_epoch(tiny: dict) -> None:
+    """``train.compile``: the step runs through ``torch.compile`` (inductor; about a minute on a
+    small CPU); validation uses the eager module, so it needs no second compilation."""
+    tiny["train"].update(epochs=1, iterations_per_epoch=2, compile=True)
+    tiny["model"].update(attention=False, deep_supervision=0, bottleneck_depth=0)
+    runner = _runner(tiny)
+    assert runner.step_model is not runner.model
+    metrics = runner.run_epoch()
+    assert math.isfinite(metrics["train/loss"]) and math.isfinite(metrics["val/loss"])
