@@ -143,6 +143,51 @@ class TrackingCallback(tune.Callback):
             self.writer.close()
             self.writer = None
 
+    # ------------------------------------------------------------------ resume repair
+    def reconcile(self, path: str) -> None:
+        """``--resume`` after a killed driver: replay what Tune saved into MLflow, synchronously.
+
+        A killed driver loses whatever its writer thread had queued. Epochs missing from a
+        child run are logged from Tune's saved results (steps MLflow already holds are skipped,
+        so nothing is duplicated), and trials Tune had already ended get their summary,
+        artifacts and final status; unfinished trials then continue through the usual hooks.
+        """
+        from mlflow.tracking import MlflowClient
+        from ray.tune import ExperimentAnalysis
+
+        self.client = MlflowClient(tracking_uri=self.settings["uri"])
+        analysis = ExperimentAnalysis(path)
+        frames = analysis.trial_dataframes
+        for trial in analysis.trials:
+            config = dict(trial.config)
+            self._start_run(trial.trial_id, config)  # finds the existing child by its key
+            run_id = self.runs[trial.trial_id]
+            frame = frames.get(trial.trial_id)
+            if frame is not None:
+                self._backfill(trial.trial_id, run_id, frame.to_dict("records"))
+            done = self.client.get_run(run_id).info.status in ("FINISHED", "FAILED")
+            if trial.status == "TERMINATED" and not done:
+                self._finish_run(
+                    trial.trial_id, config, dict(trial.last_result or {}), None, trial.checkpoint
+                )
+            elif trial.status == "ERROR" and not done:
+                self._finish_run(trial.trial_id, config, {}, trial_error(trial), trial.checkpoint)
+
+    def _backfill(self, trial_id: str, run_id: str, rows: list[dict[str, Any]]) -> None:
+        """Log the saved epochs whose step the run does not have yet."""
+        logged = {m.step for m in self.client.get_metric_history(run_id, "train/loss")}
+        for row in rows:
+            step = int(row.get("epoch", row.get("training_iteration", 0)) or 0)
+            if step in logged or "train/loss" not in row:
+                continue
+            metrics = {
+                k: float(v)
+                for k, v in row.items()
+                if k.startswith(LOGGED_PREFIXES) and isinstance(v, int | float) and v == v
+            }
+            split = row.get("split_hash")
+            self._log_epoch(trial_id, metrics, step, split if isinstance(split, str) else None)
+
     # -------------------------------------------------------------------- writer thread
     def _submit(self, fn: Callable[..., Any], *args: Any) -> None:
         if self.writer is None:  # hooks before setup (should not happen) still log

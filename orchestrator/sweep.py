@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -76,12 +77,17 @@ def run_sweep(opts: SweepOptions) -> SweepResult:
         check_local_gpus(plan)  # a cluster's GPUs are checked once joined
     client = tracking.connect(uri)  # fails fast, before Ray starts
     _start_ray(opts.address, opts.verbose)
-    check_cluster_resources(plan)
+    check_cluster_resources(plan, joined=bool(opts.address or os.environ.get("RAY_ADDRESS")))
     experiment_id = tracking.ensure_experiment(client, name)
     parent_id = _parent_run(client, experiment_id, plan, name, path, opts)
     meta = {"space_file": str(plan.source), "space_hash": plan.space_hash, "tracking_uri": uri}
     meta |= {"experiment_id": experiment_id, "parent_run_id": parent_id, "data": _data(opts)}
     _write_meta(path, meta)
+    if opts.resume:  # a killed driver may have lost queued MLflow writes: replay Tune's record
+        from orchestrator.callbacks import TrackingCallback  # imports ray: only when sweeping
+
+        metric, mode = plan.space.metric, plan.space.mode
+        TrackingCallback(uri, experiment_id, parent_id, metric, mode).reconcile(path)
     mlflow = TrackingSettings(uri, experiment_id, parent_id)
     tuner = make_tuner(plan, path, faults, mlflow, opts.resume, opts.verbose, opts.callbacks)
     tuner.fit()
@@ -227,20 +233,28 @@ def check_local_gpus(plan: Plan) -> None:
         )
 
 
-def check_cluster_resources(plan: Plan) -> None:
-    """Each trial's request must fit the Ray cluster, or Tune would wait for it forever."""
+def check_cluster_resources(plan: Plan, joined: bool = False) -> None:
+    """Each trial's request must fit the Ray cluster, or Tune would wait for it forever.
+
+    A joined cluster (``--address``/``RAY_ADDRESS``) may autoscale from zero workers, as
+    ``cluster.yaml``'s GPU types do, so there a shortfall is reported and the sweep waits for
+    the autoscaler; only a local Ray, which cannot grow, refuses to start.
+    """
     import ray
 
     total = ray.cluster_resources()
     wanted = plan.space.resources
     for kind, amount in (("CPU", wanted.cpu), ("GPU", wanted.gpu)):
         have = float(total.get(kind, 0.0))
-        if amount > have:
-            raise InputError(
-                f"resources.{kind.lower()}: each trial asks for {amount:g} {kind} but the Ray "
-                f"cluster has {have:g} in total",
-                plan.source,
-            )
+        if amount <= have:
+            continue
+        message = (
+            f"resources.{kind.lower()}: each trial asks for {amount:g} {kind} but the Ray "
+            f"cluster has {have:g} in total"
+        )
+        if not joined:
+            raise InputError(message, plan.source)
+        print(f"ablate: {message} now; waiting for the autoscaler to add nodes", file=sys.stderr)
 
 
 def _ray_running() -> bool:

@@ -71,7 +71,10 @@ def run_config(
         name=name,
         storage_path=storage,
         failure_config=tune.FailureConfig(max_failures=space.max_failures),
-        checkpoint_config=tune.CheckpointConfig(num_to_keep=1, checkpoint_frequency=1),
+        # Two kept, not one: a driver killed between writing checkpoint N+1 and saving the
+        # experiment state leaves that state pointing at N, which num_to_keep=1 would already
+        # have deleted, so --resume could not restore the trial (ray-project/ray#27790).
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=2, checkpoint_frequency=1),
         stop=dict(space.stop) or None,
         callbacks=callbacks,
         verbose=2 if verbose else 0,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -25,7 +26,10 @@ def _add_validate(verbs: argparse._SubParsersAction) -> None:
     validate.add_argument("--data", type=Path, help="dataset directory the sweep will use")
     validate.add_argument("--smoke", action="store_true", help="list the shrunk --smoke trials")
     validate.add_argument("--tracking-uri", help="also check that this MLflow store answers")
-    validate.add_argument("--address", help="Ray cluster the sweep will join (skips the GPU check)")
+    validate.add_argument(
+        "--address",
+        help="Ray cluster the sweep will join (skips the local GPU check; so does $RAY_ADDRESS)",
+    )
     validate.add_argument("--json", action="store_true", help="the trial list as JSON")
     validate.set_defaults(handler=_validate)
 
@@ -71,7 +75,7 @@ def _validate(args: argparse.Namespace) -> int:
     from orchestrator.sweep import check_local_gpus
 
     plan = plan_sweep(args.space, args.data.resolve() if args.data else None, args.smoke)
-    if args.address is None:
+    if args.address is None and not os.environ.get("RAY_ADDRESS"):  # not joining a cluster
         check_local_gpus(plan)
     if args.tracking_uri:
         tracking.connect(args.tracking_uri)
