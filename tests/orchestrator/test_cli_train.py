@@ -108,3 +108,15 @@ def test_bench_pipeline_compares_real_iterations_with_the_pure_step(
     result = json.loads(capsys.readouterr().out)
     assert result["iteration_ms"] > 0 and result["iteration_over_step"] > 0
     assert 0.0 <= result["data_wait_frac"] < 1.0
+
+
+def test_bench_sizes_a_ct_trial_for_its_binary_labels(capsys: pytest.CaptureFixture) -> None:
+    from trainables.engine.bench import build_step, configured_scheme
+    from trainables.engine.config import load_trial_config
+    from trainables.engine.smoke import smoke_config
+
+    cfg = smoke_config(load_trial_config(BASE_DIR / "nnunet_ct.yaml"))
+    assert configured_scheme(cfg).region_names == ("fg",)
+    step = build_step(cfg)
+    assert step.model(step.image)[0].shape[1] == 2  # softmax over background and haemorrhage
+    assert int(step.label.max()) <= 1

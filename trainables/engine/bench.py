@@ -17,7 +17,13 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from trainables.data.labels import INTERNAL_BRATS
+from trainables.data.labels import (
+    INTERNAL_BINARY,
+    INTERNAL_BRATS,
+    LabelScheme,
+    get_scheme,
+    internal_scheme,
+)
 from trainables.engine.config import TrialConfig
 from trainables.engine.precision import (
     autocast_context,
@@ -84,12 +90,20 @@ class TrainStep:
         return loss.detach()
 
 
+def configured_scheme(cfg: TrialConfig) -> LabelScheme:
+    """The internal label scheme a trial will train on, from its config alone (no data read):
+    the named scheme, else binary for CT inputs (MSD-style CT data) and BraTS regions otherwise."""
+    if cfg.data.label_scheme != "auto":
+        return internal_scheme(get_scheme(cfg.data.label_scheme))
+    return INTERNAL_BINARY if cfg.data.modalities == ("ct",) else INTERNAL_BRATS
+
+
 def build_step(cfg: TrialConfig, options: StepOptions | None = None) -> TrainStep:
     """Model, loss, optimizer and scaler of ``cfg`` with a random batch from ``cfg.seed``:
     ``(B, C, *S)`` normal input and ``(B, *S)`` uniform internal codes."""
     options = options or StepOptions()
     device = resolve_device(cfg.device)
-    scheme = INTERNAL_BRATS
+    scheme = configured_scheme(cfg)
     model = build_model(cfg.model, len(cfg.data.modalities), output_channels(cfg.loss, scheme))
     model = model.to(device).train()
     image, label = _random_batch(cfg, scheme.num_classes, device)
