@@ -121,21 +121,3 @@ def regions_from_labels(label: np.ndarray, scheme: LabelScheme = INTERNAL_BRATS)
     """
     return np.stack([np.isin(label, codes) for codes in scheme.regions.values()])
 
-
-def labels_from_regions(regions: np.ndarray, scheme: LabelScheme = INTERNAL_BRATS) -> np.ndarray:
-    """Inverse of :func:`regions_from_labels` for nested regions (BraTS WT ⊇ TC ⊇ ET).
-
-    Args:
-        regions: (R, *S) bool masks in ``scheme.regions`` order.
-
-    Returns:
-        (*S) uint8 internal label map: ET -> 3, TC without ET -> 1, WT without TC -> 2.
-    """
-    if scheme.region_names == ("fg",):
-        return regions[0].astype(np.uint8)
-    wt, tc, et = regions[0], regions[1], regions[2]
-    out = np.zeros(wt.shape, dtype=np.uint8)
-    out[wt] = 2
-    out[tc] = 1
-    out[et] = 3
-    return out
