@@ -1,5 +1,5 @@
-"""``ablate winners``: cells, bootstrap intervals, paired tests and the winner tag, on runs logged
-to a real SQLite MLflow store."""
+"""``ablate winners``: cells, t intervals, comparisons with the best, region columns, per-case
+data, costs and the winner tag, on runs logged to a real SQLite MLflow store."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ import pytest
 from ablate_sweep_helpers import log_sweep, mlflow_uri
 
 from orchestrator.cli import main
-from orchestrator.winners import bootstrap_ci, find_winners, format_table, paired_p_value
+from orchestrator import tracking
+from orchestrator.winners import find_winners, format_table
 from trainables.errors import InputError
 
 CELLS = {
@@ -30,14 +31,20 @@ def test_cells_are_ranked_with_intervals_ties_and_failures(tmp_path: Path) -> No
     good, close, bad, oom = table.cells
     assert (good.n, good.status) == (4, "best")
     assert good.mean == pytest.approx(0.815)
-    assert good.ci[0] < good.mean < good.ci[1] and good.ci[0] >= 0.80 and good.ci[1] <= 0.83
+    # Student t, 3 d.o.f.: mean ± 3.182 * sd / 2 (sd of 0.80..0.83 is 0.01291)
+    assert good.ci == pytest.approx((0.815 - 0.020540, 0.815 + 0.020540), abs=1e-5)
     assert close.status == "tied" and close.p_value > 0.05
     assert bad.status == "worse" and bad.p_value < 0.05
+    assert bad.comparison.delta == pytest.approx(0.705 - 0.815)
+    assert bad.comparison.ci[0] < bad.comparison.delta < bad.comparison.ci[1] < 0
+    assert "paired t over 4 run pairs" in bad.comparison.method
+    assert good.p_rank1 > close.p_rank1 > bad.p_rank1 == 0.0
     assert (oom.n, oom.status, oom.outcomes) == (0, "no runs", {"infeasible": 1})
     assert good.dice["wt"] == pytest.approx(0.865) and good.dice["et"] == pytest.approx(0.765)
     assert good.epoch_s == pytest.approx(11.5) and good.peak_gib == pytest.approx(2.3)
     text = format_table(table)
-    assert "good   4  0.8150" in text and "worse (p=" in text and "0 runs" not in text
+    assert "good   4  0.8150" in text and "  worse  " in text and "0 runs" not in text
+    assert "WT      TC      ET" in text and "FG" not in text
     assert "no runs; 1 infeasible" in text
 
 
@@ -88,15 +95,3 @@ def test_winners_cli_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     assert "no sweep named 'nosuch'" in capsys.readouterr().err
 
 
-def test_bootstrap_interval_and_paired_tests() -> None:
-    values = np.array([0.5, 0.6, 0.7, 0.8])
-    low, high = bootstrap_ci(values)
-    assert 0.5 <= low < values.mean() < high <= 0.8
-    assert all(math.isnan(v) for v in bootstrap_ci(np.array([0.5])))
-    a = {("0", "s"): 0.8, ("1", "s"): 0.9, ("2", "s"): 0.85}
-    assert paired_p_value(a, a, "ttest") == 1.0  # identical runs
-    assert paired_p_value(a, {k: v - 0.1 for k, v in a.items()}, "ttest") == 0.0  # constant gap
-    assert paired_p_value(a, {("0", "s"): 0.1}, "ttest") is None  # one pair: no test
-    b = {k: v - d for (k, v), d in zip(a.items(), (0.01, 0.03, 0.02), strict=True)}
-    assert 0 < paired_p_value(a, b, "ttest") < 0.1
-    assert paired_p_value(a, b, "wilcoxon") == pytest.approx(0.25)  # exact test, 3 pairs
