@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 
 from orchestrator import plots, tracking
-from orchestrator.winners import COLUMNS, WinnersTable, cell_row
+from orchestrator.winners import WinnersTable
+from orchestrator.winners_format import cell_row, columns, describe
 from trainables.errors import InputError
 
 
@@ -49,7 +50,11 @@ def _plots(client: Any, table: WinnersTable, folder: Path) -> dict[str, Path]:
         return images
     labels = [c.label for c in done]
     png = plots.metric_per_cell_png(
-        labels, [c.mean for c in done], [c.ci for c in done], table.metric, [c.paper for c in done]
+        labels,
+        [c.mean for c in done],
+        [c.ci or (math.nan, math.nan) for c in done],
+        table.metric,
+        [c.paper for c in done],
     )
     images[f"{table.metric} per cell (mean, 95% CI)"] = _save(folder / "metric_per_cell.png", png)
     curves = {c.label: mean_curve(client, list(c.runs), table.metric) for c in done}
@@ -85,9 +90,10 @@ def _save(path: Path, data: bytes) -> Path:
 
 def _intro(table: WinnersTable) -> list[str]:
     lines = [
-        f"Parent run `{table.parent_run_id}`; metric `{table.metric}` ({table.mode}); each cell "
-        f"pools its seeds: mean and 95% bootstrap CI of every run's best epoch.",
-        f"Ties: paired {table.test} across seeds against the best cell, alpha {table.alpha:g}.",
+        describe(table) + ".",
+        "Each cell pools its runs (seeds, folds); n counts finished runs. Method: how the cell "
+        "was compared with the best (see docs/statistics.md). Cheapest tie: the lowest GPU-hours "
+        "among the best and the cells tied with it.",
     ]
     if table.citation:
         lines.append(f"Paper column: {table.citation}.")
@@ -98,11 +104,12 @@ def _intro(table: WinnersTable) -> list[str]:
 
 def _markdown(table: WinnersTable, images: dict[str, Path], base: Path) -> str:
     lines = [f"# Ablation report: {table.sweep}", "", *_intro(table), ""]
-    lines.append("| " + " | ".join(COLUMNS) + " |")
-    lines.append("|" + "---|" * len(COLUMNS))
+    header = columns(table)
+    lines.append("| " + " | ".join(header) + " |")
+    lines.append("|" + "---|" * len(header))
     lines += [
-        "| " + " | ".join(v.replace("|", "\\|") for v in row) + " |"
-        for row in map(cell_row, table.cells)
+        "| " + " | ".join(v.replace("|", "\\|") for v in cell_row(table, c)) + " |"
+        for c in table.cells
     ]
     for caption, path in images.items():
         lines += ["", f"## {caption}", "", f"![{caption}]({_relative(path, base)})"]
@@ -111,10 +118,10 @@ def _markdown(table: WinnersTable, images: dict[str, Path], base: Path) -> str:
 
 def _html(table: WinnersTable, images: dict[str, Path], base: Path) -> str:
     esc = html.escape
-    head = "".join(f"<th>{esc(c)}</th>" for c in COLUMNS)
+    head = "".join(f"<th>{esc(c)}</th>" for c in columns(table))
     rows = "".join(
-        "<tr>" + "".join(f"<td>{esc(v)}</td>" for v in row) + "</tr>"
-        for row in map(cell_row, table.cells)
+        "<tr>" + "".join(f"<td>{esc(v)}</td>" for v in cell_row(table, c)) + "</tr>"
+        for c in table.cells
     )
     figures = "".join(
         f'<h2>{esc(caption)}</h2><img src="{esc(_relative(path, base))}" alt="{esc(caption)}">'

@@ -41,19 +41,9 @@ from pydantic import Field, field_validator, model_validator
 from trainables.config import Frozen, validate_config
 from trainables.errors import InputError
 from trainables.metrics import METRIC_NAMES
+from trainables.metrics.names import REGIONS, known_metrics
 
-REGIONS = ("wt", "tc", "et", "fg")
-KNOWN_METRICS: tuple[str, ...] = (
-    "train/loss",
-    "val/loss",
-    "val/dice_mean",
-    *(f"val/{name}_{region}" for name in METRIC_NAMES for region in REGIONS),
-    "perf/epoch_s",
-    "perf/voxels_per_s",
-    "perf/peak_gpu_mem_gib",
-    "perf/train_s",
-    "perf/val_s",
-)
+KNOWN_METRICS: tuple[str, ...] = known_metrics()
 
 
 class SampleRange(Frozen):

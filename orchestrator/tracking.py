@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 from trainables.errors import InputError
+from trainables.metrics import names
 
 # MLflow draws a progress bar for every artifact download (winners and report read a few small
 # JSON files per run), burying the table the user asked for. Set it to "true" to see them.
@@ -38,7 +39,7 @@ if TYPE_CHECKING:
 PARENT_TAG = "mlflow.parentRunId"
 MAX_TAG = 4000  # MLflow caps tag values; errors are cut to this many characters
 BATCH = 100  # MLflow's limit of params per log_batch call
-SUMMARY_KEYS = ("val/dice_wt", "val/dice_tc", "val/dice_et", "val/dice_fg", "val/dice_mean")
+SUMMARY_KEYS = names.dice_names("val")  # val/dice_<region>..., val/dice_mean
 
 
 def default_tracking_uri() -> str:

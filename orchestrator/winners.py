@@ -1,16 +1,20 @@
-"""The ablation table: child runs grouped into cells (seeds pooled), ranked with error bars.
+"""The ablation table: child runs grouped into cells (seeds, folds pooled), ranked with error bars.
 
-Per cell: n finished runs, the mean of each run's best ``metric`` with a 95% bootstrap
-confidence interval, the WT/TC/ET Dice at those best epochs, the mean epoch time and the peak GPU
-memory. The best cell is compared with every other cell by a paired test across seeds (runs
-paired by seed and data split): a paired t-test by default (it has power with 3-5 seeds, where
-Wilcoxon's exact test cannot reach p < 0.05 below 6 pairs), or Wilcoxon signed-rank. Cells with
-p >= alpha are statistically tied with the best. The best run of the best cell is tagged
-``winner=true`` in MLflow (the tag moves when the table changes).
+This module reads MLflow (runs, per-case CSVs, costs) and moves the ``winner`` tag; the maths is
+in :mod:`orchestrator.statistics` and the text table in :mod:`orchestrator.winners_format`.
+Per cell: n finished runs, the mean of each run's ``best/<metric>`` with a Student-t 95%
+interval, the difference to the best cell with its interval and a multiplicity-corrected p
+(case-paired when every paired run logged ``per_case/<split>.csv``, else run-level), the
+probability of ranking first, the Dice of every region the runs logged, the cost in GPU-hours
+and the peak memory. Among the cells tied with the best (and the best) the cheapest is marked.
+The best run of the best cell is tagged ``winner=true`` (the tag moves when the table changes).
+docs/statistics.md explains every number.
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import math
 import tempfile
@@ -20,35 +24,58 @@ from typing import Any
 
 import numpy as np
 
-from orchestrator import tracking
+from orchestrator import statistics, tracking
+from orchestrator.statistics import CORRECTIONS, RunSample
+from orchestrator.winners_format import format_table  # noqa: F401  (the CLI's entry point)
 from trainables.errors import InputError
+from trainables.metrics import names
 
-BOOTSTRAP_SAMPLES = 10_000
-REGIONS = ("wt", "tc", "et", "fg")
-TESTS = ("ttest", "wilcoxon")
 PAPER_FILE = "paper.json"  # parent-run artifact: {"citation", "rows": {cell: {metric: value}}}
+GPU_KEYS = ("resources.gpu", "ablate.gpus_per_trial")  # parent param or tag: GPUs per trial
 
 
 @dataclass
 class CellStats:
-    """One row of the table (see the module docstring for the statistics)."""
+    """One row of the table (see the module docstring and docs/statistics.md)."""
 
     label: str
-    values: dict[tuple[str, str], float] = field(default_factory=dict)  # (seed, split) -> metric
+    samples: list[RunSample] = field(default_factory=list)
     runs: dict[str, float] = field(default_factory=dict)  # run id -> metric
     dice: dict[str, float] = field(default_factory=dict)  # region -> mean Dice at best epochs
     epoch_s: float = math.nan
+    gpu_hours: float = math.nan  # mean per run
     peak_gib: float | None = None
     outcomes: dict[str, int] = field(default_factory=dict)
+    missing: int = 0  # runs of this cell not FINISHED (running, failed, ...)
     mean: float = math.nan
-    ci: tuple[float, float] = (math.nan, math.nan)
+    ci: tuple[float, float] | None = None
     status: str = "no runs"  # best | tied | worse | untested | no runs
-    p_value: float | None = None
+    comparison: statistics.Comparison | None = None
+    p_rank1: float = math.nan
+    cheapest: bool = False
     paper: float | None = None
 
     @property
     def n(self) -> int:
         return len(self.runs)
+
+    @property
+    def p_value(self) -> float | None:
+        """The adjusted p-value against the best (None when untested or the best)."""
+        return self.comparison.p_adjusted if self.comparison else None
+
+    def to_json(self) -> dict[str, Any]:
+        c = self.comparison
+        row = {"cell": self.label, "n": self.n, "mean": _num(self.mean)}
+        row |= {"ci95": list(self.ci) if self.ci else None, "status": self.status}
+        row |= {"cheapest_tie": self.cheapest, "delta": _num(c.delta) if c else None}
+        row |= {"delta_ci95": list(c.ci) if c and c.ci else None}
+        row |= {"p_value": c.p_value if c else None, "p_adjusted": self.p_value}
+        row |= {"method": c.method if c else None, "p_rank1": _num(self.p_rank1)}
+        row |= {"dice": self.dice, "epoch_s": _num(self.epoch_s)}
+        row |= {"gpu_hours": _num(self.gpu_hours), "peak_gpu_mem_gib": self.peak_gib}
+        row |= {"paper": self.paper, "outcomes": self.outcomes, "missing": self.missing}
+        return row | {"runs": self.runs}
 
 
 @dataclass
@@ -59,103 +86,150 @@ class WinnersTable:
     parent_run_id: str
     metric: str
     mode: str
-    test: str
+    correction: str
     alpha: float
     cells: list[CellStats]
+    regions: tuple[str, ...] = ()
     winner_run_id: str | None = None
     citation: str | None = None
 
+    @property
+    def missing(self) -> int:
+        """Runs not FINISHED over all cells: the table ranks the finished ones."""
+        return sum(c.missing for c in self.cells)
+
     def to_json(self) -> dict[str, Any]:
-        cells = []
-        for c in self.cells:
-            row = {
-                "cell": c.label,
-                "n": c.n,
-                "mean": c.mean,
-                "ci95": list(c.ci),
-                "status": c.status,
-            }
-            row |= {"p_value": c.p_value, "dice": c.dice, "epoch_s": c.epoch_s}
-            row |= {"peak_gpu_mem_gib": c.peak_gib, "paper": c.paper, "outcomes": c.outcomes}
-            row["runs"] = c.runs
-            cells.append(row)
         head = {"sweep": self.sweep, "parent_run_id": self.parent_run_id, "metric": self.metric}
-        head |= {"mode": self.mode, "test": self.test, "alpha": self.alpha}
-        return {
-            **head,
-            "winner_run_id": self.winner_run_id,
-            "citation": self.citation,
-            "cells": cells,
-        }
+        head |= {"mode": self.mode, "correction": self.correction, "alpha": self.alpha}
+        head |= {"regions": list(self.regions), "missing_runs": self.missing}
+        head |= {"winner_run_id": self.winner_run_id, "citation": self.citation}
+        return head | {"cells": [c.to_json() for c in self.cells]}
 
 
 def find_winners(
-    client: Any, sweep: str, alpha: float = 0.05, test: str = "ttest", tag: bool = True
+    client: Any, sweep: str, alpha: float = 0.05, correction: str = "holm", tag: bool = True
 ) -> WinnersTable:
     """Read a sweep from MLflow and rank its cells; optionally move the ``winner`` tag."""
     if not 0 < alpha < 1:
-        raise InputError(f"--alpha must be between 0 and 1, got {alpha}")
-    if test not in TESTS:
-        raise InputError(f"--test must be one of {', '.join(TESTS)}, got {test!r}")
+        raise InputError(f"--alpha must be between 0 and 1 (exclusive), got {alpha}")
+    if correction not in CORRECTIONS:
+        raise InputError(
+            f"--correction must be one of {', '.join(CORRECTIONS)}, got {correction!r}"
+        )
     parent = tracking.find_sweep(client, sweep)
     metric = parent.data.tags.get("ablate.metric", "val/dice_mean")
     mode = parent.data.tags.get("ablate.mode", "max")
     runs = tracking.child_runs(client, parent)
-    cells = group_cells(runs, metric)
-    check_splits(cells, sweep)
-    rank(cells, mode, alpha, test)
+    cells = group_cells(client, runs, metric, _gpus_per_trial(parent))
+    check_splits(runs, sweep)
+    rank(cells, mode, alpha, correction)
     citation = _attach_paper(client, parent.info.run_id, cells, metric)
-    table = WinnersTable(
-        sweep, parent.info.run_id, metric, mode, test, alpha, cells, citation=citation
-    )
+    regions = names.regions_logged(k for r in runs for k in r.data.metrics)
+    table = WinnersTable(sweep, parent.info.run_id, metric, mode, correction, alpha, cells, regions)
+    table.citation = citation
     table.winner_run_id = _best_run(cells[0], mode) if cells and cells[0].status == "best" else None
     if tag:
         _move_winner_tag(client, runs, table)
+        _tag_cells(client, runs, table)
     return table
 
 
-def group_cells(runs: list[Any], metric: str) -> list[CellStats]:
-    """Cells in first-seen order with each finished run's best metric, Dice, time and memory."""
+def group_cells(client: Any, runs: list[Any], metric: str, gpus: float = 1.0) -> list[CellStats]:
+    """Cells in first-seen order with each finished run's metric, per-case values and costs."""
     cells: dict[str, CellStats] = {}
-    samples: dict[str, dict[str, list[float]]] = {}  # cell -> column -> values per run
+    columns: dict[str, dict[str, list[float]]] = {}  # cell -> metric key -> values per run
+    split = metric.split("/", 1)[0]
     for run in runs:
         label = run.data.tags.get("ablate.cell", run.info.run_name)
         cell = cells.setdefault(label, CellStats(label))
-        if _add_run(cell, run, metric):
-            column = samples.setdefault(label, {})
-            for key in ("summary/epoch_s", *(f"best/val/dice_{r}" for r in REGIONS)):
-                column.setdefault(key, []).extend(_finite([run.data.metrics.get(key)]))
+        if not _add_run(client, cell, run, metric, split):
+            continue
+        column = columns.setdefault(label, {})
+        keys = ("summary/epoch_s", *(names.best(f"val/dice_{r}") for r in names.REGIONS))
+        for key in keys:
+            column.setdefault(key, []).extend(_finite([run.data.metrics.get(key)]))
+        column.setdefault("gpu_h", []).extend(_finite([gpu_hours(client, run, gpus)]))
     for label, cell in cells.items():
-        column = samples.get(label, {})
-        times = column.get("summary/epoch_s")
-        cell.epoch_s = float(np.mean(times)) if times else math.nan
-        dice = {r: column.get(f"best/val/dice_{r}") for r in REGIONS}
+        column = columns.get(label, {})
+        cell.epoch_s = _mean(column.get("summary/epoch_s"))
+        cell.gpu_hours = _mean(column.get("gpu_h"))
+        dice = {r: column.get(names.best(f"val/dice_{r}")) for r in names.REGIONS}
         cell.dice = {r: float(np.mean(v)) for r, v in dice.items() if v}
     return list(cells.values())
 
 
-def _add_run(cell: CellStats, run: Any, metric: str) -> bool:
+def _add_run(client: Any, cell: CellStats, run: Any, metric: str, split: str) -> bool:
     """Count the run's outcome; keep its best metric if it finished. True when kept."""
     tags, metrics = run.data.tags, run.data.metrics
     outcome = tags.get("ablate.outcome", run.info.status.lower())
     cell.outcomes[outcome] = cell.outcomes.get(outcome, 0) + 1
-    value = metrics.get(f"best/{metric}")
+    value = metrics.get(names.best(metric))
     if run.info.status != "FINISHED" or value is None or not math.isfinite(value):
+        cell.missing += 1
         return False
     cell.runs[run.info.run_id] = value
-    cell.values[(tags.get("ablate.seed", "?"), tags.get("ablate.split_hash", ""))] = value
+    key = (tags.get("ablate.seed", run.info.run_id), tags.get("ablate.fold", ""))
+    cases = read_per_case(client, run.info.run_id, split)
+    per_case = {c: v[metric] for c, v in cases.items() if metric in v} if cases else None
+    cell.samples.append(RunSample(key, value, per_case or None))
     peak = metrics.get("summary/peak_gpu_mem_gib")
     if peak is not None:
         cell.peak_gib = max(cell.peak_gib or 0.0, peak)
     return True
 
 
-def check_splits(cells: list[CellStats], sweep: str) -> None:
+def read_per_case(
+    client: Any, run_id: str, split: str = "val"
+) -> dict[str, dict[str, float]] | None:
+    """``per_case/<split>.csv`` of a run: case -> {column: value}; None when it is absent.
+
+    The header is ``case,<metric names>``; an empty cell or ``nan`` reads as NaN.
+    """
+    name = f"per_case/{split}.csv"
+    if name not in {a.path for a in client.list_artifacts(run_id, "per_case")}:
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        text = Path(client.download_artifacts(run_id, name, tmp)).read_text()
+    out = {}
+    for row in csv.DictReader(io.StringIO(text)):
+        case = row.pop("case", None)
+        if case:
+            out[case] = {k: _float(v) for k, v in row.items() if k}
+    return out
+
+
+def gpu_hours(client: Any, run: Any, gpus: float = 1.0) -> float:
+    """Mean epoch time x epochs run x GPUs per trial, in hours (NaN without timings).
+
+    Epochs are the last step of ``perf/epoch_s`` (``best/epoch`` is the selected epoch, not the
+    count), else the ``train.epochs`` param.
+    """
+    epoch_s = run.data.metrics.get("summary/epoch_s")
+    if epoch_s is None:
+        return math.nan
+    steps = [m.step for m in client.get_metric_history(run.info.run_id, names.perf("epoch_s"))]
+    epochs = max(steps) if steps else _float(run.data.params.get("train.epochs", "nan"))
+    return epoch_s * epochs * gpus / 3600
+
+
+def _gpus_per_trial(parent: Any) -> float:
+    """GPUs per trial from the parent's param or tag (see :data:`GPU_KEYS`); 1 if not logged."""
+    for key in GPU_KEYS:
+        value = _float(parent.data.params.get(key) or parent.data.tags.get(key) or "nan")
+        if value > 0:
+            return value
+    return 1.0
+
+
+def check_splits(runs: list[Any], sweep: str) -> None:
     """Cells trained on different data splits are not comparable: refuse to rank them."""
-    splits = {c.label: {split for _, split in c.values if split} for c in cells}
-    splits = {label: found for label, found in splits.items() if found}
-    distinct = {frozenset(s) for s in splits.values()}
-    if len(distinct) > 1:
+    splits: dict[str, set[str]] = {}
+    for run in runs:
+        split = run.data.tags.get("ablate.split_hash", "")
+        if split and run.info.status == "FINISHED":
+            label = run.data.tags.get("ablate.cell", run.info.run_name)
+            splits.setdefault(label, set()).add(split)
+    if len({frozenset(s) for s in splits.values()}) > 1:
         shown = "; ".join(f"{label}: {', '.join(sorted(s))}" for label, s in splits.items())
         raise InputError(
             f"sweep {sweep!r}: cells were trained on different data splits ({shown}); "
@@ -163,64 +237,31 @@ def check_splits(cells: list[CellStats], sweep: str) -> None:
         )
 
 
-def rank(cells: list[CellStats], mode: str, alpha: float, test: str) -> None:
-    """Fill mean/CI, sort best first, and mark each cell best / tied / worse / untested."""
-    for cell in cells:
-        values = np.array(list(cell.runs.values()), dtype=float)
-        if values.size:
-            cell.mean = float(values.mean())
-            cell.ci = bootstrap_ci(values)
-    sign = -1.0 if mode == "max" else 1.0
-    cells.sort(key=lambda c: (not c.runs, sign * c.mean if c.runs else 0.0))
-    if not cells or not cells[0].runs:
-        return
-    best = cells[0]
-    best.status = "best"
-    for cell in cells[1:]:
-        if not cell.runs:
-            continue
-        cell.p_value = paired_p_value(best.values, cell.values, test)
-        if cell.p_value is None:
-            cell.status = "untested"
-        else:
-            cell.status = "tied" if cell.p_value >= alpha else "worse"
+def rank(cells: list[CellStats], mode: str, alpha: float, correction: str = "holm") -> None:
+    """Fill every statistic, sort best first (cells without runs last), mark the cheapest tie."""
+    done = [c for c in cells if c.samples]
+    results = statistics.analyse([c.samples for c in done], mode, alpha, correction) if done else []
+    for result in results:
+        cell = done[result.index]
+        cell.mean, cell.ci, cell.status = result.mean, result.ci, result.status
+        cell.comparison, cell.p_rank1 = result.comparison, result.p_rank1
+    order = [done[r.index] for r in results]
+    cells[:] = order + [c for c in cells if not c.samples]
+    mark_cheapest(order)
 
 
-def bootstrap_ci(values: np.ndarray, level: float = 0.95, seed: int = 0) -> tuple[float, float]:
-    """Percentile bootstrap CI of the mean of ``values`` (n,); NaN bounds when n < 2."""
-    if values.size < 2:
-        return math.nan, math.nan
-    rng = np.random.default_rng(seed)
-    means = values[rng.integers(0, values.size, (BOOTSTRAP_SAMPLES, values.size))].mean(axis=1)
-    tail = (1 - level) / 2 * 100
-    low, high = np.percentile(means, [tail, 100 - tail])
-    return float(low), float(high)
-
-
-def paired_p_value(
-    best: dict[tuple[str, str], float], other: dict[tuple[str, str], float], test: str
-) -> float | None:
-    """Two-sided p-value of a paired test over the (seed, split) pairs both cells have.
-
-    None when fewer than two pairs exist (no test is possible).
-    """
-    from scipy import stats
-
-    common = sorted(set(best) & set(other))
-    if len(common) < 2:
-        return None
-    diffs = np.array([best[k] - other[k] for k in common])
-    if np.allclose(diffs, diffs[0]):  # no spread: identical runs, or a constant gap
-        return 1.0 if math.isclose(diffs[0], 0.0, abs_tol=1e-12) else 0.0
-    if test == "wilcoxon":
-        return float(stats.wilcoxon(diffs, alternative="two-sided").pvalue)
-    return float(stats.ttest_1samp(diffs, 0.0).pvalue)
+def mark_cheapest(cells: list[CellStats]) -> None:
+    """Among the best and the cells tied with it, mark the lowest GPU-hours (then peak memory)."""
+    tied = [c for c in cells if c.status in ("best", "tied") and math.isfinite(c.gpu_hours)]
+    if len(tied) > 1:
+        pick = min(tied, key=lambda c: (c.gpu_hours, c.peak_gib or math.inf))
+        pick.cheapest = True
 
 
 def _attach_paper(client: Any, parent_id: str, cells: list[CellStats], metric: str) -> str | None:
     """The paper's number for each cell from the parent run's ``paper.json``, and its citation."""
-    names = {a.path for a in client.list_artifacts(parent_id)}
-    if PAPER_FILE not in names:
+    names_ = {a.path for a in client.list_artifacts(parent_id)}
+    if PAPER_FILE not in names_:
         return None
     with tempfile.TemporaryDirectory() as tmp:
         path = client.download_artifacts(parent_id, PAPER_FILE, tmp)
@@ -245,61 +286,36 @@ def _move_winner_tag(client: Any, runs: list[Any], table: WinnersTable) -> None:
         client.set_tag(table.parent_run_id, "ablate.winner_cell", best)
 
 
+def _tag_cells(client: Any, runs: list[Any], table: WinnersTable) -> None:
+    """Each finished run carries its cell's row as ``ablate.table.*`` tags (UI-filterable)."""
+    rows = {c.label: c.to_json() for c in table.cells}
+    for run in runs:
+        row = rows.get(run.data.tags.get("ablate.cell", run.info.run_name))
+        if row is None or run.info.status != "FINISHED":
+            continue
+        keep = ("mean", "ci95", "delta", "delta_ci95", "p_adjusted", "p_rank1", "status")
+        tags = {f"ablate.table.{k}": json.dumps(row[k]) for k in keep}
+        tags |= {"ablate.table.method": row["method"] or "", "ablate.table.n": str(row["n"])}
+        tags["ablate.table.cheapest_tie"] = str(row["cheapest_tie"]).lower()
+        tracking.set_tags(client, run.info.run_id, tags)
+
+
 def _finite(values: list[float | None]) -> list[float]:
     return [float(v) for v in values if v is not None and math.isfinite(v)]
 
 
-COLUMNS = (
-    "cell",
-    "n",
-    "mean",
-    "95% CI",
-    "WT",
-    "TC",
-    "ET",
-    "epoch s",
-    "peak GiB",
-    "paper",
-    "status",
-)
+def _mean(values: list[float] | None) -> float:
+    return float(np.mean(values)) if values else math.nan
 
 
-def format_table(table: WinnersTable) -> str:
-    """The table as aligned text, best first, with the statistical status of each cell."""
-    head = (
-        f"sweep {table.sweep} (parent run {table.parent_run_id}): {table.metric} ({table.mode}), "
-    )
-    head += f"95% bootstrap CI, paired {table.test} vs best at alpha {table.alpha:g}"
-    rows = [list(COLUMNS)] + [cell_row(c) for c in table.cells]
-    widths = [max(len(r[i]) for r in rows) for i in range(len(COLUMNS))]
-    lines = [head] + [
-        "  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in rows
-    ]
-    if table.citation:
-        lines.append(f"paper: {table.citation}")
-    if table.winner_run_id:
-        lines.append(f"winner run: {table.winner_run_id} (tagged winner=true)")
-    return "\n".join(lines)
+def _float(text: str | None) -> float:
+    """A CSV/param value as a float; empty, missing or unparsable -> NaN."""
+    try:
+        return float(text) if text not in (None, "") else math.nan
+    except ValueError:
+        return math.nan
 
 
-def cell_row(c: CellStats) -> list[str]:
-    """One table row as text, in :data:`COLUMNS` order ("-" for missing numbers)."""
-    status = c.status + (f" (p={c.p_value:.3f})" if c.p_value is not None else "")
-    unfinished = {k: n for k, n in c.outcomes.items() if k != "finished"}
-    if unfinished:
-        status += "; " + ", ".join(f"{n} {k}" for k, n in sorted(unfinished.items()))
-    return [
-        c.label,
-        str(c.n),
-        format_number(c.mean),
-        f"[{format_number(c.ci[0])}, {format_number(c.ci[1])}]",
-        *(format_number(c.dice.get(r, math.nan)) for r in ("wt", "tc", "et")),
-        format_number(c.epoch_s, 1),
-        format_number(c.peak_gib if c.peak_gib is not None else math.nan, 2),
-        format_number(c.paper if c.paper is not None else math.nan),
-        status,
-    ]
-
-
-def format_number(value: float, digits: int = 4) -> str:
-    return "-" if not math.isfinite(value) else f"{value:.{digits}f}"
+def _num(value: float | None) -> float | None:
+    """JSON has no NaN: undefined numbers are null."""
+    return value if value is not None and math.isfinite(value) else None

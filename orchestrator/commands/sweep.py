@@ -57,12 +57,13 @@ def _add_results(verbs: argparse._SubParsersAction) -> None:
     for parser in (winners, report):
         parser.add_argument("sweep", help="sweep name (MLflow experiment) or parent run id")
         parser.add_argument("--tracking-uri", help=URI_HELP)
-        parser.add_argument("--alpha", type=float, default=0.05, help="significance of ties")
         parser.add_argument(
-            "--test",
-            choices=["ttest", "wilcoxon"],
-            default="ttest",
-            help="paired test across seeds against the best cell (default ttest)",
+            "--alpha", type=float, default=0.05, help="significance of tied/worse, in (0, 1)"
+        )
+        parser.add_argument(
+            "--correction",
+            default="holm",
+            help="multiplicity correction of the p-values against the best: holm (default), none",
         )
     winners.add_argument("--json", action="store_true")
     winners.set_defaults(handler=_winners)
@@ -119,10 +120,11 @@ def _sweep(args: argparse.Namespace) -> int:
 
 def _winners(args: argparse.Namespace) -> int:
     from orchestrator import tracking
-    from orchestrator.winners import find_winners, format_table
+    from orchestrator.winners import find_winners
+    from orchestrator.winners_format import format_table
 
     client = tracking.connect(args.tracking_uri or tracking.default_tracking_uri())
-    table = find_winners(client, args.sweep, alpha=args.alpha, test=args.test, tag=True)
+    table = find_winners(client, args.sweep, alpha=args.alpha, correction=args.correction, tag=True)
     if args.json:
         print_json(table.to_json())
     else:
@@ -136,7 +138,7 @@ def _report(args: argparse.Namespace) -> int:
     from orchestrator.winners import find_winners
 
     client = tracking.connect(args.tracking_uri or tracking.default_tracking_uri())
-    table = find_winners(client, args.sweep, alpha=args.alpha, test=args.test, tag=True)
+    table = find_winners(client, args.sweep, alpha=args.alpha, correction=args.correction, tag=True)
     written = write_report(client, table, args.out)
     progress(f"report written to {written[0]} ({len(written) - 1} plots); logged to parent run")
     return 0

@@ -1,18 +1,18 @@
-"""``ablate winners``: cells, bootstrap intervals, paired tests and the winner tag, on runs logged
-to a real SQLite MLflow store."""
+"""``ablate winners``: cells, t intervals, comparisons with the best, region columns, per-case
+data, costs and the winner tag, on runs logged to a real SQLite MLflow store."""
 
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import numpy as np
 import pytest
 from ablate_sweep_helpers import log_sweep, mlflow_uri
 
+from orchestrator import tracking
 from orchestrator.cli import main
-from orchestrator.winners import bootstrap_ci, find_winners, format_table, paired_p_value
+from orchestrator.winners import find_winners, format_table
 from trainables.errors import InputError
 
 CELLS = {
@@ -30,14 +30,20 @@ def test_cells_are_ranked_with_intervals_ties_and_failures(tmp_path: Path) -> No
     good, close, bad, oom = table.cells
     assert (good.n, good.status) == (4, "best")
     assert good.mean == pytest.approx(0.815)
-    assert good.ci[0] < good.mean < good.ci[1] and good.ci[0] >= 0.80 and good.ci[1] <= 0.83
+    # Student t, 3 d.o.f.: mean ± 3.182 * sd / 2 (sd of 0.80..0.83 is 0.01291)
+    assert good.ci == pytest.approx((0.815 - 0.020540, 0.815 + 0.020540), abs=1e-5)
     assert close.status == "tied" and close.p_value > 0.05
     assert bad.status == "worse" and bad.p_value < 0.05
+    assert bad.comparison.delta == pytest.approx(0.705 - 0.815)
+    assert bad.comparison.ci[0] < bad.comparison.delta < bad.comparison.ci[1] < 0
+    assert "paired t over 4 run pairs" in bad.comparison.method
+    assert good.p_rank1 > close.p_rank1 > bad.p_rank1 == 0.0
     assert (oom.n, oom.status, oom.outcomes) == (0, "no runs", {"infeasible": 1})
     assert good.dice["wt"] == pytest.approx(0.865) and good.dice["et"] == pytest.approx(0.765)
     assert good.epoch_s == pytest.approx(11.5) and good.peak_gib == pytest.approx(2.3)
     text = format_table(table)
-    assert "good   4  0.8150" in text and "worse (p=" in text and "0 runs" not in text
+    assert "good   4  0.8150" in text and "  worse  " in text and "0 runs" not in text
+    assert "WT      TC      ET" in text and "FG" not in text
     assert "no runs; 1 infeasible" in text
 
 
@@ -88,15 +94,107 @@ def test_winners_cli_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     assert "no sweep named 'nosuch'" in capsys.readouterr().err
 
 
-def test_bootstrap_interval_and_paired_tests() -> None:
-    values = np.array([0.5, 0.6, 0.7, 0.8])
-    low, high = bootstrap_ci(values)
-    assert 0.5 <= low < values.mean() < high <= 0.8
-    assert all(math.isnan(v) for v in bootstrap_ci(np.array([0.5])))
-    a = {("0", "s"): 0.8, ("1", "s"): 0.9, ("2", "s"): 0.85}
-    assert paired_p_value(a, a, "ttest") == 1.0  # identical runs
-    assert paired_p_value(a, {k: v - 0.1 for k, v in a.items()}, "ttest") == 0.0  # constant gap
-    assert paired_p_value(a, {("0", "s"): 0.1}, "ttest") is None  # one pair: no test
-    b = {k: v - d for (k, v), d in zip(a.items(), (0.01, 0.03, 0.02), strict=True)}
-    assert 0 < paired_p_value(a, b, "ttest") < 0.1
-    assert paired_p_value(a, b, "wilcoxon") == pytest.approx(0.25)  # exact test, 3 pairs
+def _sweep(uri: str, name: str) -> tuple[object, str, str]:
+    """An empty sweep: (client, experiment id, parent run id)."""
+    client = tracking.connect(uri)
+    experiment = tracking.ensure_experiment(client, name)
+    tags = tracking.parent_tags({"ablate.metric": "val/dice_mean", "ablate.mode": "max"})
+    return client, experiment, tracking.open_parent_run(client, experiment, name, "/r", tags)
+
+
+def _run(client, experiment, parent, cell, seed, best, cases=None, epoch_s=10.0, finish=True):
+    """A child run whose ``best/*`` metrics are ``best``; ``cases`` -> per_case/val.csv rows."""
+    tags = {"ablate.cell": cell, "ablate.seed": str(seed), "ablate.split_hash": "s1"}
+    run_id, _ = tracking.open_child_run(client, experiment, parent, f"{cell}/{seed}", tags)
+    for epoch in (1, 2, 3, 4):
+        tracking.log_metrics(client, run_id, {"perf/epoch_s": epoch_s}, epoch)
+    tracking.log_metrics(client, run_id, {f"best/{k}": v for k, v in best.items()}, 0)
+    tracking.log_metrics(client, run_id, {"summary/epoch_s": epoch_s}, 0)
+    if cases is not None:
+        text = "case,val/dice_mean,val/loss\n" + "".join(
+            f"case{i},{'' if v is None else v},0.5\n" for i, v in enumerate(cases)
+        )
+        tracking.log_bytes(client, run_id, text.encode(), "val.csv", "per_case")
+    if finish:
+        tracking.set_tags(client, run_id, {"ablate.outcome": "finished"})
+        client.set_terminated(run_id, status="FINISHED")
+    return run_id
+
+
+def test_a_ct_sweep_shows_the_fg_dice_column(tmp_path: Path) -> None:
+    client, experiment, parent = _sweep(mlflow_uri(tmp_path), "ct")
+    for cell, base in (("a", 0.70), ("b", 0.60)):
+        for seed in range(3):
+            value = base + seed / 100
+            _run(
+                client,
+                experiment,
+                parent,
+                cell,
+                seed,
+                {"val/dice_mean": value, "val/dice_fg": value},
+            )
+    table = find_winners(client, "ct", tag=False)
+    assert table.regions == ("fg",) and table.cells[0].dice == {"fg": pytest.approx(0.71)}
+    lines = format_table(table).splitlines()
+    assert "FG" in lines[1].split() and "WT" not in lines[1].split()
+    column = lines[1].index("FG")  # the columns are aligned: read the FG column of row "a"
+    assert lines[2].startswith("a ") and lines[2][column : column + 6] == "0.7100"
+
+
+def test_per_case_comparisons_single_runs_running_runs_and_the_cheapest_tie(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    uri = mlflow_uri(tmp_path)
+    client, experiment, parent = _sweep(uri, "cases")
+    rng = np.random.default_rng(0)
+    hardness = rng.normal(0, 0.1, 20)  # case effects shared by every cell
+    cells = {"best": (0.80, 20.0), "same": (0.80, 5.0), "worse": (0.70, 5.0)}
+    for cell, (level, epoch_s) in cells.items():
+        for seed in range(3):
+            cases = level + hardness + rng.normal(0, 0.02, 20)
+            listed = [float(v) for v in cases]
+            listed[3] = None if cell == "same" else listed[3]  # a missing value reads as NaN
+            value = float(np.nanmean(np.array(listed, dtype=float)))
+            _run(client, experiment, parent, cell, seed, {"val/dice_mean": value}, listed, epoch_s)
+    _run(client, experiment, parent, "single", 0, {"val/dice_mean": 0.5})
+    _run(client, experiment, parent, "worse", 3, {"val/dice_mean": 0.1}, finish=False)
+    table = find_winners(client, "cases")
+    rows = {c.label: c for c in table.cells}
+    assert [c.label for c in table.cells][-1] == "single"
+    assert rows["worse"].status == "worse" and rows["worse"].missing == 1 and table.missing == 1
+    assert rows["worse"].comparison.method.startswith("case-paired: 3 run pairs x 20 cases (t, ")
+    assert rows["same"].comparison.method.startswith("case-paired: 3 run pairs x 19 cases")
+    assert {rows["best"].status, rows["same"].status} == {"best", "tied"}
+    cheap = [c.label for c in table.cells if c.cheapest]
+    assert cheap == ["same"] and rows["same"].gpu_hours == pytest.approx(5.0 * 4 / 3600)
+    assert rows["single"].ci is None and rows["single"].status == "untested"
+    text = format_table(table)
+    assert "n=1: no interval" in text and "cheapest tie" in text and "nan" not in text.lower()
+    assert "1 runs not finished (ranked on finished runs)" in text
+    tags = client.get_run(next(iter(rows["worse"].runs))).data.tags
+    assert tags["ablate.table.status"] == '"worse"' and tags["ablate.table.p_adjusted"] != "null"
+    assert main(["winners", "cases", "--tracking-uri", uri, "--json"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    single = next(r for r in payload["cells"] if r["cell"] == "single")
+    assert single["ci95"] is None and single["delta_ci95"] is None and single["p_adjusted"] is None
+    assert payload["missing_runs"] == 1 and payload["regions"] == []
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["--correction", "bonferroni"],
+            "--correction must be one of holm, none, got 'bonferroni'",
+        ),
+        (["--alpha", "1.5"], "--alpha must be between 0 and 1 (exclusive), got 1.5"),
+    ],
+)
+def test_winners_cli_rejects_bad_options(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    uri = mlflow_uri(tmp_path)
+    log_sweep(uri, "study", {"a": [0.8, 0.81]})
+    assert main(["winners", "study", "--tracking-uri", uri, *args]) == 2
+    assert message in capsys.readouterr().err

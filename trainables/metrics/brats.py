@@ -14,10 +14,11 @@ import numpy as np
 
 from trainables.data.labels import INTERNAL_BRATS, LabelScheme, regions_from_labels
 from trainables.errors import InputError
+from trainables.metrics.names import REGION_METRICS
 from trainables.metrics.overlap import confusion
 from trainables.metrics.surface import check_spacing, surface_scores
 
-METRIC_NAMES: tuple[str, ...] = ("dice", "hd95", "nsd", "rvd", "sensitivity", "specificity")
+METRIC_NAMES: tuple[str, ...] = REGION_METRICS  # defined in trainables.metrics.names
 
 
 def region_metrics(

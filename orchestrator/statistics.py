@@ -1,0 +1,259 @@
+"""The statistics of the winners table, as pure numpy/scipy (no MLflow): see docs/statistics.md.
+
+A cell is a list of runs (seeds, folds); each run has its value of the sweep's metric at its
+selected epoch and, when logged, the per-case values behind it. Per cell: the mean with a
+Student-t 95% interval over run values. Per cell against the best: the difference of means, its
+95% interval and a two-sided p-value, from a bootstrap that resamples run pairs (paired by seed
+and fold) and cases (one draw shared by every run: runs see the same cases, so this pairs them
+by case). With few runs a plain bootstrap is anti-conservative (it treats 3 runs as the whole
+population of seeds), so the bootstrap only supplies the standard error; the interval and p use
+Student's t with the run-level degrees of freedom (pairs - 1), the standard error inflated by
+sqrt(m / (m - 1)) for the plug-in bias of resampling m pairs. Without per-case data the same
+comparison falls back to a paired t-test over run pairs, or Welch's test without pairs.
+p-values are corrected (Holm) for the number of cells compared with the best.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import stats
+
+CORRECTIONS = ("holm", "none")
+BOOTSTRAP_SAMPLES = 2000
+LEVEL = 0.95
+
+
+@dataclass(frozen=True)
+class RunSample:
+    """One finished run of a cell: its key (seed, fold), metric value and per-case values."""
+
+    key: tuple[str, str]
+    value: float
+    cases: Mapping[str, float] | None = None  # case id -> value (NaN: undefined, left out)
+
+
+@dataclass
+class Comparison:
+    """A cell against the best: difference (cell - best), its interval, p-values, method."""
+
+    delta: float
+    ci: tuple[float, float] | None
+    p_value: float | None
+    method: str
+    p_adjusted: float | None = None
+
+
+@dataclass
+class CellResult:
+    """The statistics of one cell (index into the caller's list)."""
+
+    index: int
+    mean: float
+    ci: tuple[float, float] | None
+    status: str = "untested"  # best | tied | worse | untested
+    comparison: Comparison | None = None
+    p_rank1: float = math.nan
+    notes: list[str] = field(default_factory=list)
+
+
+def t_intervals(values: np.ndarray, level: float = LEVEL) -> tuple[np.ndarray, np.ndarray]:
+    """Student-t intervals of the mean of each row of ``values`` (S, n), n >= 2: (low, high)."""
+    n = values.shape[-1]
+    half = stats.t.ppf(0.5 + level / 2, n - 1) * values.std(-1, ddof=1) / math.sqrt(n)
+    mean = values.mean(-1)
+    return mean - half, mean + half
+
+
+def t_interval(values: Sequence[float], level: float = LEVEL) -> tuple[float, float] | None:
+    """Student-t interval of the mean of ``values``; None for fewer than two values."""
+    if len(values) < 2:
+        return None
+    low, high = t_intervals(np.asarray(values, dtype=float)[None], level)
+    return float(low[0]), float(high[0])
+
+
+def holm(p_values: Sequence[float | None]) -> list[float | None]:
+    """Holm's step-down adjusted p-values (None stays None and does not count as a test)."""
+    tested = [(p, i) for i, p in enumerate(p_values) if p is not None]
+    out: list[float | None] = [None] * len(p_values)
+    running = 0.0
+    for rank, (p, i) in enumerate(sorted(tested)):
+        running = max(running, min(1.0, (len(tested) - rank) * p))  # keeps the order monotone
+        out[i] = running
+    return out
+
+
+def adjust(p_values: Sequence[float | None], correction: str) -> list[float | None]:
+    """p-values corrected for multiplicity by ``correction`` (one of :data:`CORRECTIONS`)."""
+    return holm(p_values) if correction == "holm" else list(p_values)
+
+
+class Bootstrap:
+    """B resamples of every run's mean over cases, one case draw shared by all runs.
+
+    ``means`` is (B, R): run r's case-weighted mean in resample b (its logged value, constant,
+    when it has no per-case data); ``point`` (R,) the same without resampling.
+    """
+
+    def __init__(self, runs: Sequence[RunSample], samples: int, rng: np.random.Generator):
+        cases = sorted({c for r in runs if r.cases for c in r.cases})
+        col = {c: j for j, c in enumerate(cases)}
+        values = np.zeros((len(runs), len(cases)))
+        mask = np.zeros_like(values)
+        for i, run in enumerate(runs):
+            for case, v in (run.cases or {}).items():
+                if math.isfinite(v):
+                    values[i, col[case]], mask[i, col[case]] = v, 1.0
+        self.values, self.mask = values, mask
+        self.n_cases = mask.sum(1)
+        self.has_cases = self.n_cases > 0
+        fixed = np.array([r.value for r in runs], dtype=float)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            self.point = np.where(self.has_cases, values.sum(1) / mask.sum(1), fixed)
+            weights = _case_weights(len(cases), samples, rng)
+            means = (weights @ (values * mask).T) / (weights @ mask.T)
+        # a run none of whose cases was drawn keeps its point value; runs without cases too
+        self.means = np.where(np.isfinite(means), means, self.point)
+        self.rng = rng
+
+
+def _case_weights(cases: int, samples: int, rng: np.random.Generator) -> np.ndarray:
+    """(B, C) how often each case is drawn in each resample (C draws with replacement)."""
+    if not cases:
+        return np.zeros((samples, 0))
+    return rng.multinomial(cases, np.full(cases, 1 / cases), size=samples).astype(float)
+
+
+def compare(
+    boot: Bootstrap, best: Sequence[int], other: Sequence[int], keys: Sequence[tuple[str, str]]
+) -> Comparison | None:
+    """``other`` cell against the ``best`` (run indices into ``boot``); None when untestable."""
+    where = {keys[i]: i for i in best}
+    pairs = [(where[keys[j]], j) for j in other if keys[j] in where]
+    if len(pairs) >= 2 and all(boot.has_cases[i] and boot.has_cases[j] for i, j in pairs):
+        return _case_paired_comparison(boot, pairs)
+    values = boot.point
+    if len(pairs) >= 2:
+        diffs = np.array([values[j] - values[i] for i, j in pairs])
+        se = diffs.std(ddof=1) / math.sqrt(len(diffs))
+        method = f"paired t over {len(pairs)} run pairs (no per-case data)"
+        return _t_comparison(diffs.mean(), se, len(diffs) - 1, method)
+    a, b = values[list(best)], values[list(other)]
+    if len(a) >= 2 and len(b) >= 2:
+        va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
+        df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1)) if va + vb else 1.0
+        return _t_comparison(
+            b.mean() - a.mean(), math.sqrt(va + vb), df, "Welch t on run values (no pairs)"
+        )
+    return None
+
+
+def _case_paired_comparison(boot: Bootstrap, pairs: list[tuple[int, int]]) -> Comparison:
+    """Crossed random-effects comparison of run pairs x shared cases.
+
+    D[r, k] = other - best on case k in run pair r = delta + run-pair effect + case effect +
+    residual. By the two-way ANOVA mean squares (no replication), Var(mean D) = (MS_run + MS_case
+    - MS_res) / (m K) with Satterthwaite's degrees of freedom: the run-level term keeps seed
+    variance in (m - 1 d.o.f.), the case term keeps the case-by-cell interaction, and neither
+    counts the residual twice (a bootstrap over both levels does, see docs/statistics.md).
+    """
+    best, other = (np.array(side) for side in zip(*pairs, strict=True))
+    shared = (boot.mask[best] * boot.mask[other]).min(0) > 0  # cases every paired run has
+    diffs = boot.values[other][:, shared] - boot.values[best][:, shared]  # (m, K)
+    m, k = diffs.shape
+    if k < 2:
+        return _t_comparison(0.0, math.nan, 1, "no shared cases")
+    resid = diffs - diffs.mean(1, keepdims=True) - diffs.mean(0, keepdims=True) + diffs.mean()
+    ms_run = k * diffs.mean(1).var(ddof=1)
+    ms_case = m * diffs.mean(0).var(ddof=1)
+    ms_res = float((resid**2).sum()) / ((m - 1) * (k - 1))
+    case_term = max(ms_case - ms_res, 0.0)
+    var = (ms_run + case_term) / (m * k)
+    parts = [(ms_run, m - 1)] + (
+        [(ms_case, k - 1), (ms_res, (m - 1) * (k - 1))] if case_term else []
+    )
+    denom = sum(ms**2 / df for ms, df in parts)
+    df = (ms_run + case_term) ** 2 / denom if denom else m - 1.0
+    method = f"case-paired: {m} run pairs x {k} cases (t, {df:.1f} df)"
+    return _t_comparison(float(diffs.mean()), math.sqrt(var), df, method)
+
+
+def _t_comparison(delta: float, se: float, df: float, method: str) -> Comparison:
+    """Interval delta ± t·se and the two-sided p of delta / se on ``df`` degrees of freedom."""
+    delta = float(delta)
+    if not se > 0:  # no spread: identical runs, or a constant gap
+        p = 1.0 if math.isclose(delta, 0.0, abs_tol=1e-12) else 0.0
+        return Comparison(delta, (delta, delta), p, method)
+    half = float(stats.t.ppf(0.5 + LEVEL / 2, df)) * se
+    p = float(2 * stats.t.sf(abs(delta) / se, df))
+    return Comparison(delta, (delta - half, delta + half), p, method)
+
+
+def rank_probabilities(boot: Bootstrap, cells: Sequence[Sequence[int]], mode: str) -> np.ndarray:
+    """Each cell's share of resamples in which it ranks first (ties split evenly).
+
+    Runs are resampled within each cell; cells listing runs in the same key order share the
+    draw (paired by seed). Each cell's spread is inflated by sqrt(n / (n - 1)) as in the tests.
+    """
+    samples = boot.means.shape[0]
+    widest = max(len(c) for c in cells)
+    uniform = boot.rng.random((samples, widest))
+    means = np.empty((samples, len(cells)))
+    for k, runs in enumerate(cells):
+        n = len(runs)
+        draw = (uniform[:, :n] * n).astype(int)
+        resampled = np.take_along_axis(boot.means[:, list(runs)], draw, 1).mean(1)
+        centre = boot.point[list(runs)].mean()
+        means[:, k] = centre + (resampled - centre) * (math.sqrt(n / (n - 1)) if n > 1 else 1)
+    signed = means if mode == "max" else -means
+    top = signed == signed.max(1, keepdims=True)
+    return (top / top.sum(1, keepdims=True)).mean(0)
+
+
+def analyse(
+    cells: Sequence[Sequence[RunSample]],
+    mode: str = "max",
+    alpha: float = 0.05,
+    correction: str = "holm",
+    samples: int = BOOTSTRAP_SAMPLES,
+    seed: int = 0,
+) -> list[CellResult]:
+    """Rank cells (each with at least one run), best first, with every statistic filled in."""
+    runs = [run for cell in cells for run in sorted(cell, key=lambda r: r.key)]
+    index, start = [], 0
+    for cell in cells:
+        index.append(list(range(start, start + len(cell))))
+        start += len(cell)
+    boot = Bootstrap(runs, samples, np.random.default_rng(seed))
+    keys = [r.key for r in runs]
+    results = [_cell_result(k, [runs[i].value for i in index[k]]) for k in range(len(cells))]
+    sign = -1.0 if mode == "max" else 1.0
+    results.sort(key=lambda r: sign * r.mean)
+    best = results[0]
+    best.status = "best"
+    for result in results[1:]:
+        result.comparison = compare(boot, index[best.index], index[result.index], keys)
+    _decide(results[1:], alpha, correction)
+    p_first = rank_probabilities(boot, index, mode)
+    for result in results:
+        result.p_rank1 = float(p_first[result.index])
+    return results
+
+
+def _cell_result(index: int, values: list[float]) -> CellResult:
+    return CellResult(index, float(np.mean(values)), t_interval(values))
+
+
+def _decide(others: list[CellResult], alpha: float, correction: str) -> None:
+    """Adjusted p-values, then tied (cannot be separated from the best) or worse."""
+    raw = [r.comparison.p_value if r.comparison else None for r in others]
+    for result, p in zip(others, adjust(raw, correction), strict=True):
+        if result.comparison is None or p is None:
+            result.status = "untested"
+            continue
+        result.comparison.p_adjusted = p
+        result.status = "worse" if p < alpha else "tied"

@@ -1,0 +1,93 @@
+"""The winners table as text rows: shared by ``ablate winners`` and the Markdown/HTML report."""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from orchestrator.winners import CellStats, WinnersTable
+
+NO_INTERVAL = "n=1: no interval"
+
+
+def columns(table: WinnersTable) -> list[str]:
+    """Column names: the Dice columns are the regions the sweep's runs logged (WT/TC/ET, FG)."""
+    regions = [r.upper() for r in table.regions]
+    head = ["cell", "n", "mean", "95% CI", "Δ to best", "Δ 95% CI", "p (adj.)", "P(rank 1)"]
+    tail = ["epoch s", "GPU h", "peak GiB", "paper", "status", "method"]
+    return head + regions + tail
+
+
+def describe(table: WinnersTable) -> str:
+    """One line saying what the numbers are (the table's caption)."""
+    adjust = "Holm-adjusted" if table.correction == "holm" else "unadjusted"
+    text = (
+        f"sweep {table.sweep} (parent run {table.parent_run_id}): {table.metric} "
+        f"({table.mode}) at each run's selected epoch; mean and Student-t 95% CI over runs; "
+        f"Δ = cell - best with 95% CI, {adjust} two-sided p, tied/worse at alpha {table.alpha:g}"
+    )
+    if table.missing:
+        text += f"; {table.missing} runs not finished (ranked on finished runs)"
+    return text
+
+
+def format_table(table: WinnersTable) -> str:
+    """The table as aligned text, best first, with the statistical status of each cell."""
+    header = columns(table)
+    rows = [header] + [cell_row(table, c) for c in table.cells]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    lines = [describe(table)] + [
+        "  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in rows
+    ]
+    if table.citation:
+        lines.append(f"paper: {table.citation}")
+    if table.winner_run_id:
+        lines.append(f"winner run: {table.winner_run_id} (tagged winner=true)")
+    return "\n".join(lines)
+
+
+def cell_row(table: WinnersTable, c: CellStats) -> list[str]:
+    """One table row as text, in :func:`columns` order ("-" for missing numbers)."""
+    comp = c.comparison
+    interval = _interval(c.ci) if c.ci else (NO_INTERVAL if c.n == 1 else "-")
+    return [
+        c.label,
+        str(c.n),
+        format_number(c.mean),
+        interval,
+        format_number(comp.delta) if comp else "-",
+        _interval(comp.ci) if comp and comp.ci else "-",
+        format_p(c.p_value),
+        format_number(c.p_rank1, 2),
+        *(format_number(c.dice.get(r, math.nan)) for r in table.regions),
+        format_number(c.epoch_s, 1),
+        format_number(c.gpu_hours, 3),
+        format_number(c.peak_gib if c.peak_gib is not None else math.nan, 2),
+        format_number(c.paper if c.paper is not None else math.nan),
+        status_text(c),
+        comp.method if comp else "-",
+    ]
+
+
+def status_text(c: CellStats) -> str:
+    """best / tied / worse / untested / no runs, the cheapest tie, and unfinished runs."""
+    status = c.status + (", cheapest tie" if c.cheapest else "")
+    unfinished = {k: n for k, n in c.outcomes.items() if k != "finished"}
+    if unfinished:
+        status += "; " + ", ".join(f"{n} {k}" for k, n in sorted(unfinished.items()))
+    return status
+
+
+def format_p(p: float | None) -> str:
+    if p is None:
+        return "-"
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def _interval(ci: tuple[float, float]) -> str:
+    return f"[{format_number(ci[0])}, {format_number(ci[1])}]"
+
+
+def format_number(value: float, digits: int = 4) -> str:
+    return "-" if not math.isfinite(value) else f"{value:.{digits}f}"
