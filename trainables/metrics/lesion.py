@@ -123,13 +123,17 @@ def lesion_scores(
     """
     check_pair(pred, ref)
     check_spacing(spacing, pred.ndim)
-    box = _joint_box(pred, ref, rule.dilation_voxels)
-    if box is None:
+    # Bounding boxes keep the passes small; the reference box grows by the dilation's reach,
+    # so every step is exact (see _Labelled.of).
+    ref_box, pred_box = _box(ref, rule.dilation_voxels), _box(pred, 0)
+    boxes = [b for b in (ref_box, pred_box) if b is not None]
+    if not boxes:
         return LesionScores((), (), 0, 0)
-    # Exact in the grown box: the dilation reaches at most dilation_voxels beyond the reference.
-    found = _Labelled.of(pred[box], ref[box], rule.dilation_voxels)
-    volumes = np.bincount(found.lesions.ravel(), minlength=found.n_lesions + 1) * np.prod(spacing)
-    kept = [k for k in range(1, found.n_lesions + 1) if volumes[k] > rule.min_volume_mm3]
+    frame = _hull(boxes)
+    inner = None if ref_box is None else _offset(ref_box, frame, -1)
+    found = _Labelled.of(pred[frame], ref[frame], inner, rule.dilation_voxels)
+    volumes = found.voxels * np.prod(spacing)  # mm³; the official code also multiplies zooms
+    kept = [k for k in range(1, found.n_lesions + 1) if volumes[k - 1] > rule.min_volume_mm3]
     pairs = [found.score(k, spacing) for k in kept]
     n_matched = len({c for comps in found.matched.values() for c in comps})
     return LesionScores(
@@ -183,6 +187,7 @@ class _Labelled:
         lesions: (*B) int lesion id of every reference voxel, 0 elsewhere.
         components: (*B) int component id of every predicted voxel, 0 elsewhere.
         n_lesions: number of reference lesions (ids 1..n_lesions).
+        voxels: (n_lesions,) voxel count of each lesion.
         lesion_boxes, component_boxes: bounding slices of each id (``find_objects`` order).
         matched: lesion id -> ids of the components touching the lesion's dilated extent.
     """
@@ -190,25 +195,43 @@ class _Labelled:
     lesions: np.ndarray
     components: np.ndarray
     n_lesions: int
+    voxels: np.ndarray
     lesion_boxes: list[tuple[slice, ...]]
     component_boxes: list[tuple[slice, ...]]
     matched: dict[int, list[int]]
 
     @classmethod
-    def of(cls, pred: np.ndarray, ref: np.ndarray, dilation_voxels: int) -> _Labelled:
-        """Label both masks (module doc, steps 1-3)."""
+    def of(
+        cls, pred: np.ndarray, ref: np.ndarray, ref_box: tuple[slice, ...] | None, dilation: int
+    ) -> _Labelled:
+        """Label both masks (module doc, steps 1-3).
+
+        Args:
+            pred, ref: (*B) bool masks.
+            ref_box: bounding box of ``ref`` grown by ``dilation`` voxels (clipped), or None
+                for an empty ``ref``. Dilating inside it is exact: ``dilation`` steps of the
+                18-neighbourhood move at most ``dilation`` voxels along each axis.
+            dilation: dilation iterations.
+        """
         full = generate_binary_structure(ref.ndim, ref.ndim)  # 26-connectivity in 3-D
-        grown = binary_dilation(ref, generate_binary_structure(ref.ndim, 2), dilation_voxels)
-        extent, n_lesions = label(grown, full)  # every dilated voxel's lesion id
         components, n_components = label(pred, full)
-        lesions = np.where(ref, extent, 0)
+        lesions = np.zeros(ref.shape, dtype=np.int32)
+        if ref_box is None:
+            return cls(
+                lesions, components, 0, np.zeros(0, np.int64), [], find_objects(components), {}
+            )
+        inside = ref[ref_box]
+        grown = binary_dilation(inside, generate_binary_structure(ref.ndim, 2), dilation)
+        extent, n_lesions = label(grown, full)  # every dilated voxel's lesion id
+        lesions[ref_box] = np.where(inside, extent, 0)
         return cls(
             lesions=lesions,
             components=components,
             n_lesions=n_lesions,
-            lesion_boxes=find_objects(lesions, n_lesions),
-            component_boxes=find_objects(components, n_components),
-            matched=_matches(extent, components, n_components),
+            voxels=np.bincount(lesions[ref_box].ravel(), minlength=n_lesions + 1)[1:],
+            lesion_boxes=[_offset(b, ref_box, +1) for b in find_objects(lesions[ref_box])],
+            component_boxes=find_objects(components),
+            matched=_matches(extent, components[ref_box], n_components),
         )
 
     def score(self, lesion_id: int, spacing: Sequence[float]) -> tuple[float, float]:
@@ -221,10 +244,7 @@ class _Labelled:
         if not matched:
             return 0.0, MISSED_HD95_MM
         boxes = [self.lesion_boxes[lesion_id - 1], *(self.component_boxes[c - 1] for c in matched)]
-        box = tuple(
-            slice(min(b[axis].start for b in boxes), max(b[axis].stop for b in boxes))
-            for axis in range(self.lesions.ndim)
-        )
+        box = _hull(boxes)
         ref_mask = self.lesions[box] == lesion_id
         pred_mask = np.isin(self.components[box], matched)
         return dice(pred_mask, ref_mask), hd95(pred_mask, ref_mask, spacing)
@@ -242,14 +262,27 @@ def _matches(extent: np.ndarray, components: np.ndarray, n_components: int) -> d
     return matched
 
 
-def _joint_box(pred: np.ndarray, ref: np.ndarray, margin: int) -> tuple[slice, ...] | None:
-    """Bounding box of ``pred | ref`` grown by ``margin`` voxels (clipped); None if both empty."""
-    union = pred | ref
+def _box(mask: np.ndarray, margin: int) -> tuple[slice, ...] | None:
+    """Bounding box of ``mask`` grown by ``margin`` voxels (clipped to it); None if empty."""
     box = []
-    for axis, size in enumerate(union.shape):
-        others = tuple(a for a in range(union.ndim) if a != axis)
-        hits = np.flatnonzero(union.any(axis=others))
+    for axis, size in enumerate(mask.shape):
+        others = tuple(a for a in range(mask.ndim) if a != axis)
+        hits = np.flatnonzero(mask.any(axis=others))
         if hits.size == 0:
             return None
         box.append(slice(max(int(hits[0]) - margin, 0), min(int(hits[-1]) + 1 + margin, size)))
     return tuple(box)
+
+
+def _hull(boxes: Sequence[tuple[slice, ...]]) -> tuple[slice, ...]:
+    """Smallest box holding all ``boxes`` (same number of axes, unit steps)."""
+    return tuple(
+        slice(min(b[axis].start for b in boxes), max(b[axis].stop for b in boxes))
+        for axis in range(len(boxes[0]))
+    )
+
+
+def _offset(box: tuple[slice, ...], frame: tuple[slice, ...], sign: int) -> tuple[slice, ...]:
+    """Move ``box`` into ``frame``'s coordinates (``sign=-1``) or back out of them (``+1``)."""
+    pairs = zip(box, frame, strict=True)
+    return tuple(slice(b.start + sign * f.start, b.stop + sign * f.start) for b, f in pairs)
