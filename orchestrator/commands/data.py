@@ -57,6 +57,12 @@ def register(verbs: argparse._SubParsersAction) -> None:
     evaluate.add_argument("ref_dir", type=Path, help="reference dataset, any supported layout")
     evaluate.add_argument("--tolerance-mm", type=float, default=1.0, help="surface-Dice tolerance")
     evaluate.add_argument("--json", action="store_true")
+    evaluate.add_argument(
+        "--lesion-wise",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="BraTS 2023 lesion-wise Dice and HD95 (default on; --no-lesion-wise skips them)",
+    )
     evaluate.set_defaults(handler=_evaluate)
 
 
@@ -105,6 +111,8 @@ def _prepare(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     from trainables.data.evaluate import evaluate_predictions
 
-    report = evaluate_predictions(args.pred_dir, args.ref_dir, args.tolerance_mm)
+    report = evaluate_predictions(
+        args.pred_dir, args.ref_dir, args.tolerance_mm, lesion_wise=args.lesion_wise
+    )
     print_json(report.to_dict()) if args.json else print(report.format_table())
     return EXIT_BAD_INPUT if report.problems else 0

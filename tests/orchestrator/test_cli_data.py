@@ -6,10 +6,11 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from orchestrator.cli import main
-from tests.trainables.data.nifti_factory import brats_case, truncate
+from tests.trainables.data.nifti_factory import brats_case, save_nifti, truncate
 
 
 @pytest.fixture
@@ -85,6 +86,31 @@ def test_evaluate_scores_predictions_and_flags_a_wrong_shape(
     assert report["cases"][0]["dice_wt"] == 1.0
     problems = " ".join(str(p) for p in report["problems"])
     assert "c2.nii.gz" in problems and "(9, 8, 6)" in problems and "(8, 8, 6)" in problems
+
+
+def test_evaluate_reports_lesion_wise_scores(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    refs, preds = tmp_path / "refs", tmp_path / "preds"
+    case = brats_case(refs, "c1", shape=(40, 16, 12))
+    label = np.zeros((40, 16, 12), np.uint8)  # BraTS 2021 codes: 2 oedema, 4 enhancing
+    for x in (2, 28):  # two lesions far apart: 6x6x6 oedema (WT 216) around a 4x4x4 ET core (64)
+        label[x : x + 6, 2:8, 2:8] = 2
+        label[x + 1 : x + 5, 3:7, 3:7] = 4
+    save_nifti(case.files["seg"], label)
+    label[20:] = 0  # the prediction misses the second lesion
+    save_nifti(preds / "c1.nii.gz", label)
+
+    assert main(["evaluate", str(preds), str(refs), "--json"]) == 0
+    scores = json.loads(capsys.readouterr().out)["cases"][0]
+    assert scores["dice_wt"] == pytest.approx(2 / 3)  # 2*216 / (216 + 432)
+    for region in ("wt", "tc", "et"):  # every region: one lesion found, one missed
+        assert scores[f"lesion_dice_{region}"] == 0.5  # (1 + 0) / 2
+        assert scores[f"lesion_hd95_{region}"] == 187.0  # (0 + 374) / 2 mm
+    assert main(["evaluate", str(preds), str(refs)]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[2].split()[-3:] == ["lesion_dice_wt", "lesion_dice_tc", "lesion_dice_et"]
+    assert table[3].split()[-3:] == ["0.500", "0.500", "0.500"]
+    assert main(["evaluate", str(preds), str(refs), "--json", "--no-lesion-wise"]) == 0
+    assert "lesion_dice_wt" not in json.loads(capsys.readouterr().out)["cases"][0]
 
 
 def test_a_directory_that_is_no_dataset_exits_2(

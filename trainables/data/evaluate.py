@@ -3,7 +3,9 @@
 Predictions are ``PRED_DIR/<case_id>.nii.gz`` (or ``.nii``) label maps in the *reference
 dataset's* label scheme, as in a BraTS submission (0/1/2/4 for BraTS 2021). References come
 from :func:`~trainables.data.layouts.discover` on REF_DIR, in any supported layout. Both are
-mapped to internal codes and scored by :func:`trainables.metrics.case_metrics` per region.
+mapped to internal codes and scored by :func:`trainables.metrics.case_metrics` per region,
+and (unless ``lesion_wise=False``) by :func:`trainables.metrics.lesion_metrics`: the BraTS 2023
+lesion-wise Dice and HD95 (glioma rule: dilation 3, lesions of at most 50 mm³ ignored).
 
 Cases that cannot be scored (missing prediction, prediction without reference, wrong shape,
 unknown label values, unreadable file) become problems; the rest are still scored.
@@ -22,12 +24,13 @@ from trainables.data.layouts import discover, nifti_files, nifti_stem
 from trainables.data.nifti import load_label
 from trainables.data.types import CaseRecord
 from trainables.errors import CaseError, InputError
-from trainables.metrics import METRIC_NAMES, case_metrics, mean_metrics
+from trainables.metrics import METRIC_NAMES, case_metrics, lesion_metrics, mean_metrics
 
 Progress = Callable[[int, int, str], None]
 
 # Per-case columns of the human-readable table; every metric is in to_dict().
 _TABLE_METRICS: tuple[str, ...] = ("dice", "hd95", "nsd")
+_LESION_METRICS: tuple[str, ...] = ("lesion_dice", "lesion_hd95")
 
 
 @dataclass
@@ -39,9 +42,10 @@ class EvaluationReport:
         label_scheme: the reference dataset's source label scheme.
         tolerance_mm: surface Dice (NSD) tolerance in mm.
         cases: one dict per scored case: ``case_id`` plus ``<metric>_<region>`` floats
-            (hd95 in mm), sorted by case id.
+            (hd95 and lesion_hd95 in mm), sorted by case id.
         mean: per metric key, the mean over scored cases (NaN values skipped).
         problems: one :class:`CaseError` per case that could not be scored.
+        lesion_wise: whether the cases hold ``lesion_dice_<region>`` and ``lesion_hd95_<region>``.
     """
 
     pred_dir: Path
@@ -51,6 +55,7 @@ class EvaluationReport:
     cases: list[dict[str, Any]]
     mean: dict[str, float]
     problems: list[CaseError]
+    lesion_wise: bool = False
 
     @property
     def regions(self) -> tuple[str, ...]:
@@ -64,6 +69,7 @@ class EvaluationReport:
             "ref_dir": str(self.ref_dir),
             "label_scheme": self.label_scheme,
             "tolerance_mm": self.tolerance_mm,
+            "lesion_wise": self.lesion_wise,
             "num_cases": len(self.cases),
             "cases": [{k: _json_value(v) for k, v in case.items()} for case in self.cases],
             "mean": {k: _json_value(v) for k, v in self.mean.items()},
@@ -71,13 +77,14 @@ class EvaluationReport:
         }
 
     def format_table(self) -> str:
-        """Summary line, one line per case (Dice, HD95, NSD per region), means, problems."""
+        """Summary, one line per case (Dice, HD95, NSD, lesion Dice by region), means, problems."""
         head = (
             f"{self.pred_dir} vs {self.ref_dir} (labels {self.label_scheme}, NSD tolerance "
             f"{self.tolerance_mm:g} mm): {len(self.cases)} cases scored, "
             f"{len(self.problems)} problems"
         )
-        keys = [f"{m}_{r}" for m in _TABLE_METRICS for r in self.regions]
+        columns = _TABLE_METRICS + (_LESION_METRICS[:1] if self.lesion_wise else ())
+        keys = [f"{m}_{r}" for m in columns for r in self.regions]
         rows = [("case", *keys), *((c["case_id"], *(_fmt(c[k]) for k in keys)) for c in self.cases)]
         parts = [head, _align(rows)]
         if self.cases:
@@ -90,8 +97,8 @@ class EvaluationReport:
     def _mean_table(self) -> str:
         """Every metric's mean as a metric x region grid, then the mean Dice over regions."""
         rows = [(f"mean over {len(self.cases)} cases", *self.regions)]
-        for metric in METRIC_NAMES:
-            unit = " (mm)" if metric == "hd95" else ""
+        for metric in METRIC_NAMES + (_LESION_METRICS if self.lesion_wise else ()):
+            unit = " (mm)" if metric.endswith("hd95") else ""
             rows.append((metric + unit, *(_fmt(self.mean[f"{metric}_{r}"]) for r in self.regions)))
         text = _align(rows)
         if "dice_mean" in self.mean:
@@ -104,6 +111,7 @@ def evaluate_predictions(
     ref_dir: str | Path,
     tolerance_mm: float = 1.0,
     progress: Progress | None = None,
+    lesion_wise: bool = True,
 ) -> EvaluationReport:
     """Score every reference case against its prediction.
 
@@ -112,6 +120,8 @@ def evaluate_predictions(
         ref_dir: labelled dataset directory in any supported layout.
         tolerance_mm: surface Dice tolerance in mm.
         progress: called as ``progress(done, total, case_id)`` after each reference case.
+        lesion_wise: also compute the BraTS 2023 lesion-wise Dice and HD95 (one
+            connected-component pass per region and case).
 
     Raises:
         InputError: PRED_DIR missing or without NIfTI files; REF_DIR unreadable (see
@@ -129,7 +139,7 @@ def evaluate_predictions(
     for done, record in enumerate(ref.cases, start=1):
         try:
             pred_path = preds.get(record.case_id, pred_root / f"{record.case_id}.nii.gz")
-            cases.append(_score_case(record, pred_path, scheme, tolerance_mm))
+            cases.append(_score_case(record, pred_path, scheme, tolerance_mm, lesion_wise))
         except CaseError as err:
             problems.append(err)
         if progress is not None:
@@ -137,7 +147,9 @@ def evaluate_predictions(
     problems += _orphans(preds, ref.case_ids + [p.case_id for p in ref.problems], ref.root)
     problems.sort(key=lambda p: p.case_id)
     mean = mean_metrics([{k: v for k, v in c.items() if k != "case_id"} for c in cases])
-    return EvaluationReport(pred_root, ref.root, scheme.name, tolerance_mm, cases, mean, problems)
+    return EvaluationReport(
+        pred_root, ref.root, scheme.name, tolerance_mm, cases, mean, problems, lesion_wise
+    )
 
 
 def _prediction_files(folder: Path) -> tuple[dict[str, Path], list[CaseError]]:
@@ -159,7 +171,11 @@ def _prediction_files(folder: Path) -> tuple[dict[str, Path], list[CaseError]]:
 
 
 def _score_case(
-    record: CaseRecord, pred_path: Path, scheme: LabelScheme, tolerance_mm: float
+    record: CaseRecord,
+    pred_path: Path,
+    scheme: LabelScheme,
+    tolerance_mm: float,
+    lesion_wise: bool,
 ) -> dict[str, Any]:
     """Metrics of one case; CaseError naming the file for anything that prevents scoring."""
     case_id = record.case_id
@@ -177,6 +193,8 @@ def _score_case(
         )
         raise CaseError(case_id, message, pred_path)
     metrics = case_metrics(pred, ref, spacing, internal_scheme(scheme), tolerance_mm)
+    if lesion_wise:
+        metrics.update(lesion_metrics(pred, ref, spacing, internal_scheme(scheme)))
     return {"case_id": case_id, **metrics}
 
 

@@ -7,6 +7,14 @@ one empty -> Dice 0, surface Dice 0, HD95 = the volume diagonal in mm.
 """
 
 from trainables.metrics.brats import METRIC_NAMES, case_metrics, mean_metrics, region_metrics
+from trainables.metrics.lesion import (
+    CHALLENGE_RULES,
+    GLIOMA_2023,
+    LesionRule,
+    LesionScores,
+    lesion_metrics,
+    lesion_scores,
+)
 from trainables.metrics.overlap import (
     Confusion,
     confusion,
@@ -24,12 +32,18 @@ from trainables.metrics.surface import (
 )
 
 __all__ = [
+    "CHALLENGE_RULES",
+    "GLIOMA_2023",
     "METRIC_NAMES",
     "Confusion",
+    "LesionRule",
+    "LesionScores",
     "case_metrics",
     "confusion",
     "dice",
     "hd95",
+    "lesion_metrics",
+    "lesion_scores",
     "mean_metrics",
     "region_metrics",
     "relative_volume_difference",

@@ -41,6 +41,19 @@ def test_perfect_brats_predictions(tmp_path, layout):
             assert case[f"hd95_{region}"] == 0.0
             assert case[f"nsd_{region}"] == 1.0
     assert report.mean["dice_mean"] == 1.0
+    # 8x8x6 factory tumour: WT 144 voxels is one lesion, scored perfect; TC (32) and ET (8) are
+    # at most 50 mm³, ignored, and nothing is left to score: lesion Dice 1, HD95 0 all the same.
+    for region in ("wt", "tc", "et"):
+        assert report.mean[f"lesion_dice_{region}"] == 1.0
+        assert report.mean[f"lesion_hd95_{region}"] == 0.0
+
+
+def test_lesion_metrics_can_be_skipped(tmp_path):
+    perfect_predictions([brats_case(tmp_path / "ref", "c0")], tmp_path / "pred")
+    report = evaluate_predictions(tmp_path / "pred", tmp_path / "ref", lesion_wise=False)
+    assert not report.lesion_wise and report.to_dict()["lesion_wise"] is False
+    assert not [key for key in report.cases[0] if key.startswith("lesion_")]
+    assert "lesion_dice" not in report.format_table()
 
 
 def test_perfect_msd_and_ct_predictions(tmp_path):
@@ -131,6 +144,11 @@ def test_to_dict_and_table(tmp_path):
     assert lines[0].endswith("(labels brats2021, NSD tolerance 1 mm): 1 cases scored, 1 problems")
     assert lines[2].split()[:4] == ["case", "dice_wt", "dice_tc", "dice_et"]
     assert lines[3].split()[:4] == ["c0", "1.000", "1.000", "0.000"]
+    # Lesion-wise Dice closes the row; ET: an 8-voxel false positive, no reference -> 0.
+    assert lines[2].split()[-3:] == ["lesion_dice_wt", "lesion_dice_tc", "lesion_dice_et"]
+    assert lines[3].split()[-3:] == ["1.000", "1.000", "0.000"]
+    assert data["cases"][0]["lesion_hd95_et"] == 374.0
+    assert "lesion_hd95 (mm)" in text
     assert "mean over 1 cases" in text and "rvd" in text and "nan" in text
     assert text.endswith(
         f"problems:\n  c1: {pred / 'c1.nii.gz'}: missing prediction for this reference case"
