@@ -10,13 +10,12 @@ knows about faults.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import resource
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-
-import torch
 
 
 @contextlib.contextmanager
@@ -31,15 +30,18 @@ def memory_fault(headroom_mib: int | None = 64) -> Iterator[None]:
     if headroom_mib is None:
         yield
         return
+    # Looked up by name: this module is pickled by value for Ray workers, and cloudpickle
+    # cannot pickle torch's mkldnn module object it would find behind ``torch.backends.mkldnn``.
+    mkldnn = importlib.import_module("torch.backends.mkldnn")
     soft, hard = resource.getrlimit(resource.RLIMIT_AS)
     cap = _address_space_bytes() + int(headroom_mib) * 2**20
     resource.setrlimit(resource.RLIMIT_AS, (cap if hard < 0 else min(cap, hard), hard))
-    onednn, torch.backends.mkldnn.enabled = torch.backends.mkldnn.enabled, False
+    onednn, mkldnn.enabled = mkldnn.enabled, False
     try:
         yield
     finally:
         resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
-        torch.backends.mkldnn.enabled = onednn
+        mkldnn.enabled = onednn
 
 
 def _address_space_bytes() -> int:
