@@ -30,7 +30,7 @@ def plain_tune(space: Path, workdir: Path, reuse_actors: bool = False) -> float:
 
     from orchestrator.expand import plan_sweep
     from orchestrator.tuner import param_space
-    from trainables.tune import AblateTrainable
+    from trainables.trainable import AblateTrainable
 
     plan = plan_sweep(space, smoke=True)
     resources = {"cpu": plan.space.resources.cpu, "gpu": plan.space.resources.gpu}

@@ -12,8 +12,9 @@ throughput with the same numerics quality.
 
 * nnU-Net side: ``benchmarks/nnunet_reference.py`` (its ``PlainConvUNet``, its loss, SGD,
   fp16 autocast + GradScaler, clip 12, per-step loss read-back, cudnn.benchmark on).
-* our side: ``trainables.engine.bench.build_step`` on the trial (as ``TrialRunner._step``:
-  fused SGD, loss outside autocast in float32, clip, the per-step divergence check).
+* our side: ``trainables.engine.bench.build_bench_step`` on the trial: the very
+  ``BenchStep`` ``TrialRunner`` trains with (fused SGD, loss outside autocast in float32, clip,
+  the per-step divergence check; cudnn.benchmark on CUDA, as the engine's builder sets it).
 * timing: both built in one process; after ``--warmup`` untimed steps each, blocks of
   ``--block`` steps alternate A, B, A, B (cancelling clock and thermal drift), each block timed
   with a device synchronisation at its end; ms/step is the median over blocks.
@@ -57,7 +58,12 @@ sys.path.insert(0, str(REPO))  # runnable as a plain script from a checkout
 
 from benchmarks.nnunet_reference import NNUNetStep, build_reference  # noqa: E402
 from trainables.data.labels import INTERNAL_BRATS  # noqa: E402
-from trainables.engine.bench import StepOptions, TrainStep, build_step, device_name  # noqa: E402
+from trainables.engine.bench import (  # noqa: E402
+    BenchStep,
+    StepOptions,
+    build_bench_step,
+    device_name,
+)
 from trainables.engine.config import TrialConfig, load_yaml, parse_trial_config  # noqa: E402
 from trainables.engine.precision import autocast_context, resolve_device  # noqa: E402
 from trainables.errors import InputError  # noqa: E402
@@ -128,32 +134,32 @@ def synthetic_batch(cfg: TrialConfig, device: torch.device) -> tuple[Tensor, Ten
 
 def build_sides(
     cfg: TrialConfig, options: StepOptions, reference_compile: bool, batch: tuple[Tensor, Tensor]
-) -> tuple[NNUNetStep, TrainStep]:
+) -> tuple[NNUNetStep, BenchStep]:
     """Both steps, seeded, on copies of ``batch``."""
     image, label = batch
     torch.manual_seed(cfg.seed)
     features = tuple(cfg.model.filters)
     reference = build_reference(image, label, INTERNAL_BRATS, features, reference_compile)
     torch.manual_seed(cfg.seed)
-    ours = build_step(cfg, options)
+    ours = build_bench_step(cfg, options)
     ours.image.copy_(image)
     ours.label.copy_(label)
     return reference, ours
 
 
 # --------------------------------------------------------------------------------- numerics
-def loss_parity(reference: NNUNetStep, ours: TrainStep, our_outputs: int) -> float:
+def loss_parity(reference: NNUNetStep, ours: BenchStep, our_outputs: int) -> float:
     """``our loss - nnU-Net's`` on the same logits (nnU-Net's network's): 1 when the formulas
     agree (nnU-Net's Dice term is ``-Dice``, ours ``1 - Dice``). Our network returns only the
     ``our_outputs`` deep-supervision outputs nnU-Net weights non-zero."""
     with torch.no_grad():
         outputs = [o.float() for o in reference.network(reference.data)]
         theirs = reference.loss(outputs, reference.target)
-        mine = ours.loss_fn(outputs[:our_outputs], ours.label)
+        mine = ours.train.loss_fn(outputs[:our_outputs], ours.label)
     return float(mine - theirs)
 
 
-def train_trajectories(reference: NNUNetStep, ours: TrainStep, steps: int) -> dict[str, Any]:
+def train_trajectories(reference: NNUNetStep, ours: BenchStep, steps: int) -> dict[str, Any]:
     """Loss per step of each side training on its batch (nnU-Net's shifted by +1)."""
     theirs = [reference.step() + 1.0 for _ in range(steps)]
     mine = [float(ours.step()) for _ in range(steps)]
@@ -243,12 +249,15 @@ def reference_side(reference: NNUNetStep) -> Side:
     )
 
 
-def our_side(ours: TrainStep, cudnn: bool) -> Side:
-    """Our side; cudnn.benchmark as asked (the engine leaves torch's default, off)."""
-    autocast = functools.partial(autocast_context, ours.precision, ours.device)
-    flops = count_flops(ours.model, ours.image, autocast)
+def our_side(ours: BenchStep, cudnn: bool) -> Side:
+    """Our side; cudnn.benchmark on when asked or when the engine turns it on (CUDA), so the
+    timed step runs as training does."""
+    train = ours.train
+    autocast = functools.partial(autocast_context, train.precision, train.device)
+    flops = count_flops(train.model, ours.image, autocast)
     batch = [ours.image, ours.label]
-    return Side("ours", ours.step, ours.model, ours.optimizer, batch, cudnn, flops)
+    cudnn = cudnn or train.device.type == "cuda"
+    return Side("ours", ours.step, train.model, train.optimizer, batch, cudnn, flops)
 
 
 def interleave(sides: list[Side], steps: int, warmup: int, block: int) -> None:
@@ -289,7 +298,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     results = {side.name: side.summary(voxels) for side in sides}
     ratio = results["nnunet"]["step_ms_median"] / results["ours"]["step_ms_median"]
     return {
-        "environment": environment(ours.device),
+        "environment": environment(ours.train.device),
         "setup": _setup(cfg, args, ours),
         **results,
         "ratio_nnunet_over_ours": round(ratio, 3),
@@ -298,14 +307,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def _setup(cfg: TrialConfig, args: argparse.Namespace, ours: TrainStep) -> dict[str, Any]:
+def _setup(cfg: TrialConfig, args: argparse.Namespace, ours: BenchStep) -> dict[str, Any]:
     flags = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
     return {
         "patch_size": list(cfg.sampling.patch_size),
         "batch_size": cfg.train.batch_size,
         "features": list(cfg.model.filters),
-        "nnunet_precision": "fp16 autocast + GradScaler" if ours.device.type == "cuda" else "fp32",
-        "ours_precision": ours.precision,
+        "nnunet_precision": "fp16 autocast + GradScaler"
+        if ours.train.device.type == "cuda"
+        else "fp32",
+        "ours_precision": ours.train.precision,
         "args": flags,
     }
 
@@ -373,7 +384,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add("--compile", action="store_true", help="ours: torch.compile the model")
     add("--compile-loss", action="store_true", help="ours: torch.compile the loss")
     add("--channels-last", action="store_true", help="ours: channels_last_3d weights and input")
-    add("--cudnn-benchmark", action="store_true", help="ours: cudnn autotuning (nnU-Net: on)")
+    add(
+        "--cudnn-benchmark",
+        action="store_true",
+        help="ours: cudnn autotuning (the engine turns it on for CUDA anyway)",
+    )
     add("--reference-compile", action="store_true", help="nnU-Net: compile (its >=2.4 default)")
     return parser.parse_args(argv)
 

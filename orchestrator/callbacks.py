@@ -29,7 +29,7 @@ from ray import tune
 from orchestrator import tracking
 from orchestrator.commands.common import progress
 
-LOGGED_PREFIXES = ("train/", "val/", "perf/")
+LOGGED_PREFIXES = ("train/", "val/", "perf/", "best/")  # best/: the engine's best epoch so far
 
 
 class _Writer:
@@ -202,7 +202,7 @@ class TrackingCallback(tune.Callback):
         return self.runs[trial_id]
 
     def _start_run(self, trial_id: str, config: dict[str, Any]) -> None:
-        from trainables.tune import resolve_trial
+        from trainables.trainable import resolve_trial
 
         spec = resolve_trial(config, trial_id)
         tags = {"ablate.cell": spec.cell, "ablate.seed": str(spec.seed)}
@@ -262,15 +262,21 @@ class TrackingCallback(tune.Callback):
         self.client.set_terminated(run_id, status="FINISHED" if ok else "FAILED")
 
     def _log_artifacts(self, run_id: str, checkpoint: Any) -> None:
-        """Best weights and preview from the trial's last checkpoint; learning curves."""
+        """From the trial's last Tune checkpoint: the best model (``checkpoint/best.pt``), its
+        per-case validation metrics (``per_case/val.csv``) and preview; learning curves."""
         from orchestrator.plots import learning_curves_png
-        from trainables.tune import BEST_FILE, PREVIEW_FILE
+        from trainables.trainable import BEST_MODEL_FILE, PER_CASE_FILE, PREVIEW_FILE
 
         if checkpoint is not None:
             with checkpoint.as_directory() as folder:
-                for name, where in ((BEST_FILE, "checkpoint"), (PREVIEW_FILE, None)):
-                    if (Path(folder) / name).is_file():
-                        self.client.log_artifact(run_id, str(Path(folder) / name), where)
+                best, preview = Path(folder) / BEST_MODEL_FILE, Path(folder) / PREVIEW_FILE
+                for path, where in ((best, "checkpoint"), (preview, None)):
+                    if path.is_file():
+                        self.client.log_artifact(run_id, str(path), where)
+                per_case = Path(folder) / PER_CASE_FILE
+                if per_case.is_file():  # renamed on the way: per_case/val.csv
+                    data = per_case.read_bytes()
+                    tracking.log_bytes(self.client, run_id, data, "val.csv", "per_case")
         keys = ("train/loss", "val/loss", self.metric)
         curves = tracking.histories(self.client, run_id, dict.fromkeys(keys))
         if curves:
@@ -292,9 +298,9 @@ class ProgressCallback(tune.Callback):
     """One stderr line per trial event: started, epoch with the metric, finished, failed."""
 
     def __init__(self, metric: str, mode: str = "max") -> None:
-        self.metric, self.sign = metric, (1.0 if mode == "max" else -1.0)
+        self.metric, self.mode = metric, mode
         self.trials: dict[str, tuple[str, int]] = {}  # trial id -> (key, planned epochs)
-        self.best: dict[str, tuple[float, int]] = {}  # trial id -> (metric, epoch)
+        self.best: dict[str, tuple[float, int]] = {}  # trial id -> reported (metric, epoch)
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         key, epochs = trial_label(trial)
@@ -311,10 +317,9 @@ class ProgressCallback(tune.Callback):
         for key in (self.metric, "train/loss"):
             if isinstance(result.get(key), int | float):
                 parts.append(f"{key} {result[key]:.4f}")
-        value = result.get(self.metric)
-        best = self.best.get(trial.trial_id)
-        if isinstance(value, int | float) and (best is None or self.sign * (value - best[0]) > 0):
-            self.best[trial.trial_id] = (float(value), epoch)
+        value, best_epoch = result.get(f"best/{self.metric}"), result.get("best/epoch")
+        if isinstance(value, int | float) and isinstance(best_epoch, int | float):
+            self.best[trial.trial_id] = (float(value), int(best_epoch))  # the engine's record
         seconds = result.get("perf/epoch_s", result.get("time_this_iter_s", math.nan))
         progress(f"epoch     {self._key(trial)}  {'  '.join(parts)}  {seconds:.1f} s")
 
@@ -345,7 +350,7 @@ class ProgressCallback(tune.Callback):
 def trial_label(trial: Any) -> tuple[str, int | None]:
     """The trial's key (``<cell>/seed<i>``) and epochs; Tune's trial id if it cannot resolve."""
     try:
-        from trainables.tune import resolve_trial
+        from trainables.trainable import resolve_trial
 
         spec = resolve_trial(trial.config, trial.trial_id)
     except Exception:  # a config the engine rejects: the failure line will say why

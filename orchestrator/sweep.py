@@ -26,9 +26,7 @@ from orchestrator.tuner import TrackingSettings, make_tuner, trial_outcomes
 from orchestrator.winners import PAPER_FILE
 from trainables.errors import InputError
 
-META_FILE = "ablate_sweep.json"
-INJECT_OOM_ENV = "ABLATE_INJECT_OOM"  # test-only: ';'-separated trial keys that run out of memory
-INJECT_HEADROOM_ENV = "ABLATE_INJECT_OOM_HEADROOM_MIB"
+SWEEP_META_FILE = "ablate_sweep.json"
 QUIET_ENV = {
     "RAY_AIR_NEW_OUTPUT": "0",  # with verbose=0: no Tune status tables, our lines only
     "TUNE_DISABLE_STRICT_METRIC_CHECKING": "1",  # epochs without validation lack val/ metrics
@@ -51,6 +49,9 @@ class SweepOptions:
     name: str | None = None
     verbose: bool = False
     callbacks: list[Any] = field(default_factory=list)  # extra Tune callbacks (tests)
+    # Test hook: a Trainable class to run instead of AblateTrainable (a subclass; the test suite's
+    # fault injection). None: AblateTrainable. Pass the same class again to resume.
+    trainable: type | None = None
 
 
 @dataclass
@@ -72,7 +73,6 @@ def run_sweep(opts: SweepOptions) -> SweepResult:
     path = _experiment_path(opts.storage, name)
     meta = _check_resume(opts, plan, path, name)
     uri = opts.tracking_uri or meta.get("tracking_uri") or tracking.default_tracking_uri()
-    faults = injected_faults(plan)
     if not (opts.address or os.environ.get("RAY_ADDRESS") or _ray_running()):
         check_local_gpus(plan)  # a cluster's GPUs are checked once joined
     client = tracking.connect(uri)  # fails fast, before Ray starts
@@ -89,7 +89,9 @@ def run_sweep(opts: SweepOptions) -> SweepResult:
         metric, mode = plan.space.metric, plan.space.mode
         TrackingCallback(uri, experiment_id, parent_id, metric, mode).reconcile(path)
     mlflow = TrackingSettings(uri, experiment_id, parent_id)
-    tuner = make_tuner(plan, path, faults, mlflow, opts.resume, opts.verbose, opts.callbacks)
+    tuner = make_tuner(
+        plan, path, mlflow, opts.resume, opts.verbose, opts.callbacks, opts.trainable
+    )
     tuner.fit()
     counts, interrupted = trial_outcomes(path)
     return SweepResult(name, path, uri, parent_id, counts, interrupted)
@@ -188,7 +190,7 @@ def _read_meta(path: str) -> dict[str, Any]:
     from pyarrow import fs
 
     filesystem, folder = fs.FileSystem.from_uri(path)
-    target = f"{folder}/{META_FILE}"
+    target = f"{folder}/{SWEEP_META_FILE}"
     if filesystem.get_file_info(target).type != fs.FileType.File:
         return {}
     with filesystem.open_input_stream(target) as stream:
@@ -200,21 +202,8 @@ def _write_meta(path: str, meta: dict[str, Any]) -> None:
 
     filesystem, folder = fs.FileSystem.from_uri(path)
     filesystem.create_dir(folder, recursive=True)
-    with filesystem.open_output_stream(f"{folder}/{META_FILE}") as stream:
+    with filesystem.open_output_stream(f"{folder}/{SWEEP_META_FILE}") as stream:
         stream.write(json.dumps(meta, indent=2).encode())
-
-
-def injected_faults(plan: Plan) -> dict[str, dict[str, Any]]:
-    """Test-only out-of-memory injection: trial keys named in ``ABLATE_INJECT_OOM``."""
-    keys = [k for k in os.environ.get(INJECT_OOM_ENV, "").split(";") if k]
-    known = {t.key for t in plan.trials}
-    unknown = [k for k in keys if k not in known]
-    if unknown:
-        raise InputError(
-            f"{INJECT_OOM_ENV}: no trial {unknown[0]!r} (trials: {', '.join(sorted(known))})"
-        )
-    headroom = int(os.environ.get(INJECT_HEADROOM_ENV, "64"))
-    return {k: {"kind": "oom", "headroom_mib": headroom} for k in keys}
 
 
 def check_local_gpus(plan: Plan) -> None:

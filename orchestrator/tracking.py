@@ -227,17 +227,17 @@ def set_tags(client: MlflowClient, run_id: str, tags: dict[str, str]) -> None:
 
 
 def summarize(client: MlflowClient, run_id: str, metric: str, mode: str) -> dict[str, float]:
-    """Summary metrics of a finished trial from its history.
+    """Summary metrics of a finished trial.
 
-    ``best/<metric>`` and ``best/epoch`` at the best epoch by ``metric``/``mode``, the Dice of
-    every region at that epoch (``best/val/dice_wt``...), the mean epoch time
-    ``summary/epoch_s`` and the peak GPU memory ``summary/peak_gpu_mem_gib`` over epochs.
+    The best epoch is the engine's: the last ``best/epoch`` the trial reported (the runner
+    tracks it by ``metric``/``mode``); runs without it (older runs) fall back to the best of the
+    ``metric`` history. Returns ``best/epoch``, ``best/<metric>`` and the Dice of every region at
+    that epoch (``best/val/dice_wt``...), the mean epoch time ``summary/epoch_s`` and the peak
+    GPU memory ``summary/peak_gpu_mem_gib`` over epochs.
     """
-    history = {m.step: m.value for m in client.get_metric_history(run_id, metric)}
     out: dict[str, float] = {}
-    if history:
-        pick = max if mode == "max" else min
-        best_step = pick(history, key=lambda s: history[s])
+    best_step = _best_step(client, run_id, metric, mode)
+    if best_step is not None:
         out["best/epoch"] = float(best_step)
         for key in dict.fromkeys([metric, *SUMMARY_KEYS]):
             at = {m.step: m.value for m in client.get_metric_history(run_id, key)}
@@ -251,6 +251,19 @@ def summarize(client: MlflowClient, run_id: str, metric: str, mode: str) -> dict
     if peaks:
         out["summary/peak_gpu_mem_gib"] = max(peaks)
     return out
+
+
+def _best_step(client: MlflowClient, run_id: str, metric: str, mode: str) -> int | None:
+    """The reported ``best/epoch`` at the last epoch logged (step > 0: the summary itself is
+    logged at step 0), else the best step of the ``metric`` history, else None."""
+    reported = [m for m in client.get_metric_history(run_id, "best/epoch") if m.step > 0]
+    if reported:
+        return int(max(reported, key=lambda m: (m.step, m.timestamp)).value)
+    history = {m.step: m.value for m in client.get_metric_history(run_id, metric)}
+    if not history:
+        return None
+    pick = max if mode == "max" else min
+    return pick(history, key=lambda s: history[s])
 
 
 def histories(

@@ -1,9 +1,10 @@
 """Tune objects for a planned sweep: trainable, param space, scheduler, search, run config.
 
 Grid sweeps hand Tune one resolved trial config per grid entry; Optuna sweeps hand it the cells
-and the sampled ranges (see :mod:`trainables.tune` for the layout the Trainable reads). FIFO runs
-paper grids, ASHA stops bad suggestions early, and :class:`~ray.tune.search.Repeater` runs each
-Optuna suggestion once per seed. Actors are always reused.
+and the sampled ranges (see :mod:`trainables.trainable` for the layout the Trainable reads).
+FIFO runs paper grids, ASHA stops bad suggestions early, and
+:class:`~ray.tune.search.Repeater` runs each Optuna suggestion once per seed. Actors are always
+reused.
 """
 
 from __future__ import annotations
@@ -27,24 +28,28 @@ class TrackingSettings:
 def make_tuner(
     plan: Plan,
     path: str,
-    faults: dict[str, dict[str, Any]],
     mlflow: TrackingSettings,
     resume: bool,
     verbose: bool = False,
     callbacks: list[Any] | None = None,
+    trainable: type | None = None,
 ) -> Any:
-    """A new Tuner for the plan in ``path`` (local or a URI), or the stored one to resume."""
+    """A new Tuner for the plan in ``path`` (local or a URI), or the stored one to resume.
+
+    ``trainable`` is :class:`~trainables.trainable.AblateTrainable` unless given: the test hook
+    through which the test suite runs a subclass that injects faults into chosen trials.
+    """
     from ray import tune
 
-    from trainables.tune import AblateTrainable
+    from trainables.trainable import AblateTrainable
 
     resources = {"cpu": plan.space.resources.cpu, "gpu": plan.space.resources.gpu}
-    trainable = tune.with_resources(AblateTrainable, resources)
+    wrapped = tune.with_resources(trainable or AblateTrainable, resources)
     if resume:
-        return tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=False)
+        return tune.Tuner.restore(path, wrapped, resume_unfinished=True, resume_errored=False)
     return tune.Tuner(
-        trainable,
-        param_space=param_space(plan, faults),
+        wrapped,
+        param_space=param_space(plan),
         tune_config=tune_config(plan),
         run_config=run_config(plan, path, mlflow, verbose, callbacks or []),
     )
@@ -81,12 +86,12 @@ def run_config(
     )
 
 
-def param_space(plan: Plan, faults: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def param_space(plan: Plan) -> dict[str, Any]:
     """Tune's config: one grid entry per planned trial, or Optuna ranges over the cells."""
     from ray import tune
 
     space = plan.space
-    meta: dict[str, Any] = {"metric": space.metric, "mode": space.mode, "faults": faults}
+    meta: dict[str, Any] = {"metric": space.metric, "mode": space.mode}
     if space.search.kind == "grid":
         trials = [
             {"key": t.key, "cell": t.cell, "seed": t.seed, "config": t.config} for t in plan.trials

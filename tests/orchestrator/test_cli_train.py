@@ -36,8 +36,11 @@ def test_train_prints_progress_on_stderr_and_writes_the_best_checkpoint(
     assert main(args) == 0
     captured = capsys.readouterr()
     assert "epoch 1/1  train/loss" in captured.err
-    assert json.loads(captured.out)["final"]["epoch"] == 1.0
-    assert (tmp_path / "best.pt").is_file()
+    out = json.loads(captured.out)
+    assert out["final"]["epoch"] == 1.0 and out["best_epoch"] == 1
+    assert out["final"]["best/epoch"] == 1.0
+    assert (tmp_path / "best.pt").is_file() and (tmp_path / "state.pt").is_file()
+    assert (tmp_path / "per_case_val.csv").read_text().startswith("case,val/dice_wt,")
 
 
 def test_bad_trial_file_exits_2_naming_the_file(
@@ -111,12 +114,12 @@ def test_bench_pipeline_compares_real_iterations_with_the_pure_step(
 
 
 def test_bench_sizes_a_ct_trial_for_its_binary_labels(capsys: pytest.CaptureFixture) -> None:
-    from trainables.engine.bench import build_step, configured_scheme
+    from trainables.engine.bench import build_bench_step, configured_scheme
     from trainables.engine.config import load_trial_config
     from trainables.engine.smoke import smoke_config
 
     cfg = smoke_config(load_trial_config(BASE_DIR / "nnunet_ct.yaml"))
     assert configured_scheme(cfg).region_names == ("fg",)
-    step = build_step(cfg)
-    assert step.model(step.image)[0].shape[1] == 2  # softmax over background and haemorrhage
+    step = build_bench_step(cfg)
+    assert step.train.model(step.image)[0].shape[1] == 2  # softmax over background and haemorrhage
     assert int(step.label.max()) <= 1

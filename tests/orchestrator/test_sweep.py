@@ -22,6 +22,7 @@ from orchestrator import tracking
 from orchestrator.cli import main
 from orchestrator.sweep import SweepOptions, run_sweep
 from orchestrator.winners import find_winners
+from tests.fault_trainable import oom_trainable
 
 pytestmark = pytest.mark.slow
 
@@ -100,7 +101,16 @@ def test_smoke_sweep_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[st
         steps = [m.step for m in client.get_metric_history(run.info.run_id, "val/dice_mean")]
         assert steps == [1, 2, 3]
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-        assert artifacts == {"checkpoint", "config", "preview.png", "learning_curves.png"}
+        assert artifacts == {
+            "checkpoint",
+            "config",
+            "per_case",
+            "preview.png",
+            "learning_curves.png",
+        }
+        assert [a.path for a in client.list_artifacts(run.info.run_id, "per_case")] == [
+            "per_case/val.csv"
+        ]
         assert [a.path for a in client.list_artifacts(run.info.run_id, "checkpoint")] == [
             "checkpoint/best.pt"
         ]
@@ -175,7 +185,7 @@ def test_interrupted_sweep_resumes_without_rerunning_finished_trials(
 
 
 def test_failing_and_out_of_memory_trials_are_recorded_while_others_finish(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     uri = mlflow_uri(tmp_path)
     tiny_trial(tmp_path)
@@ -187,12 +197,11 @@ def test_failing_and_out_of_memory_trials_are_recorded_while_others_finish(
         # (with freed heap to spare) hits the cap
         "  - {label: big, overrides: {train.batch_size: 16}}\n",
     )
-    monkeypatch.setenv("ABLATE_INJECT_OOM", "big/seed0")
-    assert (
-        main(["sweep", str(space), "--tracking-uri", uri, "--storage", str(tmp_path / "ray")]) == 0
-    )
+    opts = SweepOptions(space, tracking_uri=uri, storage=str(tmp_path / "ray"))
+    opts.trainable = oom_trainable({"big/seed0"})  # the test hook: a real OOM in that trial
+    result = run_sweep(opts)
     err = capsys.readouterr().err
-    assert "sweep faults: 1 failed, 1 finished, 1 infeasible" in err, err
+    assert result.counts == {"failed": 1, "finished": 1, "infeasible": 1}, err
     assert "retrying  bad/seed0 after: " in err and "failed    bad/seed0: InputError: " in err
     _, parent, children = _runs(uri, "faults")
     runs = {r.data.tags["ablate.trial_key"]: r for r in children}
@@ -205,6 +214,7 @@ def test_failing_and_out_of_memory_trials_are_recorded_while_others_finish(
     assert big.info.status == "FAILED" and big.data.tags["ablate.outcome"] == "infeasible"
     assert big.data.tags["infeasible"].startswith("out of memory")
     assert "iB" in big.data.tags["infeasible"]  # the memory figure
+    assert "(injected: address space capped at +64 MiB)" in big.data.tags["infeasible"]
 
 
 def test_optuna_search_with_asha_pools_seeds_per_suggestion(tmp_path: Path) -> None:

@@ -96,6 +96,20 @@ def test_summary_takes_every_dice_at_the_best_epoch(client) -> None:
     assert "val/hd95_wt" not in client.get_run(run).data.metrics  # NaN is not logged
 
 
+def test_summary_uses_the_best_epoch_the_engine_reported(client) -> None:
+    """The runner's ``best/epoch`` wins over a recomputation (here the engine picked epoch 1,
+    e.g. its metric tie rule, though the history alone would say 2)."""
+    experiment = tracking.ensure_experiment(client, "s")
+    run = client.create_run(experiment).info.run_id
+    for epoch, mean in ((1, 0.6), (2, 0.6), (3, 0.5)):
+        metrics = {"val/dice_mean": mean, "val/dice_wt": 0.1 * epoch, "best/epoch": 1.0}
+        tracking.log_metrics(client, run, metrics, epoch)
+    summary = tracking.summarize(client, run, "val/dice_mean", "min")  # mode ignored: reported
+    assert summary["best/epoch"] == 1.0 and summary["best/val/dice_wt"] == pytest.approx(0.1)
+    tracking.log_metrics(client, run, summary, step=0)  # the summary at step 0 is not a report
+    assert tracking.summarize(client, run, "val/dice_mean", "max")["best/epoch"] == 1.0
+
+
 def test_find_sweep_by_name_or_run_id(client) -> None:
     experiment = tracking.ensure_experiment(client, "study")
     old = tracking.open_parent_run(client, experiment, "study", "/ray/a", {"ablate.kind": "sweep"})

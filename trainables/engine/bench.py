@@ -1,6 +1,7 @@
 """Training-step benchmark: time, voxels/s and peak memory of one configured model.
 
-The step is measured on random input of the configured patch and batch size, so it isolates
+The step is the one training runs (:func:`trainables.engine.step.build_train_step`), measured
+on random input of the configured patch and batch size, so it isolates
 the network, loss, optimizer and precision from data loading; compare it with an epoch's
 ``perf/voxels_per_s`` to see whether the data pipeline starves the device.
 """
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from trainables.data.labels import (
     INTERNAL_BINARY,
@@ -25,69 +26,30 @@ from trainables.data.labels import (
     internal_scheme,
 )
 from trainables.engine.config import TrialConfig
-from trainables.engine.precision import (
-    autocast_context,
-    effective_precision,
-    peak_memory_gib,
-    resolve_device,
-)
-from trainables.losses import build_loss, output_channels
-from trainables.models import build_model
-from trainables.optim import build_optimizer
+from trainables.engine.precision import peak_memory_gib
+from trainables.engine.step import StepOptions, TrainStep, build_train_step
 
-
-@dataclass(frozen=True)
-class StepOptions:
-    """Switches that change how the step runs, not what it computes; each is a candidate
-    speed-up to measure (``benchmarks/bench_vs_nnunet.py``). Defaults: the plain step.
-
-    Attributes:
-        channels_last: model weights and input in ``channels_last`` / ``channels_last_3d``.
-        compile_loss: ``torch.compile`` the loss as well (``cfg.train.compile`` is the model).
-    """
-
-    channels_last: bool = False
-    compile_loss: bool = False
+__all__ = ["BenchStep", "StepOptions", "benchmark_pipeline", "benchmark_step", "build_bench_step"]
 
 
 @dataclass
-class TrainStep:
-    """One training step of a trial on a fixed batch on the device, as ``TrialRunner._step``.
+class BenchStep:
+    """The trial's own training step (:class:`TrainStep`) on a fixed batch on the device.
 
     Attributes:
-        model: the eager module; ``step_model`` may be a compiled wrapper of it.
-        loss_fn: the eager loss (deep-supervision wrapper); ``step_loss`` may be compiled.
+        train: the step ``TrialRunner`` trains with, built by the same builder.
         image: ``(B, C, *S)`` float32 input; overwrite it in place (``copy_``) to train on
             other data.
         label: ``(B, *S)`` int64 internal codes, likewise.
-        grad_clip: max gradient norm, or None (``cfg.train.grad_clip``).
     """
 
-    model: nn.Module
-    step_model: nn.Module
-    loss_fn: nn.Module
-    step_loss: nn.Module
-    optimizer: torch.optim.Optimizer
-    scaler: torch.amp.GradScaler
+    train: TrainStep
     image: Tensor
     label: Tensor
-    device: torch.device
-    precision: str
-    grad_clip: float | None
 
     def step(self) -> Tensor:
         """One optimizer step; returns the detached float32 scalar loss (still on the device)."""
-        self.optimizer.zero_grad(set_to_none=True)
-        with autocast_context(self.precision, self.device):
-            output = self.step_model(self.image)
-        loss = self.step_loss(output, self.label)  # losses reduce in float32 themselves
-        self.scaler.scale(loss).backward()
-        if self.grad_clip is not None:
-            self.scaler.unscale_(self.optimizer)
-            nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        return loss.detach()
+        return self.train.step(self.image, self.label)
 
 
 def configured_scheme(cfg: TrialConfig) -> LabelScheme:
@@ -98,34 +60,20 @@ def configured_scheme(cfg: TrialConfig) -> LabelScheme:
     return INTERNAL_BINARY if cfg.data.modalities == ("ct",) else INTERNAL_BRATS
 
 
-def build_step(cfg: TrialConfig, options: StepOptions | None = None) -> TrainStep:
-    """Model, loss, optimizer and scaler of ``cfg`` with a random batch from ``cfg.seed``:
-    ``(B, C, *S)`` normal input and ``(B, *S)`` uniform internal codes."""
-    options = options or StepOptions()
-    device = resolve_device(cfg.device)
+def build_bench_step(
+    cfg: TrialConfig,
+    options: StepOptions | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> BenchStep:
+    """The trial's training step with a random batch from ``cfg.seed``: ``(B, C, *S)`` normal
+    input and ``(B, *S)`` uniform internal codes."""
     scheme = configured_scheme(cfg)
-    model = build_model(cfg.model, len(cfg.data.modalities), output_channels(cfg.loss, scheme))
-    model = model.to(device).train()
-    image, label = _random_batch(cfg, scheme.num_classes, device)
-    if options.channels_last:
-        memory_format = torch.channels_last_3d if image.ndim == 5 else torch.channels_last
-        model = model.to(memory_format=memory_format)
-        image = image.contiguous(memory_format=memory_format)
-    loss_fn = build_loss(cfg.loss, scheme).to(device)
-    precision = effective_precision(cfg.train.precision, device)
-    return TrainStep(
-        model=model,
-        step_model=torch.compile(model) if cfg.train.compile else model,
-        loss_fn=loss_fn,
-        step_loss=torch.compile(loss_fn) if options.compile_loss else loss_fn,
-        optimizer=build_optimizer(cfg.optimizer, model.parameters()),
-        scaler=torch.amp.GradScaler(device.type, enabled=precision == "fp16"),
-        image=image,
-        label=label,
-        device=device,
-        precision=precision,
-        grad_clip=cfg.train.grad_clip,
-    )
+    train = build_train_step(cfg, scheme, len(cfg.data.modalities), options, progress)
+    train.model.train()
+    image, label = _random_batch(cfg, scheme.num_classes, train.device)
+    if train.memory_format is not None:  # converted once here, so the timed step's is a no-op
+        image = image.contiguous(memory_format=train.memory_format)
+    return BenchStep(train, image, label)
 
 
 def _random_batch(
@@ -146,21 +94,22 @@ def benchmark_step(
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Median and mean time of ``steps`` training steps after ``warmup`` untimed ones."""
-    setup = build_step(cfg)
-    times = _time_steps(setup.step, steps, warmup, setup.device, progress)
+    setup = build_bench_step(cfg, progress=progress)
+    device = setup.train.device
+    times = _time_steps(setup.step, steps, warmup, device, progress)
     median = sorted(times)[len(times) // 2]
     batch, patch = cfg.train.batch_size, tuple(cfg.sampling.patch_size)
     return {
         "model": cfg.model.kind,
-        "device": device_name(setup.device),
-        "precision": setup.precision,
+        "device": device_name(device),
+        "precision": setup.train.precision,
         "batch_size": batch,
         "patch_size": list(patch),
         "step_ms_median": round(median * 1e3, 3),
         "step_ms_mean": round(sum(times) / len(times) * 1e3, 3),
         "voxels_per_s": round(batch * math.prod(patch) / median),
-        "peak_gpu_mem_gib": peak_memory_gib(setup.device),
-        "parameters": sum(p.numel() for p in setup.model.parameters()),
+        "peak_gpu_mem_gib": peak_memory_gib(device),
+        "parameters": sum(p.numel() for p in setup.train.model.parameters()),
         "torch": torch.__version__,
     }
 

@@ -1,7 +1,20 @@
-"""Checkpoint state of a trial, and warm starts from earlier checkpoints."""
+"""The one checkpoint format of the engine, its file I/O, and warm starts.
+
+A checkpoint is a versioned dict (:func:`make_checkpoint`)::
+
+    {"version": 2, "config": {...}, "model": state_dict, "epoch": int, "iteration": int,
+     "best": {"epoch": int, "value": float, "metric": str},
+     "optimizer"?, "scheduler"?, "scaler"?: state dicts}
+
+The *training state* (``state.pt``) carries the optional optimizer, scheduler and scaler
+states, so a trial continues exactly where it was; the *best model* (``best.pt``) is the same
+format with the best epoch's weights and without them. This module is pure file I/O: it
+imports nothing from the runner (which builds the dicts it writes).
+"""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -12,52 +25,61 @@ from trainables.errors import InputError
 
 if TYPE_CHECKING:
     from trainables.engine.config import InitConfig
-    from trainables.engine.runner import TrialRunner
 
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2  # 1: state.pt without "best"; best.pt a different, unversioned dict
+TRAINING_STATE_FILE = "state.pt"  # model + optimizer/scheduler/scaler: continue training
+BEST_MODEL_FILE = "best.pt"  # the best epoch's weights, no optimizer state
+REQUIRED_KEYS = ("version", "config", "model", "epoch", "iteration", "best")
+TRAINING_KEYS = ("optimizer", "scheduler", "scaler")
 
 
-def trial_state(runner: TrialRunner) -> dict[str, Any]:
-    """Model, optimizer, scheduler, scaler, counters and config of a trial, as a state dict.
+def make_checkpoint(
+    config: dict[str, Any],
+    model: dict[str, torch.Tensor],
+    epoch: int,
+    iteration: int,
+    best: dict[str, Any] | None = None,
+    **training: dict[str, Any],
+) -> dict[str, Any]:
+    """A checkpoint dict of the current format.
 
-    RNG state is not needed: every epoch reseeds from (seed, epoch).
+    Args:
+        config: the trial config as JSON-able data (``TrialConfig.model_dump(mode="json")``).
+        model: the model's state dict (weights).
+        epoch, iteration: completed epochs and optimizer steps at these weights.
+        best: ``{"epoch", "value", "metric"}`` of the best epoch so far (epoch 0: none yet).
+        training: ``optimizer=``, ``scheduler=``, ``scaler=`` state dicts (training state only).
     """
+    unknown = set(training) - set(TRAINING_KEYS)
+    if unknown:
+        raise ValueError(f"unknown checkpoint keys {sorted(unknown)}; allowed {TRAINING_KEYS}")
+    best = best or {"epoch": 0, "value": math.nan, "metric": ""}
     return {
         "version": CHECKPOINT_VERSION,
-        "config": runner.cfg.model_dump(mode="json"),
-        "model": runner.model.state_dict(),
-        "optimizer": runner.optimizer.state_dict(),
-        "scheduler": runner.scheduler.state_dict(),
-        "scaler": runner.scaler.state_dict(),
-        "epoch": runner.epoch,
-        "iteration": runner.iteration,
+        "config": config,
+        "model": model,
+        "epoch": int(epoch),
+        "iteration": int(iteration),
+        "best": dict(best),
+        **training,
     }
 
 
-def restore_state(runner: TrialRunner, state: dict[str, Any]) -> None:
-    """Inverse of :func:`trial_state`."""
-    if state.get("version") != CHECKPOINT_VERSION:
-        raise InputError(f"checkpoint format {state.get('version')!r} is not {CHECKPOINT_VERSION}")
-    runner.model.load_state_dict(state["model"])
-    runner.optimizer.load_state_dict(state["optimizer"])
-    runner.scheduler.load_state_dict(state["scheduler"])
-    runner.scaler.load_state_dict(state["scaler"])
-    runner.epoch = int(state["epoch"])
-    runner.iteration = int(state["iteration"])
-
-
-def save_checkpoint(runner: TrialRunner, path: str | Path) -> Path:
-    """Write the trial state atomically (temp file + rename) and return the path."""
+def save_checkpoint(checkpoint: dict[str, Any], path: str | Path) -> Path:
+    """Write a checkpoint dict atomically (temp file + rename: a crash leaves the old file)."""
+    missing = [k for k in REQUIRED_KEYS if k not in checkpoint]
+    if missing or checkpoint["version"] != CHECKPOINT_VERSION:
+        raise ValueError(f"not a version {CHECKPOINT_VERSION} checkpoint (missing {missing})")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(runner.state_dict(), tmp)
+    torch.save(checkpoint, tmp)
     tmp.replace(path)
     return path
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a checkpoint file; unreadable files are an input error naming the path."""
+def read_torch_file(path: str | Path, map_location: str | torch.device = "cpu") -> Any:
+    """Whatever a ``.pt`` file holds; a missing or unreadable file is an InputError naming it."""
     path = Path(path)
     if not path.is_file():
         raise InputError("checkpoint not found", path)
@@ -65,6 +87,34 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # torch raises many types for corrupt files
         raise InputError(f"cannot read checkpoint: {err}", path) from None
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint of the current format; any other content is an InputError naming
+    the file (an older version, or a file that is not an ablate checkpoint)."""
+    data = read_torch_file(path, map_location)
+    version = data.get("version") if isinstance(data, dict) else None
+    if version != CHECKPOINT_VERSION:
+        raise InputError(
+            f"checkpoint format {version!r} is not {CHECKPOINT_VERSION} "
+            "(written by another ablate version, or not an ablate checkpoint)",
+            path,
+        )
+    missing = [k for k in REQUIRED_KEYS if k not in data]
+    if missing:
+        raise InputError(f"checkpoint lacks {', '.join(missing)}", path)
+    return data
+
+
+def _init_weights(path: Path) -> dict[str, torch.Tensor]:
+    """Weights for a warm start: a current checkpoint's ``model``, or a plain state dict
+    (tensors only, e.g. exported from another tool); old checkpoint versions are refused."""
+    data = read_torch_file(path)
+    if isinstance(data, dict) and "version" in data:
+        return load_checkpoint(path)["model"]
+    if isinstance(data, dict) and data and all(isinstance(v, torch.Tensor) for v in data.values()):
+        return data
+    raise InputError("neither an ablate checkpoint nor a state dict of tensors", path)
 
 
 def apply_init(model: nn.Module, init: InitConfig) -> list[str]:
@@ -77,8 +127,7 @@ def apply_init(model: nn.Module, init: InitConfig) -> list[str]:
     Returns:
         The keys that were not loaded.
     """
-    state = load_checkpoint(init.checkpoint)
-    weights = {f"{init.prefix}{k}": v for k, v in state.get("model", state).items()}
+    weights = {f"{init.prefix}{k}": v for k, v in _init_weights(Path(init.checkpoint)).items()}
     own = model.state_dict()
     skipped = [k for k, v in weights.items() if k not in own or own[k].shape != v.shape]
     missing = [k for k in own if k.startswith(init.prefix) and k not in weights]

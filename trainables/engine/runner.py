@@ -1,7 +1,9 @@
 """One trial: build everything from a :class:`TrialConfig` and run it epoch by epoch.
 
 :class:`TrialRunner` is what both ``ablate train`` and the Ray Tune Trainable drive: ``run_epoch``
-returns the epoch's metrics, ``state_dict``/``load_state_dict`` checkpoint it. Every epoch reseeds
+returns the epoch's metrics (with ``best/epoch`` and ``best/<metric>`` of the :class:`BestEpoch`
+it keeps), ``state_dict``/``load_state_dict`` are its training state and ``save``/``restore``
+write and read it with the best model (:mod:`trainables.engine.checkpoint`). Every epoch reseeds
 the RNGs from (seed, epoch) and draws its samples from (seed, epoch, index), so an epoch after a
 restore is identical to the same epoch of an uninterrupted run.
 """
@@ -11,29 +13,31 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 from torch.utils.data import DataLoader
 
 from trainables.data.augment import augment_batch
 from trainables.data.loader import DevicePrefetcher, PatchDataset, make_train_loader
-from trainables.engine.checkpoint import apply_init, restore_state, trial_state
+from trainables.engine.best import DEFAULT_METRIC, DEFAULT_MODE, BestEpoch
+from trainables.engine.checkpoint import (
+    BEST_MODEL_FILE,
+    TRAINING_STATE_FILE,
+    load_checkpoint,
+    make_checkpoint,
+    save_checkpoint,
+)
 from trainables.engine.config import TrialConfig
 from trainables.engine.data import TrialData, prepare_trial_data
 from trainables.engine.memory import allocation_figure, is_out_of_memory
-from trainables.engine.precision import (
-    autocast_context,
-    effective_precision,
-    peak_memory_gib,
-    resolve_device,
-)
-from trainables.engine.validation import validate
-from trainables.losses import build_loss, output_channels
-from trainables.models import build_model
-from trainables.optim import build_optimizer, build_scheduler
+from trainables.engine.per_case import PER_CASE_FILE, read_per_case_csv, write_per_case_csv
+from trainables.engine.precision import autocast_context, peak_memory_gib
+from trainables.engine.step import TrainStep, build_train_step
+from trainables.engine.validation import ValidationResult, validate
 
 Progress = Callable[[str], None]
 
@@ -47,40 +51,48 @@ class TrialOutOfMemory(RuntimeError):
 
 
 class TrialRunner:
-    """Owns the model, optimizer, scheduler, scaler and data of one trial.
+    """Owns the training step (model, optimizer, scheduler, scaler), the data and the best
+    epoch of one trial.
 
     Args:
         cfg: the validated trial config.
         progress: optional callback for human-readable progress lines.
         data: prepared data to reuse (e.g. when a Tune actor is reused for another trial).
+        metric, mode: what selects the best epoch (the sweep's metric and mode).
     """
 
     def __init__(
-        self, cfg: TrialConfig, progress: Progress | None = None, data: TrialData | None = None
+        self,
+        cfg: TrialConfig,
+        progress: Progress | None = None,
+        data: TrialData | None = None,
+        metric: str = DEFAULT_METRIC,
+        mode: str = DEFAULT_MODE,
     ) -> None:
         self.cfg = cfg
         self.progress = progress
-        self.device = resolve_device(cfg.device)
-        if self.device.type == "cuda":
-            torch.backends.cudnn.benchmark = True  # fixed patch shapes: autotune once (nnU-Net)
-        self.precision = effective_precision(cfg.train.precision, self.device)
         self.data = data or prepare_trial_data(cfg.data, progress)
         self.epoch = 0  # completed epochs
-        self.iteration = 0  # completed optimizer steps
-        torch.manual_seed(cfg.seed)
-        out_channels = output_channels(cfg.loss, self.data.scheme)
-        self.model = build_model(cfg.model, len(self.data.modalities), out_channels).to(self.device)
-        if cfg.train.init is not None:
-            skipped = apply_init(self.model, cfg.train.init)
-            if skipped and progress:
-                progress(f"warm start: {len(skipped)} keys not loaded (e.g. {skipped[:3]})")
-        self.step_model: nn.Module = torch.compile(self.model) if cfg.train.compile else self.model
-        self.loss_fn = build_loss(cfg.loss, self.data.scheme).to(self.device)
-        self.optimizer = build_optimizer(cfg.optimizer, self.model.parameters())
-        self.scheduler = build_scheduler(cfg.schedule, self.optimizer, cfg.train.epochs)
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
+        self.trainer: TrainStep = build_train_step(
+            cfg, self.data.scheme, len(self.data.modalities), progress=progress
+        )
+        self.best = BestEpoch(metric, mode)
         self.dataset = self._make_dataset()
         self._loader: DataLoader | None = None
+
+    # The step's parts, under the names the rest of the engine (and its tests) use.
+    device = property(lambda self: self.trainer.device)
+    precision = property(lambda self: self.trainer.precision)
+    model = property(lambda self: self.trainer.model)
+    step_model = property(lambda self: self.trainer.step_model)
+    loss_fn = property(lambda self: self.trainer.loss_fn)
+    optimizer = property(lambda self: self.trainer.optimizer)
+    scheduler = property(lambda self: self.trainer.scheduler)
+
+    @property
+    def iteration(self) -> int:
+        """Completed optimizer steps."""
+        return self.trainer.iteration
 
     # ----------------------------------------------------------------------------- training
     def run_epoch(self) -> dict[str, float]:
@@ -91,9 +103,12 @@ class TrialRunner:
         try:
             metrics = self.train_epoch()
             last = self.epoch + 1 == self.cfg.train.epochs
+            per_case: list[dict[str, Any]] = []
             if (self.epoch + 1) % self.cfg.validation.every == 0 or last:
                 val_start = time.perf_counter()
-                metrics.update(self._validate())
+                result = self._validate()
+                metrics.update(result.metrics)
+                per_case = result.per_case
                 metrics["perf/val_s"] = time.perf_counter() - val_start
         except Exception as err:
             if is_out_of_memory(err):
@@ -101,6 +116,8 @@ class TrialRunner:
             raise
         self.epoch += 1
         self.scheduler.step()
+        self.best.update(metrics, self.epoch, self.iteration, self.model, per_case)
+        metrics.update(self.best.metrics())
         metrics["epoch"] = float(self.epoch)
         metrics["perf/epoch_s"] = time.perf_counter() - start
         peak = peak_memory_gib(self.device)
@@ -125,7 +142,7 @@ class TrialRunner:
             wait += time.perf_counter() - tick
             if cfg.gpu_augmentation:
                 image, label = augment_batch(image, label, self.cfg.augment, generator)
-            loss_sum += self._step(image, label)
+            loss_sum += self.trainer.step(image, label)
         mean_loss = loss_sum.item() / cfg.iterations_per_epoch  # the epoch's one host sync
         elapsed = time.perf_counter() - start
         if not math.isfinite(mean_loss):
@@ -142,34 +159,7 @@ class TrialRunner:
             "perf/data_wait_s": wait,
         }
 
-    def _step(self, image: Tensor, label: Tensor) -> Tensor:
-        """One optimizer step; returns the detached loss, still on the device."""
-        self._apply_freeze()
-        self.optimizer.zero_grad(set_to_none=True)
-        with autocast_context(self.precision, self.device):
-            output = self.step_model(image)
-        loss = self.loss_fn(output, label)  # losses reduce in float32 themselves
-        self.scaler.scale(loss).backward()
-        if self.cfg.train.grad_clip is not None:
-            self.scaler.unscale_(self.optimizer)
-            nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.grad_clip)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        self.iteration += 1
-        return loss.detach()
-
-    def _apply_freeze(self) -> None:
-        """Two-stage training: the named sub-module stays frozen for its first iterations."""
-        freeze = self.cfg.train.freeze
-        if freeze is None:
-            return
-        frozen = self.iteration < freeze.iterations
-        module = self.model.get_submodule(freeze.module)
-        module.train(not frozen)  # frozen also means fixed batch-norm statistics
-        for p in module.parameters():
-            p.requires_grad_(not frozen)
-
-    def _validate(self) -> dict[str, float]:
+    def _validate(self) -> ValidationResult:
         def autocast() -> Any:
             return autocast_context(self.precision, self.device)
 
@@ -220,11 +210,54 @@ class TrialRunner:
 
     # ------------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:
-        """Everything needed to continue exactly where this trial is."""
-        return trial_state(self)
+        """The training state: everything needed to continue exactly where this trial is
+        (RNG state is not needed: every epoch reseeds from (seed, epoch))."""
+        return make_checkpoint(
+            self.cfg.model_dump(mode="json"),
+            self.model.state_dict(),
+            self.epoch,
+            self.iteration,
+            self.best.summary(),
+            **self.trainer.training_states(),
+        )
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        restore_state(self, state)
+        """Inverse of :meth:`state_dict` (best weights and rows: :meth:`restore`)."""
+        self.trainer.load_training_states(state)
+        self.epoch = int(state["epoch"])
+        self.best.load_summary(state["best"])
+
+    def best_model(self) -> dict[str, Any] | None:
+        """The best model: the checkpoint format with the best epoch's weights and no
+        optimizer state; None before any epoch had a finite metric."""
+        if self.best.weights is None:
+            return None
+        config = self.cfg.model_dump(mode="json")
+        return make_checkpoint(
+            config, self.best.weights, self.best.epoch, self.best.iteration, self.best.summary()
+        )
+
+    def save(self, folder: str | Path) -> Path:
+        """Write the training state, the best model and the best epoch's per-case validation
+        metrics into ``folder`` (``state.pt``, ``best.pt``, ``per_case_val.csv``)."""
+        folder = Path(folder)
+        save_checkpoint(self.state_dict(), folder / TRAINING_STATE_FILE)
+        best = self.best_model()
+        if best is not None:
+            save_checkpoint(best, folder / BEST_MODEL_FILE)
+        if self.best.per_case:
+            write_per_case_csv(self.best.per_case, folder / PER_CASE_FILE)
+        return folder
+
+    def restore(self, folder: str | Path) -> None:
+        """Inverse of :meth:`save`; files that :meth:`save` did not write are skipped."""
+        folder = Path(folder)
+        self.load_state_dict(load_checkpoint(folder / TRAINING_STATE_FILE))
+        if (folder / BEST_MODEL_FILE).is_file() and self.best.epoch > 0:
+            best = load_checkpoint(folder / BEST_MODEL_FILE)
+            self.best.weights, self.best.iteration = best["model"], int(best["iteration"])
+        if (folder / PER_CASE_FILE).is_file() and self.best.epoch > 0:
+            self.best.per_case = read_per_case_csv(folder / PER_CASE_FILE)
 
 
 def _seed(*parts: int) -> int:

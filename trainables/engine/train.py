@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from trainables.engine.checkpoint import save_checkpoint
+from trainables.engine.best import DEFAULT_METRIC, DEFAULT_MODE
+from trainables.engine.checkpoint import BEST_MODEL_FILE
 from trainables.engine.config import TrialConfig
 from trainables.engine.runner import TrialRunner
 
@@ -16,11 +16,17 @@ Progress = Callable[[str], None]
 
 @dataclass
 class TrainResult:
-    """Per-epoch metrics and the best epoch by validation Dice (or loss when Dice is absent)."""
+    """Per-epoch metrics and the runner's best epoch (0 when no epoch had a finite metric).
+
+    Attributes:
+        checkpoint: the best model file (``<checkpoint_dir>/best.pt``) when one was written.
+        per_case: the best epoch's per-case validation rows.
+    """
 
     history: list[dict[str, float]] = field(default_factory=list)
     best_epoch: int = 0
     checkpoint: Path | None = None
+    per_case: list[dict[str, object]] = field(default_factory=list)
 
     @property
     def final(self) -> dict[str, float]:
@@ -31,21 +37,26 @@ def train_trial(
     cfg: TrialConfig,
     progress: Progress | None = None,
     checkpoint_dir: Path | None = None,
+    metric: str = DEFAULT_METRIC,
+    mode: str = DEFAULT_MODE,
 ) -> TrainResult:
-    """Train ``cfg`` for ``cfg.train.epochs`` epochs; keep the best checkpoint if a dir is given."""
-    runner = TrialRunner(cfg, progress=progress)
+    """Train ``cfg`` for ``cfg.train.epochs`` epochs, selecting the best epoch by ``metric``.
+
+    With ``checkpoint_dir`` the training state, best model and per-case metrics are written
+    there after every epoch (:meth:`TrialRunner.save`).
+    """
+    runner = TrialRunner(cfg, progress=progress, metric=metric, mode=mode)
     result = TrainResult()
-    best = -math.inf
     for _ in range(cfg.train.epochs):
         metrics = runner.run_epoch()
         result.history.append(metrics)
         if progress:
             progress(format_epoch(metrics, cfg.train.epochs))
-        score = metrics.get("val/dice_mean", -metrics.get("val/loss", math.inf))
-        if "val/loss" in metrics and score > best:
-            best, result.best_epoch = score, runner.epoch
-            if checkpoint_dir is not None:
-                result.checkpoint = save_checkpoint(runner, Path(checkpoint_dir) / "best.pt")
+        if checkpoint_dir is not None:
+            runner.save(checkpoint_dir)
+    result.best_epoch, result.per_case = runner.best.epoch, runner.best.per_case
+    if checkpoint_dir is not None and runner.best.weights is not None:
+        result.checkpoint = Path(checkpoint_dir) / BEST_MODEL_FILE
     return result
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -43,6 +45,20 @@ def validation_case_ids(cfg: TrialConfig, data: TrialData) -> Sequence[str]:
     return ids[: cfg.validation.max_cases] if cfg.validation.max_cases else ids
 
 
+@dataclass(frozen=True)
+class ValidationResult:
+    """One validation pass.
+
+    Attributes:
+        metrics: means over the cases, ``val/``-prefixed (``val/dice_mean``, ``val/loss``...).
+        per_case: one row per case, ``{"case": id, "val/dice_wt": v, ..., "val/loss": v}``,
+            with the same names as the means.
+    """
+
+    metrics: dict[str, float]
+    per_case: list[dict[str, Any]]
+
+
 @torch.no_grad()
 def validate(
     model: nn.Module,
@@ -51,12 +67,13 @@ def validate(
     data: TrialData,
     device: torch.device,
     autocast: Callable[[], AbstractContextManager],
-) -> dict[str, float]:
-    """Mean validation loss and metrics over the validation cases, keys prefixed ``val/``."""
+) -> ValidationResult:
+    """Validation loss and metrics per case and their means, keys prefixed ``val/``."""
     model.eval()
     losses: list[float] = []
     per_case: list[dict[str, float]] = []
-    for case_id in validation_case_ids(cfg, data):
+    case_ids = list(validation_case_ids(cfg, data))
+    for case_id in case_ids:
         case = data.dataset.load(case_id, modalities=data.modalities, mmap=True)
         assert case.label is not None
         image, label = validation_view(case.image, case.label, cfg.sampling)
@@ -68,7 +85,11 @@ def validate(
     model.train()
     metrics = {f"val/{k}": v for k, v in mean_metrics(per_case).items()}
     metrics["val/loss"] = float(np.mean(losses))
-    return metrics
+    rows = [
+        {"case": case_id, **{f"val/{k}": float(v) for k, v in case.items()}, "val/loss": loss}
+        for case_id, case, loss in zip(case_ids, per_case, losses, strict=True)
+    ]
+    return ValidationResult(metrics, rows)
 
 
 def _case_metrics(

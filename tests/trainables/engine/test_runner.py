@@ -46,7 +46,7 @@ def test_resume_from_a_checkpoint_gives_the_identical_next_epoch(
     tiny["train"].update(epochs=2, iterations_per_epoch=3)
     straight = _runner(tiny)
     straight.run_epoch()
-    save_checkpoint(straight, tmp_path / "epoch1.pt")
+    save_checkpoint(straight.state_dict(), tmp_path / "epoch1.pt")
     expected = straight.run_epoch()
 
     resumed = _runner(tiny)
@@ -85,7 +85,7 @@ def test_warm_start_loads_weights_and_rejects_a_mismatch(tiny: dict, tmp_path: P
     tiny["train"].update(epochs=1, iterations_per_epoch=1)
     source = _runner(tiny)
     source.run_epoch()
-    path = save_checkpoint(source, tmp_path / "pre.pt")
+    path = save_checkpoint(source.state_dict(), tmp_path / "pre.pt")
     tiny["train"]["init"] = {"checkpoint": str(path)}
     warm = _runner(tiny)
     for key, value in source.model.state_dict().items():
@@ -109,7 +109,7 @@ def test_two_stage_clstm_starts_from_the_pretrained_slice_unet(tmp_path: Path) -
 
     stage_one = TrialRunner(smoke_config(load_trial_config(BASE_DIR / "clstm_pretrain_unet.yaml")))
     stage_one.run_epoch()
-    path = save_checkpoint(stage_one, tmp_path / "unet.pt")
+    path = save_checkpoint(stage_one.state_dict(), tmp_path / "unet.pt")
 
     clstm = smoke_config(load_trial_config(BASE_DIR / "clstm.yaml")).model_dump(mode="json")
     clstm["model"]["unet"] = stage_one.cfg.model.model_dump(mode="json")  # same smoke widths
@@ -140,15 +140,15 @@ def test_precision_on_cpu(tiny: dict, requested: str, used: str) -> None:
 
 
 def test_a_failed_host_allocation_in_an_epoch_is_out_of_memory_with_the_figure(tiny: dict) -> None:
+    from tests.fault_trainable import memory_fault
     from trainables.engine.runner import TrialOutOfMemory
-    from trainables.tune import memory_fault
 
     tiny["train"].update(epochs=1, iterations_per_epoch=1)
     tiny["sampling"]["patch_size"] = [128, 128, 128]
     runner = _runner(tiny)
     with (
         pytest.raises(TrialOutOfMemory) as caught,
-        memory_fault({"kind": "oom", "headroom_mib": 8}),
+        memory_fault(headroom_mib=8),
     ):
         runner.run_epoch()
     message = str(caught.value)

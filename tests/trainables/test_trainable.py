@@ -4,7 +4,6 @@ checkpoints, actor reuse, out-of-memory outcomes and the preview PNG."""
 from __future__ import annotations
 
 import resource
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -12,15 +11,19 @@ import pytest
 import torch
 import yaml
 
+from tests.fault_trainable import memory_fault, oom_trainable
+from trainables.engine.checkpoint import load_checkpoint
 from trainables.engine.config import parse_trial_config
+from trainables.engine.per_case import read_per_case_csv
 from trainables.engine.runner import TrialDiverged, TrialOutOfMemory
-from trainables.tune import (
-    BEST_FILE,
+from trainables.trainable import (
+    BEST_MODEL_FILE,
+    PER_CASE_FILE,
     PREVIEW_FILE,
-    STATE_FILE,
+    TRAINING_STATE_FILE,
+    TRIAL_META_FILE,
     AblateTrainable,
     _outcome,
-    memory_fault,
     resolve_trial,
 )
 
@@ -45,7 +48,7 @@ def micro(tmp_path: Path) -> dict[str, Any]:
 
 
 def _tune_config(config: dict[str, Any], key: str = "a/seed0", **meta: Any) -> dict[str, Any]:
-    head = {"metric": "val/dice_mean", "mode": "max", "faults": {}, **meta}
+    head = {"metric": "val/dice_mean", "mode": "max", **meta}
     return {
         "ablate": head,
         "trial": {"key": key, "cell": key.split("/")[0], "seed": 0, "config": config},
@@ -54,7 +57,7 @@ def _tune_config(config: dict[str, Any], key: str = "a/seed0", **meta: Any) -> d
 
 def test_resolve_grid_and_sampled_trials(micro: dict[str, Any]) -> None:
     spec = resolve_trial(_tune_config(micro), "t1")
-    assert (spec.key, spec.cell, spec.seed, spec.fault) == ("a/seed0", "a", 0, None)
+    assert (spec.key, spec.cell, spec.seed) == ("a/seed0", "a", 0)
     sampled = {
         "ablate": {
             "metric": "val/dice_mean",
@@ -77,13 +80,20 @@ def test_epochs_checkpoints_and_restore(micro: dict[str, Any], tmp_path: Path) -
     assert first["done"] is False and first["trial_key"] == "a/seed0" and first["epoch"] == 1.0
     assert {"train/loss", "val/loss", "val/dice_mean", "perf/epoch_s"} <= set(first)
     assert len(first["split_hash"]) == 16
+    assert first["best/epoch"] == 1.0 and first["best/val/dice_mean"] == first["val/dice_mean"]
     trainable.save(str(tmp_path / "ckpt"))
     files = {p.name for p in (tmp_path / "ckpt").iterdir()}
-    assert {STATE_FILE, BEST_FILE, PREVIEW_FILE} <= files
-    best = torch.load(tmp_path / "ckpt" / BEST_FILE, weights_only=True)
-    assert best["epoch"] == 1 and best["metric"]["val/dice_mean"] == pytest.approx(
-        first["val/dice_mean"]
-    )
+    assert {TRAINING_STATE_FILE, BEST_MODEL_FILE, PREVIEW_FILE, PER_CASE_FILE} <= files
+    assert TRIAL_META_FILE in files
+    best = load_checkpoint(tmp_path / "ckpt" / BEST_MODEL_FILE)  # the one format, no optimizer
+    assert best["epoch"] == 1 and "optimizer" not in best
+    assert best["best"] == {"epoch": 1, "value": first["val/dice_mean"], "metric": "val/dice_mean"}
+    state = load_checkpoint(tmp_path / "ckpt" / TRAINING_STATE_FILE)
+    assert {"optimizer", "scheduler", "scaler"} <= set(state) and state["best"] == best["best"]
+    rows = read_per_case_csv(tmp_path / "ckpt" / PER_CASE_FILE)
+    assert len(rows) == 1 and rows[0]["case"] in trainable.runner.data.split.val
+    assert rows[0]["val/dice_mean"] == pytest.approx(first["val/dice_mean"])
+    assert {"val/dice_wt", "val/loss"} <= set(rows[0])
     second = trainable.train()
     trainable.stop()
 
@@ -93,6 +103,8 @@ def test_epochs_checkpoints_and_restore(micro: dict[str, Any], tmp_path: Path) -
     restored.stop()
     assert again["done"] is True and again["epoch"] == 2.0
     assert again["train/loss"] == pytest.approx(second["train/loss"], rel=1e-5)  # same epoch 2
+    assert again["best/epoch"] == second["best/epoch"]  # the best survives the restore
+    assert again["best/val/dice_mean"] == pytest.approx(second["best/val/dice_mean"])
 
 
 def test_reset_reuses_prepared_data_for_the_same_data_config(micro: dict[str, Any]) -> None:
@@ -113,7 +125,7 @@ def test_reset_reuses_prepared_data_for_the_same_data_config(micro: dict[str, An
 def test_an_out_of_memory_epoch_is_a_final_infeasible_result(
     micro: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    trainable = AblateTrainable(_tune_config(micro))
+    trainable = oom_trainable({"a/seed0"}, headroom_mib=32)(_tune_config(micro))
     needed = 2**31
 
     # The engine's epoch stands in for one that needs more memory than the cap leaves (the slow
@@ -123,7 +135,6 @@ def test_an_out_of_memory_epoch_is_a_final_infeasible_result(
         return {}
 
     monkeypatch.setattr(trainable.runner, "run_epoch", epoch_too_big)
-    trainable.spec = replace(trainable.spec, fault={"kind": "oom", "headroom_mib": 32})
     before = resource.getrlimit(resource.RLIMIT_AS)
     result = trainable.train()
     assert resource.getrlimit(resource.RLIMIT_AS) == before  # the cap is lifted again
@@ -136,7 +147,7 @@ def test_an_out_of_memory_epoch_is_a_final_infeasible_result(
 def test_memory_fault_caps_real_allocations_then_restores_the_limit() -> None:
     before = resource.getrlimit(resource.RLIMIT_AS)
     with pytest.raises(RuntimeError, match="can't allocate memory") as caught:  # noqa: SIM117
-        with memory_fault({"kind": "oom", "headroom_mib": 16}):
+        with memory_fault(headroom_mib=16):
             torch.empty(2**30, dtype=torch.uint8)
     assert resource.getrlimit(resource.RLIMIT_AS) == before
     assert _outcome(caught.value) == {

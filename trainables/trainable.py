@@ -6,25 +6,26 @@ result (``outcome`` and ``error``, ``done=True``) so Tune neither retries them n
 sweep, and the tracking layer records the run as FAILED (tagged ``infeasible`` for memory). Any
 other exception propagates, so Tune's retries (``max_failures``) and error handling apply.
 
+The engine's runner tracks the best epoch by the sweep's metric; every result carries its
+``best/epoch`` and ``best/<metric>``, and every Tune checkpoint directory holds the runner's
+files (training state ``state.pt``, best model ``best.pt``, the best epoch's per-case
+validation metrics ``per_case_val.csv``) plus the best epoch's ``preview.png`` and ``trial.json``.
+
 Actors are reused across trials (``reset_config``); the prepared data of the previous trial is
 kept when the next trial reads the same data config, which is most of a tiny trial's start-up.
 
 Tune config layout (built by :mod:`orchestrator.sweep`)::
 
-    {"ablate": {"metric", "mode", "faults", "cells"?},
+    {"ablate": {"metric", "mode", "cells"?},
      "trial": {"key", "cell", "seed", "config"}}        # grid search: one resolved trial
      or "cell": index, "sample": {dotted: value}, "__trial_index__": seed   # Optuna
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import gc
 import json
-import math
-import resource
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,14 +33,17 @@ from typing import Any
 import torch
 from ray import tune
 
-from trainables.engine.checkpoint import load_checkpoint, save_checkpoint
+from trainables.engine.checkpoint import BEST_MODEL_FILE, TRAINING_STATE_FILE
 from trainables.engine.config import TrialConfig, parse_trial_config
 from trainables.engine.data import TrialData
 from trainables.engine.memory import allocation_figure, is_out_of_memory
+from trainables.engine.per_case import PER_CASE_FILE
 from trainables.engine.preview import preview_png
 from trainables.engine.runner import TrialDiverged, TrialOutOfMemory, TrialRunner
 
-STATE_FILE, BEST_FILE, PREVIEW_FILE, META_FILE = "state.pt", "best.pt", "preview.png", "trial.json"
+PREVIEW_FILE = "preview.png"  # the best epoch's preview, in each Tune checkpoint directory
+TRIAL_META_FILE = "trial.json"  # the trial's failure (if any), in each Tune checkpoint dir
+__all__ = ["BEST_MODEL_FILE", "PER_CASE_FILE", "TRAINING_STATE_FILE", "AblateTrainable"]
 _log = functools.partial(print, flush=True)  # worker output: the trial's log, not the console
 
 
@@ -52,24 +56,21 @@ class TrialSpec:
         cell: the results-table row the trial belongs to (seeds pooled).
         seed: the repeat index, also the config's ``seed``.
         config: the validated trial config.
-        fault: test-only fault injection (``{"kind": "oom", "headroom_mib": N}``) or None.
     """
 
     key: str
     cell: str
     seed: int
     config: TrialConfig
-    fault: dict[str, Any] | None = None
 
 
 def resolve_trial(tune_config: dict[str, Any], trial_id: str) -> TrialSpec:
     """The trial a Tune config describes (used by the worker and by the driver's callbacks)."""
     meta = tune_config["ablate"]
-    faults = meta.get("faults") or {}
     if "trial" in tune_config:  # grid search: resolved and validated in the driver
         t = tune_config["trial"]
         cfg = parse_trial_config(t["config"], source=f"trial {t['key']}")
-        return TrialSpec(t["key"], t["cell"], int(t["seed"]), cfg, faults.get(t["key"]))
+        return TrialSpec(t["key"], t["cell"], int(t["seed"]), cfg)
     cell = meta["cells"][int(tune_config.get("cell", 0))]
     seed = int(tune_config.get("__trial_index__", 0))
     sampled: dict[str, Any] = tune_config.get("sample", {})
@@ -84,7 +85,7 @@ def resolve_trial(tune_config: dict[str, Any], trial_id: str) -> TrialSpec:
     names = [f"{name}={value}" for name, value in shown.items()]
     label = ",".join([cell["label"], *names])
     key = f"{label}/seed{seed}#{trial_id}"
-    return TrialSpec(key, label, seed, cfg, faults.get(key))
+    return TrialSpec(key, label, seed, cfg)
 
 
 def _set_leaf(data: dict[str, Any], path: str, value: Any) -> None:
@@ -98,10 +99,10 @@ def _set_leaf(data: dict[str, Any], path: str, value: Any) -> None:
 class AblateTrainable(tune.Trainable):
     """Adapts :class:`TrialRunner` to Tune: one ``step`` is one epoch.
 
-    Results are the engine's metrics (``train/loss``, ``val/dice_mean``, ``perf/epoch_s``...)
-    plus ``trial_key``, ``cell``, ``split_hash`` and, on the last epoch, ``done``. The best
-    epoch by the sweep's metric is kept in memory (weights on CPU and a preview PNG) and written
-    into every checkpoint, so the driver can log the best checkpoint when the trial ends.
+    Results are the engine's metrics (``train/loss``, ``val/dice_mean``, ``perf/epoch_s``,
+    ``best/epoch``, ``best/<metric>``...) plus ``trial_key``, ``cell``, ``split_hash`` and, on
+    the last epoch, ``done``. When the runner's best epoch improves, its preview PNG is drawn.
+    Subclasses may wrap :meth:`run_epoch` (the test suite's fault injection does).
     """
 
     def setup(self, config: dict[str, Any]) -> None:
@@ -112,13 +113,17 @@ class AblateTrainable(tune.Trainable):
         meta = config["ablate"]
         self.spec = resolve_trial(config, self.trial_id)
         self.metric: str = meta["metric"]
-        self.sign = 1.0 if meta["mode"] == "max" else -1.0
-        self.best: dict[str, Any] = dict.fromkeys(("weights", "preview"), None)
-        self.best.update(value=-math.inf, epoch=0)
+        self.preview: bytes | None = None  # of the best epoch
         self.failure: dict[str, str] | None = None
         self.runner: TrialRunner | None = None
         try:
-            self.runner = TrialRunner(self.spec.config, progress=_log, data=self._reusable_data())
+            self.runner = TrialRunner(
+                self.spec.config,
+                progress=_log,
+                data=self._reusable_data(),
+                metric=self.metric,
+                mode=meta["mode"],
+            )
         except Exception as err:  # out of memory while building: an outcome, reported by step()
             self.failure = _outcome(err)
             if self.failure is None:
@@ -136,19 +141,20 @@ class AblateTrainable(tune.Trainable):
         if self.failure is not None or self.runner is None:
             return self._final_failure()
         try:
-            with memory_fault(self.spec.fault):
-                metrics = self.runner.run_epoch()
+            metrics = self.run_epoch(self.runner)
         except Exception as err:
             self.failure = _outcome(err)
             if self.failure is None:
                 raise
-            if self.spec.fault:  # say so: this shortage was injected by a test
-                headroom = self.spec.fault.get("headroom_mib", 64)
-                self.failure["error"] += f" (injected: address space capped at +{headroom} MiB)"
             return self._final_failure()
-        self._track_best(metrics)
+        if self.runner.best.epoch == self.runner.epoch:  # this epoch is the new best
+            self.preview = _safe_preview(self.runner)
         done = self.runner.epoch >= self.spec.config.train.epochs
         return {**metrics, **self._identity(), "done": done}
+
+    def run_epoch(self, runner: TrialRunner) -> dict[str, float]:
+        """One epoch of the engine (the hook a test subclass wraps to inject faults)."""
+        return runner.run_epoch()
 
     def _identity(self) -> dict[str, Any]:
         split = self.runner.data.split.hash if self.runner is not None else ""
@@ -159,46 +165,23 @@ class AblateTrainable(tune.Trainable):
         epoch = float(self.runner.epoch) if self.runner is not None else 0.0
         return {**self.failure, **self._identity(), "epoch": epoch, "done": True}
 
-    def _track_best(self, metrics: dict[str, float]) -> None:
-        """Keep the best epoch's weights (CPU copy) and preview when the metric improves."""
-        value = metrics.get(self.metric)
-        if value is None or not math.isfinite(value) or self.sign * value <= self.best["value"]:
-            return
-        assert self.runner is not None
-        state = self.runner.model.state_dict()
-        weights = {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
-        self.best = {
-            "value": self.sign * value,
-            "epoch": self.runner.epoch,
-            "weights": weights,
-            "preview": _safe_preview(self.runner),
-        }
-
     def save_checkpoint(self, checkpoint_dir: str) -> None:
+        """Into Tune's checkpoint directory: the runner's files (training state, best model,
+        per-case metrics), the best epoch's preview and the trial's failure, if any."""
         out = Path(checkpoint_dir)
         if self.runner is not None:
-            save_checkpoint(self.runner, out / STATE_FILE)
-        if self.best["weights"] is not None:
-            best = {"version": 1, "config": self.spec.config.model_dump(mode="json")}
-            best.update(model=self.best["weights"], epoch=self.best["epoch"])
-            best["metric"] = {self.metric: self.sign * self.best["value"]}
-            torch.save(best, out / BEST_FILE)
-        if self.best["preview"] is not None:
-            (out / PREVIEW_FILE).write_bytes(self.best["preview"])
-        meta = {"best_value": self.best["value"], "best_epoch": self.best["epoch"]}
-        (out / META_FILE).write_text(json.dumps({**meta, "failure": self.failure}))
+            self.runner.save(out)
+        if self.preview is not None:
+            (out / PREVIEW_FILE).write_bytes(self.preview)
+        (out / TRIAL_META_FILE).write_text(json.dumps({"failure": self.failure}))
 
     def load_checkpoint(self, checkpoint: str | dict[str, Any]) -> None:
         folder = Path(str(checkpoint))
-        meta = json.loads((folder / META_FILE).read_text())
-        self.failure = meta["failure"]
-        if self.runner is not None and (folder / STATE_FILE).is_file():
-            self.runner.load_state_dict(load_checkpoint(folder / STATE_FILE))
-        self.best = {"value": meta["best_value"], "epoch": meta["best_epoch"], "weights": None}
+        self.failure = json.loads((folder / TRIAL_META_FILE).read_text())["failure"]
+        if self.runner is not None and (folder / TRAINING_STATE_FILE).is_file():
+            self.runner.restore(folder)
         preview = folder / PREVIEW_FILE
-        self.best["preview"] = preview.read_bytes() if preview.is_file() else None
-        if (folder / BEST_FILE).is_file():
-            self.best["weights"] = load_checkpoint(folder / BEST_FILE)["model"]
+        self.preview = preview.read_bytes() if preview.is_file() else None
 
     def reset_config(self, new_config: dict[str, Any]) -> bool:
         """Reuse this actor (and its prepared data) for another trial.
@@ -233,37 +216,6 @@ def _outcome(err: BaseException) -> dict[str, str] | None:
     if is_out_of_memory(err):  # outside an epoch, e.g. while the model moves to the device
         return {"outcome": "infeasible", "error": f"out of memory: {allocation_figure(err)}"}
     return None
-
-
-@contextlib.contextmanager
-def memory_fault(fault: dict[str, Any] | None) -> Iterator[None]:
-    """Test-only: cap this process's address space at its current size plus ``headroom_mib``.
-
-    A real allocation in the epoch then fails (an out-of-memory trial on a CPU machine); the
-    previous limit is restored afterwards, since the actor may be reused by another trial.
-    oneDNN is off meanwhile: it reports a failed allocation only as "could not create a
-    primitive", while torch's own CPU allocator names it.
-    """
-    if not fault or fault.get("kind") != "oom":
-        yield
-        return
-    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
-    cap = _address_space_bytes() + int(fault.get("headroom_mib", 64)) * 2**20
-    resource.setrlimit(resource.RLIMIT_AS, (cap if hard < 0 else min(cap, hard), hard))
-    onednn, torch.backends.mkldnn.enabled = torch.backends.mkldnn.enabled, False
-    try:
-        yield
-    finally:
-        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
-        torch.backends.mkldnn.enabled = onednn
-
-
-def _address_space_bytes() -> int:
-    """Current virtual size of this process (Linux /proc), in bytes."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmSize:"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError("memory fault injection needs Linux /proc/self/status")
 
 
 def _safe_preview(runner: TrialRunner) -> bytes | None:
