@@ -12,6 +12,7 @@ Measured with the cases as committed (triton 3.9.0 interpreter, torch 2.13.0+cpu
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -165,3 +166,30 @@ def test_state_dict_saved_with_the_switch_off_loads_with_it_on(block_kind: str) 
     off.load_state_dict(on.state_dict())  # and back
     x = torch.randn(2, 2, 6, 6, 6)
     assert torch.equal(on(x), off(x))  # CPU: the fused layer runs the same torch ops
+
+
+@pytest.mark.parametrize("kind", ["plain", "attention"])
+def test_whole_network_with_the_switch_on_loads_the_switch_off_checkpoint(kind: str) -> None:
+    """What the config switch will do: ``ConvOps(..., fused_norm_act=True)`` in ``spec_for``."""
+    from trainables.models.build import build_model, spec_for
+    from trainables.models.config import AttentionUNetConfig, PlainUNetConfig
+    from trainables.models.unet import UNet
+
+    torch.manual_seed(0)
+    cfg = (
+        PlainUNetConfig(spatial_dims=3, base_filters=4, num_stages=3, deep_supervision=False)
+        if kind == "plain"
+        else AttentionUNetConfig(spatial_dims=3, filters=(4, 8, 16), deep_supervision=0)
+    )
+    off = build_model(cfg, 2, 3)
+    spec = spec_for(cfg)
+    on = UNet(
+        dataclasses.replace(spec, ops=dataclasses.replace(spec.ops, fused_norm_act=True)), 2, 3
+    )
+    n_fused = sum(isinstance(m, FusedInstanceNormAct) for m in on.modules())
+    assert n_fused >= 2 * len(spec.filters)  # every conv -> IN -> LeakyReLU of the blocks
+    on.load_state_dict(off.state_dict())  # strict
+    x = torch.randn(1, 2, 8, 8, 8)
+    off.eval()
+    on.eval()
+    assert torch.equal(on(x), off(x))
