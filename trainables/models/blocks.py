@@ -14,6 +14,8 @@ from typing import Literal
 import torch
 from torch import nn
 
+from trainables.models.fused_norm import FusedInstanceNormAct
+
 NormKind = Literal["batch", "group", "instance", "none"]
 BlockKind = Literal["plain", "residual"]
 
@@ -88,12 +90,18 @@ def activation(negative_slope: float) -> nn.Module:
 
 @dataclass(frozen=True)
 class ConvOps:
-    """The layer choices one network uses everywhere: dimensionality, norm and nonlinearity."""
+    """The layer choices one network uses everywhere: dimensionality, norm and nonlinearity.
+
+    ``fused_norm_act`` (opt-in, off by default): conv -> instance norm -> (Leaky)ReLU blocks use
+    one :class:`FusedInstanceNormAct` (Triton kernels on CUDA, the same ops on CPU) in place of
+    the norm and activation layers; parameters and state-dict keys are unchanged.
+    """
 
     spatial_dims: int
     norm: NormKind = "instance"
     negative_slope: float = 0.01
     groups: int = 8
+    fused_norm_act: bool = False
 
     def conv(self, cin: int, cout: int, kernel_size: int = 3, stride: int = 1) -> nn.Module:
         """A convolution feeding a norm layer: no bias unless there is no norm (it would cancel)."""
@@ -106,6 +114,16 @@ class ConvOps:
     def act(self) -> nn.Module:
         return activation(self.negative_slope)
 
+    def norm_act(self, channels: int) -> list[nn.Module]:
+        """The norm and activation after a conv: two layers, or one fused layer when opted in.
+
+        The fused layer takes the norm's place (same index in a Sequential, so the same
+        ``weight``/``bias`` keys); the activation has no parameters.
+        """
+        if self.fused_norm_act and self.norm == "instance" and self.negative_slope >= 0:
+            return [FusedInstanceNormAct(channels, self.negative_slope, self.spatial_dims)]
+        return [self.norm_layer(channels), self.act()]
+
 
 class ConvNormAct(nn.Sequential):
     """conv (k x k[x k], same padding, optional stride) -> norm -> (Leaky)ReLU.
@@ -114,7 +132,7 @@ class ConvNormAct(nn.Sequential):
     """
 
     def __init__(self, ops: ConvOps, cin: int, cout: int, stride: int = 1) -> None:
-        super().__init__(ops.conv(cin, cout, 3, stride), ops.norm_layer(cout), ops.act())
+        super().__init__(ops.conv(cin, cout, 3, stride), *ops.norm_act(cout))
 
 
 class StackedConvs(nn.Sequential):
