@@ -8,21 +8,15 @@ it (``grid.model.norm``, ``variants[1].overrides.model.attention``) and the reas
 
 from __future__ import annotations
 
-import difflib
 import itertools
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from orchestrator.space import (
-    Resources,
-    SpaceFile,
-    apply_overrides,
-    format_value,
-    load_space_file,
-    set_dotted,
-)
+from orchestrator.space import Resources, SpaceFile, load_space_file
+from trainables.config.base import did_you_mean
+from trainables.config.dotted import apply_overrides, format_value, set_dotted
 from trainables.errors import InputError
 
 MAX_LINES = 20  # error lines shown; the rest is counted
@@ -295,8 +289,7 @@ def _check_paper(space: SpaceFile, cells: list[Cell], errors: _Errors) -> None:
     known = list(dict.fromkeys([c.variant for c in cells if c.variant] + [c.label for c in cells]))
     for key in space.paper.reported:
         if key not in known:
-            hint = difflib.get_close_matches(key, known, n=1, cutoff=0.5)
-            suggestion = f" (did you mean {hint[0]!r}?)" if hint else ""
+            suggestion = did_you_mean(key, known)
             listed = "; ".join(known[:8]) + ("; ..." if len(known) > 8 else "")
             errors.add(
                 f"paper.reported.{key}: not a cell or variant label{suggestion}; labels: {listed}"
