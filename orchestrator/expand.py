@@ -17,7 +17,7 @@ from typing import Any
 from orchestrator.space import Resources, SpaceFile, load_space_file
 from trainables.config.base import did_you_mean
 from trainables.config.dotted import apply_overrides, format_value, set_dotted
-from trainables.errors import InputError
+from trainables.errors import ConfigProblem, InputError
 
 MAX_LINES = 20  # error lines shown; the rest is counted
 
@@ -313,8 +313,8 @@ class _Errors:
         try:
             return parse_trial_config(data)
         except InputError as err:
-            for line in _problem_lines(err):
-                self.add(_attribute(line, origins, context))
+            for problem in err.problems or [ConfigProblem("", err.message)]:
+                self.add(_attribute(problem, origins, context))
             return None
 
     def raise_if_any(self, source: Path) -> None:
@@ -326,28 +326,23 @@ class _Errors:
         raise InputError("invalid search space:\n  " + "\n  ".join(shown) + tail, source)
 
 
-def _problem_lines(err: InputError) -> list[str]:
-    """The per-field lines of a ``validate_config`` message (``invalid config:\\n  a\\n  b``)."""
-    head, _, rest = err.message.partition("\n  ")
-    return rest.split("\n  ") if head.startswith("invalid config") and rest else [err.message]
+def _attribute(problem: ConfigProblem, origins: dict[str, str], context: str) -> str:
+    """Prefix a ``field: reason`` problem with the space-file key that set ``field``.
 
-
-def _attribute(line: str, origins: dict[str, str], context: str) -> str:
-    """Prefix a ``field: reason`` line with the space-file key that set ``field``.
-
-    The longest override path that is the field, contains it or lies inside it wins; a line
-    no override explains (a cross-field rule, or a base setting) gets the trial's context.
+    The longest override path that is the field, contains it or lies inside it wins; a problem
+    no override explains (a rule about the whole config, or a base setting) gets the trial's
+    context.
     """
-    field_path, sep, _ = line.partition(": ")
-    if sep and " " not in field_path:
-        matches = [
-            p
-            for p in origins
-            if field_path == p or field_path.startswith(p + ".") or p.startswith(field_path + ".")
-        ]
-        if matches:
-            return f"{origins[max(matches, key=len)]}: {line}"
-    return f"{context}: {line}"
+    field_path = problem.path
+    matches = [
+        p
+        for p in origins
+        if field_path
+        and (field_path == p or field_path.startswith(p + ".") or p.startswith(field_path + "."))
+    ]
+    if matches:
+        return f"{origins[max(matches, key=len)]}: {problem}"
+    return f"{context}: {problem}"
 
 
 def describe_plan(plan: Plan) -> tuple[str, list[dict[str, Any]]]:
