@@ -9,13 +9,18 @@ it (``grid.model.norm``, ``variants[1].overrides.model.attention``) and the reas
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from orchestrator.space import Resources, SpaceFile, load_space_file
-from trainables.config.base import did_you_mean
+from orchestrator.checks import (
+    check_asha,
+    check_device,
+    check_paper,
+    check_seed_overrides,
+    check_unique,
+)
+from orchestrator.space import AshaScheduler, Resources, SpaceFile, load_space_file
 from trainables.config.dotted import apply_overrides, format_value, set_dotted
 from trainables.errors import ConfigProblem, InputError
 
@@ -99,9 +104,9 @@ def plan_sweep(path: str | Path, data_root: Path | None = None, smoke: bool = Fa
     base = _base_config(space, source)
     cells = make_cells(space)
     errors = _Errors()
-    _check_unique(cells, errors)
-    _check_seed_overrides(cells, errors)
-    _check_paper(space, cells, errors)
+    check_unique(cells, errors)
+    check_seed_overrides(cells, errors)
+    check_paper(space, cells, errors)
     cell_configs: dict[str, dict[str, Any]] = {}
     trials: list[PlannedTrial] = []
     for cell in cells:
@@ -111,7 +116,8 @@ def plan_sweep(path: str | Path, data_root: Path | None = None, smoke: bool = Fa
             trials += cell_trials if space.search.kind == "grid" else []
     if space.sample and cell_configs:
         _check_samples(space, cells[0], base, errors)
-    _check_device(space, cell_configs, errors)
+    check_device(space, cell_configs, errors)
+    check_asha(space, cell_configs, errors)
     errors.raise_if_any(source)
     return Plan(space, source, digest, base, cells, cell_configs, trials, smoke)
 
@@ -122,7 +128,10 @@ def smoke_space(space: SpaceFile) -> SpaceFile:
     import torch
 
     gpu = min(space.resources.gpu, 1.0) if torch.cuda.is_available() else 0.0
-    return space.model_copy(update={"seeds": 1, "resources": Resources(cpu=1.0, gpu=gpu)})
+    update: dict[str, Any] = {"seeds": 1, "resources": Resources(cpu=1.0, gpu=gpu)}
+    if isinstance(space.scheduler, AshaScheduler):  # rungs must fit the shrunk epochs
+        update["scheduler"] = AshaScheduler(reduction_factor=space.scheduler.reduction_factor)
+    return space.model_copy(update=update)
 
 
 def _cell_trials(
@@ -142,18 +151,6 @@ def _cell_trials(
             return []  # the same error at every seed: reported once
         trials.append(PlannedTrial(f"{cell.label}/seed{seed}", cell.label, seed, overrides, config))
     return trials
-
-
-def _check_device(space: SpaceFile, configs: dict[str, dict[str, Any]], errors: _Errors) -> None:
-    """``device: cuda`` needs a GPU from Ray: trials without ``resources.gpu`` see none."""
-    if space.resources.gpu > 0:
-        return
-    for label, config in configs.items():
-        if config.get("device") == "cuda":
-            errors.add(
-                f"cell {label!r}: device 'cuda' but resources.gpu is 0, so Ray gives the trial "
-                "no GPU; set resources.gpu (e.g. 1, or 0.5 to share) or device: auto"
-            )
 
 
 def make_cells(space: SpaceFile) -> list[Cell]:
@@ -179,13 +176,6 @@ def _axis_names(paths: list[str]) -> dict[str, str]:
     last = [p.rsplit(".", 1)[-1] for p in paths]
     pairs = zip(paths, last, strict=True)
     return {p: (short if last.count(short) == 1 else p) for p, short in pairs}
-
-
-def _check_unique(cells: list[Cell], errors: _Errors) -> None:
-    labels = [c.label for c in cells]
-    repeated = sorted({label for label in labels if labels.count(label) > 1})
-    if repeated:
-        errors.add(f"cell labels collide: {', '.join(repeated)} (make the axis values distinct)")
 
 
 def _base_config(space: SpaceFile, source: Path) -> dict[str, Any]:
@@ -273,27 +263,6 @@ def _check_samples(space: SpaceFile, cell: Cell, base: dict[str, Any], errors: _
             origins = {**cell.origins, path: f"sample.{path}"}
             if errors.check(data, origins, context=f"sample.{path}={format_value(value)}") is None:
                 break
-
-
-def _check_seed_overrides(cells: Iterable[Cell], errors: _Errors) -> None:
-    for cell in cells:
-        if "seed" in cell.overrides:
-            where = cell.origins["seed"]
-            errors.add(f"{where}: the trial seed is set by 'seeds:' (repeat i uses seed i)")
-
-
-def _check_paper(space: SpaceFile, cells: list[Cell], errors: _Errors) -> None:
-    """Paper numbers must be keyed by a cell or variant label, so they land in a table row."""
-    if space.paper is None:
-        return
-    known = list(dict.fromkeys([c.variant for c in cells if c.variant] + [c.label for c in cells]))
-    for key in space.paper.reported:
-        if key not in known:
-            suggestion = did_you_mean(key, known)
-            listed = "; ".join(known[:8]) + ("; ..." if len(known) > 8 else "")
-            errors.add(
-                f"paper.reported.{key}: not a cell or variant label{suggestion}; labels: {listed}"
-            )
 
 
 class _Errors:

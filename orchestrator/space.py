@@ -37,7 +37,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from trainables.config import Frozen, validate_config
+from trainables.config import ConfigProblem, Frozen, raise_problems, validate_config
 from trainables.config.base import did_you_mean
 from trainables.config.dotted import format_value
 from trainables.errors import InputError
@@ -143,6 +143,14 @@ class AshaScheduler(Frozen):
     grace_period: int = Field(default=1, ge=1)
     reduction_factor: float = Field(default=3.0, gt=1)
     max_t: int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="after")
+    def _grace_before_the_last_rung(self) -> AshaScheduler:
+        # Ray builds no rung then, so ASHA would silently stop nothing.
+        if self.max_t is not None and self.grace_period >= self.max_t:
+            why = f"{self.grace_period} must be less than max_t ({self.max_t})"
+            raise_problems([ConfigProblem("grace_period", why)])
+        return self
 
 
 Scheduler = Annotated[FifoScheduler | AshaScheduler, Field(discriminator="kind")]
