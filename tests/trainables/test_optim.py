@@ -194,3 +194,12 @@ def test_schedule_validation_messages() -> None:
         _parse(schedule={"kind": "constant", "warmup_epochs": -1})
     # Warm-up vs train.epochs and cosine min_lr vs optimizer.lr span components: they are
     # trial-config rules (tests/trainables/engine/test_rules.py), not the builder's.
+
+
+def test_an_unhandled_schedule_kind_raises_instead_of_running_constant() -> None:
+    class _Cyclic(Frozen):
+        kind: str = "cyclic"
+        warmup_epochs: int = 0
+
+    with pytest.raises(AssertionError, match=r"kind='cyclic'"):
+        _lrs(_Cyclic(), 2, 2)
