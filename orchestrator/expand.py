@@ -113,7 +113,7 @@ def plan_sweep(path: str | Path, data_root: Path | None = None, smoke: bool = Fa
         cell_trials = _cell_trials(space, base, cell, errors, data_root, smoke)
         if cell_trials:
             cell_configs[cell.label] = cell_trials[0].config
-            trials += cell_trials if space.search.kind == "grid" else []
+            trials += cell_trials if space.is_grid else []
     if space.sample and cell_configs:
         _check_samples(space, cells[0], base, errors)
     check_device(space, cell_configs, errors)
@@ -144,7 +144,7 @@ def _cell_trials(
 ) -> list[PlannedTrial]:
     """The cell at every seed (Optuna: seed 0 only, the rest is Tune's); [] after an error."""
     trials = []
-    for seed in range(space.seeds if space.search.kind == "grid" else 1):
+    for seed in range(space.seeds if space.is_grid else 1):
         overrides = {**cell.overrides, "seed": seed}
         config = _trial_config(base, overrides, cell, errors, data_root, smoke)
         if config is None:
@@ -321,7 +321,7 @@ def describe_plan(plan: Plan) -> tuple[str, list[dict[str, Any]]]:
     sampled ranges in place of values.
     """
     space, res = plan.space, plan.space.resources
-    if space.search.kind == "grid":
+    if space.is_grid:
         count = f"{len(plan.cells)} cells x {space.seeds} seeds = {len(plan.trials)} trials"
     else:
         samples = space.search.num_samples
@@ -336,7 +336,7 @@ def describe_plan(plan: Plan) -> tuple[str, list[dict[str, Any]]]:
 
 
 def _plan_rows(plan: Plan) -> list[dict[str, Any]]:
-    if plan.space.search.kind == "grid":
+    if plan.space.is_grid:
         return [
             {"key": t.key, "cell": t.cell, "seed": t.seed, "overrides": _shown(t.overrides)}
             for t in plan.trials

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, assert_never
 
 from pydantic import Field, field_validator, model_validator
 
@@ -238,18 +238,29 @@ class SpaceFile(Frozen):
 
     @model_validator(mode="after")
     def _search_matches_sample(self) -> SpaceFile:
-        if self.search.kind == "optuna" and not self.sample:
+        if not self.is_grid and not self.sample:
             raise ValueError("search kind 'optuna' needs a 'sample' section with ranges to sample")
-        if self.search.kind == "grid" and self.sample:
+        if self.is_grid and self.sample:
             raise ValueError("'sample' ranges need search: {kind: optuna, num_samples: N}")
         return self
+
+    @property
+    def is_grid(self) -> bool:
+        """True for a grid search, False for Optuna; the one place that dispatches on its kind."""
+        match self.search:
+            case GridSearch():
+                return True
+            case OptunaSearch():
+                return False
+            case _:
+                assert_never(self.search)
 
     @property
     def effective_scheduler(self) -> FifoScheduler | AshaScheduler:
         """The configured scheduler, else FIFO for grids and ASHA for searches."""
         if self.scheduler is not None:
             return self.scheduler
-        return AshaScheduler() if self.search.kind == "optuna" else FifoScheduler()
+        return FifoScheduler() if self.is_grid else AshaScheduler()
 
 
 def load_space_file(path: str | Path) -> tuple[SpaceFile, str]:

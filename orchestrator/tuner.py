@@ -88,7 +88,7 @@ def param_space(plan: Plan, faults: dict[str, dict[str, Any]]) -> dict[str, Any]
 
     space = plan.space
     meta: dict[str, Any] = {"metric": space.metric, "mode": space.mode, "faults": faults}
-    if space.search.kind == "grid":
+    if space.is_grid:
         trials = [
             {"key": t.key, "cell": t.cell, "seed": t.seed, "config": t.config} for t in plan.trials
         ]
