@@ -8,22 +8,21 @@ it (``grid.model.norm``, ``variants[1].overrides.model.attention``) and the reas
 
 from __future__ import annotations
 
-import difflib
 import itertools
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from orchestrator.space import (
-    Resources,
-    SpaceFile,
-    apply_overrides,
-    format_value,
-    load_space_file,
-    set_dotted,
+from orchestrator.checks import (
+    check_asha,
+    check_device,
+    check_paper,
+    check_seed_overrides,
+    check_unique,
 )
-from trainables.errors import InputError
+from orchestrator.space import AshaScheduler, Resources, SpaceFile, load_space_file
+from trainables.config.dotted import apply_overrides, format_value, set_dotted
+from trainables.errors import ConfigProblem, InputError
 
 MAX_LINES = 20  # error lines shown; the rest is counted
 
@@ -105,19 +104,20 @@ def plan_sweep(path: str | Path, data_root: Path | None = None, smoke: bool = Fa
     base = _base_config(space, source)
     cells = make_cells(space)
     errors = _Errors()
-    _check_unique(cells, errors)
-    _check_seed_overrides(cells, errors)
-    _check_paper(space, cells, errors)
+    check_unique(cells, errors)
+    check_seed_overrides(cells, errors)
+    check_paper(space, cells, errors)
     cell_configs: dict[str, dict[str, Any]] = {}
     trials: list[PlannedTrial] = []
     for cell in cells:
         cell_trials = _cell_trials(space, base, cell, errors, data_root, smoke)
         if cell_trials:
             cell_configs[cell.label] = cell_trials[0].config
-            trials += cell_trials if space.search.kind == "grid" else []
+            trials += cell_trials if space.is_grid else []
     if space.sample and cell_configs:
         _check_samples(space, cells[0], base, errors)
-    _check_device(space, cell_configs, errors)
+    check_device(space, cell_configs, errors)
+    check_asha(space, cell_configs, errors)
     errors.raise_if_any(source)
     return Plan(space, source, digest, base, cells, cell_configs, trials, smoke)
 
@@ -128,7 +128,10 @@ def smoke_space(space: SpaceFile) -> SpaceFile:
     import torch
 
     gpu = min(space.resources.gpu, 1.0) if torch.cuda.is_available() else 0.0
-    return space.model_copy(update={"seeds": 1, "resources": Resources(cpu=1.0, gpu=gpu)})
+    update: dict[str, Any] = {"seeds": 1, "resources": Resources(cpu=1.0, gpu=gpu)}
+    if isinstance(space.scheduler, AshaScheduler):  # rungs must fit the shrunk epochs
+        update["scheduler"] = AshaScheduler(reduction_factor=space.scheduler.reduction_factor)
+    return space.model_copy(update=update)
 
 
 def _cell_trials(
@@ -141,25 +144,13 @@ def _cell_trials(
 ) -> list[PlannedTrial]:
     """The cell at every seed (Optuna: seed 0 only, the rest is Tune's); [] after an error."""
     trials = []
-    for seed in range(space.seeds if space.search.kind == "grid" else 1):
+    for seed in range(space.seeds if space.is_grid else 1):
         overrides = {**cell.overrides, "seed": seed}
         config = _trial_config(base, overrides, cell, errors, data_root, smoke)
         if config is None:
             return []  # the same error at every seed: reported once
         trials.append(PlannedTrial(f"{cell.label}/seed{seed}", cell.label, seed, overrides, config))
     return trials
-
-
-def _check_device(space: SpaceFile, configs: dict[str, dict[str, Any]], errors: _Errors) -> None:
-    """``device: cuda`` needs a GPU from Ray: trials without ``resources.gpu`` see none."""
-    if space.resources.gpu > 0:
-        return
-    for label, config in configs.items():
-        if config.get("device") == "cuda":
-            errors.add(
-                f"cell {label!r}: device 'cuda' but resources.gpu is 0, so Ray gives the trial "
-                "no GPU; set resources.gpu (e.g. 1, or 0.5 to share) or device: auto"
-            )
 
 
 def make_cells(space: SpaceFile) -> list[Cell]:
@@ -185,13 +176,6 @@ def _axis_names(paths: list[str]) -> dict[str, str]:
     last = [p.rsplit(".", 1)[-1] for p in paths]
     pairs = zip(paths, last, strict=True)
     return {p: (short if last.count(short) == 1 else p) for p, short in pairs}
-
-
-def _check_unique(cells: list[Cell], errors: _Errors) -> None:
-    labels = [c.label for c in cells]
-    repeated = sorted({label for label in labels if labels.count(label) > 1})
-    if repeated:
-        errors.add(f"cell labels collide: {', '.join(repeated)} (make the axis values distinct)")
 
 
 def _base_config(space: SpaceFile, source: Path) -> dict[str, Any]:
@@ -281,28 +265,6 @@ def _check_samples(space: SpaceFile, cell: Cell, base: dict[str, Any], errors: _
                 break
 
 
-def _check_seed_overrides(cells: Iterable[Cell], errors: _Errors) -> None:
-    for cell in cells:
-        if "seed" in cell.overrides:
-            where = cell.origins["seed"]
-            errors.add(f"{where}: the trial seed is set by 'seeds:' (repeat i uses seed i)")
-
-
-def _check_paper(space: SpaceFile, cells: list[Cell], errors: _Errors) -> None:
-    """Paper numbers must be keyed by a cell or variant label, so they land in a table row."""
-    if space.paper is None:
-        return
-    known = list(dict.fromkeys([c.variant for c in cells if c.variant] + [c.label for c in cells]))
-    for key in space.paper.reported:
-        if key not in known:
-            hint = difflib.get_close_matches(key, known, n=1, cutoff=0.5)
-            suggestion = f" (did you mean {hint[0]!r}?)" if hint else ""
-            listed = "; ".join(known[:8]) + ("; ..." if len(known) > 8 else "")
-            errors.add(
-                f"paper.reported.{key}: not a cell or variant label{suggestion}; labels: {listed}"
-            )
-
-
 class _Errors:
     """Problems collected over all trials, deduplicated, in the order found."""
 
@@ -320,8 +282,8 @@ class _Errors:
         try:
             return parse_trial_config(data)
         except InputError as err:
-            for line in _problem_lines(err):
-                self.add(_attribute(line, origins, context))
+            for problem in err.problems or [ConfigProblem("", err.message)]:
+                self.add(_attribute(problem, origins, context))
             return None
 
     def raise_if_any(self, source: Path) -> None:
@@ -333,28 +295,23 @@ class _Errors:
         raise InputError("invalid search space:\n  " + "\n  ".join(shown) + tail, source)
 
 
-def _problem_lines(err: InputError) -> list[str]:
-    """The per-field lines of a ``validate_config`` message (``invalid config:\\n  a\\n  b``)."""
-    head, _, rest = err.message.partition("\n  ")
-    return rest.split("\n  ") if head.startswith("invalid config") and rest else [err.message]
+def _attribute(problem: ConfigProblem, origins: dict[str, str], context: str) -> str:
+    """Prefix a ``field: reason`` problem with the space-file key that set ``field``.
 
-
-def _attribute(line: str, origins: dict[str, str], context: str) -> str:
-    """Prefix a ``field: reason`` line with the space-file key that set ``field``.
-
-    The longest override path that is the field, contains it or lies inside it wins; a line
-    no override explains (a cross-field rule, or a base setting) gets the trial's context.
+    The longest override path that is the field, contains it or lies inside it wins; a problem
+    no override explains (a rule about the whole config, or a base setting) gets the trial's
+    context.
     """
-    field_path, sep, _ = line.partition(": ")
-    if sep and " " not in field_path:
-        matches = [
-            p
-            for p in origins
-            if field_path == p or field_path.startswith(p + ".") or p.startswith(field_path + ".")
-        ]
-        if matches:
-            return f"{origins[max(matches, key=len)]}: {line}"
-    return f"{context}: {line}"
+    field_path = problem.path
+    matches = [
+        p
+        for p in origins
+        if field_path
+        and (field_path == p or field_path.startswith(p + ".") or p.startswith(field_path + "."))
+    ]
+    if matches:
+        return f"{origins[max(matches, key=len)]}: {problem}"
+    return f"{context}: {problem}"
 
 
 def describe_plan(plan: Plan) -> tuple[str, list[dict[str, Any]]]:
@@ -364,7 +321,7 @@ def describe_plan(plan: Plan) -> tuple[str, list[dict[str, Any]]]:
     sampled ranges in place of values.
     """
     space, res = plan.space, plan.space.resources
-    if space.search.kind == "grid":
+    if space.is_grid:
         count = f"{len(plan.cells)} cells x {space.seeds} seeds = {len(plan.trials)} trials"
     else:
         samples = space.search.num_samples
@@ -379,7 +336,7 @@ def describe_plan(plan: Plan) -> tuple[str, list[dict[str, Any]]]:
 
 
 def _plan_rows(plan: Plan) -> list[dict[str, Any]]:
-    if plan.space.search.kind == "grid":
+    if plan.space.is_grid:
         return [
             {"key": t.key, "cell": t.cell, "seed": t.seed, "overrides": _shown(t.overrides)}
             for t in plan.trials

@@ -22,23 +22,24 @@ into the trial config (``model.deep_supervision``)::
 
 Cells are the product of the variants (or one row without them) and the grid points (or one
 point without a grid); each cell runs ``seeds`` times. Override values are set at their dotted
-path; a mapping value is merged into the section already there, unless it names a different
-``kind`` (a variant switch), in which case it replaces the section.
+path by :func:`trainables.config.dotted.set_dotted`: a mapping value is merged into the section
+already there, unless it names a different ``kind`` (a variant switch), in which case it
+replaces the section.
 
 This module holds the file model; :mod:`orchestrator.expand` turns it into validated trials.
 """
 
 from __future__ import annotations
 
-import difflib
 import hashlib
-import math
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, assert_never
 
 from pydantic import Field, field_validator, model_validator
 
-from trainables.config import Frozen, validate_config
+from trainables.config import ConfigProblem, Frozen, raise_problems, validate_config
+from trainables.config.base import did_you_mean
+from trainables.config.dotted import format_value
 from trainables.errors import InputError
 from trainables.metrics import METRIC_NAMES
 from trainables.metrics.names import REGIONS, known_metrics
@@ -143,6 +144,14 @@ class AshaScheduler(Frozen):
     reduction_factor: float = Field(default=3.0, gt=1)
     max_t: int | None = Field(default=None, ge=1)
 
+    @model_validator(mode="after")
+    def _grace_before_the_last_rung(self) -> AshaScheduler:
+        # Ray builds no rung then, so ASHA would silently stop nothing.
+        if self.max_t is not None and self.grace_period >= self.max_t:
+            why = f"{self.grace_period} must be less than max_t ({self.max_t})"
+            raise_problems([ConfigProblem("grace_period", why)])
+        return self
+
 
 Scheduler = Annotated[FifoScheduler | AshaScheduler, Field(discriminator="kind")]
 
@@ -219,28 +228,39 @@ class SpaceFile(Frozen):
     @classmethod
     def _known_metric(cls, metric: str) -> str:
         if metric not in KNOWN_METRICS:
-            hint = difflib.get_close_matches(metric, KNOWN_METRICS, n=1, cutoff=0.6)
-            suggestion = f" (did you mean {hint[0]!r}?)" if hint else ""
+            # The families, not all the names: the full list is too long for one line.
+            hint = did_you_mean(metric, KNOWN_METRICS)
             raise ValueError(
-                f"unknown metric {metric!r}{suggestion}; metrics are train/loss, val/loss, "
+                f"unknown metric {metric!r}{hint}; metrics are train/loss, val/loss, "
                 f"val/dice_mean, val/<{'|'.join(METRIC_NAMES)}>_<{'|'.join(REGIONS)}>, perf/..."
             )
         return metric
 
     @model_validator(mode="after")
     def _search_matches_sample(self) -> SpaceFile:
-        if self.search.kind == "optuna" and not self.sample:
+        if not self.is_grid and not self.sample:
             raise ValueError("search kind 'optuna' needs a 'sample' section with ranges to sample")
-        if self.search.kind == "grid" and self.sample:
+        if self.is_grid and self.sample:
             raise ValueError("'sample' ranges need search: {kind: optuna, num_samples: N}")
         return self
+
+    @property
+    def is_grid(self) -> bool:
+        """True for a grid search, False for Optuna; the one place that dispatches on its kind."""
+        match self.search:
+            case GridSearch():
+                return True
+            case OptunaSearch():
+                return False
+            case _:
+                assert_never(self.search)
 
     @property
     def effective_scheduler(self) -> FifoScheduler | AshaScheduler:
         """The configured scheduler, else FIFO for grids and ASHA for searches."""
         if self.scheduler is not None:
             return self.scheduler
-        return AshaScheduler() if self.search.kind == "optuna" else FifoScheduler()
+        return FifoScheduler() if self.is_grid else AshaScheduler()
 
 
 def load_space_file(path: str | Path) -> tuple[SpaceFile, str]:
@@ -254,67 +274,6 @@ def load_space_file(path: str | Path) -> tuple[SpaceFile, str]:
         raise InputError(f"expected a mapping of search-space settings, got {kind}", path)
     space = validate_config(SpaceFile, data, path)
     return space, hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def set_dotted(data: dict[str, Any], path: str, value: Any) -> None:
-    """Set ``value`` at dotted ``path`` in nested dicts, creating sections on the way.
-
-    A mapping value is merged into an existing section of the same ``kind`` and replaces one
-    of a different kind. Raises ValueError when the path runs through a non-section value.
-    """
-    parts = path.split(".")
-    if not all(parts):
-        raise ValueError(f"{path!r} is not a dotted path (empty component)")
-    node = data
-    for depth, part in enumerate(parts[:-1]):
-        child = node.setdefault(part, {})
-        if not isinstance(child, dict):
-            where = ".".join(parts[: depth + 1])
-            raise ValueError(f"{where} is a value ({child!r}), not a section: {path} cannot exist")
-        node = child
-    leaf = parts[-1]
-    current = node.get(leaf)
-    if isinstance(value, dict) and isinstance(current, dict) and _same_kind(current, value):
-        merged = dict(current)
-        for key, sub in value.items():
-            set_dotted(merged, key, sub)
-        node[leaf] = merged
-    else:
-        node[leaf] = _plain(value)
-
-
-def apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    """A copy of ``data`` with every dotted override set (see :func:`set_dotted`)."""
-    out = _plain(data)
-    for path, value in overrides.items():
-        set_dotted(out, path, value)
-    return out
-
-
-def format_value(value: Any) -> str:
-    """Short, stable text of an axis value for labels: ``3``, ``0.003``, ``[8,16]``, ``group``."""
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, float):
-        return f"{value:.4g}" if math.isfinite(value) else str(value)
-    if isinstance(value, list | tuple):
-        return "[" + ",".join(format_value(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{" + ",".join(f"{k}={format_value(v)}" for k, v in value.items()) + "}"
-    return str(value)
-
-
-def _same_kind(current: dict[str, Any], value: dict[str, Any]) -> bool:
-    return "kind" not in value or value.get("kind") == current.get("kind")
-
-
-def _plain(value: Any) -> Any:
-    """Deep copy of YAML-like data (dicts, lists, scalars); tuples become lists."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    return value
 
 
 def _value_key(value: Any) -> str:

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, assert_never
 
 from orchestrator.expand import Plan
+from orchestrator.space import AshaScheduler, FifoScheduler, GridSearch, OptunaSearch
 
 
 @dataclass(frozen=True)
@@ -92,7 +93,7 @@ def param_space(plan: Plan) -> dict[str, Any]:
 
     space = plan.space
     meta: dict[str, Any] = {"metric": space.metric, "mode": space.mode}
-    if space.search.kind == "grid":
+    if space.is_grid:
         trials = [
             {"key": t.key, "cell": t.cell, "seed": t.seed, "config": t.config} for t in plan.trials
         ]
@@ -138,29 +139,42 @@ def _scheduler(plan: Plan) -> Any:
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
     chosen = plan.space.effective_scheduler
-    if chosen.kind == "fifo":
-        return FIFOScheduler()
-    return ASHAScheduler(
-        max_t=chosen.max_t or plan.epochs,
-        grace_period=chosen.grace_period,
-        reduction_factor=chosen.reduction_factor,
-    )
+    match chosen:
+        case FifoScheduler():
+            return FIFOScheduler()
+        case AshaScheduler():
+            return ASHAScheduler(
+                max_t=chosen.max_t or plan.epochs,
+                grace_period=chosen.grace_period,
+                reduction_factor=chosen.reduction_factor,
+            )
+        case _:
+            assert_never(chosen)
 
 
 def _search(plan: Plan) -> tuple[Any, int, int | None]:
     """(search algorithm or None for the grid, num_samples, max concurrent trials or None)."""
-    space = plan.space
-    if space.search.kind == "grid":
-        return None, 1, None
+    space, search = plan.space, plan.space.search
+    match search:
+        case GridSearch():
+            return None, 1, None
+        case OptunaSearch():
+            return _optuna(search, space.seeds)
+        case _:
+            assert_never(search)
+
+
+def _optuna(search: OptunaSearch, seeds: int) -> tuple[Any, int, int]:
+    """Optuna's TPE, each suggestion repeated ``seeds`` times (Optuna sees their mean)."""
     import optuna
     from ray.tune.search import Repeater
-    from ray.tune.search.optuna import OptunaSearch
+    from ray.tune.search.optuna import OptunaSearch as TuneOptunaSearch
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # no line per suggestion
-    searcher = OptunaSearch(seed=space.search.seed)
-    search_alg = Repeater(searcher, repeat=space.seeds) if space.seeds > 1 else searcher
-    concurrent = space.search.max_concurrent or max(4, space.seeds)
-    return search_alg, space.search.num_samples * space.seeds, concurrent
+    searcher = TuneOptunaSearch(seed=search.seed)
+    search_alg = Repeater(searcher, repeat=seeds) if seeds > 1 else searcher
+    concurrent = search.max_concurrent or max(4, seeds)
+    return search_alg, search.num_samples * seeds, concurrent
 
 
 def trial_name(trial: Any) -> str:

@@ -6,7 +6,26 @@ is wrong, so a researcher can fix the input without reading a traceback.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+
+
+@dataclass(frozen=True)
+class ConfigProblem:
+    """One problem of a config: the dotted field it is about and what is wrong with it.
+
+    Attributes:
+        path: dotted path as the user writes it (``schedule.warmup_epochs``), without variant
+            tags; ``""`` when the problem is about the config as a whole.
+        message: value and reason (``10 must be less than train.epochs (3)``).
+    """
+
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}" if self.path else self.message
 
 
 class InputError(ValueError):
@@ -15,11 +34,19 @@ class InputError(ValueError):
     Args:
         message: what is wrong, in plain words.
         where: the file path, case id or dotted config field the problem is in (optional).
+        problems: the per-field problems the message was rendered from (config validation),
+            so callers can attribute them by path without parsing the text.
     """
 
-    def __init__(self, message: str, where: str | Path | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        where: str | Path | None = None,
+        problems: Sequence[ConfigProblem] = (),
+    ) -> None:
         self.where = str(where) if where is not None else None
         self.message = message
+        self.problems = tuple(problems)
         super().__init__(f"{self.where}: {message}" if self.where else message)
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import inspect
 import math
 from collections.abc import Callable, Iterable
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, assert_never
 
 import torch
 from pydantic import Field, model_validator
@@ -23,7 +23,6 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR, LRScheduler
 
 from trainables.config import Frozen
-from trainables.errors import InputError
 
 Beta = Annotated[float, Field(ge=0.0, lt=1.0)]
 
@@ -140,7 +139,8 @@ def _implementation(cls: type[Optimizer], params: list[Any]) -> dict[str, bool]:
 
 class _ScheduleBase(Frozen):
     """``warmup_epochs``: linear warm-up, ``lr = base * (e + 1) / (W + 1)`` for epochs ``e < W``;
-    the schedule proper then starts at epoch ``W`` over the remaining ``total - W`` epochs."""
+    the schedule proper then starts at epoch ``W`` over the remaining ``total - W`` epochs
+    (``W < train.epochs``, checked with the trial config)."""
 
     warmup_epochs: int = Field(default=0, ge=0)
 
@@ -207,6 +207,8 @@ def lr_factor(cfg: ScheduleConfig, epoch: int, total_epochs: int, base_lr: float
 
 def _decay(cfg: ScheduleConfig, t: int, horizon: int, base_lr: float) -> float:
     match cfg:
+        case ConstantSchedule():
+            return 1.0
         case ExponentialSchedule():
             return cfg.gamma**t
         case PolySchedule():  # clamped so epochs past the horizon stay at 0, not NaN
@@ -217,7 +219,8 @@ def _decay(cfg: ScheduleConfig, t: int, horizon: int, base_lr: float) -> float:
             return lr / base_lr
         case StepSchedule():
             return cfg.gamma ** (t // cfg.step_size)
-    return 1.0  # constant
+        case _:  # a new schedule kind must say its factor here, not fall back to constant
+            assert_never(cfg)
 
 
 def build_scheduler(cfg: ScheduleConfig, optimizer: Optimizer, total_epochs: int) -> LRScheduler:
@@ -228,23 +231,10 @@ def build_scheduler(cfg: ScheduleConfig, optimizer: Optimizer, total_epochs: int
     rebuilding from the same config and loading the optimizer's and the scheduler's state
     resumes the same lr sequence.
 
-    Raises:
-        InputError: ``total_epochs < 1``, warm-up not shorter than training, or a cosine
-            ``min_lr`` above a parameter group's lr.
+    The config is assumed valid for the trial (see :mod:`trainables.engine.rules`): warm-up
+    shorter than ``total_epochs``, a cosine ``min_lr`` not above the optimizer's lr.
     """
-    if total_epochs < 1:
-        raise InputError(f"must be >= 1, got {total_epochs}", where="train.epochs")
-    if cfg.warmup_epochs >= total_epochs:
-        raise InputError(
-            f"{cfg.warmup_epochs} warm-up epochs leave none of the {total_epochs} training "
-            "epochs for the schedule",
-            where="schedule.warmup_epochs",
-        )
     base_lrs = [group.get("initial_lr", group["lr"]) for group in optimizer.param_groups]
-    if isinstance(cfg, CosineSchedule) and any(cfg.min_lr > lr for lr in base_lrs):
-        raise InputError(
-            f"{cfg.min_lr} is above the optimizer lr {min(base_lrs)}", where="schedule.min_lr"
-        )
     lambdas = [_factor_function(cfg, total_epochs, lr) for lr in base_lrs]
     return LambdaLR(optimizer, lr_lambda=lambdas)
 

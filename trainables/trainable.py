@@ -33,6 +33,7 @@ from typing import Any
 import torch
 from ray import tune
 
+from trainables.config.dotted import apply_overrides, format_value
 from trainables.engine.checkpoint import BEST_MODEL_FILE, TRAINING_STATE_FILE
 from trainables.engine.config import TrialConfig, parse_trial_config
 from trainables.engine.data import TrialData
@@ -74,26 +75,12 @@ def resolve_trial(tune_config: dict[str, Any], trial_id: str) -> TrialSpec:
     cell = meta["cells"][int(tune_config.get("cell", 0))]
     seed = int(tune_config.get("__trial_index__", 0))
     sampled: dict[str, Any] = tune_config.get("sample", {})
-    data = json.loads(json.dumps(cell["config"]))
-    for path, value in sampled.items():
-        _set_leaf(data, path, value)
-    data["seed"] = seed
+    data = apply_overrides(cell["config"], {**sampled, "seed": seed})
     cfg = parse_trial_config(data, source=f"sampled trial {trial_id}")
-    shown = {
-        p.rsplit(".", 1)[-1]: f"{v:.4g}" if isinstance(v, float) else v for p, v in sampled.items()
-    }
-    names = [f"{name}={value}" for name, value in shown.items()]
+    names = [f"{p.rsplit('.', 1)[-1]}={format_value(v)}" for p, v in sampled.items()]
     label = ",".join([cell["label"], *names])
     key = f"{label}/seed{seed}#{trial_id}"
     return TrialSpec(key, label, seed, cfg)
-
-
-def _set_leaf(data: dict[str, Any], path: str, value: Any) -> None:
-    """Set a sampled scalar at a dotted path (the space file only samples plain values)."""
-    *parents, leaf = path.split(".")
-    for part in parents:
-        data = data.setdefault(part, {})
-    data[leaf] = value
 
 
 class AblateTrainable(tune.Trainable):

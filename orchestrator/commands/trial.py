@@ -42,18 +42,18 @@ def _common_trial_args(parser: argparse.ArgumentParser) -> None:
 
 def load_for_cli(args: argparse.Namespace):  # -> TrialConfig (import kept lazy)
     """The trial YAML with the command-line overrides applied, validated."""
+    from trainables.config.dotted import apply_overrides
     from trainables.engine.config import load_trial_config, parse_trial_config
     from trainables.engine.smoke import smoke_config
 
     cfg = load_trial_config(args.trial)
-    data = cfg.model_dump(mode="json")
-    if getattr(args, "data", None):
-        data["data"]["root"] = str(args.data.resolve())
-    if getattr(args, "device", None):
-        data["device"] = args.device
-    if getattr(args, "epochs", None):
-        data["train"]["epochs"] = args.epochs
-    cfg = parse_trial_config(data, source=args.trial)
+    given = {
+        "data.root": str(args.data.resolve()) if getattr(args, "data", None) else None,
+        "device": getattr(args, "device", None),
+        "train.epochs": getattr(args, "epochs", None),
+    }
+    overrides = {path: value for path, value in given.items() if value is not None}
+    cfg = parse_trial_config(apply_overrides(cfg.model_dump(mode="json"), overrides), args.trial)
     return smoke_config(cfg) if getattr(args, "smoke", False) else cfg
 
 

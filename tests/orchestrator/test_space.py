@@ -8,7 +8,7 @@ import pytest
 from ablate_sweep_helpers import REPO, write_space
 
 from orchestrator.expand import describe_plan, make_cells, plan_sweep
-from orchestrator.space import SpaceFile, apply_overrides, format_value, set_dotted
+from orchestrator.space import SpaceFile
 from trainables.config import validate_config
 from trainables.errors import InputError
 
@@ -16,25 +16,6 @@ from trainables.errors import InputError
 @pytest.fixture(autouse=True)
 def _cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ABLATE_CACHE", str(tmp_path / "cache"))
-
-
-def test_set_dotted_creates_merges_and_replaces_by_kind() -> None:
-    data = {"model": {"kind": "unet", "filters": [4, 8], "norm": "batch"}}
-    set_dotted(data, "train.epochs", 3)
-    assert data["train"] == {"epochs": 3}
-    set_dotted(data, "model", {"norm": "group"})  # same kind: merged
-    assert data["model"] == {"kind": "unet", "filters": [4, 8], "norm": "group"}
-    set_dotted(data, "model", {"kind": "attention_unet", "attention": False})  # new kind: replaced
-    assert data["model"] == {"kind": "attention_unet", "attention": False}
-    with pytest.raises(ValueError, match=r"train\.epochs is a value \(3\), not a section"):
-        set_dotted(data, "train.epochs.x", 1)
-
-
-def test_apply_overrides_leaves_the_base_untouched() -> None:
-    base = {"train": {"epochs": 2}, "seed": 0}
-    out = apply_overrides(base, {"train.epochs": 5, "seed": 1})
-    assert out == {"train": {"epochs": 5}, "seed": 1}
-    assert base == {"train": {"epochs": 2}, "seed": 0}
 
 
 def test_cells_are_variants_times_grid_points_with_readable_labels() -> None:
@@ -141,12 +122,6 @@ def test_describe_plan_lists_trials_with_overrides(tmp_path: Path) -> None:
             "overrides": {"optimizer.lr": "0.01", "seed": "0"},
         }
     ]
-
-
-def test_format_value_is_short_and_stable() -> None:
-    assert format_value(3e-3) == "0.003"
-    assert format_value([8, 16]) == "[8,16]"
-    assert format_value(True) == "true"
 
 
 def test_the_repo_smoke_space_is_valid() -> None:

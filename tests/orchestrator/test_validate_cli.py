@@ -212,3 +212,96 @@ def test_other_space_mistakes(tmp_path: Path, capsys: pytest.CaptureFixture[str]
         space = write_space(tmp_path, "name: s\nextends: trial.yaml\n" + text)
         code, err = _validate(space, capsys)
         assert code == 2 and expected in err, err
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (  # tiny.yaml trains 2 epochs here (see tiny_trial)
+            "base: {schedule.warmup_epochs: 10}\n",
+            "base.schedule.warmup_epochs: schedule.warmup_epochs: 10 must be less than "
+            "train.epochs (2): the warm-up would leave no epochs for the schedule",
+        ),
+        (
+            "base: {schedule: {kind: cosine, min_lr: 0.5}}\n",
+            "base.schedule: schedule.min_lr: 0.5 must not exceed optimizer.lr (0.003): the cosine "
+            "anneals from the optimizer's lr down to min_lr",
+        ),
+        (
+            "grid: {schedule.warmup_epochs: [0, 2]}\n",  # one bad cell, named by its grid key
+            "grid.schedule.warmup_epochs: schedule.warmup_epochs: 2 must be less than "
+            "train.epochs (2)",
+        ),
+        (
+            "grid: {train.freeze: [{module: encodr, iterations: 1}]}\n",
+            "grid.train.freeze: train.freeze.module: 'encodr' is not a sub-module of model "
+            "'attention_unet' (top level: bottleneck, decoder, encoder, heads) (did you mean "
+            "'encoder'?)",
+        ),
+    ],
+)
+def test_cross_component_rules_fail_validate_before_any_worker(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, expected: str
+) -> None:
+    space = write_space(tmp_path, "name: s\nextends: trial.yaml\n" + text)
+    code, err = _validate(space, capsys)
+    assert code == 2 and f"{space}:" in err and expected in err
+    assert not (tmp_path / "cache").exists()  # no data was generated or read
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "scheduler: {kind: asha, grace_period: 4, max_t: 4}\n",
+            "scheduler.grace_period: 4 must be less than max_t (4)",
+        ),
+        (
+            "scheduler: {kind: asha, max_t: 5}\n",
+            "scheduler.max_t: 5 exceeds train.epochs (2) of cell 'base': its trials end before "
+            "ASHA's last rung",
+        ),
+        (
+            "scheduler: {kind: asha, grace_period: 2}\n",
+            "scheduler.grace_period: 2 must be less than train.epochs (2), ASHA's default max_t",
+        ),
+        (
+            "scheduler: {kind: asha}\ngrid: {train.epochs: [4, 1]}\n",
+            "scheduler.max_t (default: the first cell's epochs): 4 exceeds train.epochs (1) of "
+            "cell 'epochs=1'",
+        ),
+    ],
+)
+def test_asha_rungs_must_fit_the_epochs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, expected: str
+) -> None:
+    space = write_space(tmp_path, "name: s\nextends: trial.yaml\n" + text)
+    code, err = _validate(space, capsys)
+    assert code == 2 and expected in err
+
+
+def test_a_paper_label_typo_gets_the_shared_suggestion(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = (
+        "variants: [{label: no-attention, overrides: {model.attention: false}}]\n"
+        "paper: {citation: x, reported: {no-atention: {val/dice_mean: 0.8}}}\n"
+    )
+    space = write_space(tmp_path, "name: s\nextends: trial.yaml\n" + text)
+    code, err = _validate(space, capsys)
+    assert code == 2
+    assert "paper.reported.no-atention: not a cell or variant label (did you mean " in err
+    assert "'no-attention'?)" in err
+
+
+def test_sweep_rejects_the_same_trial_before_ray_starts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    space = write_space(
+        tmp_path, "name: s\nextends: trial.yaml\nbase: {schedule.warmup_epochs: 10}\n"
+    )
+    storage = tmp_path / "ray_results"
+    code = main(["sweep", str(space), "--storage", str(storage), "--tracking-uri", UNREACHABLE])
+    err = capsys.readouterr().err
+    assert code == 2 and "schedule.warmup_epochs: 10 must be less than train.epochs (2)" in err
+    assert not storage.exists()

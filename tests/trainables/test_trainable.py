@@ -11,6 +11,8 @@ import pytest
 import torch
 import yaml
 
+from orchestrator.expand import make_cells
+from orchestrator.space import SpaceFile
 from tests.fault_trainable import memory_fault, oom_trainable
 from trainables.engine.checkpoint import load_checkpoint
 from trainables.engine.config import parse_trial_config
@@ -69,9 +71,25 @@ def test_resolve_grid_and_sampled_trials(micro: dict[str, Any]) -> None:
         "__trial_index__": 2,
     }
     spec = resolve_trial(sampled, "abc_00003")
-    assert spec.cell == "c,lr=0.001235,attention=False"
-    assert spec.key == "c,lr=0.001235,attention=False/seed2#abc_00003"
+    assert spec.cell == "c,lr=0.001235,attention=false"
+    assert spec.key == "c,lr=0.001235,attention=false/seed2#abc_00003"
     assert spec.config.seed == 2 and spec.config.optimizer.lr == pytest.approx(0.00123456)
+
+
+def test_a_sampled_value_is_labelled_like_the_same_grid_value(micro: dict[str, Any]) -> None:
+    grid = SpaceFile(name="s", grid={"model.attention": [False], "optimizer.lr": [0.00123456]})
+    (cell,) = make_cells(grid)
+    sampled = {
+        "ablate": {
+            "metric": "val/dice_mean",
+            "mode": "max",
+            "cells": [{"label": "c", "config": micro}],
+        },
+        "sample": {"model.attention": False, "optimizer.lr": 0.00123456},
+    }
+    spec = resolve_trial(sampled, "t")
+    assert cell.label == "attention=false,lr=0.001235"
+    assert spec.cell == f"c,{cell.label}"
 
 
 def test_epochs_checkpoints_and_restore(micro: dict[str, Any], tmp_path: Path) -> None:

@@ -24,11 +24,27 @@ class Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
 
 
+# One similarity cut-off for every "did you mean" in the project (difflib ratio, 0..1): 0.5
+# still catches a dropped or swapped letter in short names ('grup' -> 'group') without
+# suggesting unrelated ones.
+CLOSE_MATCH_CUTOFF = 0.5
+
+
 def closest_match(value: Any, allowed: Iterable[Any]) -> str | None:
-    """Return the allowed option closest to ``value`` (by spelling), or None if nothing is close."""
+    """Return the allowed option closest to ``value`` (by spelling), or None if nothing is close.
+
+    The only place that decides what "close" means: config keys, kinds, metric names, modality
+    names and paper labels all get their suggestions from here.
+    """
     options = [str(a) for a in allowed]
-    matches = difflib.get_close_matches(str(value), options, n=1, cutoff=0.5)
+    matches = difflib.get_close_matches(str(value), options, n=1, cutoff=CLOSE_MATCH_CUTOFF)
     return matches[0] if matches else None
+
+
+def did_you_mean(value: Any, allowed: Iterable[Any]) -> str:
+    """`` (did you mean 'group'?)`` for the closest allowed option, or ``""`` if none is close."""
+    hint = closest_match(value, allowed)
+    return f" (did you mean {hint!r}?)" if hint else ""
 
 
 def look_up_option(value: Any, allowed: Iterable[Any], field: str) -> Any:
@@ -47,6 +63,4 @@ def look_up_option(value: Any, allowed: Iterable[Any], field: str) -> Any:
 def unknown_option_message(value: Any, options: Iterable[Any]) -> str:
     """``'grup' is not one of batch, group, instance (did you mean 'group'?)``."""
     options = [str(o) for o in options]
-    hint = closest_match(value, options)
-    suggestion = f" (did you mean {hint!r}?)" if hint else ""
-    return f"{value!r} is not one of {', '.join(options)}{suggestion}"
+    return f"{value!r} is not one of {', '.join(options)}{did_you_mean(value, options)}"

@@ -10,20 +10,27 @@ from __future__ import annotations
 
 import types
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
+from pydantic_core import PydanticCustomError
 
 from trainables.config.base import closest_match, unknown_option_message
-from trainables.errors import InputError
+from trainables.errors import ConfigProblem, InputError
 
 M = TypeVar("M", bound=BaseModel)
 
 
+# pydantic error type of cross-field rules: its ctx carries ConfigProblems (see raise_problems).
+CROSS_FIELD = "cross_field"
+
+
 def validate_config(model_cls: type[M], data: Any, source: str | Path | None = None) -> M:
     """Validate ``data`` into ``model_cls`` or raise one :class:`InputError` listing every problem.
+
+    The error's ``problems`` hold one :class:`ConfigProblem` per line of its message.
 
     Args:
         model_cls: the pydantic model to build.
@@ -33,14 +40,46 @@ def validate_config(model_cls: type[M], data: Any, source: str | Path | None = N
     try:
         return model_cls.model_validate(data)
     except ValidationError as err:
-        lines = [describe_error(model_cls, e) for e in err.errors()]
-        where = f"{source}" if source else None
-        raise InputError("invalid config:\n  " + "\n  ".join(lines), where=where) from None
+        problems = [p for e in err.errors() for p in error_problems(model_cls, e)]
+        message = "invalid config:\n  " + "\n  ".join(map(str, problems))
+        raise InputError(message, where=source or None, problems=problems) from None
+
+
+def raise_problems(problems: Iterable[ConfigProblem]) -> None:
+    """Raise the problems of a cross-field rule from a pydantic validator (none: return).
+
+    Paths are relative to the model whose validator raises; :func:`validate_config` prefixes
+    them with that model's own path, so a component rule reads ``sampling.empty_slice_drop``.
+    """
+    found = tuple(problems)
+    if found:
+        summary = "; ".join(map(str, found))
+        raise PydanticCustomError(CROSS_FIELD, "{summary}", {"summary": summary, "problems": found})
 
 
 def describe_error(model_cls: type[BaseModel], error: Mapping[str, Any]) -> str:
-    """One line for one pydantic error dict: ``dotted.path: what is wrong``."""
+    """The text of one pydantic error dict: ``dotted.path: what is wrong`` (one line each)."""
+    return "\n".join(map(str, error_problems(model_cls, error)))
+
+
+def error_problems(model_cls: type[BaseModel], error: Mapping[str, Any]) -> list[ConfigProblem]:
+    """The problems of one pydantic error dict: several for a cross-field rule, else one."""
     path, owner = _user_path(model_cls, error["loc"])
+    path = "" if path == "<root>" else path
+    if error["type"] == CROSS_FIELD:
+        found = (error.get("ctx") or {})["problems"]
+        return [ConfigProblem(_join(path, p.path), p.message) for p in found]
+    if error["type"].startswith("union_tag_"):  # the problem is the variant's kind field
+        path = _join(path, "kind")
+    return [ConfigProblem(path, _problem_text(error, owner))]
+
+
+def _join(prefix: str, path: str) -> str:
+    return ".".join(part for part in (prefix, path) if part)
+
+
+def _problem_text(error: Mapping[str, Any], owner: type[BaseModel] | None) -> str:
+    """What is wrong, for every pydantic error type but the cross-field one."""
     kind = error["type"]
     value = error.get("input")
     ctx = error.get("ctx") or {}
@@ -49,22 +88,21 @@ def describe_error(model_cls: type[BaseModel], error: Mapping[str, Any]) -> str:
         allowed = sorted(owner.model_fields) if owner is not None else []
         hint = closest_match(key, allowed)
         suggestion = f"; did you mean {hint!r}?" if hint else ""
-        return f"{path}: unknown key (allowed: {', '.join(allowed)}{suggestion})"
+        return f"unknown key (allowed: {', '.join(allowed)}{suggestion})"
     if kind == "union_tag_invalid":
         tags = [t.strip().strip("'") for t in str(ctx.get("expected_tags", "")).split(",")]
-        return f"{path}.kind: {unknown_option_message(ctx.get('tag'), tags)}"
+        return unknown_option_message(ctx.get("tag"), tags)
     if kind == "union_tag_not_found":
-        return f"{path}.kind: required field is missing (it selects the variant)"
+        return "required field is missing (it selects the variant)"
     if kind in ("literal_error", "enum"):
         raw = str(ctx.get("expected", "")).replace(" or ", ", ")
         expected = [e.strip().strip("'") for e in raw.split(",")]
-        return f"{path}: {unknown_option_message(value, expected)}"
+        return unknown_option_message(value, expected)
     if kind == "value_error":  # raised by our validators: the message already says it all
-        message = str(ctx.get("error", error["msg"]))
-        return message if path == "<root>" else f"{path}: {message}"
+        return str(ctx.get("error", error["msg"]))
     if kind == "missing":
-        return f"{path}: required field is missing"
-    return f"{path}: {error['msg']} (got {_short(value)})"
+        return "required field is missing"
+    return f"{error['msg']} (got {_short(value)})"
 
 
 def _short(value: Any, limit: int = 60) -> str:

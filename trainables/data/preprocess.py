@@ -29,7 +29,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import replace
-from typing import Annotated, Literal
+from typing import Annotated, Literal, assert_never
 
 import numpy as np
 from pydantic import Field, model_validator
@@ -195,13 +195,17 @@ def normalize(image: np.ndarray, label: np.ndarray | None, cfg: NormalizationCon
         (C, *S) float32.
     """
     image = np.array(image, dtype=np.float32, copy=True)
-    if isinstance(cfg, ZScoreNormalization):
-        return _zscore(image, cfg)
-    if isinstance(cfg, ForegroundNormalization):
-        return _foreground(image, label, cfg)
-    if isinstance(cfg, CTWindowNormalization):
-        return _ct_window(image, cfg)
-    return image
+    match cfg:
+        case ZScoreNormalization():
+            return _zscore(image, cfg)
+        case ForegroundNormalization():
+            return _foreground(image, label, cfg)
+        case CTWindowNormalization():
+            return _ct_window(image, cfg)
+        case NoNormalization():
+            return image
+        case _:  # a new kind must be handled here, not silently left unnormalised
+            assert_never(cfg)
 
 
 def _mean_std(values: np.ndarray) -> tuple[float, float]:

@@ -21,7 +21,7 @@ from typing import Literal, Self
 import numpy as np
 from pydantic import Field, field_validator, model_validator
 
-from trainables.config.base import Frozen
+from trainables.config import ConfigProblem, Frozen, raise_problems
 from trainables.errors import InputError
 
 # Rejection sampling of empty slices gives up after this many draws (and keeps the last one),
@@ -65,6 +65,17 @@ class SamplingConfig(Frozen):
                 f"val_crop_size {list(self.val_crop_size)} must have as many sizes as "
                 f"patch_size {list(self.patch_size)}"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _slice_drop_needs_slices(self) -> Self:
+        # The 3-D sampler never looks at it: a silently ignored setting would skew an ablation.
+        if self.empty_slice_drop > 0 and not self.is_2d:
+            why = (
+                f"{self.empty_slice_drop} applies only to 2-D slice sampling, but patch_size "
+                f"{list(self.patch_size)} is 3-D (set it to 0, or use a 2-D patch and model)"
+            )
+            raise_problems([ConfigProblem("empty_slice_drop", why)])
         return self
 
     @property

@@ -127,12 +127,12 @@ def benchmark_pipeline(
     pure step" (<= 1.1 with at most 4 CPU workers per GPU); ``data_wait_frac`` is the share of
     the iteration spent waiting for a batch.
     """
+    from trainables.config.dotted import apply_overrides
     from trainables.engine.config import parse_trial_config
     from trainables.engine.runner import TrialRunner
 
     pure = benchmark_step(cfg, steps, warmup, progress)
-    data = cfg.model_dump(mode="json")
-    data["train"]["iterations_per_epoch"] = steps
+    data = apply_overrides(cfg.model_dump(mode="json"), {"train.iterations_per_epoch": steps})
     runner = TrialRunner(parse_trial_config(data), progress=progress)
     runner.train_epoch()  # warm-up: workers start, caches fill, cudnn picks kernels
     if runner.device.type == "cuda":

@@ -1,20 +1,20 @@
 """The trial config: one frozen model composed of every component's config.
 
 A trial YAML is validated once, here, at the boundary. Cross-component rules (patch size vs the
-network's total stride, 2-D models with 2-D patches, a known label scheme) are checked before any
-data is read, so a sweep with an impossible cell fails in ``ablate validate``, not on a GPU.
+network's total stride, warm-up vs epochs, a frozen module the model has; see
+:mod:`trainables.engine.rules`) are checked before any data is read, so a sweep with an
+impossible cell fails in ``ablate validate``, not on a GPU.
 """
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import Field, field_validator, model_validator
 
-from trainables.config import Frozen, validate_config
+from trainables.config import Frozen, raise_problems, validate_config
 from trainables.config.base import unknown_option_message
 from trainables.data.augment import AugmentConfig
 from trainables.data.labels import SCHEMES
@@ -22,6 +22,7 @@ from trainables.data.preprocess import PreprocessConfig
 from trainables.data.sampling import SamplingConfig
 from trainables.data.splits import HoldoutSplit, SplitConfig
 from trainables.data.types import MODALITIES
+from trainables.engine.rules import trial_problems
 from trainables.errors import InputError
 from trainables.losses import LossConfig
 from trainables.models import ModelConfig
@@ -176,27 +177,8 @@ class TrialConfig(Frozen):
     validation: ValidationConfig = ValidationConfig()
 
     @model_validator(mode="after")
-    def _patch_fits_model(self) -> TrialConfig:
-        patch = tuple(self.sampling.patch_size)
-        dims = self.model.input_dims
-        if len(patch) != dims:
-            raise ValueError(
-                f"sampling.patch_size {list(patch)} has {len(patch)} axes but model "
-                f"{self.model.kind!r} takes {dims}-D input"
-            )
-        divisor = self.model.divisor()
-        bad = [p for p, d in zip(patch, divisor, strict=True) if p % d]
-        if bad:
-            raise ValueError(
-                f"sampling.patch_size {list(patch)} must be divisible by {list(divisor)} "
-                f"(the total stride of model {self.model.kind!r})"
-            )
-        if math.prod(p // d for p, d in zip(patch, divisor, strict=True)) < 2:
-            raise ValueError(
-                f"sampling.patch_size {list(patch)} leaves a 1-voxel bottleneck in model "
-                f"{self.model.kind!r} (stride {list(divisor)}); normalisation needs more: use at "
-                f"least {[2 * d if d > 1 else p for p, d in zip(patch, divisor, strict=True)]}"
-            )
+    def _components_fit_together(self) -> TrialConfig:
+        raise_problems(trial_problems(self))  # the rules live in trainables.engine.rules
         return self
 
     def to_yaml(self) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from trainables.config.dotted import apply_overrides
 from trainables.engine.config import TrialConfig, parse_trial_config
 
 SMOKE_EDGE = 32  # patch edge (voxels) before rounding up to the network's stride
@@ -23,24 +24,33 @@ def smoke_config(cfg: TrialConfig) -> TrialConfig:
     """A tiny copy of ``cfg``: small patch and widths, 2 epochs of 3 steps, 6 synthetic cases."""
     data = cfg.model_dump(mode="json")
     data["model"] = _shrink_widths(data["model"])
-    data["sampling"]["patch_size"] = list(_smoke_patch(cfg))
-    # Validate on a centre crop of one patch: whole real volumes take minutes on a CPU.
-    data["sampling"]["validation"] = "center_crop"
-    data["sampling"]["val_crop_size"] = list(_smoke_patch(cfg))
-    data["train"].update(
-        epochs=min(cfg.train.epochs, SMOKE_EPOCHS),
-        iterations_per_epoch=SMOKE_ITERATIONS,
-        batch_size=min(cfg.train.batch_size, 2),
-        num_workers=0,
-        compile=False,
-        init=None,
-    )
+    return parse_trial_config(apply_overrides(data, _smoke_overrides(cfg)), source="--smoke")
+
+
+def _smoke_overrides(cfg: TrialConfig) -> dict[str, Any]:
+    """Dotted path -> shrunk value; warm-up and freezing shrink with the run they belong to."""
+    patch = list(_smoke_patch(cfg))
+    epochs = min(cfg.train.epochs, SMOKE_EPOCHS)
+    overrides: dict[str, Any] = {
+        "name": f"{cfg.name}-smoke",
+        "sampling.patch_size": patch,
+        # Validate on a centre crop of one patch: whole real volumes take minutes on a CPU.
+        "sampling.validation": "center_crop",
+        "sampling.val_crop_size": patch,
+        "train.epochs": epochs,
+        "schedule.warmup_epochs": min(cfg.schedule.warmup_epochs, epochs - 1),
+        "train.iterations_per_epoch": SMOKE_ITERATIONS,
+        "train.batch_size": min(cfg.train.batch_size, 2),
+        "train.num_workers": 0,
+        "train.compile": False,
+        "train.init": None,
+        "validation.max_cases": 2,
+        "data.synthetic.cases": SMOKE_CASES,
+        "data.synthetic.shape": list(SMOKE_SHAPE),
+    }
     if cfg.train.freeze is not None:
-        data["train"]["freeze"]["iterations"] = min(cfg.train.freeze.iterations, 2)
-    data["validation"]["max_cases"] = 2
-    data["data"]["synthetic"].update(cases=SMOKE_CASES, shape=list(SMOKE_SHAPE))
-    data["name"] = f"{cfg.name}-smoke"
-    return parse_trial_config(data, source="--smoke")
+        overrides["train.freeze.iterations"] = min(cfg.train.freeze.iterations, 2)
+    return overrides
 
 
 def _smoke_patch(cfg: TrialConfig) -> tuple[int, ...]:

@@ -174,7 +174,9 @@ def make_block(
     """One U-Net block: ``n_convs`` plain ConvNormAct layers, or a two-conv residual block."""
     if kind == "residual":
         return ResidualBlock(ops, cin, cout, stride)
-    return StackedConvs(ops, cin, cout, n_convs, stride)
+    if kind == "plain":
+        return StackedConvs(ops, cin, cout, n_convs, stride)
+    raise ValueError(f"unknown block kind {kind!r} (plain, residual)")
 
 
 def init_weights(module: nn.Module, negative_slope: float) -> None:

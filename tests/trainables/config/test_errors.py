@@ -5,9 +5,15 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 import pytest
-from pydantic import Field
+from pydantic import Field, model_validator
 
-from trainables.config import Frozen, look_up_option, validate_config
+from trainables.config import (
+    ConfigProblem,
+    Frozen,
+    look_up_option,
+    raise_problems,
+    validate_config,
+)
 from trainables.errors import InputError
 
 
@@ -77,3 +83,46 @@ def test_look_up_option() -> None:
         match=r"model.norm: 'grop' is not one of batch, group \(did you mean 'group'\?\)",
     ):
         look_up_option("grop", ["batch", "group"], "model.norm")
+
+
+class _Window(Frozen):
+    low: int = 0
+    high: int = 1
+
+    @model_validator(mode="after")
+    def _ordered(self) -> _Window:
+        raise_problems(
+            [ConfigProblem("high", f"{self.high} must be above low ({self.low})")]
+            if self.high <= self.low
+            else []
+        )
+        return self
+
+
+class _Outer(Frozen):
+    window: _Window = _Window()
+    epochs: int = 1
+
+    @model_validator(mode="after")
+    def _fits(self) -> _Outer:
+        raise_problems(
+            ConfigProblem(path, f"{value} must be at most epochs ({self.epochs})")
+            for path, value in (("window.low", self.window.low), ("window.high", self.window.high))
+            if value > self.epochs
+        )
+        return self
+
+
+def test_problems_are_structured_and_cross_field_paths_are_prefixed() -> None:
+    with pytest.raises(InputError) as err:
+        validate_config(_Outer, {"window": {"low": 3, "high": 2}, "epochs": "x"}, "s.yaml")
+    problems = err.value.problems
+    assert [p.path for p in problems] == ["window.high", "epochs"]
+    assert problems[0] == ConfigProblem("window.high", "2 must be above low (3)")
+    assert str(err.value) == "s.yaml: invalid config:\n  " + "\n  ".join(map(str, problems))
+    with pytest.raises(InputError) as err:  # one validator, several problems
+        validate_config(_Outer, {"window": {"low": 4, "high": 5}, "epochs": 3})
+    assert [str(p) for p in err.value.problems] == [
+        "window.low: 4 must be at most epochs (3)",
+        "window.high: 5 must be at most epochs (3)",
+    ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from trainables.config import validate_config
+from trainables.config import Frozen, validate_config
 from trainables.data.preprocess import (
     CTWindowNormalization,
     ForegroundNormalization,
@@ -13,6 +13,7 @@ from trainables.data.preprocess import (
     PreprocessConfig,
     ZScoreNormalization,
     nonzero_bbox,
+    normalize,
     preprocess,
 )
 from trainables.data.types import LoadedCase
@@ -215,3 +216,14 @@ def test_config_errors_name_the_field() -> None:
     bad_percentiles = {"kind": "foreground", "lower_percentile": 90, "upper_percentile": 10}
     with pytest.raises(InputError, match=r"lower_percentile \(90.0\) must be below"):
         validate_config(PreprocessConfig, {"normalization": bad_percentiles})
+
+
+def test_none_keeps_intensities_and_an_unhandled_kind_raises() -> None:
+    image = np.arange(8, dtype=np.float32).reshape(1, 2, 2, 2)
+    np.testing.assert_array_equal(normalize(image, None, NoNormalization()), image)
+
+    class _Histogram(Frozen):
+        kind: str = "histogram"
+
+    with pytest.raises(AssertionError, match=r"kind='histogram'"):
+        normalize(image, None, _Histogram())

@@ -49,7 +49,7 @@ def test_every_base_config_validates_round_trips_and_shrinks(path: Path) -> None
 def test_patch_not_divisible_by_the_network_stride() -> None:
     msg = _error(_tiny(sampling__patch_size=[36, 32, 32]))
     assert (
-        "sampling.patch_size [36, 32, 32] must be divisible by [8, 8, 8] "
+        "sampling.patch_size: [36, 32, 32] must be divisible by [8, 8, 8] "
         "(the total stride of model 'attention_unet')" in msg
     )
 
@@ -57,14 +57,17 @@ def test_patch_not_divisible_by_the_network_stride() -> None:
 def test_a_patch_that_leaves_a_one_voxel_bottleneck() -> None:
     msg = _error(_tiny(sampling__patch_size=[8, 8, 8]))
     assert (
-        "sampling.patch_size [8, 8, 8] leaves a 1-voxel bottleneck in model 'attention_unet'" in msg
+        "sampling.patch_size: [8, 8, 8] leaves a 1-voxel bottleneck in model 'attention_unet'"
+        in msg
     )
     assert "use at least [16, 16, 16]" in msg
 
 
 def test_two_d_patch_for_a_three_d_model() -> None:
     msg = _error(_tiny(sampling__patch_size=[32, 32]))
-    assert "has 2 axes but model 'attention_unet' takes 3-D input" in msg
+    assert (
+        "sampling.patch_size: [32, 32] has 2 axes but model 'attention_unet' takes 3-D input" in msg
+    )
 
 
 def test_more_deep_supervision_heads_than_decoder_levels() -> None:

@@ -16,6 +16,7 @@ from trainables.models.blocks import (
     StackedConvs,
     conv_nd,
     init_weights,
+    make_block,
     max_pool_nd,
     norm_nd,
     transposed_conv_nd,
@@ -114,3 +115,8 @@ def test_blocks_run_under_autocast() -> None:
         out = gate(block(_x(3)), _x(3, 8, 4))
     assert out.dtype == torch.bfloat16
     assert torch.isfinite(out.float()).all()
+
+
+def test_an_unknown_block_kind_raises() -> None:
+    with pytest.raises(ValueError, match=r"unknown block kind 'dense' \(plain, residual\)"):
+        make_block("dense", ConvOps(3, "instance", 0.01), 2, 4)  # type: ignore[arg-type]

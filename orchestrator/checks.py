@@ -1,0 +1,86 @@
+"""Sweep-level rules of a planned search space: what no single trial config can see.
+
+Each check adds its problems (``key path: why``) to the planner's collector, so every problem of
+a space file is reported at once by ``ablate validate`` and ``ablate sweep`` before Ray starts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, Protocol
+
+from orchestrator.space import AshaScheduler, SpaceFile
+from trainables.config.base import did_you_mean
+
+if TYPE_CHECKING:
+    from orchestrator.expand import Cell
+
+
+class Problems(Protocol):
+    """Where checks record problems (the planner's deduplicating collector)."""
+
+    def add(self, line: str) -> None: ...
+
+
+def check_unique(cells: list[Cell], errors: Problems) -> None:
+    labels = [c.label for c in cells]
+    repeated = sorted({label for label in labels if labels.count(label) > 1})
+    if repeated:
+        errors.add(f"cell labels collide: {', '.join(repeated)} (make the axis values distinct)")
+
+
+def check_seed_overrides(cells: Iterable[Cell], errors: Problems) -> None:
+    for cell in cells:
+        if "seed" in cell.overrides:
+            where = cell.origins["seed"]
+            errors.add(f"{where}: the trial seed is set by 'seeds:' (repeat i uses seed i)")
+
+
+def check_paper(space: SpaceFile, cells: list[Cell], errors: Problems) -> None:
+    """Paper numbers must be keyed by a cell or variant label, so they land in a table row."""
+    if space.paper is None:
+        return
+    known = list(dict.fromkeys([c.variant for c in cells if c.variant] + [c.label for c in cells]))
+    for key in space.paper.reported:
+        if key not in known:
+            suggestion = did_you_mean(key, known)
+            listed = "; ".join(known[:8]) + ("; ..." if len(known) > 8 else "")
+            errors.add(
+                f"paper.reported.{key}: not a cell or variant label{suggestion}; labels: {listed}"
+            )
+
+
+def check_device(space: SpaceFile, configs: dict[str, dict[str, Any]], errors: Problems) -> None:
+    """``device: cuda`` needs a GPU from Ray: trials without ``resources.gpu`` see none."""
+    if space.resources.gpu > 0:
+        return
+    for label, config in configs.items():
+        if config.get("device") == "cuda":
+            errors.add(
+                f"cell {label!r}: device 'cuda' but resources.gpu is 0, so Ray gives the trial "
+                "no GPU; set resources.gpu (e.g. 1, or 0.5 to share) or device: auto"
+            )
+
+
+def check_asha(space: SpaceFile, configs: dict[str, dict[str, Any]], errors: Problems) -> None:
+    """ASHA's rungs must lie within every trial's epochs (a trial ends at its ``train.epochs``)."""
+    asha = space.effective_scheduler
+    if not isinstance(asha, AshaScheduler) or not configs:
+        return
+    epochs = {label: int(c["train"]["epochs"]) for label, c in configs.items()}
+    first = next(iter(epochs.values()))
+    max_t = asha.max_t or first
+    where = (
+        "scheduler.max_t" if asha.max_t else "scheduler.max_t (default: the first cell's epochs)"
+    )
+    for label, n in epochs.items():
+        if max_t > n:
+            errors.add(
+                f"{where}: {max_t} exceeds train.epochs ({n}) of cell {label!r}: its trials end "
+                "before ASHA's last rung; set scheduler.max_t to the fewest epochs"
+            )
+    if asha.max_t is None and asha.grace_period >= first:
+        errors.add(
+            f"scheduler.grace_period: {asha.grace_period} must be less than train.epochs "
+            f"({first}), ASHA's default max_t: no trial could be stopped early"
+        )

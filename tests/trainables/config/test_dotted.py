@@ -1,0 +1,54 @@
+"""Dotted paths: set (kind-aware merge), overrides, get, and the one label format."""
+
+from __future__ import annotations
+
+import pytest
+
+from trainables.config.dotted import apply_overrides, format_value, get_dotted, set_dotted
+
+
+def test_set_dotted_creates_merges_and_replaces_by_kind() -> None:
+    data = {"model": {"kind": "unet", "filters": [4, 8], "norm": "batch"}}
+    set_dotted(data, "train.epochs", 3)
+    assert data["train"] == {"epochs": 3}
+    set_dotted(data, "model", {"norm": "group"})  # same kind: merged
+    assert data["model"] == {"kind": "unet", "filters": [4, 8], "norm": "group"}
+    set_dotted(data, "model", {"kind": "attention_unet", "attention": False})  # new kind: replaced
+    assert data["model"] == {"kind": "attention_unet", "attention": False}
+    with pytest.raises(ValueError, match=r"train\.epochs is a value \(3\), not a section"):
+        set_dotted(data, "train.epochs.x", 1)
+
+
+def test_apply_overrides_leaves_the_base_untouched() -> None:
+    base = {"train": {"epochs": 2}, "seed": 0}
+    out = apply_overrides(base, {"train.epochs": 5, "seed": 1})
+    assert out == {"train": {"epochs": 5}, "seed": 1}
+    assert base == {"train": {"epochs": 2}, "seed": 0}
+
+
+def test_format_value_is_short_and_stable() -> None:
+    assert format_value(3e-3) == "0.003"
+    assert format_value([8, 16]) == "[8,16]"
+    assert format_value(True) == "true"
+
+
+def test_set_dotted_rejects_empty_components() -> None:
+    with pytest.raises(ValueError, match=r"'model\.\.norm' is not a dotted path"):
+        set_dotted({}, "model..norm", "group")
+
+
+def test_get_dotted_reads_nested_values_and_defaults() -> None:
+    data = {"model": {"kind": "unet", "filters": [4, 8]}, "seed": 1}
+    assert get_dotted(data, "model.filters") == [4, 8]
+    assert get_dotted(data, "seed") == 1
+    assert get_dotted(data, "train.epochs", None) is None
+    assert get_dotted(data, "seed.x", "none") == "none"  # through a value: missing, not a crash
+    with pytest.raises(KeyError, match=r"model\.norm"):
+        get_dotted(data, "model.norm")
+
+
+def test_format_value_of_floats_and_mappings() -> None:
+    assert format_value(0.1 + 0.2) == "0.3"
+    assert format_value(float("inf")) == "inf"
+    assert format_value({"kind": "unet", "attention": False}) == "{kind=unet,attention=false}"
+    assert format_value((1.0, "a")) == "[1,a]"

@@ -1,0 +1,121 @@
+"""Cross-component rules: each impossible trial is rejected at validation, naming the field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from trainables.config.dotted import apply_overrides
+from trainables.engine.config import parse_trial_config
+from trainables.engine.rules import submodule_names
+from trainables.errors import ConfigProblem, InputError
+
+BASE_DIR = Path(__file__).resolve().parents[3] / "search_spaces" / "base"
+
+
+def _base(name: str = "tiny", **overrides: Any) -> dict[str, Any]:
+    """A shipped base trial with dotted overrides (``train.epochs=3`` spelled as a dict key)."""
+    return apply_overrides(yaml.safe_load((BASE_DIR / f"{name}.yaml").read_text()), overrides)
+
+
+def _problems(data: dict[str, Any]) -> list[ConfigProblem]:
+    with pytest.raises(InputError) as err:
+        parse_trial_config(data, source="trial.yaml")
+    return list(err.value.problems)
+
+
+def test_warmup_must_leave_epochs_for_the_schedule() -> None:
+    data = _base(**{"train.epochs": 3, "schedule.warmup_epochs": 10})
+    assert _problems(data) == [
+        ConfigProblem(
+            "schedule.warmup_epochs",
+            "10 must be less than train.epochs (3): the warm-up would leave no epochs for the "
+            "schedule",
+        )
+    ]
+    assert parse_trial_config(_base(**{"schedule.warmup_epochs": 2})).schedule.warmup_epochs == 2
+
+
+def test_cosine_min_lr_must_not_exceed_the_optimizer_lr() -> None:
+    data = _base(**{"schedule": {"kind": "cosine", "min_lr": 0.5}})
+    (problem,) = _problems(data)
+    assert str(problem) == (
+        "schedule.min_lr: 0.5 must not exceed optimizer.lr (0.003): the cosine anneals from "
+        "the optimizer's lr down to min_lr"
+    )
+    assert parse_trial_config(_base(**{"schedule": {"kind": "cosine", "min_lr": 0.003}}))
+
+
+def test_every_cross_component_problem_is_reported_at_once() -> None:
+    data = _base(
+        **{
+            "train.epochs": 2,
+            "schedule": {"kind": "cosine", "min_lr": 1.0, "warmup_epochs": 2},
+            "sampling.patch_size": [36, 32, 32],
+        }
+    )
+    paths = [p.path for p in _problems(data)]
+    assert paths == ["sampling.patch_size", "schedule.warmup_epochs", "schedule.min_lr"]
+
+
+def test_the_frozen_module_must_exist_in_the_model() -> None:
+    clstm = _base("clstm")
+    assert parse_trial_config(clstm).train.freeze.module == "unet"
+    nested = apply_overrides(clstm, {"train.freeze.module": "unet.encoder.stages.0"})
+    assert parse_trial_config(nested).train.freeze.module == "unet.encoder.stages.0"
+    (problem,) = _problems(apply_overrides(clstm, {"train.freeze.module": "unte"}))
+    assert str(problem) == (
+        "train.freeze.module: 'unte' is not a sub-module of model 'clstm' (top level: head, "
+        "hidden_conv, unet) (did you mean 'unet'?)"
+    )
+    (problem,) = _problems(_base(**{"train.freeze": {"module": "unet", "iterations": 1}}))
+    assert problem.path == "train.freeze.module"
+    assert "top level: bottleneck, decoder, encoder, heads" in problem.message
+
+
+def test_submodule_names_cost_no_memory() -> None:
+    cfg = parse_trial_config(_base("nnunet_brats"))
+    names = submodule_names(cfg.model)
+    assert {"encoder", "decoder", "heads", "encoder.stages.0"} <= names and "" not in names
+
+
+def test_synthetic_cases_have_known_modalities_and_count() -> None:
+    ct = _base(**{"data.synthetic.modality": "ct"})  # tiny asks for the four MRI modalities
+    (problem,) = _problems(ct)
+    assert str(problem) == (
+        "data.modalities: ['t1', 't1ce', 't2', 'flair'] asks for t1, t1ce, t2, flair, but "
+        "synthetic ct cases (data.root unset) have only ct"
+    )
+    with_root = apply_overrides(ct, {"data.root": "/data/ct"})  # a real dataset: checked on load
+    assert parse_trial_config(with_root).data.synthetic.modality == "ct"
+    folds = _base(**{"data.split": {"kind": "kfold", "folds": 10}})
+    assert [str(p) for p in _problems(folds)] == [
+        "data.split.folds: 10 folds need 10 cases or more; data.synthetic.cases is 8"
+    ]
+
+
+def test_a_split_without_validation_cases_is_rejected() -> None:
+    data = _base(**{"data.split.fractions": [0.8, 0.0, 0.2]})
+    (problem,) = _problems(data)
+    assert problem.path == "data.split.fractions"
+    assert problem.message.startswith("[0.8, 0.0, 0.2] gives no validation cases")
+
+
+def test_empty_slice_drop_needs_a_2d_patch() -> None:
+    (problem,) = _problems(_base(**{"sampling.empty_slice_drop": 0.5}))
+    assert str(problem) == (
+        "sampling.empty_slice_drop: 0.5 applies only to 2-D slice sampling, but patch_size "
+        "[32, 32, 32] is 3-D (set it to 0, or use a 2-D patch and model)"
+    )
+    assert parse_trial_config(_base("unet2d_penalty")).sampling.empty_slice_drop == 0.5
+
+
+def test_smoke_keeps_warmup_and_freezing_inside_the_shrunk_run() -> None:
+    from trainables.engine.smoke import smoke_config
+
+    cfg = parse_trial_config(_base(**{"train.epochs": 20, "schedule.warmup_epochs": 5}))
+    smoke = smoke_config(cfg)
+    assert (smoke.train.epochs, smoke.schedule.warmup_epochs) == (2, 1)

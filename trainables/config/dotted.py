@@ -1,0 +1,103 @@
+"""Dotted paths into nested config dicts: the one implementation every layer uses.
+
+The planner (space-file overrides), the Ray Tune Trainable (Optuna samples), the command line
+(``--data``, ``--device``, ``--epochs``) and ``--smoke`` all edit a trial config as plain
+YAML-like data at a dotted path (``model.deep_supervision``) and label values with the same text,
+so a grid cell and an Optuna sample with the same value read the same (``attention=false``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+_MISSING = object()
+
+
+def set_dotted(data: dict[str, Any], path: str, value: Any) -> None:
+    """Set ``value`` at dotted ``path`` in nested dicts, creating sections on the way.
+
+    A mapping value is merged into an existing section of the same ``kind`` and replaces one
+    of a different kind (a variant switch: ``model: {kind: unet}`` drops the old model's keys).
+
+    Raises:
+        ValueError: the path has an empty component or runs through a non-section value.
+    """
+    parts = _split(path)
+    node = data
+    for depth, part in enumerate(parts[:-1]):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            where = ".".join(parts[: depth + 1])
+            raise ValueError(f"{where} is a value ({child!r}), not a section: {path} cannot exist")
+        node = child
+    leaf = parts[-1]
+    current = node.get(leaf)
+    if isinstance(value, Mapping) and isinstance(current, dict) and _same_kind(current, value):
+        merged = dict(current)
+        for key, sub in value.items():
+            set_dotted(merged, str(key), sub)
+        node[leaf] = merged
+    else:
+        node[leaf] = plain(value)
+
+
+def apply_overrides(data: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """A deep copy of ``data`` with every dotted override set (see :func:`set_dotted`)."""
+    out = plain(data)
+    for path, value in overrides.items():
+        set_dotted(out, path, value)
+    return out
+
+
+def get_dotted(data: Mapping[str, Any], path: str, default: Any = _MISSING) -> Any:
+    """The value at dotted ``path``; ``default`` when a section or the leaf is missing.
+
+    Raises:
+        KeyError: the path does not exist and no default was given.
+    """
+    node: Any = data
+    for part in _split(path):
+        if not isinstance(node, Mapping) or part not in node:
+            if default is _MISSING:
+                raise KeyError(path)
+            return default
+        node = node[part]
+    return node
+
+
+def format_value(value: Any) -> str:
+    """Short, stable label text of a value: ``3``, ``0.003``, ``[8,16]``, ``group``, ``false``.
+
+    Booleans are lower case as YAML writes them, floats keep 4 significant digits.
+    """
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        return f"{value:.4g}" if math.isfinite(value) else str(value)
+    if isinstance(value, list | tuple):
+        return "[" + ",".join(format_value(v) for v in value) + "]"
+    if isinstance(value, Mapping):
+        return "{" + ",".join(f"{k}={format_value(v)}" for k, v in value.items()) + "}"
+    return str(value)
+
+
+def plain(value: Any) -> Any:
+    """Deep copy of YAML-like data (mappings, lists, scalars); tuples become lists."""
+    if isinstance(value, Mapping):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [plain(v) for v in value]
+    return value
+
+
+def _split(path: str) -> list[str]:
+    parts = path.split(".")
+    if not all(parts):
+        raise ValueError(f"{path!r} is not a dotted path (empty component)")
+    return parts
+
+
+def _same_kind(current: Mapping[str, Any], value: Mapping[str, Any]) -> bool:
+    return "kind" not in value or value.get("kind") == current.get("kind")

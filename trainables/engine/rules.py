@@ -1,0 +1,141 @@
+"""Cross-component rules of a trial config, checked when the config is validated.
+
+Each rule returns the :class:`ConfigProblem`\\ s it finds (dotted field, value, why), so
+``ablate validate`` and ``ablate sweep`` reject an impossible trial before any data is read or a
+worker starts; the builders (``build_model``, ``build_loss``, ``build_optimizer``,
+``build_scheduler``, the samplers) then assume a valid config. Rules that need one component
+only live in that component's model; these span components.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import TYPE_CHECKING
+
+from trainables.config import ConfigProblem
+from trainables.config.base import did_you_mean
+from trainables.data.types import BRATS_MODALITIES, CT_MODALITY
+from trainables.models import ModelConfig
+from trainables.optim import CosineSchedule
+
+if TYPE_CHECKING:
+    from trainables.engine.config import DataConfig, TrialConfig
+
+SYNTHETIC_MODALITIES = {"mri": BRATS_MODALITIES, "ct": (CT_MODALITY,)}
+
+
+def trial_problems(cfg: TrialConfig) -> list[ConfigProblem]:
+    """Every cross-component problem of ``cfg``, in field order."""
+    return [
+        *data_problems(cfg.data),
+        *patch_problems(cfg),
+        *schedule_problems(cfg),
+        *freeze_problems(cfg),
+    ]
+
+
+def patch_problems(cfg: TrialConfig) -> list[ConfigProblem]:
+    """The training patch must have the model's axes, fit its stride and leave a real bottleneck."""
+    patch, kind = list(cfg.sampling.patch_size), cfg.model.kind
+    dims = cfg.model.input_dims
+    if len(patch) != dims:
+        why = f"{patch} has {len(patch)} axes but model {kind!r} takes {dims}-D input"
+        return [ConfigProblem("sampling.patch_size", why)]
+    divisor = list(cfg.model.divisor())
+    if any(p % d for p, d in zip(patch, divisor, strict=True)):
+        why = f"{patch} must be divisible by {divisor} (the total stride of model {kind!r})"
+        return [ConfigProblem("sampling.patch_size", why)]
+    if math.prod(p // d for p, d in zip(patch, divisor, strict=True)) < 2:
+        least = [2 * d if d > 1 else p for p, d in zip(patch, divisor, strict=True)]
+        why = (
+            f"{patch} leaves a 1-voxel bottleneck in model {kind!r} (stride {divisor}); "
+            f"normalisation needs more: use at least {least}"
+        )
+        return [ConfigProblem("sampling.patch_size", why)]
+    return []
+
+
+def schedule_problems(cfg: TrialConfig) -> list[ConfigProblem]:
+    """Warm-up must leave epochs for the schedule; a cosine must not anneal *up* to ``min_lr``."""
+    problems = []
+    schedule, epochs = cfg.schedule, cfg.train.epochs
+    if schedule.warmup_epochs >= epochs:
+        why = (
+            f"{schedule.warmup_epochs} must be less than train.epochs ({epochs}): the warm-up "
+            "would leave no epochs for the schedule"
+        )
+        problems.append(ConfigProblem("schedule.warmup_epochs", why))
+    if isinstance(schedule, CosineSchedule) and schedule.min_lr > cfg.optimizer.lr:
+        why = (
+            f"{schedule.min_lr} must not exceed optimizer.lr ({cfg.optimizer.lr}): the cosine "
+            "anneals from the optimizer's lr down to min_lr"
+        )
+        problems.append(ConfigProblem("schedule.min_lr", why))
+    return problems
+
+
+def freeze_problems(cfg: TrialConfig) -> list[ConfigProblem]:
+    """``train.freeze.module`` must name a sub-module of the network the model config builds."""
+    freeze = cfg.train.freeze
+    if freeze is None:
+        return []
+    names = submodule_names(cfg.model)
+    if freeze.module in names:
+        return []
+    top = sorted({n.split(".")[0] for n in names})
+    why = (
+        f"{freeze.module!r} is not a sub-module of model {cfg.model.kind!r} (top level: "
+        f"{', '.join(top)}){did_you_mean(freeze.module, names)}"
+    )
+    return [ConfigProblem("train.freeze.module", why)]
+
+
+@functools.lru_cache(maxsize=64)
+def submodule_names(model: ModelConfig) -> frozenset[str]:
+    """Dotted names of every sub-module (not the root) of the network ``model`` describes.
+
+    Built on the meta device: no memory is allocated and no weights are initialised, so this
+    costs milliseconds even for a large network. Channel counts do not change the names.
+    """
+    import torch
+
+    from trainables.models import build_model
+
+    with torch.device("meta"):
+        network = build_model(model, 1, 1)
+    return frozenset(name for name, _ in network.named_modules() if name)
+
+
+def data_problems(data: DataConfig) -> list[ConfigProblem]:
+    """The trial validates every epoch; synthetic cases have known modalities and count."""
+    problems = []
+    split = data.split
+    if getattr(split, "fractions", (1, 1, 1))[1] <= 0:
+        why = (
+            f"{list(split.fractions)} gives no validation cases; a trial validates on them, "
+            "so give the val fraction (the second) a positive share"
+        )
+        problems.append(ConfigProblem("data.split.fractions", why))
+    if data.root is None:
+        problems += _synthetic_problems(data)
+    return problems
+
+
+def _synthetic_problems(data: DataConfig) -> list[ConfigProblem]:
+    """Without ``data.root`` the trial reads generated cases: their modalities and count."""
+    problems = []
+    synthetic = data.synthetic
+    have = SYNTHETIC_MODALITIES[synthetic.modality]
+    missing = [m for m in data.modalities if m not in have]
+    if missing:
+        why = (
+            f"{list(data.modalities)} asks for {', '.join(missing)}, but synthetic "
+            f"{synthetic.modality} cases (data.root unset) have only {', '.join(have)}"
+        )
+        problems.append(ConfigProblem("data.modalities", why))
+    folds = getattr(data.split, "folds", None)
+    if folds is not None and folds > synthetic.cases:
+        why = f"{folds} folds need {folds} cases or more; data.synthetic.cases is {synthetic.cases}"
+        problems.append(ConfigProblem("data.split.folds", why))
+    return problems
