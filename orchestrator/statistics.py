@@ -3,14 +3,15 @@
 A cell is a list of runs (seeds, folds); each run has its value of the sweep's metric at its
 selected epoch and, when logged, the per-case values behind it. Per cell: the mean with a
 Student-t 95% interval over run values. Per cell against the best: the difference of means, its
-95% interval and a two-sided p-value, from a bootstrap that resamples run pairs (paired by seed
-and fold) and cases (one draw shared by every run: runs see the same cases, so this pairs them
-by case). With few runs a plain bootstrap is anti-conservative (it treats 3 runs as the whole
-population of seeds), so the bootstrap only supplies the standard error; the interval and p use
-Student's t with the run-level degrees of freedom (pairs - 1), the standard error inflated by
-sqrt(m / (m - 1)) for the plug-in bias of resampling m pairs. Without per-case data the same
-comparison falls back to a paired t-test over run pairs, or Welch's test without pairs.
-p-values are corrected (Holm) for the number of cells compared with the best.
+95% interval and a two-sided p-value. With per-case data, runs are paired by (seed, fold) and
+cases by id, and the paired differences are split as in a two-way analysis of variance (run
+pair x case): the standard error keeps the seed-to-seed variance on the run pairs' degrees of
+freedom and adds the case-by-cell interaction, with Satterthwaite's degrees of freedom. (A
+hierarchical bootstrap over runs, then cases, was measured and rejected: over 3 runs it is
+anti-conservative, and with run-level degrees of freedom it counts the case noise twice; see
+the docs.) Without per-case data the comparison falls back to a paired t-test over run pairs,
+or Welch's test without pairs. p-values are corrected (Holm) for the number of cells compared
+with the best. A run x case bootstrap gives each cell's probability of ranking first.
 """
 
 from __future__ import annotations
