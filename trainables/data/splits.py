@@ -45,12 +45,19 @@ class HoldoutSplit(Frozen):
 
 
 class KFoldSplit(Frozen):
-    """``folds`` equal folds; fold ``fold`` is the validation set, the rest train, no test set."""
+    """``folds`` equal folds; fold ``fold`` is the validation set, the rest train.
+
+    Attributes:
+        test: optional hold-out split whose test part is set aside before folding: those cases
+            are the test set of every fold (a space file's ``folds: K`` keeps its base trial's
+            test cases this way), and only the others are folded. None: no test set.
+    """
 
     kind: Literal["kfold"] = "kfold"
     folds: int = Field(default=5, ge=2)
     fold: int = Field(default=0, ge=0)
     seed: int = 0
+    test: HoldoutSplit | None = None
 
     @field_validator("fold")
     @classmethod
@@ -92,11 +99,13 @@ def make_split(case_ids: Sequence[str], cfg: SplitConfig) -> Split:
     Raises:
         InputError: no cases, duplicate ids, or fewer cases than k-fold folds.
     """
-    ranked = _rank(case_ids, cfg.seed)
     if isinstance(cfg, KFoldSplit):
-        train, val, test = _kfold_parts(ranked, cfg)
-    else:
-        train, val, test = _holdout_parts(ranked, cfg)
+        test = make_split(case_ids, cfg.test).test if cfg.test is not None else ()
+        held_out = set(test)
+        rest = _rank([c for c in case_ids if c not in held_out], cfg.seed)
+        train, val, _ = _kfold_parts(rest, cfg)
+        return build_split(train, val, test)
+    train, val, test = _holdout_parts(_rank(case_ids, cfg.seed), cfg)
     return build_split(train, val, test)
 
 
@@ -152,7 +161,11 @@ def _holdout_parts(ranked: list[str], cfg: HoldoutSplit) -> tuple[list[str], ...
 
 def _kfold_parts(ranked: list[str], cfg: KFoldSplit) -> tuple[list[str], ...]:
     if len(ranked) < cfg.folds:
-        message = f"{cfg.folds}-fold split needs at least {cfg.folds} cases, got {len(ranked)}"
+        held_out = " outside the test set" if cfg.test is not None else ""
+        message = (
+            f"{cfg.folds}-fold split needs at least {cfg.folds} cases{held_out}, "
+            f"got {len(ranked)}"
+        )
         raise InputError(message, where="data.split.folds")
     # Fold sizes differ by at most one: fold k takes every folds-th case starting at k.
     val = ranked[cfg.fold :: cfg.folds]

@@ -97,6 +97,28 @@ def test_kfold_folds_partition_the_cases():
     assert len({s.hash for s in splits}) == n_folds
 
 
+def test_kfold_keeps_the_holdout_test_part_out_of_every_fold():
+    holdout = HoldoutSplit(fractions=(0.7, 0.1, 0.2), seed=5)
+    base_test = make_split(IDS, holdout).test
+    splits = [make_split(IDS, KFoldSplit(folds=3, fold=k, seed=1, test=holdout)) for k in range(3)]
+    for s in splits:
+        assert s.test == base_test  # the very cases the hold-out split tests on
+        assert_partition(s, IDS)
+        assert not set(s.val) & set(base_test)
+    vals = [set(s.val) for s in splits]
+    assert set().union(*vals) == set(IDS) - set(base_test)  # each non-test case validated once
+    assert sum(len(v) for v in vals) == len(IDS) - len(base_test)
+
+
+def test_kfold_with_test_counts_only_the_folded_cases():
+    holdout = HoldoutSplit(fractions=(0.5, 0.0, 0.5))
+    with pytest.raises(InputError) as err:
+        make_split(IDS[:4], KFoldSplit(folds=3, test=holdout))
+    assert str(err.value) == (
+        "data.split.folds: 3-fold split needs at least 3 cases outside the test set, got 2"
+    )
+
+
 def test_kfold_needs_enough_cases():
     with pytest.raises(InputError) as err:
         make_split(IDS[:3], KFoldSplit(folds=5))
