@@ -207,6 +207,8 @@ class TrackingCallback(tune.Callback):
         spec = resolve_trial(config, trial_id)
         tags = {"ablate.cell": spec.cell, "ablate.seed": str(spec.seed)}
         tags |= {"ablate.tune_trial_id": trial_id, "ablate.outcome": "running"}
+        if spec.fold is not None:
+            tags["ablate.fold"] = str(spec.fold)
         s = self.settings
         run_id, created = tracking.open_child_run(
             self.client, s["experiment_id"], s["parent_id"], spec.key, tags

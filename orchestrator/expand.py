@@ -20,6 +20,7 @@ from orchestrator.checks import (
     check_seed_overrides,
     check_unique,
 )
+from orchestrator.folds import check_fold_count, count_cases, fold_splits
 from orchestrator.space import AshaScheduler, Resources, SpaceFile, load_space_file
 from trainables.config.dotted import apply_overrides, format_value, set_dotted
 from trainables.errors import ConfigProblem, InputError
@@ -46,11 +47,13 @@ class Cell:
 
 @dataclass(frozen=True)
 class PlannedTrial:
-    """One trial of a grid sweep: a cell at one seed, validated.
+    """One trial of a grid sweep: a cell at one seed (and fold), validated.
 
     Attributes:
-        key: ``<cell>/seed<i>``, unique in the sweep and stable across resumes.
+        key: ``<cell>/seed<i>``, or ``<cell>/fold<k>/seed<i>`` with folds; unique in the sweep
+            and stable across resumes.
         config: the resolved trial config as a JSON-ready dict (smoke shrinking applied).
+        fold: the cross-validation fold, or None without ``folds:``.
     """
 
     key: str
@@ -58,6 +61,7 @@ class PlannedTrial:
     seed: int
     overrides: dict[str, Any]
     config: dict[str, Any]
+    fold: int | None = None
 
 
 @dataclass(frozen=True)
@@ -142,15 +146,51 @@ def _cell_trials(
     data_root: Path | None,
     smoke: bool,
 ) -> list[PlannedTrial]:
-    """The cell at every seed (Optuna: seed 0 only, the rest is Tune's); [] after an error."""
+    """The cell at every fold and seed (Optuna: seed 0 only, the rest is Tune's); [] after an
+    error (the same error at every seed is reported once)."""
+    first = _trial_config(base, {**cell.overrides, "seed": 0}, cell, errors, data_root, smoke)
+    folds = _fold_overrides(space, cell, first, errors) if first is not None else None
+    if folds is None:
+        return []
     trials = []
-    for seed in range(space.seeds if space.is_grid else 1):
-        overrides = {**cell.overrides, "seed": seed}
-        config = _trial_config(base, overrides, cell, errors, data_root, smoke)
-        if config is None:
-            return []  # the same error at every seed: reported once
-        trials.append(PlannedTrial(f"{cell.label}/seed{seed}", cell.label, seed, overrides, config))
+    for fold, fold_overrides in folds:
+        for seed in range(space.seeds if space.is_grid else 1):
+            overrides = {**cell.overrides, **fold_overrides, "seed": seed}
+            config = _trial_config(base, overrides, cell, errors, data_root, smoke)
+            if config is None:
+                return []
+            where = f"fold{fold}/" if fold is not None else ""
+            key = f"{cell.label}/{where}seed{seed}"
+            trials.append(PlannedTrial(key, cell.label, seed, overrides, config, fold))
     return trials
+
+
+def _fold_overrides(
+    space: SpaceFile, cell: Cell, config: dict[str, Any], errors: _Errors
+) -> list[tuple[int | None, dict[str, Any]]] | None:
+    """``(fold, {"data.split": ...})`` per fold of ``folds:`` (one ``(None, {})`` without it),
+    from the cell's resolved config; None after recording a problem."""
+    if space.folds is None:
+        return [(None, {})]
+    from trainables.engine.config import parse_trial_config
+
+    split_keys = [p for p in cell.overrides if p == "data.split" or p.startswith("data.split.")]
+    if split_keys:
+        where = cell.origins[split_keys[0]]
+        errors.add(f"{where}: the split is set by 'folds: {space.folds}' (each fold is a repeat)")
+        return None
+    cfg = parse_trial_config(config)
+    try:
+        splits = fold_splits(cfg.data.split, space.folds)
+    except ValueError as err:
+        errors.add(str(err))
+        return None
+    cases = count_cases(cfg.data.root, cfg.data.synthetic.cases, cfg.data.label_scheme)
+    problem = check_fold_count(space.folds, cases, cfg.data.split)
+    if problem:
+        errors.add(problem)
+        return None
+    return [(k, {"data.split": s.model_dump(mode="json")}) for k, s in enumerate(splits)]
 
 
 def make_cells(space: SpaceFile) -> list[Cell]:
@@ -312,49 +352,3 @@ def _attribute(problem: ConfigProblem, origins: dict[str, str], context: str) ->
     if matches:
         return f"{origins[max(matches, key=len)]}: {problem}"
     return f"{context}: {problem}"
-
-
-def describe_plan(plan: Plan) -> tuple[str, list[dict[str, Any]]]:
-    """The one-line summary and the trial rows ``ablate validate`` prints.
-
-    Rows are ``{"key", "cell", "seed", "overrides"}``; for Optuna, one row per cell with the
-    sampled ranges in place of values.
-    """
-    space, res = plan.space, plan.space.resources
-    if space.is_grid:
-        count = f"{len(plan.cells)} cells x {space.seeds} seeds = {len(plan.trials)} trials"
-    else:
-        samples = space.search.num_samples
-        count = f"{len(plan.cells)} cells, {samples} samples x {space.seeds} seeds"
-        count += f" = {samples * space.seeds} trials"
-    summary = (
-        f"{plan.source}: sweep {plan.name!r}, {count} ({space.search.kind} search, "
-        f"{space.effective_scheduler.kind} scheduler, {space.metric} {space.mode}, "
-        f"{res.cpu:g} CPU / {res.gpu:g} GPU per trial{', smoke' if plan.smoke else ''})"
-    )
-    return summary, _plan_rows(plan)
-
-
-def _plan_rows(plan: Plan) -> list[dict[str, Any]]:
-    if plan.space.is_grid:
-        return [
-            {"key": t.key, "cell": t.cell, "seed": t.seed, "overrides": _shown(t.overrides)}
-            for t in plan.trials
-        ]
-    ranges = {
-        path: f"~{rng.form}({', '.join(map(format_value, rng.probe_values()))})"
-        for path, rng in plan.space.sample.items()
-    }
-    return [
-        {
-            "key": c.label,
-            "cell": c.label,
-            "seed": None,
-            "overrides": {**_shown(c.overrides), **ranges},
-        }
-        for c in plan.cells
-    ]
-
-
-def _shown(overrides: dict[str, Any]) -> dict[str, str]:
-    return {path: format_value(value) for path, value in overrides.items()}

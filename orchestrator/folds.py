@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from trainables.data.splits import HoldoutSplit, KFoldSplit, SplitConfig, holdout_counts
+from trainables.data.splits import KFoldSplit, SplitConfig, folded_case_count
 
 
 def fold_splits(base: SplitConfig, folds: int) -> list[KFoldSplit]:
@@ -32,14 +32,6 @@ def fold_splits(base: SplitConfig, folds: int) -> list[KFoldSplit]:
         return [base.model_copy(update={"fold": k}) for k in range(folds)]
     test = base if base.fractions[2] > 0 else None
     return [KFoldSplit(folds=folds, fold=k, seed=base.seed, test=test) for k in range(folds)]
-
-
-def foldable_cases(num_cases: int, base: SplitConfig) -> int:
-    """How many of ``num_cases`` cases are folded (the hold-out test part is not)."""
-    test = base.test if isinstance(base, KFoldSplit) else base
-    if isinstance(test, HoldoutSplit):
-        return num_cases - holdout_counts(num_cases, test.fractions)[2]
-    return num_cases
 
 
 def count_cases(root: Path | None, synthetic_cases: int, label_scheme: str) -> int | None:
@@ -60,7 +52,7 @@ def check_fold_count(folds: int, num_cases: int | None, base: SplitConfig) -> st
     """The problem with ``folds`` for this many cases, or None."""
     if num_cases is None:
         return None
-    foldable = foldable_cases(num_cases, base)
+    foldable = folded_case_count(num_cases, fold_splits(base, folds)[0])
     if folds <= foldable:
         return None
     held_out = num_cases - foldable

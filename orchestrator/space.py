@@ -11,6 +11,7 @@ into the trial config (``model.deep_supervision``)::
       - {label: no-attention, overrides: {model.attention: false}}
     sample: {optimizer.lr: {loguniform: [1.0e-4, 1.0e-2]}}  # Optuna ranges
     seeds: 3                            # repeats per cell; repeat i trains with seed i
+    folds: 5                            # optional: each cell x seed on each of 5 folds (grid only)
     search: {kind: grid}                # or {kind: optuna, num_samples: 20}
     scheduler: {kind: fifo}             # or {kind: asha, grace_period, reduction_factor, max_t}
     metric: val/dice_mean
@@ -21,7 +22,8 @@ into the trial config (``model.deep_supervision``)::
     paper: {citation: "...", reported: {no-attention: {val/dice_mean: 0.81}}}
 
 Cells are the product of the variants (or one row without them) and the grid points (or one
-point without a grid); each cell runs ``seeds`` times. Override values are set at their dotted
+point without a grid); each cell runs ``seeds`` times, on each of ``folds`` cross-validation folds
+when given (:mod:`orchestrator.folds`). Override values are set at their dotted
 path by :func:`trainables.config.dotted.set_dotted`: a mapping value is merged into the section
 already there, unless it names a different ``kind`` (a variant switch), in which case it
 replaces the section.
@@ -188,6 +190,7 @@ class SpaceFile(Frozen):
     variants: list[Variant] | None = None
     sample: dict[str, SampleRange] = Field(default_factory=dict)
     seeds: int = Field(default=1, ge=1)
+    folds: int | None = Field(default=None, ge=2)
     search: Search = GridSearch()
     scheduler: Scheduler | None = None
     metric: str = "val/dice_mean"
@@ -242,6 +245,11 @@ class SpaceFile(Frozen):
             raise ValueError("search kind 'optuna' needs a 'sample' section with ranges to sample")
         if self.is_grid and self.sample:
             raise ValueError("'sample' ranges need search: {kind: optuna, num_samples: N}")
+        if self.folds is not None and not self.is_grid:
+            raise ValueError(
+                f"folds: {self.folds} needs search: {{kind: grid}} (Optuna suggestions are "
+                "repeated over seeds only)"
+            )
         return self
 
     @property

@@ -6,7 +6,8 @@ directory) and each child carries ``mlflow.parentRunId`` and ``ablate.trial_key`
 child run is created it is looked up by those tags.
 
 Tags used (``ablate.*``): kind (sweep|trial), space_file, space_hash, git_commit, split_hash,
-ray_version, torch_version, metric, mode, trial_key, cell, seed, tune_trial_id, outcome
+ray_version, torch_version, metric, mode, trial_key, cell, seed, fold (k-fold trials),
+tune_trial_id, outcome
 (running|finished|stopped_early|failed|infeasible|diverged|killed), error; plus ``infeasible``
 (the out-of-memory message with its memory figure) and ``winner``.
 """

@@ -34,6 +34,7 @@ import torch
 from ray import tune
 
 from trainables.config.dotted import apply_overrides, format_value
+from trainables.data.splits import KFoldSplit
 from trainables.engine.checkpoint import BEST_MODEL_FILE, TRAINING_STATE_FILE
 from trainables.engine.config import TrialConfig, parse_trial_config
 from trainables.engine.data import TrialData
@@ -53,8 +54,9 @@ class TrialSpec:
     """What one Tune trial trains.
 
     Attributes:
-        key: unique and stable across resumes (``<cell>/seed<i>``; Optuna adds the trial id).
-        cell: the results-table row the trial belongs to (seeds pooled).
+        key: unique and stable across resumes (``<cell>/seed<i>``, ``<cell>/fold<k>/seed<i>``
+            with folds; Optuna adds the trial id).
+        cell: the results-table row the trial belongs to (seeds and folds pooled).
         seed: the repeat index, also the config's ``seed``.
         config: the validated trial config.
     """
@@ -63,6 +65,12 @@ class TrialSpec:
     cell: str
     seed: int
     config: TrialConfig
+
+    @property
+    def fold(self) -> int | None:
+        """The cross-validation fold the trial validates on; None for a hold-out split."""
+        split = self.config.data.split
+        return split.fold if isinstance(split, KFoldSplit) else None
 
 
 def resolve_trial(tune_config: dict[str, Any], trial_id: str) -> TrialSpec:

@@ -72,7 +72,8 @@ def _add_results(verbs: argparse._SubParsersAction) -> None:
 
 def _validate(args: argparse.Namespace) -> int:
     from orchestrator import tracking
-    from orchestrator.expand import describe_plan, plan_sweep
+    from orchestrator.expand import plan_sweep
+    from orchestrator.plan_text import describe_plan
     from orchestrator.sweep import check_local_gpus
 
     plan = plan_sweep(args.space, args.data.resolve() if args.data else None, args.smoke)

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
-import pytest
+from pathlib import Path
 
-from orchestrator.folds import check_fold_count, count_cases, fold_splits, foldable_cases
-from trainables.data.splits import HoldoutSplit, KFoldSplit, make_split
+import pytest
+from ablate_sweep_helpers import tiny_trial, write_space
+
+from orchestrator.cli import main
+from orchestrator.expand import plan_sweep
+from orchestrator.folds import check_fold_count, count_cases, fold_splits
+from trainables.data.splits import HoldoutSplit, KFoldSplit, folded_case_count, make_split
 
 IDS = [f"case{i:02d}" for i in range(12)]
 
@@ -42,7 +47,7 @@ def test_kfold_base_keeps_its_settings_and_must_agree():
 
 def test_fold_count_against_the_cases():
     holdout = HoldoutSplit(fractions=(0.7, 0.1, 0.2))
-    assert foldable_cases(10, holdout) == 8
+    assert folded_case_count(10, fold_splits(holdout, 2)[0]) == 8
     assert check_fold_count(8, 10, holdout) is None
     assert check_fold_count(9, 10, holdout) == (
         "folds: 9 is more than the 8 cases there are to fold (2 of 10 are held out for "
@@ -58,3 +63,95 @@ def test_fold_count_against_the_cases():
 def test_count_cases_synthetic_and_unreadable(tmp_path):
     assert count_cases(None, 12, "auto") == 12
     assert count_cases(tmp_path / "missing", 12, "auto") is None
+
+
+# ------------------------------------------------------------------ folds: K in a space file
+def _validate(space: Path, capsys: pytest.CaptureFixture[str], *extra: str) -> tuple[int, str]:
+    code = main(["validate", str(space), *extra])
+    captured = capsys.readouterr()
+    return code, captured.out + captured.err
+
+
+def test_folds_list_cells_x_folds_x_seeds(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    space = write_space(
+        tmp_path,
+        "name: f\nextends: trial.yaml\ngrid: {model.attention: [true, false]}\n"
+        "seeds: 2\nfolds: 2\n",
+    )
+    code, out = _validate(space, capsys)
+    assert code == 0
+    assert "sweep 'f', 2 cells x 2 folds x 2 seeds = 8 trials" in out
+    assert "attention=true/fold1/seed0" in out
+    plan = plan_sweep(space)
+    assert [(t.fold, t.seed) for t in plan.trials[:4]] == [(0, 0), (0, 1), (1, 0), (1, 1)]
+    splits = {t.fold: t.config["data"]["split"] for t in plan.trials}
+    assert splits[1] == {"kind": "kfold", "folds": 2, "fold": 1, "seed": 0, "test": None}
+
+
+def test_folds_keep_the_test_cases_of_the_base_split(tmp_path: Path) -> None:
+    tiny_trial(
+        tmp_path,
+        data={
+            "synthetic": {"cases": 10},
+            "split": {"kind": "holdout", "fractions": [0.6, 0.2, 0.2]},
+        },
+    )
+    space = write_space(tmp_path, "name: f\nextends: trial.yaml\nfolds: 4\n")
+    configs = [t.config["data"]["split"] for t in plan_sweep(space).trials]
+    assert [c["fold"] for c in configs] == [0, 1, 2, 3]
+    assert all(c["test"]["fractions"] == [0.6, 0.2, 0.2] for c in configs)
+
+
+@pytest.mark.parametrize(
+    ("trial", "space_text", "expected"),
+    [
+        ({}, "folds: 1\n", "folds: Input should be greater than or equal to 2"),
+        (
+            {},
+            "folds: 5\n",
+            "folds: 5 is more than the 4 cases there are to fold; use at most 4 folds",
+        ),
+        (
+            {
+                "data": {
+                    "synthetic": {"cases": 5},
+                    "split": {"kind": "holdout", "fractions": [0.4, 0.2, 0.4]},
+                }
+            },
+            "folds: 4\n",
+            "folds: 4 is more than the 3 cases there are to fold (2 of 5 are held out for "
+            "testing); use at most 3 folds",
+        ),
+        (
+            {"data": {"split": {"kind": "kfold", "folds": 3, "fold": 0}}},
+            "folds: 2\n",
+            "folds: 2 contradicts the base trial's data.split.folds: 3",
+        ),
+        (
+            {},
+            "folds: 2\nvariants: [{label: a, overrides: {data.split.seed: 3}}]\n",
+            "variants[0].overrides.data.split.seed: the split is set by 'folds: 2'",
+        ),
+        (
+            {},
+            "folds: 2\nsearch: {kind: optuna, num_samples: 2}\n"
+            "sample: {optimizer.lr: {loguniform: [1.0e-4, 1.0e-2]}}\n",
+            "folds: 2 needs search: {kind: grid}",
+        ),
+    ],
+)
+def test_bad_folds_exit_2_naming_the_field(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    trial: dict,
+    space_text: str,
+    expected: str,
+) -> None:
+    tiny_trial(tmp_path, **trial)
+    space = write_space(tmp_path, "name: f\nextends: trial.yaml\n" + space_text)
+    code, err = _validate(space, capsys)
+    assert code == 2
+    assert expected in err
+    assert str(space) in err

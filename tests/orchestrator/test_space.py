@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 from ablate_sweep_helpers import REPO, write_space
 
-from orchestrator.expand import describe_plan, make_cells, plan_sweep
+from orchestrator.expand import make_cells, plan_sweep
+from orchestrator.plan_text import describe_plan
 from orchestrator.space import SpaceFile
 from trainables.config import validate_config
 from trainables.errors import InputError

@@ -137,3 +137,34 @@ def test_holm_and_rank_probabilities() -> None:
     assert sum(r.p_rank1 for r in results) == pytest.approx(1.0)
     single = analyse([[RunSample(("0", ""), 0.8)], [RunSample(("0", ""), 0.7)]])
     assert single[0].ci is None and single[1].status == "untested"
+
+
+def _fold_study(rng: np.random.Generator, delta: float, folds: int = 2, seeds: int = 3):
+    """4 cells x folds x seeds runs; fold k validates on its own 10 cases (cases nested in
+    folds, as in cross-validation); cell 1 lower by ``delta``."""
+    hardness = rng.normal(0, CASE_SD, (folds, 10))
+    cells = []
+    for cell in range(4):
+        runs = []
+        for fold in range(folds):
+            for seed in range(seeds):
+                v = 0.8 + hardness[fold] + rng.normal(0, RUN_SD) + rng.normal(0, NOISE_SD, 10)
+                v -= delta if cell == 1 else 0.0
+                cases = {f"f{fold}c{k}": float(x) for k, x in enumerate(v)}
+                runs.append(RunSample((str(seed), str(fold)), float(v.mean()), cases))
+        cells.append(runs)
+    return cells
+
+
+def test_folds_are_compared_by_case_paired_run_means() -> None:
+    rng = np.random.default_rng(21)
+    planted = analyse(_fold_study(rng, delta=0.1))
+    worst = planted[-1]
+    assert worst.index == 1 and worst.status == "worse"
+    assert worst.comparison.method == "case-paired means: t over 6 run pairs (folds)"
+    false_calls = sum(
+        any(r.status == "worse" for r in analyse(_fold_study(rng, 0.0), samples=100, seed=i))
+        for i in range(200)
+    )
+    print(f"family-wise false 'worse' rate, 2 folds x 3 seeds: {false_calls / 200:.3f}")
+    assert false_calls / 200 <= 0.05 + 0.03

@@ -154,6 +154,14 @@ def holdout_counts(n: int, fractions: tuple[float, float, float]) -> tuple[int, 
     return counts[0], counts[1], counts[2]
 
 
+def folded_case_count(num_cases: int, split: SplitConfig) -> int:
+    """How many of ``num_cases`` cases a k-fold ``split`` folds (its held-out test part is not
+    folded); all of them for a hold-out split."""
+    if isinstance(split, KFoldSplit) and split.test is not None:
+        return num_cases - holdout_counts(num_cases, split.test.fractions)[2]
+    return num_cases
+
+
 def _holdout_parts(ranked: list[str], cfg: HoldoutSplit) -> tuple[list[str], ...]:
     n_train, n_val, _ = holdout_counts(len(ranked), cfg.fractions)
     return ranked[:n_train], ranked[n_train : n_train + n_val], ranked[n_train + n_val :]

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from trainables.config import ConfigProblem
 from trainables.config.base import did_you_mean
+from trainables.data.splits import folded_case_count
 from trainables.data.types import BRATS_MODALITIES, CT_MODALITY
 from trainables.models import ModelConfig
 from trainables.optim import CosineSchedule
@@ -135,7 +136,16 @@ def _synthetic_problems(data: DataConfig) -> list[ConfigProblem]:
         )
         problems.append(ConfigProblem("data.modalities", why))
     folds = getattr(data.split, "folds", None)
-    if folds is not None and folds > synthetic.cases:
-        why = f"{folds} folds need {folds} cases or more; data.synthetic.cases is {synthetic.cases}"
+    foldable = folded_case_count(synthetic.cases, data.split)
+    if folds is not None and folds > foldable:
+        held_out = (
+            f" ({synthetic.cases - foldable} held out for testing)"
+            if foldable < synthetic.cases
+            else ""
+        )
+        why = (
+            f"{folds} folds need {folds} cases or more to fold; data.synthetic.cases is "
+            f"{synthetic.cases}{held_out}"
+        )
         problems.append(ConfigProblem("data.split.folds", why))
     return problems

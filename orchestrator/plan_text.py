@@ -1,0 +1,62 @@
+"""What ``ablate validate`` prints about a planned sweep: a summary line and one row per trial."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from orchestrator.expand import Plan
+from trainables.config.dotted import format_value
+
+
+def describe_plan(plan: Plan) -> tuple[str, list[dict[str, Any]]]:
+    """The one-line summary and the trial rows ``ablate validate`` prints.
+
+    Rows are ``{"key", "cell", "fold", "seed", "overrides"}``; for Optuna, one row per cell with the
+    sampled ranges in place of values.
+    """
+    space, res = plan.space, plan.space.resources
+    if space.is_grid:
+        folds = f" x {space.folds} folds" if space.folds else ""
+        count = f"{len(plan.cells)} cells{folds} x {space.seeds} seeds = {len(plan.trials)} trials"
+    else:
+        samples = space.search.num_samples
+        count = f"{len(plan.cells)} cells, {samples} samples x {space.seeds} seeds"
+        count += f" = {samples * space.seeds} trials"
+    summary = (
+        f"{plan.source}: sweep {plan.name!r}, {count} ({space.search.kind} search, "
+        f"{space.effective_scheduler.kind} scheduler, {space.metric} {space.mode}, "
+        f"{res.cpu:g} CPU / {res.gpu:g} GPU per trial{', smoke' if plan.smoke else ''})"
+    )
+    return summary, _plan_rows(plan)
+
+
+def _plan_rows(plan: Plan) -> list[dict[str, Any]]:
+    if plan.space.is_grid:
+        return [
+            {
+                "key": t.key,
+                "cell": t.cell,
+                "fold": t.fold,
+                "seed": t.seed,
+                # a fold's whole split section would drown the row: the key names the fold
+                "overrides": _shown({k: v for k, v in t.overrides.items() if k != "data.split"}),
+            }
+            for t in plan.trials
+        ]
+    ranges = {
+        path: f"~{rng.form}({', '.join(map(format_value, rng.probe_values()))})"
+        for path, rng in plan.space.sample.items()
+    }
+    return [
+        {
+            "key": c.label,
+            "cell": c.label,
+            "seed": None,
+            "overrides": {**_shown(c.overrides), **ranges},
+        }
+        for c in plan.cells
+    ]
+
+
+def _shown(overrides: dict[str, Any]) -> dict[str, str]:
+    return {path: format_value(value) for path, value in overrides.items()}
