@@ -54,7 +54,7 @@ def _smoke_patch(cfg: TrialConfig) -> tuple[int, ...]:
 
 def _shrink_widths(node: Any) -> Any:
     """Divide every filter list by 8 (min 2), cap base/max widths and SwinUNETR's feature size
-    (to 12, its smallest), at any depth.
+    (to 12, its smallest) and attention window (to 4 tokens), at any depth.
 
     Group-norm group counts shrink with the widths so they still divide every filter count.
     """
@@ -70,6 +70,8 @@ def _shrink_widths(node: Any) -> Any:
             out[key] = min(value, 32)
         elif key == "feature_size" and isinstance(value, int):  # SwinUNETR: a multiple of 12
             out[key] = 12
+        elif key == "window_size" and isinstance(value, int):  # SwinUNETR: attention is ~window^6
+            out[key] = min(value, 4)
         else:
             out[key] = _shrink_widths(value)
     if "group_norm_groups" in out and "filters" in out:
