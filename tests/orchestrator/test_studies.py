@@ -21,6 +21,7 @@ STUDIES: dict[str, tuple[int, int]] = {
     "fmnet_inputs": (10, 3),  # 5 modality sets x 2-D/3-D
     "nnunet_ct_haemorrhage": (8, 3),  # CT window x deep supervision x oversampling
     "unet_penalty": (20, 3),  # penalty {1,2,3,5,8} x 2-D/3-D x cosine/step
+    "unet_models": (3, 3),  # 2-D U-Net vs 3-D U-Net vs SwinUNETR (paper 003 Table 9)
     "clstm_memory": (8, 2),  # checkpointing x 4 volume depths
     "smoke": (4, 2),
 }
@@ -30,6 +31,7 @@ WITH_PAPER_NUMBERS = {
     "fmnet_speed",
     "nnunet_ct_haemorrhage",
     "clstm_memory",
+    "unet_models",
 }
 
 

@@ -63,7 +63,8 @@ def _smoke_patch(cfg: TrialConfig) -> tuple[int, ...]:
 
 
 def _shrink_widths(node: Any) -> Any:
-    """Divide every filter list by 8 (min 2) and cap base/max widths, at any depth.
+    """Divide every filter list by 8 (min 2), cap base/max widths and SwinUNETR's feature size
+    (to 12, its smallest) and attention window (to 4 tokens), at any depth.
 
     Group-norm group counts shrink with the widths so they still divide every filter count.
     """
@@ -77,6 +78,10 @@ def _shrink_widths(node: Any) -> Any:
             out[key] = min(value, 4)
         elif key == "max_filters" and isinstance(value, int):
             out[key] = min(value, 32)
+        elif key == "feature_size" and isinstance(value, int):  # SwinUNETR: a multiple of 12
+            out[key] = 12
+        elif key == "window_size" and isinstance(value, int):  # SwinUNETR: attention is ~window^6
+            out[key] = min(value, 4)
         else:
             out[key] = _shrink_widths(value)
     if "group_norm_groups" in out and "filters" in out:

@@ -1,8 +1,9 @@
 """Segmentation networks of the seed papers, composed from dimension-agnostic blocks.
 
 ``build_model(cfg, in_channels, out_channels)`` turns a :data:`ModelConfig` (selected by ``kind``:
-``residual_unet``, ``attention_unet``, ``plain_unet``, ``unet``, ``clstm``) into a module. 2-D and
-3-D networks share one code path (:mod:`trainables.models.blocks`, :mod:`trainables.models.unet`).
+``residual_unet``, ``attention_unet``, ``plain_unet``, ``unet``, ``clstm``, ``swin_unetr``) into
+a module. 2-D and 3-D U-Nets share one code path (:mod:`trainables.models.blocks`,
+:mod:`trainables.models.unet`); ``swin_unetr`` wraps MONAI's network.
 """
 
 from trainables.models.build import build_model, count_parameters, describe, spec_for
@@ -13,6 +14,7 @@ from trainables.models.config import (
     ModelConfig,
     PlainUNetConfig,
     ResidualUNetConfig,
+    SwinUNETRConfig,
     UNetConfig,
 )
 from trainables.models.unet import UNet, UNetSpec
@@ -24,6 +26,7 @@ __all__ = [
     "ModelConfig",
     "PlainUNetConfig",
     "ResidualUNetConfig",
+    "SwinUNETRConfig",
     "UNet",
     "UNetConfig",
     "UNetSpec",

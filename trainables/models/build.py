@@ -1,6 +1,7 @@
 """``build_model(cfg, in_channels, out_channels)``: turn a model config into a ``torch.nn.Module``.
 
-Each config maps to a :class:`UNetSpec` (the one U-Net code path); the C-LSTM wraps a 2-D U-Net.
+Each config maps to a :class:`UNetSpec` (the one U-Net code path); the C-LSTM wraps a 2-D U-Net;
+``swin_unetr`` is MONAI's network (:mod:`trainables.models.swin_unetr`).
 Weights are initialised like nnU-Net (kaiming normal with ``a`` = the LeakyReLU slope, zero
 biases). Contract: input ``(B, in_channels, *S)``; output logits ``(B, out_channels, *S)``, or in
 training mode with deep supervision a list of logits, highest resolution first.
@@ -21,8 +22,10 @@ from trainables.models.config import (
     ModelConfig,
     PlainUNetConfig,
     ResidualUNetConfig,
+    SwinUNETRConfig,
     UNetConfig,
 )
+from trainables.models.swin_unetr import build_swin_unetr, describe_swin_unetr
 from trainables.models.unet import UNet, UNetSpec
 
 NNUNET_SLOPE = 0.01  # nnU-Net's LeakyReLU negative slope
@@ -66,6 +69,8 @@ def build_model(cfg: ModelConfig, in_channels: int, out_channels: int) -> nn.Mod
             raise InputError(f"{name} must be strictly positive, got {value}", where="model")
     if isinstance(cfg, CLSTMConfig):
         return _build_clstm(cfg, in_channels, out_channels)
+    if isinstance(cfg, SwinUNETRConfig):
+        return build_swin_unetr(cfg, in_channels, out_channels)
     spec = spec_for(cfg)
     model = UNet(spec, in_channels, out_channels)
     model.apply(partial(init_weights, negative_slope=spec.ops.negative_slope))
@@ -92,6 +97,8 @@ def describe(cfg: ModelConfig) -> str:
     if isinstance(cfg, CLSTMConfig):
         ckpt = "checkpointed" if cfg.checkpointing else "no checkpointing"
         return f"clstm (hidden {cfg.hidden_channels}, {ckpt}) over {describe(cfg.unet)}"
+    if isinstance(cfg, SwinUNETRConfig):
+        return describe_swin_unetr(cfg)
     spec = spec_for(cfg)
     parts = [
         cfg.kind,
