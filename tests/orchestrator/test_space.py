@@ -119,6 +119,7 @@ def test_describe_plan_lists_trials_with_overrides(tmp_path: Path) -> None:
         {
             "key": "lr=0.01/seed0",
             "cell": "lr=0.01",
+            "fold": None,
             "seed": 0,
             "overrides": {"optimizer.lr": "0.01", "seed": "0"},
         }
