@@ -21,11 +21,13 @@ def columns(table: WinnersTable) -> list[str]:
 
 def describe(table: WinnersTable) -> str:
     """One line saying what the numbers are (the table's caption)."""
-    adjust = "Holm-adjusted" if table.correction == "holm" else "unadjusted"
+    pairs = len(table.cells) * (len(table.cells) - 1) // 2
+    adjust = f"Holm-adjusted over {pairs} pairs" if table.correction == "holm" else "unadjusted"
     text = (
         f"sweep {table.sweep} (parent run {table.parent_run_id}): {table.metric} "
         f"({table.mode}) at each run's selected epoch; mean and Student-t 95% CI over runs; "
-        f"Δ = cell - best with 95% CI, {adjust} two-sided p, tied/worse at alpha {table.alpha:g}"
+        f"Δ = cell - best with its own 95% CI; p two-sided, {adjust}; tied/worse at alpha "
+        f"{table.alpha:g} on the adjusted p"
     )
     if table.missing:
         text += f"; {table.missing} runs not finished (ranked on finished runs)"
