@@ -56,7 +56,7 @@ def test_malformed_yaml(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("grdi: {}\n", "grdi: unknown key (allowed: base, description, extends, grid, "),
+        ("grdi: {}\n", "grdi: unknown key (allowed: base, description, extends, folds, grid, "),
         (
             "scheduler: {kind: asha, grace: 2}\n",
             "scheduler.grace: unknown key (allowed: grace_period, ",

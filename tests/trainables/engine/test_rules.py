@@ -93,7 +93,7 @@ def test_synthetic_cases_have_known_modalities_and_count() -> None:
     assert parse_trial_config(with_root).data.synthetic.modality == "ct"
     folds = _base(**{"data.split": {"kind": "kfold", "folds": 10}})
     assert [str(p) for p in _problems(folds)] == [
-        "data.split.folds: 10 folds need 10 cases or more; data.synthetic.cases is 8"
+        "data.split.folds: 10 folds need 10 cases or more to fold; data.synthetic.cases is 8"
     ]
 
 

@@ -130,7 +130,7 @@ def test_patch_must_be_divisible_by_32_at_config_time() -> None:
     with pytest.raises(InputError) as info:
         parse_trial_config(_trial(TOY, [128, 128, 112]), source="trial.yaml")
     assert (
-        "sampling.patch_size [128, 128, 112] must be divisible by [32, 32, 32] "
+        "sampling.patch_size: [128, 128, 112] must be divisible by [32, 32, 32] "
         "(the total stride of model 'swin_unetr')" in str(info.value)
     )
     assert parse_trial_config(_trial(TOY, [128, 128, 128])).model.kind == "swin_unetr"
