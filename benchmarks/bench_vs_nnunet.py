@@ -57,6 +57,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # runnable as a plain script from a checkout
 
 from benchmarks.nnunet_reference import NNUNetStep, build_reference  # noqa: E402
+from trainables.config.trial import TrialConfig, load_yaml, parse_trial_config  # noqa: E402
 from trainables.data.labels import INTERNAL_BRATS  # noqa: E402
 from trainables.engine.bench import (  # noqa: E402
     BenchStep,
@@ -64,7 +65,6 @@ from trainables.engine.bench import (  # noqa: E402
     build_bench_step,
     device_name,
 )
-from trainables.engine.config import TrialConfig, load_yaml, parse_trial_config  # noqa: E402
 from trainables.engine.precision import autocast_context, resolve_device  # noqa: E402
 from trainables.errors import InputError  # noqa: E402
 

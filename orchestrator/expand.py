@@ -172,7 +172,7 @@ def _fold_overrides(
     from the cell's resolved config; None after recording a problem."""
     if space.folds is None:
         return [(None, {})]
-    from trainables.engine.config import parse_trial_config
+    from trainables.config.trial import parse_trial_config
 
     split_keys = [p for p in cell.overrides if p == "data.split" or p.startswith("data.split.")]
     if split_keys:
@@ -220,7 +220,7 @@ def _axis_names(paths: list[str]) -> dict[str, str]:
 
 def _base_config(space: SpaceFile, source: Path) -> dict[str, Any]:
     """The ``extends`` trial file (validated on its own) with the inline ``base`` applied."""
-    from trainables.engine.config import load_yaml, parse_trial_config
+    from trainables.config.trial import load_yaml, parse_trial_config
 
     data: dict[str, Any] = {}
     if space.extends is not None:
@@ -317,7 +317,7 @@ class _Errors:
 
     def check(self, data: dict[str, Any], origins: dict[str, str], context: str) -> Any:
         """Validate one trial dict; on failure record each problem with its origin, return None."""
-        from trainables.engine.config import parse_trial_config
+        from trainables.config.trial import parse_trial_config
 
         try:
             return parse_trial_config(data)

@@ -273,7 +273,7 @@ class SpaceFile(Frozen):
 
 def load_space_file(path: str | Path) -> tuple[SpaceFile, str]:
     """Read and validate a space file; return the model and the sha256 of its text."""
-    from trainables.engine.config import load_yaml
+    from trainables.config.trial import load_yaml
 
     path = Path(path)
     data = load_yaml(path)

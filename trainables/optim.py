@@ -231,7 +231,7 @@ def build_scheduler(cfg: ScheduleConfig, optimizer: Optimizer, total_epochs: int
     rebuilding from the same config and loading the optimizer's and the scheduler's state
     resumes the same lr sequence.
 
-    The config is assumed valid for the trial (see :mod:`trainables.engine.rules`): warm-up
+    The config is assumed valid for the trial (see :mod:`trainables.config.rules`): warm-up
     shorter than ``total_epochs``, a cosine ``min_lr`` not above the optimizer's lr.
     """
     base_lrs = [group.get("initial_lr", group["lr"]) for group in optimizer.param_groups]

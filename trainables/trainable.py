@@ -34,9 +34,9 @@ import torch
 from ray import tune
 
 from trainables.config.dotted import apply_overrides, format_value
+from trainables.config.trial import TrialConfig, parse_trial_config
 from trainables.data.splits import KFoldSplit
 from trainables.engine.checkpoint import BEST_MODEL_FILE, TRAINING_STATE_FILE
-from trainables.engine.config import TrialConfig, parse_trial_config
 from trainables.engine.data import TrialData
 from trainables.engine.memory import allocation_figure, is_out_of_memory
 from trainables.engine.per_case import PER_CASE_FILE

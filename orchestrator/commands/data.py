@@ -91,9 +91,9 @@ def _inspect(args: argparse.Namespace) -> int:
 
 
 def _prepare(args: argparse.Namespace) -> int:
+    from trainables.config.trial import load_trial_config
     from trainables.data.cache import prepare
     from trainables.data.preprocess import PreprocessConfig
-    from trainables.engine.config import load_trial_config
 
     cfg = load_trial_config(args.config).data.preprocess if args.config else PreprocessConfig()
 

@@ -43,7 +43,7 @@ def _common_trial_args(parser: argparse.ArgumentParser) -> None:
 def load_for_cli(args: argparse.Namespace):  # -> TrialConfig (import kept lazy)
     """The trial YAML with the command-line overrides applied, validated."""
     from trainables.config.dotted import apply_overrides
-    from trainables.engine.config import load_trial_config, parse_trial_config
+    from trainables.config.trial import load_trial_config, parse_trial_config
     from trainables.engine.smoke import smoke_config
 
     cfg = load_trial_config(args.trial)

@@ -92,7 +92,7 @@ def test_every_base_config_runs_smoke_on_synthetic_data(
 def test_every_mri_base_config_runs_smoke_on_the_real_brats_sample(
     path: Path, brats_sample_dir: Path, capsys: pytest.CaptureFixture
 ) -> None:
-    from trainables.engine.config import load_trial_config
+    from trainables.config.trial import load_trial_config
 
     split = load_trial_config(path).data.split
     if split.kind == "kfold" and split.folds > 3:
@@ -114,8 +114,8 @@ def test_bench_pipeline_compares_real_iterations_with_the_pure_step(
 
 
 def test_bench_sizes_a_ct_trial_for_its_binary_labels(capsys: pytest.CaptureFixture) -> None:
+    from trainables.config.trial import load_trial_config
     from trainables.engine.bench import build_bench_step, configured_scheme
-    from trainables.engine.config import load_trial_config
     from trainables.engine.smoke import smoke_config
 
     cfg = smoke_config(load_trial_config(BASE_DIR / "nnunet_ct.yaml"))

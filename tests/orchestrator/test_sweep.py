@@ -8,8 +8,6 @@ and one runs out of memory while the others finish.
 from __future__ import annotations
 
 import json
-import logging
-import os
 import signal
 from pathlib import Path
 from typing import Any
@@ -24,7 +22,7 @@ from orchestrator.sweep import SweepOptions, run_sweep
 from orchestrator.winners import find_winners
 from tests.fault_trainable import oom_trainable
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("local_ray", "sweep_workdir")]
 
 SMOKE = REPO / "search_spaces" / "smoke.yaml"
 EPOCH_METRICS = {
@@ -35,27 +33,6 @@ EPOCH_METRICS = {
     "val/dice_et",
     "val/dice_mean",
 }
-
-
-@pytest.fixture(scope="module", autouse=True)
-def local_ray():
-    import ray
-
-    os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
-    started = not ray.is_initialized()
-    if started:
-        ray.init(
-            num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR
-        )
-    yield
-    if started:
-        ray.shutdown()
-
-
-@pytest.fixture(autouse=True)
-def _workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("ABLATE_CACHE", str(tmp_path / "cache"))
-    monkeypatch.chdir(tmp_path)
 
 
 def _runs(uri: str, name: str) -> tuple[Any, Any, list[Any]]:

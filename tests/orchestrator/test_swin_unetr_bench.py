@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.cli import main
-from trainables.engine.config import load_trial_config
+from trainables.config.trial import load_trial_config
 from trainables.engine.smoke import smoke_config
 
 BASE = Path(__file__).resolve().parents[2] / "search_spaces" / "base" / "swin_unetr.yaml"

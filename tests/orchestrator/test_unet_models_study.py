@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.expand import plan_sweep
-from trainables.engine.config import load_trial_config, parse_trial_config
+from trainables.config.trial import load_trial_config, parse_trial_config
 
 SPACES = Path(__file__).resolve().parents[2] / "search_spaces"
 ROWS = {"unet2d": "unet2d_penalty", "unet3d": "unet3d_small", "swin_unetr": "swin_unetr"}

@@ -7,8 +7,6 @@ rank first; a ``folds: 2`` sweep must pool its two fold runs per cell and pair t
 from __future__ import annotations
 
 import json
-import logging
-import os
 from pathlib import Path
 
 import pytest
@@ -17,28 +15,7 @@ from ablate_sweep_helpers import mlflow_uri, tiny_trial, write_space
 from orchestrator import tracking
 from orchestrator.cli import main
 
-pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module", autouse=True)
-def local_ray():
-    import ray
-
-    os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
-    started = not ray.is_initialized()
-    if started:
-        ray.init(
-            num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR
-        )
-    yield
-    if started:
-        ray.shutdown()
-
-
-@pytest.fixture(autouse=True)
-def _workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("ABLATE_CACHE", str(tmp_path / "cache"))
-    monkeypatch.chdir(tmp_path)
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("local_ray", "sweep_workdir")]
 
 
 def _winners(name: str, uri: str, capsys: pytest.CaptureFixture[str]) -> dict:

@@ -14,8 +14,8 @@ import yaml
 from orchestrator.expand import make_cells
 from orchestrator.space import SpaceFile
 from tests.fault_trainable import memory_fault, oom_trainable
+from trainables.config.trial import parse_trial_config
 from trainables.engine.checkpoint import load_checkpoint
-from trainables.engine.config import parse_trial_config
 from trainables.engine.per_case import read_per_case_csv
 from trainables.engine.runner import TrialDiverged, TrialOutOfMemory
 from trainables.trainable import (

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from trainables.config.trial import TrialConfig
 from trainables.data.labels import (
     INTERNAL_BINARY,
     INTERNAL_BRATS,
@@ -25,7 +26,6 @@ from trainables.data.labels import (
     get_scheme,
     internal_scheme,
 )
-from trainables.engine.config import TrialConfig
 from trainables.engine.precision import peak_memory_gib
 from trainables.engine.step import StepOptions, TrainStep, build_train_step
 
@@ -128,7 +128,7 @@ def benchmark_pipeline(
     the iteration spent waiting for a batch.
     """
     from trainables.config.dotted import apply_overrides
-    from trainables.engine.config import parse_trial_config
+    from trainables.config.trial import parse_trial_config
     from trainables.engine.runner import TrialRunner
 
     pure = benchmark_step(cfg, steps, warmup, progress)

@@ -24,7 +24,7 @@ from torch import nn
 from trainables.errors import InputError
 
 if TYPE_CHECKING:
-    from trainables.engine.config import InitConfig
+    from trainables.config.trial import InitConfig
 
 CHECKPOINT_VERSION = 2  # 1: state.pt without "best"; best.pt a different, unversioned dict
 TRAINING_STATE_FILE = "state.pt"  # model + optimizer/scheduler/scaler: continue training

@@ -14,12 +14,12 @@ from pathlib import Path
 
 import numpy as np
 
+from trainables.config.trial import DataConfig, SyntheticConfig
 from trainables.data.cache import PreparedDataset, default_cache_root, ensure_prepared
 from trainables.data.labels import LabelScheme
 from trainables.data.splits import Split, make_split
 from trainables.data.synth import synthesize_dataset
 from trainables.data.synth_ct import synthesize_ct_dataset
-from trainables.engine.config import DataConfig, SyntheticConfig
 from trainables.errors import InputError
 
 Progress = Callable[[str], None]

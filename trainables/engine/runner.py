@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
 
+from trainables.config.trial import TrialConfig
 from trainables.data.augment import augment_batch
 from trainables.data.loader import DevicePrefetcher, PatchDataset, make_train_loader
 from trainables.engine.best import DEFAULT_METRIC, DEFAULT_MODE, BestEpoch
@@ -31,7 +32,6 @@ from trainables.engine.checkpoint import (
     make_checkpoint,
     save_checkpoint,
 )
-from trainables.engine.config import TrialConfig
 from trainables.engine.data import TrialData, prepare_trial_data
 from trainables.engine.memory import allocation_figure, is_out_of_memory
 from trainables.engine.per_case import PER_CASE_FILE, read_per_case_csv, write_per_case_csv

@@ -11,7 +11,7 @@ import math
 from typing import Any
 
 from trainables.config.dotted import apply_overrides
-from trainables.engine.config import TrialConfig, parse_trial_config
+from trainables.config.trial import TrialConfig, parse_trial_config
 
 SMOKE_EDGE = 32  # patch edge (voxels) before rounding up to the network's stride
 SMOKE_EPOCHS = 2

@@ -15,9 +15,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from trainables.config.trial import TrialConfig
 from trainables.data.labels import LabelScheme
 from trainables.engine.checkpoint import apply_init
-from trainables.engine.config import TrialConfig
 from trainables.engine.precision import autocast_context, effective_precision, resolve_device
 from trainables.losses import build_loss, output_channels
 from trainables.models import build_model

@@ -6,9 +6,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from trainables.config.trial import TrialConfig
 from trainables.engine.best import DEFAULT_METRIC, DEFAULT_MODE
 from trainables.engine.checkpoint import BEST_MODEL_FILE
-from trainables.engine.config import TrialConfig
 from trainables.engine.runner import TrialRunner
 
 Progress = Callable[[str], None]

@@ -11,9 +11,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from trainables.config.trial import TrialConfig
 from trainables.data.labels import LabelScheme, regions_from_labels
 from trainables.data.sampling import validation_view
-from trainables.engine.config import TrialConfig
 from trainables.engine.data import TrialData
 from trainables.engine.inference import sliding_window_logits
 from trainables.losses import logits_to_labels

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from trainables.config.trial import parse_trial_config
 from trainables.engine.checkpoint import load_checkpoint, save_checkpoint
-from trainables.engine.config import parse_trial_config
 from trainables.engine.runner import TrialDiverged, TrialRunner
 from trainables.errors import InputError
 
@@ -104,7 +104,7 @@ def test_cpu_side_augmentation_path_trains(tiny: dict) -> None:
 def test_two_stage_clstm_starts_from_the_pretrained_slice_unet(tmp_path: Path) -> None:
     """Paper 004: pre-train the 2-D U-Net on slices, load it into the C-LSTM's ``unet.``."""
     from tests.trainables.engine.conftest import BASE_DIR
-    from trainables.engine.config import load_trial_config
+    from trainables.config.trial import load_trial_config
     from trainables.engine.smoke import smoke_config
 
     stage_one = TrialRunner(smoke_config(load_trial_config(BASE_DIR / "clstm_pretrain_unet.yaml")))

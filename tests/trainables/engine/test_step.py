@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from trainables.config.trial import parse_trial_config
 from trainables.engine.bench import benchmark_step, build_bench_step
 from trainables.engine.best import BestEpoch
 from trainables.engine.checkpoint import (
@@ -20,7 +21,6 @@ from trainables.engine.checkpoint import (
     make_checkpoint,
     save_checkpoint,
 )
-from trainables.engine.config import parse_trial_config
 from trainables.engine.runner import TrialRunner
 from trainables.engine.step import StepOptions, TrainStep
 from trainables.errors import InputError

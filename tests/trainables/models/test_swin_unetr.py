@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from trainables.config import Frozen, validate_config
-from trainables.engine.config import parse_trial_config
+from trainables.config.trial import parse_trial_config
 from trainables.errors import InputError
 from trainables.models import (
     ModelConfig,

@@ -21,7 +21,7 @@ from trainables.models import ModelConfig
 from trainables.optim import CosineSchedule
 
 if TYPE_CHECKING:
-    from trainables.engine.config import DataConfig, TrialConfig
+    from trainables.config.trial import DataConfig, TrialConfig
 
 SYNTHETIC_MODALITIES = {"mri": BRATS_MODALITIES, "ct": (CT_MODALITY,)}
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from trainables.engine.config import load_trial_config, parse_trial_config
+from trainables.config.trial import load_trial_config, parse_trial_config
 from trainables.engine.smoke import smoke_config
 from trainables.errors import InputError
 

@@ -9,8 +9,8 @@ import pytest
 import yaml
 
 from trainables.config.dotted import apply_overrides
-from trainables.engine.config import parse_trial_config
-from trainables.engine.rules import submodule_names
+from trainables.config.rules import submodule_names
+from trainables.config.trial import parse_trial_config
 from trainables.errors import ConfigProblem, InputError
 
 BASE_DIR = Path(__file__).resolve().parents[3] / "search_spaces" / "base"

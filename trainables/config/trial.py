@@ -2,7 +2,7 @@
 
 A trial YAML is validated once, here, at the boundary. Cross-component rules (patch size vs the
 network's total stride, warm-up vs epochs, a frozen module the model has; see
-:mod:`trainables.engine.rules`) are checked before any data is read, so a sweep with an
+:mod:`trainables.config.rules`) are checked before any data is read, so a sweep with an
 impossible cell fails in ``ablate validate``, not on a GPU.
 """
 
@@ -16,13 +16,13 @@ from pydantic import Field, field_validator, model_validator
 
 from trainables.config import Frozen, raise_problems, validate_config
 from trainables.config.base import unknown_option_message
+from trainables.config.rules import trial_problems
 from trainables.data.augment import AugmentConfig
 from trainables.data.labels import SCHEMES
 from trainables.data.preprocess import PreprocessConfig
 from trainables.data.sampling import SamplingConfig
 from trainables.data.splits import HoldoutSplit, SplitConfig
 from trainables.data.types import MODALITIES
-from trainables.engine.rules import trial_problems
 from trainables.errors import InputError
 from trainables.losses import LossConfig
 from trainables.models import ModelConfig
@@ -178,7 +178,7 @@ class TrialConfig(Frozen):
 
     @model_validator(mode="after")
     def _components_fit_together(self) -> TrialConfig:
-        raise_problems(trial_problems(self))  # the rules live in trainables.engine.rules
+        raise_problems(trial_problems(self))  # the rules live in trainables.config.rules
         return self
 
     def to_yaml(self) -> str:
