@@ -18,6 +18,7 @@ from trainables.engine.data import TrialData
 from trainables.engine.inference import sliding_window_logits
 from trainables.losses import logits_to_labels
 from trainables.metrics import case_metrics, dice, mean_metrics
+from trainables.metrics.names import metric_name
 
 
 def predict_case(
@@ -83,10 +84,14 @@ def validate(
         pred = logits_to_labels(logits[None], cfg.loss, data.scheme)[0].cpu().numpy()
         per_case.append(_case_metrics(pred, np.asarray(label), case.spacing, data.scheme, cfg))
     model.train()
-    metrics = {f"val/{k}": v for k, v in mean_metrics(per_case).items()}
-    metrics["val/loss"] = float(np.mean(losses))
+    metrics = {metric_name("val", k): v for k, v in mean_metrics(per_case).items()}
+    metrics[metric_name("val", "loss")] = float(np.mean(losses))
     rows = [
-        {"case": case_id, **{f"val/{k}": float(v) for k, v in case.items()}, "val/loss": loss}
+        {
+            "case": case_id,
+            **{metric_name("val", k): float(v) for k, v in case.items()},
+            metric_name("val", "loss"): loss,
+        }
         for case_id, case, loss in zip(case_ids, per_case, losses, strict=True)
     ]
     return ValidationResult(metrics, rows)
