@@ -254,7 +254,14 @@ class LocalCluster:
         )
         if out.returncode != 0:
             raise RuntimeError(f"cluster query failed:\n{out.stderr[-3000:]}")
-        return json.loads(out.stdout.strip().splitlines()[-1])
+        # Ray may print warnings of its own after ours (e.g. "raylet has lagging heartbeats"
+        # on a loaded machine): the answer is the last line that is JSON.
+        for line in reversed(out.stdout.strip().splitlines()):
+            try:
+                return json.loads(line)
+            except json.JSONDecodeError:
+                continue
+        raise RuntimeError(f"cluster query printed no JSON:\n{out.stdout[-3000:]}")
 
     def stop(self) -> None:
         """Kill every node and every process carrying this cluster's marker."""
