@@ -52,6 +52,7 @@ class TestResult:
         per_case: one row per case, ``{"case": id, "test/dice_wt": v, ...}``.
     """
 
+    __test__ = False  # not a pytest test class
     metrics: dict[str, float]
     per_case: list[dict[str, Any]]
 
@@ -64,6 +65,7 @@ class TestResult:
 class TestCases:
     """Where the cases come from: a prepared dataset, the ids to evaluate, their scheme."""
 
+    __test__ = False  # not a pytest test class
     dataset: PreparedDataset
     case_ids: Sequence[str]
     scheme: LabelScheme

@@ -1,4 +1,4 @@
-"""The held-out test pass at toy size on CPU: the best epoch's weights, once, after the last epoch."""
+"""The held-out test pass at toy size on CPU: the best epoch's weights, once, at the end."""
 
 from __future__ import annotations
 
