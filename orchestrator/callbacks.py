@@ -26,10 +26,11 @@ from typing import Any
 
 from ray import tune
 
-from orchestrator import tracking
+from orchestrator import test_tracking, tracking
 from orchestrator.commands.common import progress
 
-LOGGED_PREFIXES = ("train/", "val/", "perf/", "best/")  # best/: the engine's best epoch so far
+# best/: the engine's best epoch so far; test/: the last epoch's test pass (logged at step 0)
+LOGGED_PREFIXES = ("train/", "val/", "perf/", "best/", "test/")
 
 
 class _Writer:
@@ -228,7 +229,10 @@ class TrackingCallback(tune.Callback):
         self, trial_id: str, metrics: dict[str, float], step: int, split: str | None
     ) -> None:
         run_id = self.runs[trial_id]
+        metrics, test = test_tracking.split_test(metrics)
         tracking.log_metrics(self.client, run_id, metrics, step)
+        if test:  # summaries of the selected weights: step 0, like best/ and summary/
+            test_tracking.log_test(self.client, run_id, test)
         if split and trial_id not in self.split_tagged:
             self.split_tagged.add(trial_id)
             tracking.set_tags(self.client, run_id, {"ablate.split_hash": split})
@@ -265,8 +269,10 @@ class TrackingCallback(tune.Callback):
 
     def _log_artifacts(self, run_id: str, checkpoint: Any) -> None:
         """From the trial's last Tune checkpoint: the best model (``checkpoint/best.pt``), its
-        per-case validation metrics (``per_case/val.csv``) and preview; learning curves."""
+        per-case validation and test metrics (``per_case/val.csv``, ``per_case/test.csv``) and
+        preview; learning curves."""
         from orchestrator.plots import learning_curves_png
+        from trainables.engine.held_out import TEST_PER_CASE_FILE
         from trainables.trainable import BEST_MODEL_FILE, PER_CASE_FILE, PREVIEW_FILE
 
         if checkpoint is not None:
@@ -275,10 +281,11 @@ class TrackingCallback(tune.Callback):
                 for path, where in ((best, "checkpoint"), (preview, None)):
                     if path.is_file():
                         self.client.log_artifact(run_id, str(path), where)
-                per_case = Path(folder) / PER_CASE_FILE
-                if per_case.is_file():  # renamed on the way: per_case/val.csv
-                    data = per_case.read_bytes()
-                    tracking.log_bytes(self.client, run_id, data, "val.csv", "per_case")
+                for name, split in ((PER_CASE_FILE, "val"), (TEST_PER_CASE_FILE, "test")):
+                    per_case = Path(folder) / name
+                    if per_case.is_file():  # renamed on the way: per_case/<split>.csv
+                        data = per_case.read_bytes()
+                        tracking.log_bytes(self.client, run_id, data, f"{split}.csv", "per_case")
         keys = ("train/loss", "val/loss", self.metric)
         curves = tracking.histories(self.client, run_id, dict.fromkeys(keys))
         if curves:

@@ -4,7 +4,9 @@ This module reads MLflow (runs, per-case CSVs, costs) and moves the ``winner`` t
 in :mod:`orchestrator.statistics` and the text table in :mod:`orchestrator.winners_format`.
 Per cell: n finished runs, the mean of each run's ``best/<metric>`` with a Student-t 95%
 interval, the difference to the best cell with its interval and a multiplicity-corrected p
-(case-paired when every paired run logged ``per_case/<split>.csv``, else run-level), the
+(case-paired when every paired run logged ``per_case/<split>.csv``, else run-level; on the
+test cases when every run has ``per_case/test.csv``, see :mod:`orchestrator.winners_test`), the
+mean of the test version of the metric (``test`` column), the
 probability of ranking first, the Dice of every region the runs logged, the cost in GPU-hours
 and the peak memory. Among the cells tied with the best (and the best) the cheapest is marked.
 The best run of the best cell is tagged ``winner=true`` (the tag moves when the table changes).
@@ -24,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from orchestrator import statistics, tracking
+from orchestrator import statistics, tracking, winners_test
 from orchestrator.statistics import CORRECTIONS, RunSample
 from orchestrator.winners_format import format_table  # noqa: F401  (the CLI's entry point)
 from trainables.errors import InputError
@@ -49,6 +51,7 @@ class CellStats:
     missing: int = 0  # runs of this cell not FINISHED (running, failed, ...)
     mean: float = math.nan
     ci: tuple[float, float] | None = None
+    test_mean: float = math.nan  # mean over runs of the test version of the metric
     status: str = "no runs"  # best | tied | worse | untested | no runs
     comparison: statistics.Comparison | None = None
     p_rank1: float = math.nan
@@ -67,7 +70,8 @@ class CellStats:
     def to_json(self) -> dict[str, Any]:
         c = self.comparison
         row = {"cell": self.label, "n": self.n, "mean": _num(self.mean)}
-        row |= {"ci95": list(self.ci) if self.ci else None, "status": self.status}
+        row |= {"ci95": list(self.ci) if self.ci else None, "test_mean": _num(self.test_mean)}
+        row |= {"status": self.status}
         row |= {"cheapest_tie": self.cheapest, "delta": _num(c.delta) if c else None}
         row |= {"delta_ci95": list(c.ci) if c and c.ci else None}
         row |= {"p_value": c.p_value if c else None, "p_adjusted": self.p_value}
@@ -92,6 +96,9 @@ class WinnersTable:
     regions: tuple[str, ...] = ()
     winner_run_id: str | None = None
     citation: str | None = None
+    test_metric: str = "test/dice_mean"  # the test column's metric
+    case_split: str = "val"  # the cases the per-case comparisons use: val or test
+    test_note: str = ""  # why the test column is empty, if it is
 
     @property
     def missing(self) -> int:
@@ -103,6 +110,8 @@ class WinnersTable:
         head |= {"mode": self.mode, "correction": self.correction, "alpha": self.alpha}
         head |= {"regions": list(self.regions), "missing_runs": self.missing}
         head |= {"winner_run_id": self.winner_run_id, "citation": self.citation}
+        head |= {"test_metric": self.test_metric, "compared_on": self.case_split}
+        head |= {"test_note": self.test_note or None}
         return head | {"cells": [c.to_json() for c in self.cells]}
 
 
@@ -120,13 +129,17 @@ def find_winners(
     metric = parent.data.tags.get("ablate.metric", "val/dice_mean")
     mode = parent.data.tags.get("ablate.mode", "max")
     runs = tracking.child_runs(client, parent)
-    cells = group_cells(client, runs, metric, _gpus_per_trial(parent))
+    split = winners_test.case_split(client, runs, metric)
+    cells = group_cells(client, runs, metric, _gpus_per_trial(parent), split)
     check_splits(runs, sweep)
     rank(cells, mode, alpha, correction)
+    winners_test.mark_methods(cells, split)
     citation = _attach_paper(client, parent.info.run_id, cells, metric)
     regions = names.regions_logged(k for r in runs for k in r.data.metrics)
     table = WinnersTable(sweep, parent.info.run_id, metric, mode, correction, alpha, cells, regions)
     table.citation = citation
+    table.test_metric = winners_test.test_metric(metric)
+    table.case_split, table.test_note = split, winners_test.test_note(runs, metric)
     table.winner_run_id = _best_run(cells[0], mode) if cells and cells[0].status == "best" else None
     if tag:
         _move_winner_tag(client, runs, table)
@@ -134,18 +147,22 @@ def find_winners(
     return table
 
 
-def group_cells(client: Any, runs: list[Any], metric: str, gpus: float = 1.0) -> list[CellStats]:
-    """Cells in first-seen order with each finished run's metric, per-case values and costs."""
+def group_cells(
+    client: Any, runs: list[Any], metric: str, gpus: float = 1.0, split: str | None = None
+) -> list[CellStats]:
+    """Cells in first-seen order with each finished run's metric, per-case values (from
+    ``per_case/<split>.csv``, default the metric's own split) and costs."""
     cells: dict[str, CellStats] = {}
     columns: dict[str, dict[str, list[float]]] = {}  # cell -> metric key -> values per run
-    split = metric.split("/", 1)[0]
+    split = split or metric.split("/", 1)[0]
+    test_key = winners_test.test_metric(metric)
     for run in runs:
         label = run.data.tags.get("ablate.cell", run.info.run_name)
         cell = cells.setdefault(label, CellStats(label))
         if not _add_run(client, cell, run, metric, split):
             continue
         column = columns.setdefault(label, {})
-        keys = ("summary/epoch_s", *(names.best(f"val/dice_{r}") for r in names.REGIONS))
+        keys = ("summary/epoch_s", test_key, *(names.best(f"val/dice_{r}") for r in names.REGIONS))
         for key in keys:
             column.setdefault(key, []).extend(_finite([run.data.metrics.get(key)]))
         column.setdefault("gpu_h", []).extend(_finite([gpu_hours(client, run, gpus)]))
@@ -153,6 +170,7 @@ def group_cells(client: Any, runs: list[Any], metric: str, gpus: float = 1.0) ->
         column = columns.get(label, {})
         cell.epoch_s = _mean(column.get("summary/epoch_s"))
         cell.gpu_hours = _mean(column.get("gpu_h"))
+        cell.test_mean = _mean(column.get(test_key))
         dice = {r: column.get(names.best(f"val/dice_{r}")) for r in names.REGIONS}
         cell.dice = {r: float(np.mean(v)) for r, v in dice.items() if v}
     return list(cells.values())
@@ -170,7 +188,8 @@ def _add_run(client: Any, cell: CellStats, run: Any, metric: str, split: str) ->
     cell.runs[run.info.run_id] = value
     key = (tags.get("ablate.seed", run.info.run_id), tags.get("ablate.fold", ""))
     cases = read_per_case(client, run.info.run_id, split)
-    per_case = {c: v[metric] for c, v in cases.items() if metric in v} if cases else None
+    column = winners_test.case_column(metric, split)
+    per_case = {c: v[column] for c, v in cases.items() if column in v} if cases else None
     cell.samples.append(RunSample(key, value, per_case or None))
     peak = metrics.get("summary/peak_gpu_mem_gib")
     if peak is not None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
+from orchestrator.winners_test import caption
+
 if TYPE_CHECKING:
     from orchestrator.winners import CellStats, WinnersTable
 
@@ -14,7 +16,7 @@ NO_INTERVAL = "n=1: no interval"
 def columns(table: WinnersTable) -> list[str]:
     """Column names: the Dice columns are the regions the sweep's runs logged (WT/TC/ET, FG)."""
     regions = [r.upper() for r in table.regions]
-    head = ["cell", "n", "mean", "95% CI", "Δ to best", "Δ 95% CI", "p (adj.)", "P(rank 1)"]
+    head = ["cell", "n", "mean", "95% CI", "test", "Δ to best", "Δ 95% CI", "p (adj.)", "P(rank 1)"]
     tail = ["epoch s", "GPU h", "peak GiB", "paper", "status", "method"]
     return head + regions + tail
 
@@ -27,7 +29,7 @@ def describe(table: WinnersTable) -> str:
         f"sweep {table.sweep} (parent run {table.parent_run_id}): {table.metric} "
         f"({table.mode}) at each run's selected epoch; mean and Student-t 95% CI over runs; "
         f"Δ = cell - best with its own 95% CI; p two-sided, {adjust}; tied/worse at alpha "
-        f"{table.alpha:g} on the adjusted p"
+        f"{table.alpha:g} on the adjusted p; {caption(table)}"
     )
     if table.missing:
         text += f"; {table.missing} runs not finished (ranked on finished runs)"
@@ -58,6 +60,7 @@ def cell_row(table: WinnersTable, c: CellStats) -> list[str]:
         str(c.n),
         format_number(c.mean),
         interval,
+        format_number(c.test_mean),
         format_number(comp.delta) if comp else "-",
         _interval(comp.ci) if comp and comp.ci else "-",
         format_p(c.p_value),

@@ -9,7 +9,10 @@ other exception propagates, so Tune's retries (``max_failures``) and error handl
 The engine's runner tracks the best epoch by the sweep's metric; every result carries its
 ``best/epoch`` and ``best/<metric>``, and every Tune checkpoint directory holds the runner's
 files (training state ``state.pt``, best model ``best.pt``, the best epoch's per-case
-validation metrics ``per_case_val.csv``) plus the best epoch's ``preview.png`` and ``trial.json``.
+validation metrics ``per_case_val.csv``, and after the last epoch the held-out test of the best
+weights ``per_case_test.csv``) plus the best epoch's ``preview.png`` and ``trial.json``. The last
+epoch's result carries the test means (``test/dice_mean``..., ``test/cases``: 0 when the split
+has no test cases). A trial stopped early (ASHA) is not tested: ``ablate test`` does it later.
 
 Actors are reused across trials (``reset_config``); the prepared data of the previous trial is
 kept when the next trial reads the same data config, which is most of a tiny trial's start-up.

@@ -41,6 +41,10 @@ def test_train_prints_progress_on_stderr_and_writes_the_best_checkpoint(
     assert out["final"]["best/epoch"] == 1.0
     assert (tmp_path / "best.pt").is_file() and (tmp_path / "state.pt").is_file()
     assert (tmp_path / "per_case_val.csv").read_text().startswith("case,val/dice_wt,")
+    # the last epoch tests the selected weights on the split's 2 test cases (tiny.yaml)
+    assert out["final"]["test/cases"] == 2.0 and "test/dice_mean" in out["final"]
+    assert "test 2/2 " in captured.err and "test/dice_mean " in captured.err
+    assert (tmp_path / "per_case_test.csv").read_text().startswith("case,test/dice_wt,")
 
 
 def test_bad_trial_file_exits_2_naming_the_file(

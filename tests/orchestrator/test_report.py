@@ -34,11 +34,13 @@ def test_markdown_report_with_plots_and_the_paper_column(sweep, tmp_path: Path) 
     assert "Paper column: Doe et al. 2020, Table 2." in text
     # Student t with 1 d.o.f. over two runs: 0.81 ± 12.706 * 0.01414 / sqrt(2)
     assert (
-        "| a | 2 | 0.8100 | [0.6829, 0.9371] | - | - | - | 1.00 | 0.8600 | 0.8100 | 0.7600 | 10.5 "
-        "| 0.009 | 2.10 | 0.9100 | best | - |" in text
+        "| a | 2 | 0.8100 | [0.6829, 0.9371] | - | - | - | - | 1.00 | 0.8600 | 0.8100 | 0.7600 "
+        "| 10.5 | 0.009 | 2.10 | 0.9100 | best | - |" in text
     )
-    assert "| b | 2 | 0.6050 | [0.5415, 0.6685] | -0.2050 | [-0.2685, -0.1415] | 0.016 |" in text
+    row_b = "| b | 2 | 0.6050 | [0.5415, 0.6685] | - | -0.2050 | [-0.2685, -0.1415] | 0.016 |"
+    assert row_b in text
     assert "paired t over 2 run pairs (no per-case data)" in text
+    assert "test: not evaluated on test cases (ablate test SWEEP does it)" in text
     assert "| c | 0 | - |" in text and "1 failed" in text
     assert "![val/dice_mean per cell (mean, 95% CI)](report_files/metric_per_cell.png)" in text
     logged = {a.path for a in client.list_artifacts(parent, "report")}

@@ -87,8 +87,14 @@ def test_smoke_sweep_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[st
             "learning_curves.png",
         }
         assert [a.path for a in client.list_artifacts(run.info.run_id, "per_case")] == [
-            "per_case/val.csv"
+            "per_case/test.csv",
+            "per_case/val.csv",
         ]
+        # the selected checkpoint, tested once on the split's 2 test cases (tiny.yaml)
+        assert run.data.tags["ablate.test_cases"] == "2" and run.data.metrics["test/cases"] == 2
+        assert {"test/dice_mean", "test/dice_wt", "test/lesion_dice_wt"} <= set(run.data.metrics)
+        test_steps = client.get_metric_history(run.info.run_id, "test/dice_mean")
+        assert [m.step for m in test_steps] == [0]
         assert [a.path for a in client.list_artifacts(run.info.run_id, "checkpoint")] == [
             "checkpoint/best.pt"
         ]
@@ -97,6 +103,8 @@ def test_smoke_sweep_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[st
     table = json.loads(capsys.readouterr().out)
     assert sorted(row["cell"] for row in table["cells"]) == sorted(cells)
     assert all(row["n"] == 2 for row in table["cells"]) and table["cells"][0]["status"] == "best"
+    assert table["compared_on"] == "test" and table["test_metric"] == "test/dice_mean"
+    assert all(row["test_mean"] is not None for row in table["cells"])
     assert client.get_run(table["winner_run_id"]).data.tags["winner"] == "true"
     assert main(["report", "smoke", "--tracking-uri", uri, "--out", str(tmp_path / "r.md")]) == 0
     assert "| best |" in (tmp_path / "r.md").read_text()

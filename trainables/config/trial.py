@@ -141,6 +141,8 @@ class ValidationConfig(Frozen):
         overlap: sliding-window overlap as a fraction of the patch (nnU-Net: 0.5).
         gaussian: weight window predictions with a Gaussian centred on the patch.
         max_cases: validate on at most this many cases (None: all validation cases).
+        test_max_cases: evaluate the selected weights on at most this many test cases (None:
+            all; ``--smoke`` sets 2). The test pass always predicts whole volumes.
         hd95: also compute HD95 and surface Dice (slower than Dice alone).
         tolerance_mm: surface-Dice tolerance.
         batch_size: windows per inference forward pass; None: 4 for 3-D models, 64 for 2-D
@@ -151,6 +153,7 @@ class ValidationConfig(Frozen):
     overlap: float = Field(default=0.5, ge=0.0, lt=1.0)
     gaussian: bool = True
     max_cases: int | None = Field(default=None, ge=1)
+    test_max_cases: int | None = Field(default=None, ge=1)
     hd95: bool = True
     tolerance_mm: float = Field(default=1.0, gt=0)
     batch_size: int | None = Field(default=None, ge=1)

@@ -2,10 +2,12 @@
 
 :class:`TrialRunner` is what both ``ablate train`` and the Ray Tune Trainable drive: ``run_epoch``
 returns the epoch's metrics (with ``best/epoch`` and ``best/<metric>`` of the :class:`BestEpoch`
-it keeps), ``state_dict``/``load_state_dict`` are its training state and ``save``/``restore``
-write and read it with the best model (:mod:`trainables.engine.checkpoint`). Every epoch reseeds
-the RNGs from (seed, epoch) and draws its samples from (seed, epoch, index), so an epoch after a
-restore is identical to the same epoch of an uninterrupted run.
+it keeps; the last epoch also evaluates the best epoch's weights once on the split's test cases,
+:mod:`trainables.engine.held_out`), ``state_dict``/``load_state_dict`` are its training state
+and ``save``/``restore`` write and read it with the best model
+(:mod:`trainables.engine.checkpoint`). Every epoch reseeds the RNGs from (seed, epoch) and draws
+its samples from (seed, epoch, index), so an epoch after a restore is identical to the same
+epoch of an uninterrupted run.
 """
 
 from __future__ import annotations
@@ -33,6 +35,14 @@ from trainables.engine.checkpoint import (
     save_checkpoint,
 )
 from trainables.engine.data import TrialData, prepare_trial_data
+from trainables.engine.held_out import (
+    TEST_PER_CASE_FILE,
+    TestResult,
+    evaluate_cases,
+    read_test_csv,
+    split_test_cases,
+    weights_loaded,
+)
 from trainables.engine.memory import allocation_figure, is_out_of_memory
 from trainables.engine.per_case import PER_CASE_FILE, read_per_case_csv, write_per_case_csv
 from trainables.engine.precision import autocast_context, peak_memory_gib
@@ -79,6 +89,7 @@ class TrialRunner:
         self.best = BestEpoch(metric, mode)
         self.dataset = self._make_dataset()
         self._loader: DataLoader | None = None
+        self.test: TestResult | None = None  # the held-out test of the best epoch's weights
 
     # The step's parts, under the names the rest of the engine (and its tests) use.
     device = property(lambda self: self.trainer.device)
@@ -118,6 +129,8 @@ class TrialRunner:
         self.scheduler.step()
         self.best.update(metrics, self.epoch, self.iteration, self.model, per_case)
         metrics.update(self.best.metrics())
+        if self.epoch == self.cfg.train.epochs:
+            metrics.update(self._final_test())
         metrics["epoch"] = float(self.epoch)
         metrics["perf/epoch_s"] = time.perf_counter() - start
         peak = peak_memory_gib(self.device)
@@ -164,6 +177,35 @@ class TrialRunner:
             return autocast_context(self.precision, self.device)
 
         return validate(self.model, self.loss_fn, self.cfg, self.data, self.device, autocast)
+
+    def evaluate_test(self) -> TestResult | None:
+        """The best epoch's weights on the split's test cases (whole volumes); None before any
+        epoch had a finite metric. The model's current weights are left as they were."""
+        if self.best.weights is None:
+            return None
+        with weights_loaded(self.model, self.best.weights) as model:
+            self.test = evaluate_cases(
+                model,
+                self.cfg,
+                split_test_cases(self.cfg, self.data),
+                self.device,
+                lambda: autocast_context(self.precision, self.device),
+                progress=self.progress,
+            )
+        return self.test
+
+    def _final_test(self) -> dict[str, float]:
+        """``test/...`` means, ``test/cases`` and ``perf/test_s``, once, after the last epoch."""
+        start = time.perf_counter()
+        try:
+            result = self.evaluate_test()
+        except Exception as err:
+            if is_out_of_memory(err):
+                raise TrialOutOfMemory(f"test evaluation: {self._oom_message(err)}") from err
+            raise
+        if result is None:
+            return {}
+        return {**result.metrics, "perf/test_s": time.perf_counter() - start}
 
     # ------------------------------------------------------------------------------ data
     def _make_dataset(self) -> PatchDataset:
@@ -238,8 +280,9 @@ class TrialRunner:
         )
 
     def save(self, folder: str | Path) -> Path:
-        """Write the training state, the best model and the best epoch's per-case validation
-        metrics into ``folder`` (``state.pt``, ``best.pt``, ``per_case_val.csv``)."""
+        """Write the training state, the best model, the best epoch's per-case validation
+        metrics and, after the test pass, its per-case test metrics into ``folder``
+        (``state.pt``, ``best.pt``, ``per_case_val.csv``, ``per_case_test.csv``)."""
         folder = Path(folder)
         save_checkpoint(self.state_dict(), folder / TRAINING_STATE_FILE)
         best = self.best_model()
@@ -247,6 +290,8 @@ class TrialRunner:
             save_checkpoint(best, folder / BEST_MODEL_FILE)
         if self.best.per_case:
             write_per_case_csv(self.best.per_case, folder / PER_CASE_FILE)
+        if self.test is not None and self.test.per_case:
+            write_per_case_csv(self.test.per_case, folder / TEST_PER_CASE_FILE)
         return folder
 
     def restore(self, folder: str | Path) -> None:
@@ -258,6 +303,8 @@ class TrialRunner:
             self.best.weights, self.best.iteration = best["model"], int(best["iteration"])
         if (folder / PER_CASE_FILE).is_file() and self.best.epoch > 0:
             self.best.per_case = read_per_case_csv(folder / PER_CASE_FILE)
+        if (folder / TEST_PER_CASE_FILE).is_file():
+            self.test = read_test_csv(folder / TEST_PER_CASE_FILE)
 
 
 def _seed(*parts: int) -> int:

@@ -45,6 +45,9 @@ def _smoke_overrides(cfg: TrialConfig) -> dict[str, Any]:
         "train.compile": False,
         "train.init": None,
         "validation.max_cases": 2,
+        # The held-out test pass predicts whole volumes (48x48x40 here: cheap); with --data a
+        # real test split can be hundreds of volumes, so a smoke run tests 2 of them.
+        "validation.test_max_cases": 2,
         "data.synthetic.cases": SMOKE_CASES,
         "data.synthetic.shape": list(SMOKE_SHAPE),
     }

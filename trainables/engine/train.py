@@ -70,6 +70,7 @@ def format_epoch(metrics: dict[str, float], epochs: int) -> str:
         "val/dice_et",
         "val/dice_fg",
         "val/dice_mean",
+        "test/dice_mean",  # the last epoch: the best epoch's weights on the test cases
     ):
         if key in metrics:
             parts.append(f"{key} {metrics[key]:.4f}")

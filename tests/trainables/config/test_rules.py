@@ -91,9 +91,9 @@ def test_synthetic_cases_have_known_modalities_and_count() -> None:
     )
     with_root = apply_overrides(ct, {"data.root": "/data/ct"})  # a real dataset: checked on load
     assert parse_trial_config(with_root).data.synthetic.modality == "ct"
-    folds = _base(**{"data.split": {"kind": "kfold", "folds": 10}})
+    folds = _base(**{"data.split": {"kind": "kfold", "folds": 12}})
     assert [str(p) for p in _problems(folds)] == [
-        "data.split.folds: 10 folds need 10 cases or more to fold; data.synthetic.cases is 8"
+        "data.split.folds: 12 folds need 12 cases or more to fold; data.synthetic.cases is 10"
     ]
 
 

@@ -1,0 +1,50 @@
+"""``ablate test``: evaluate a finished sweep's runs on held-out test cases (or an external set)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from orchestrator.commands.common import progress
+
+URI_HELP = "MLflow tracking URI (default $MLFLOW_TRACKING_URI, else ./mlflow.db)"
+EXIT_BAD_INPUT = 2
+
+
+def register(verbs: argparse._SubParsersAction) -> None:
+    """Add ``test`` to the ``ablate`` parser."""
+    test = verbs.add_parser(
+        "test",
+        help="evaluate every finished run's best model on the split's test cases (or --data)",
+    )
+    test.add_argument("sweep", help="sweep name (MLflow experiment) or parent run id")
+    test.add_argument(
+        "--data",
+        type=Path,
+        help="external test set (any layout): all its labelled cases, logged as test_ext/",
+    )
+    test.add_argument("--tracking-uri", help=URI_HELP)
+    test.add_argument(
+        "--overwrite", action="store_true", help="evaluate runs that already have test metrics"
+    )
+    test.set_defaults(handler=_test)
+
+
+def _test(args: argparse.Namespace) -> int:
+    from orchestrator import tracking
+    from orchestrator.test_runs import evaluate_sweep
+
+    client = tracking.connect(args.tracking_uri or tracking.default_tracking_uri())
+    report = evaluate_sweep(client, args.sweep, args.data, args.overwrite, progress)
+    text = (
+        f"{len(report.tested)} runs tested ({report.prefix}/ metrics, per_case/{report.prefix}.csv)"
+    )
+    if report.unfinished:
+        text += f"; {report.unfinished} runs not finished, not tested"
+    progress(text)
+    if report.failed:
+        progress(f"{len(report.failed)} runs could not be tested:")
+        for line in report.failed:
+            progress(f"  {line}")
+        return EXIT_BAD_INPUT
+    return 0

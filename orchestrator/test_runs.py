@@ -1,0 +1,187 @@
+"""``ablate test``: evaluate the finished runs of a sweep on held-out test cases, afterwards.
+
+For sweeps that finished before the engine tested every run, runs stopped early by a scheduler
+(never reached their last epoch), or an external test set. For every finished child run: its
+best model (MLflow artifact ``checkpoint/best.pt``, the engine's checkpoint format with the
+trial config inside) predicts the test cases whole (sliding window, Gaussian weighting, the
+trial's overlap) and the per-case region and lesion-wise metrics are logged on the run
+(:mod:`orchestrator.test_tracking`).
+
+- Without ``--data``: the split's own test cases, rebuilt from the config in the checkpoint
+  (synthetic cases are regenerated deterministically; ``data.root`` must exist here). The split
+  hash must equal the run's ``ablate.split_hash`` tag, or the "test" cases might be training ones.
+- With ``--data DIR`` (any supported layout): every labelled case of DIR, prepared with the run's
+  preprocessing; logged under ``test_ext/`` with the tag ``ablate.test_ext.data``.
+
+The device is the best one here (CUDA when available), whatever the trial trained on.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from orchestrator import tracking
+from orchestrator.test_tracking import DATA_TAG, EXTERNAL, TEST, has_test, log_test
+from trainables.config.trial import TrialConfig, parse_trial_config
+from trainables.data.cache import default_cache_root, ensure_prepared
+from trainables.engine.checkpoint import BEST_MODEL_FILE, load_checkpoint
+from trainables.engine.data import prepare_trial_data
+from trainables.engine.held_out import TestCases, TestResult, evaluate_cases, split_test_cases
+from trainables.engine.per_case import write_per_case_csv
+from trainables.engine.precision import autocast_context, effective_precision, resolve_device
+from trainables.errors import InputError
+from trainables.losses import output_channels
+from trainables.models import build_model
+
+Progress = Callable[[str], None]
+CHECKPOINT_ARTIFACT = f"checkpoint/{BEST_MODEL_FILE}"
+
+
+@dataclass
+class EvaluationReport:
+    """What ``ablate test`` did: run keys tested, failed (``key: reason``), not finished."""
+
+    prefix: str
+    tested: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    unfinished: int = 0
+
+
+def evaluate_sweep(
+    client: Any, sweep: str, data: Path | None, overwrite: bool, progress: Progress
+) -> EvaluationReport:
+    """Evaluate every finished run of ``sweep``; a run that cannot be evaluated (no checkpoint,
+    a split that differs...) is reported and the others continue."""
+    parent = tracking.find_sweep(client, sweep)
+    runs = tracking.child_runs(client, parent)
+    report = EvaluationReport(EXTERNAL if data else TEST)
+    finished = [r for r in runs if r.info.status == "FINISHED"]
+    report.unfinished = len(runs) - len(finished)
+    if not finished:
+        raise InputError(f"sweep {sweep!r} has no finished runs to test")
+    _refuse_overwrite(finished, report.prefix, sweep, overwrite)
+    source = CaseSource(data.resolve() if data else None)
+    for index, run in enumerate(finished, start=1):
+        key, start = run_key(run), time.perf_counter()
+        try:
+            result = evaluate_run(client, run, source)
+        except InputError as err:
+            report.failed.append(f"{key}: {err}")
+            progress(f"failed {index}/{len(finished)} {key}: {err}")
+            continue
+        report.tested.append(key)
+        progress(
+            f"tested {index}/{len(finished)} {key}: {_summary(result, report.prefix)} "
+            f"({time.perf_counter() - start:.1f} s)"
+        )
+    return report
+
+
+def _refuse_overwrite(runs: list[Any], prefix: str, sweep: str, overwrite: bool) -> None:
+    done = [run_key(r) for r in runs if has_test(r, prefix)]
+    if done and not overwrite:
+        raise InputError(
+            f"{len(done)} of {len(runs)} finished runs of sweep {sweep!r} already have "
+            f"{prefix}/ metrics (e.g. {done[0]}); pass --overwrite to evaluate them again"
+        )
+
+
+def _summary(result: TestResult, prefix: str) -> str:
+    if not result.per_case:
+        return "no test cases in this split"
+    return f"{prefix}/dice_mean {result.metrics[f'{prefix}/dice_mean']:.4f} on {result.cases} cases"
+
+
+def run_key(run: Any) -> str:
+    """The trial key (the run's name, ``<cell>/seed<i>``) or its id."""
+    return run.info.run_name or run.info.run_id
+
+
+def evaluate_run(client: Any, run: Any, source: CaseSource) -> TestResult:
+    """Evaluate one run's best model on ``source``'s cases and log the result on the run."""
+    run_id = run.info.run_id
+    with tempfile.TemporaryDirectory() as tmp:
+        checkpoint = _download_checkpoint(client, run_id, Path(tmp))
+        cfg = parse_trial_config(checkpoint["config"], source=f"{CHECKPOINT_ARTIFACT} of {run_id}")
+        cases = source.cases(cfg, run.data.tags.get("ablate.split_hash"))
+        prefix = EXTERNAL if source.root else TEST
+        result = evaluate_weights(cfg, checkpoint["model"], cases, prefix)
+        csv = write_per_case_csv(result.per_case, Path(tmp) / "per_case.csv")
+        tags = {DATA_TAG: str(source.root)} if source.root else {}
+        log_test(client, run_id, result.metrics, csv if result.per_case else None, prefix, tags)
+    return result
+
+
+def _download_checkpoint(client: Any, run_id: str, folder: Path) -> dict[str, Any]:
+    listed = {a.path for a in client.list_artifacts(run_id, "checkpoint")}
+    if CHECKPOINT_ARTIFACT not in listed:
+        raise InputError(f"run {run_id} has no {CHECKPOINT_ARTIFACT} artifact (no best model)")
+    return load_checkpoint(client.download_artifacts(run_id, CHECKPOINT_ARTIFACT, str(folder)))
+
+
+def evaluate_weights(
+    cfg: TrialConfig, weights: dict[str, torch.Tensor], cases: TestCases, prefix: str
+) -> TestResult:
+    """Build the trial's model on the best device here, load ``weights`` and test ``cases``."""
+    device = resolve_device("auto")
+    precision = effective_precision(cfg.train.precision, device)
+    channels = output_channels(cfg.loss, cases.scheme)
+    model = build_model(cfg.model, len(cases.modalities), channels).to(device)
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as err:
+        raise InputError(
+            f"the checkpoint does not fit a {cfg.model.kind} with {channels} outputs for the "
+            f"{cases.scheme.name} labels of the test data: {str(err).splitlines()[0]}"
+        ) from None
+    autocast = lambda: autocast_context(precision, device)  # noqa: E731
+    return evaluate_cases(model, cfg, cases, device, autocast, prefix=prefix)
+
+
+class CaseSource:
+    """The test cases of a run: its split's own (``root`` None) or every labelled case of
+    ``root``; prepared data is reused across the runs that read the same data config."""
+
+    def __init__(self, root: Path | None) -> None:
+        self.root = root
+        self._prepared: dict[str, Any] = {}
+
+    def cases(self, cfg: TrialConfig, split_hash: str | None) -> TestCases:
+        """The cases to evaluate ``cfg``'s run on; ``split_hash`` is the run's tag, if any."""
+        if self.root is None:
+            return self._split_cases(cfg, split_hash)
+        return self._external_cases(cfg)
+
+    def _split_cases(self, cfg: TrialConfig, split_hash: str | None) -> TestCases:
+        key = json.dumps(cfg.data.model_dump(mode="json"), sort_keys=True)
+        data = self._prepared.get(key) or prepare_trial_data(cfg.data)
+        self._prepared[key] = data
+        if split_hash and data.split.hash != split_hash:
+            raise InputError(
+                f"the data gives split {data.split.hash}, the run trained on split {split_hash} "
+                "(the dataset changed?): its test cases cannot be rebuilt"
+            )
+        return split_test_cases(cfg, data)
+
+    def _external_cases(self, cfg: TrialConfig) -> TestCases:
+        assert self.root is not None
+        if not self.root.is_dir():
+            raise InputError("test data directory not found", self.root)
+        cache = Path(cfg.data.cache_dir) if cfg.data.cache_dir else default_cache_root()
+        key = json.dumps([cfg.data.preprocess.model_dump(mode="json"), cfg.data.label_scheme])
+        dataset = self._prepared.get(key) or ensure_prepared(
+            self.root, cache, cfg.data.preprocess, cfg.data.label_scheme
+        )
+        self._prepared[key] = dataset
+        labelled = [c for c in dataset.case_ids if dataset.entry(c).has_label]
+        if not labelled:
+            raise InputError("no labelled case to test on", self.root)
+        return TestCases(dataset, labelled, dataset.scheme, tuple(cfg.data.modalities))

@@ -1,0 +1,112 @@
+"""``ablate test``: finished runs' best models evaluated afterwards, against a real SQLite MLflow
+store holding runs trained by the engine (``train_trial`` with a checkpoint directory)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from ablate_sweep_helpers import mlflow_uri, tiny_trial
+
+from orchestrator import tracking
+from orchestrator.cli import main
+from trainables.config.trial import load_trial_config
+from trainables.data.synth import synthesize_dataset
+from trainables.engine.data import prepare_trial_data
+from trainables.engine.train import TrainResult, train_trial
+
+SPLIT = {"kind": "holdout", "fractions": [0.5, 0.25, 0.25]}  # 6 cases: 3 train, 2 val, 1 test
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, TrainResult, str]:
+    """One tiny trial trained to the end: (checkpoint dir, result, split hash)."""
+    folder = tmp_path_factory.mktemp("trained")
+    path = tiny_trial(folder, data={"split": SPLIT})
+    data = yaml.safe_load(path.read_text())
+    data["data"]["synthetic"]["cases"] = 6
+    path.write_text(yaml.safe_dump(data))
+    cfg = load_trial_config(path)
+    result = train_trial(cfg, checkpoint_dir=folder / "ckpt")
+    return folder / "ckpt", result, prepare_trial_data(cfg.data).split.hash
+
+
+def _sweep(uri: str, checkpoint: Path, split: str) -> tuple[object, dict[str, str]]:
+    """A sweep of 3 finished runs logged like the callbacks do, without test metrics; run
+    ``c/seed0`` has no best model. Returns (client, run key -> run id)."""
+    client = tracking.connect(uri)
+    experiment = tracking.ensure_experiment(client, "study")
+    tags = tracking.parent_tags({"ablate.metric": "val/dice_mean", "ablate.mode": "max"})
+    parent = tracking.open_parent_run(client, experiment, "study", "/r", tags)
+    runs = {}
+    for cell in ("a", "b", "c"):
+        tags = {"ablate.cell": cell, "ablate.seed": "0", "ablate.split_hash": split}
+        run_id, _ = tracking.open_child_run(client, experiment, parent, f"{cell}/seed0", tags)
+        tracking.log_metrics(client, run_id, {"best/val/dice_mean": 0.5}, 0)
+        if cell != "c":
+            client.log_artifact(run_id, str(checkpoint / "best.pt"), "checkpoint")
+        client.set_terminated(run_id, status="FINISHED")
+        runs[f"{cell}/seed0"] = run_id
+    return client, runs
+
+
+def test_ablate_test_logs_test_metrics_and_names_runs_without_a_checkpoint(
+    trained: tuple[Path, TrainResult, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    checkpoint, result, split = trained
+    uri = mlflow_uri(tmp_path)
+    client, runs = _sweep(uri, checkpoint, split)
+    assert main(["test", "study", "--tracking-uri", uri]) == 2
+    err = capsys.readouterr().err
+    assert "tested 1/3 a/seed0: test/dice_mean " in err and "on 1 cases" in err
+    assert "2 runs tested (test/ metrics, per_case/test.csv)" in err
+    assert "1 runs could not be tested:" in err
+    assert f"c/seed0: run {runs['c/seed0']} has no checkpoint/best.pt artifact" in err
+    run = client.get_run(runs["a/seed0"])
+    # the same weights on the same case as the engine's own test pass after training
+    assert run.data.metrics["test/dice_mean"] == pytest.approx(result.final["test/dice_mean"])
+    assert run.data.metrics["test/lesion_dice_wt"] == result.final["test/lesion_dice_wt"]
+    assert run.data.tags["ablate.test_cases"] == "1"
+    history = client.get_metric_history(runs["a/seed0"], "test/dice_mean")
+    assert [m.step for m in history] == [0]
+    listed = {a.path for a in client.list_artifacts(runs["a/seed0"], "per_case")}
+    assert listed == {"per_case/test.csv"}
+
+    assert main(["test", "study", "--tracking-uri", uri]) == 2
+    assert (
+        "2 of 3 finished runs of sweep 'study' already have test/ metrics (e.g. a/seed0); "
+        "pass --overwrite to evaluate them again" in capsys.readouterr().err
+    )
+    assert main(["test", "study", "--tracking-uri", uri, "--overwrite"]) == 2
+    assert "2 runs tested" in capsys.readouterr().err
+
+
+def test_an_external_test_set_is_logged_under_its_own_prefix(
+    trained: tuple[Path, TrainResult, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    checkpoint, _, split = trained
+    uri = mlflow_uri(tmp_path)
+    client, runs = _sweep(uri, checkpoint, split)
+    synthesize_dataset(tmp_path / "external", 2, seed=7, shape=(32, 32, 32))
+    args = ["test", "study", "--tracking-uri", uri, "--data", str(tmp_path / "external")]
+    assert main(args) == 2
+    assert "test_ext/dice_mean" in capsys.readouterr().err
+    run = client.get_run(runs["b/seed0"])
+    assert run.data.tags["ablate.test_ext.cases"] == "2"
+    assert run.data.tags["ablate.test_ext.data"] == str((tmp_path / "external").resolve())
+    assert "test_ext/dice_wt" in run.data.metrics and "test/dice_wt" not in run.data.metrics
+    listed = {a.path for a in client.list_artifacts(runs["b/seed0"], "per_case")}
+    assert listed == {"per_case/test_ext.csv"}
+
+
+def test_a_run_on_another_split_is_refused_by_name(
+    trained: tuple[Path, TrainResult, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    checkpoint, _, _ = trained
+    uri = mlflow_uri(tmp_path)
+    _sweep(uri, checkpoint, "0123456789ab")
+    assert main(["test", "study", "--tracking-uri", uri]) == 2
+    err = capsys.readouterr().err
+    assert "a/seed0: the data gives split " in err
+    assert "the run trained on split 0123456789ab (the dataset changed?)" in err

@@ -1,0 +1,100 @@
+"""The winners table's test side: the test column, comparisons on test cases, the caption, on
+runs logged to a real SQLite MLflow store."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from ablate_sweep_helpers import mlflow_uri
+
+from orchestrator import tracking
+from orchestrator.cli import main
+from orchestrator.winners import find_winners, format_table
+
+
+def _sweep(uri: str) -> tuple[object, str, str]:
+    client = tracking.connect(uri)
+    experiment = tracking.ensure_experiment(client, "study")
+    tags = tracking.parent_tags({"ablate.metric": "val/dice_mean", "ablate.mode": "max"})
+    return client, experiment, tracking.open_parent_run(client, experiment, "study", "/r", tags)
+
+
+def _csv(split: str, values: np.ndarray) -> bytes:
+    rows = "".join(f"case{i},{v}\n" for i, v in enumerate(values))
+    return f"case,{split}/dice_mean\n{rows}".encode()
+
+
+def _run(client, experiment, parent, cell, seed, val, test=None, test_cases=None) -> None:
+    """A finished run: per-case validation values ``val``, test values ``test`` (logged as
+    test/dice_mean at step 0 and per_case/test.csv), or a tag saying how many test cases."""
+    tags = {"ablate.cell": cell, "ablate.seed": str(seed), "ablate.split_hash": "s1"}
+    run_id, _ = tracking.open_child_run(client, experiment, parent, f"{cell}/{seed}", tags)
+    tracking.log_metrics(client, run_id, {"best/val/dice_mean": float(np.mean(val))}, 0)
+    tracking.log_bytes(client, run_id, _csv("val", val), "val.csv", "per_case")
+    if test is not None:
+        tracking.log_metrics(client, run_id, {"test/dice_mean": float(np.mean(test))}, 0)
+        tracking.log_bytes(client, run_id, _csv("test", test), "test.csv", "per_case")
+    if test_cases is not None:
+        tracking.set_tags(client, run_id, {"ablate.test_cases": str(test_cases)})
+    client.set_terminated(run_id, status="FINISHED")
+
+
+def test_comparisons_use_the_test_cases_when_every_run_has_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    uri = mlflow_uri(tmp_path)
+    client, experiment, parent = _sweep(uri)
+    rng = np.random.default_rng(0)
+    hard_val, hard_test = rng.normal(0, 0.1, 10), rng.normal(0, 0.1, 12)
+    # validation: "b" is close to "a"; test: "b" is clearly below "a"
+    for cell, val_level, test_level in (("a", 0.8, 0.8), ("b", 0.79, 0.6)):
+        for seed in range(3):
+            val = val_level + hard_val + rng.normal(0, 0.02, 10)
+            test = test_level + hard_test + rng.normal(0, 0.02, 12)
+            _run(client, experiment, parent, cell, seed, val, test)
+    table = find_winners(client, "study", tag=False)
+    rows = {c.label: c for c in table.cells}
+    assert [c.label for c in table.cells] == ["a", "b"] and rows["b"].status == "worse"
+    assert table.case_split == "test" and table.test_metric == "test/dice_mean"
+    method = rows["b"].comparison.method
+    assert method.startswith("case-paired: 3 run pairs x 12 cases") and method.endswith(
+        "on test cases"
+    )
+    assert rows["b"].comparison.delta == pytest.approx(rows["b"].test_mean - rows["a"].test_mean)
+    assert rows["b"].test_mean < 0.65 < rows["a"].test_mean
+    text = format_table(table)
+    assert "compared on test cases (test/dice_mean per case)" in text.splitlines()[0]
+    header = text.splitlines()[1].split()
+    assert header[:6] == ["cell", "n", "mean", "95%", "CI", "test"]
+    assert main(["winners", "study", "--tracking-uri", uri, "--json"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["compared_on"] == "test" and payload["test_note"] is None
+    assert {r["cell"]: round(r["test_mean"], 6) for r in payload["cells"]} == {
+        label: round(c.test_mean, 6) for label, c in rows.items()
+    }
+
+
+def test_one_run_without_test_cases_keeps_the_comparison_on_validation(tmp_path: Path) -> None:
+    client, experiment, parent = _sweep(mlflow_uri(tmp_path))
+    for cell in ("a", "b"):
+        for seed in range(2):
+            val = np.full(4, 0.8 if cell == "a" else 0.7) + seed / 100
+            test = None if (cell, seed) == ("b", 1) else val - 0.1
+            _run(client, experiment, parent, cell, seed, val, test)
+    table = find_winners(client, "study", tag=False)
+    assert table.case_split == "val"
+    assert "on test cases" not in table.cells[1].comparison.method
+    caption = format_table(table).splitlines()[0]
+    assert "test = mean over runs of test/dice_mean" in caption and "compared on" not in caption
+
+
+def test_a_split_without_test_cases_says_so_in_the_caption(tmp_path: Path) -> None:
+    client, experiment, parent = _sweep(mlflow_uri(tmp_path))
+    for cell in ("a", "b"):
+        _run(client, experiment, parent, cell, 0, np.full(3, 0.5), test_cases=0)
+    table = find_winners(client, "study", tag=False)
+    assert table.test_note == "no test cases in this split"
+    assert "; test: no test cases in this split" in format_table(table).splitlines()[0]

@@ -1,0 +1,152 @@
+"""Held-out test evaluation: a trial's selected weights, once, on whole test volumes.
+
+Selection and report are different data (DESIGN.md, "Statistics"): the best epoch is chosen on
+validation cases, and its weights are then evaluated once on the split's test cases
+(``TrialData.split.test``). Test cases are always predicted whole, by Gaussian-weighted sliding
+window with the trial's ``validation.overlap``, even when ``sampling.validation`` is
+``center_crop`` (a speed device for validation: the reported number must be the full-volume
+one). ``validation.test_max_cases`` caps the cases for quick checks (``--smoke`` sets 2).
+
+Per case: every region's Dice, HD95, surface Dice, RVD, sensitivity, specificity
+(:func:`~trainables.metrics.case_metrics`) and the BraTS 2023 lesion-wise Dice and HD95
+(:func:`~trainables.metrics.lesion_metrics`, glioma rules), named ``<prefix>/<metric>_<region>``
+(``test/dice_wt``, ``test/lesion_dice_wt``, ``test/dice_mean``). The means carry
+``<prefix>/cases``, the number of cases evaluated (0: the split has no test cases).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from trainables.config.trial import TrialConfig
+from trainables.data.cache import PreparedDataset
+from trainables.data.labels import LabelScheme
+from trainables.engine.data import TrialData
+from trainables.engine.per_case import read_per_case_csv
+from trainables.engine.validation import predict_case
+from trainables.losses import logits_to_labels
+from trainables.metrics import case_metrics, lesion_metrics, mean_metrics
+from trainables.metrics.names import metric_name
+
+TEST_PER_CASE_FILE = "per_case_test.csv"  # beside per_case_val.csv in each checkpoint dir
+TEST = "test"  # the prefix of a trial's own test cases
+EXTERNAL = "test_ext"  # the prefix of an external test set (``ablate test --data``)
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class TestResult:
+    """One test evaluation.
+
+    Attributes:
+        metrics: means over the cases (``test/dice_mean``...) and ``test/cases``.
+        per_case: one row per case, ``{"case": id, "test/dice_wt": v, ...}``.
+    """
+
+    __test__ = False  # not a pytest test class
+    metrics: dict[str, float]
+    per_case: list[dict[str, Any]]
+
+    @property
+    def cases(self) -> int:
+        return len(self.per_case)
+
+
+@dataclass(frozen=True)
+class TestCases:
+    """Where the cases come from: a prepared dataset, the ids to evaluate, their scheme."""
+
+    __test__ = False  # not a pytest test class
+    dataset: PreparedDataset
+    case_ids: Sequence[str]
+    scheme: LabelScheme
+    modalities: tuple[str, ...]
+
+
+def split_test_cases(cfg: TrialConfig, data: TrialData) -> TestCases:
+    """The split's test cases (at most ``validation.test_max_cases``)."""
+    ids = list(data.split.test)
+    cap = cfg.validation.test_max_cases
+    return TestCases(data.dataset, ids[:cap] if cap else ids, data.scheme, data.modalities)
+
+
+def result_from_rows(rows: list[dict[str, Any]], prefix: str = TEST) -> TestResult:
+    """Means (and ``<prefix>/cases``) of per-case rows, as :func:`evaluate_cases` returns them."""
+    means = mean_metrics([{k: v for k, v in row.items() if k != "case"} for row in rows])
+    means[metric_name(prefix, "cases")] = float(len(rows))
+    return TestResult(means, [dict(row) for row in rows])
+
+
+def read_test_csv(path: str | Path, prefix: str = TEST) -> TestResult:
+    """A :class:`TestResult` from a ``per_case_test.csv`` written earlier."""
+    return result_from_rows(read_per_case_csv(path), prefix)
+
+
+def score_case(
+    pred: np.ndarray,
+    ref: np.ndarray,
+    spacing: tuple[float, float, float],
+    scheme: LabelScheme,
+    tolerance_mm: float,
+) -> dict[str, float]:
+    """Region metrics and lesion-wise metrics of one case; ``pred``/``ref`` (X, Y, Z) internal
+    label maps, ``spacing`` in mm. Keys ``dice_wt``..., ``dice_mean``, ``lesion_dice_wt``..."""
+    out = case_metrics(pred, ref, spacing, scheme, tolerance_mm)
+    return out | lesion_metrics(pred, ref, spacing, scheme)
+
+
+@torch.no_grad()
+def evaluate_cases(
+    model: nn.Module,
+    cfg: TrialConfig,
+    cases: TestCases,
+    device: torch.device,
+    autocast: Callable[[], AbstractContextManager],
+    prefix: str = TEST,
+    progress: Progress | None = None,
+) -> TestResult:
+    """Predict every case whole (sliding window) with ``model`` and score it; labelled cases
+    only (an unlabelled case of an external set is skipped)."""
+    was_training = model.training
+    model.eval()
+    rows: list[dict[str, Any]] = []
+    for index, case_id in enumerate(cases.case_ids, start=1):
+        start = time.perf_counter()
+        case = cases.dataset.load(case_id, modalities=cases.modalities, mmap=True)
+        if case.label is None:
+            continue
+        logits = predict_case(model, cfg, case.image, device, autocast())
+        pred = logits_to_labels(logits[None], cfg.loss, cases.scheme)[0].cpu().numpy()
+        scores = score_case(
+            pred, np.asarray(case.label), case.spacing, cases.scheme, cfg.validation.tolerance_mm
+        )
+        rows.append({"case": case_id, **{metric_name(prefix, k): v for k, v in scores.items()}})
+        if progress:
+            dice = scores["dice_mean"]
+            seconds = time.perf_counter() - start
+            progress(
+                f"{prefix} {index}/{len(cases.case_ids)} {case_id}: dice_mean "
+                f"{dice:.4f} ({seconds:.1f} s)"
+            )
+    model.train(was_training)
+    return result_from_rows(rows, prefix)
+
+
+@contextmanager
+def weights_loaded(model: nn.Module, weights: dict[str, torch.Tensor]) -> Iterator[nn.Module]:
+    """``model`` with ``weights`` loaded; its own weights come back afterwards (CPU copy)."""
+    own = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+    model.load_state_dict(weights)
+    try:
+        yield model
+    finally:
+        model.load_state_dict(own)
