@@ -12,7 +12,7 @@ import sys
 import traceback
 from collections.abc import Sequence
 
-from orchestrator.commands import data, sweep, trial
+from orchestrator.commands import data, predict, sweep, trial
 from trainables.errors import InputError
 
 EXIT_OK, EXIT_ERROR, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -28,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     data.register(verbs)
     trial.register(verbs)
     sweep.register(verbs)
+    predict.register(verbs)
     return parser
 
 
