@@ -87,6 +87,7 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         server.stop()
 
 
+@pytest.mark.slow  # starting mlflow server alone takes 10-50 s on a shared 2-core machine
 def test_the_winner_is_registered_loaded_and_predicts(
     mlflow_server: str, tmp_path: Path, capsys
 ) -> None:

@@ -198,3 +198,24 @@ def test_geometry_and_label_inverses() -> None:
     assert to_source_labels(codes, get_scheme("brats2021")).tolist() == [0, 1, 2, 4]
     assert to_source_labels(codes, get_scheme("msd_brats")).tolist() == [0, 2, 1, 3]
     assert to_source_labels(np.array([0, 1]), get_scheme("binary")).tolist() == [0, 1]
+
+
+@pytest.mark.realdata
+@pytest.mark.slow
+def test_real_brats_cases_are_predicted_in_their_own_geometry(
+    brats_sample_dir: Path, tmp_path: Path
+) -> None:
+    """A smoke-trained tiny model on the three real cases: shape, affine, BraTS 2021 values."""
+    tiny = Path(__file__).resolve().parents[3] / "search_spaces" / "base" / "tiny.yaml"
+    ckpt = tmp_path / "ckpt"
+    assert (
+        main(["train", str(tiny), "--smoke", "--device", "cpu", "--checkpoint-dir", str(ckpt)]) == 0
+    )
+    out = tmp_path / "out"
+    assert main(["predict", str(ckpt / "best.pt"), str(brats_sample_dir), "--out", str(out)]) == 0
+    for case_dir in sorted(p for p in brats_sample_dir.iterdir() if p.is_dir()):
+        source = nib.load(case_dir / f"{case_dir.name}_flair.nii.gz")
+        written = nib.load(out / f"{case_dir.name}.nii.gz")
+        assert written.shape == source.shape
+        np.testing.assert_allclose(written.affine, source.affine, atol=1e-5)
+        assert set(np.unique(np.asarray(written.dataobj))) <= {0, 1, 2, 4}
