@@ -219,3 +219,15 @@ def test_real_brats_cases_are_predicted_in_their_own_geometry(
         assert written.shape == source.shape
         np.testing.assert_allclose(written.affine, source.affine, atol=1e-5)
         assert set(np.unique(np.asarray(written.dataobj))) <= {0, 1, 2, 4}
+
+
+def test_inference_benchmark_reports_cases_per_minute(capsys) -> None:
+    tiny = Path(__file__).resolve().parents[3] / "search_spaces" / "base" / "tiny.yaml"
+    args = ["bench", str(tiny), "--inference", "--device", "cpu", "--shape", "40", "36", "32"]
+    assert main([*args, "--tta", "--json"]) == 0
+    import json
+
+    result = json.loads(capsys.readouterr().out)
+    assert result["windows_per_case"] == 2 * 2 * 1 * 8 and result["windows_per_pass"] == 4
+    assert result["cases_per_minute"] == pytest.approx(60 / result["seconds_per_case"], rel=0.01)
+    assert result["precision"] == "fp32" and result["shape"] == [40, 36, 32]
