@@ -12,7 +12,7 @@ import sys
 import traceback
 from collections.abc import Sequence
 
-from orchestrator.commands import data, sweep, test_eval, trial
+from orchestrator.commands import data, predict, sweep, test_eval, trial
 from trainables.errors import InputError
 
 EXIT_OK, EXIT_ERROR, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -29,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     trial.register(verbs)
     sweep.register(verbs)
     test_eval.register(verbs)
+    predict.register(verbs)
     return parser
 
 

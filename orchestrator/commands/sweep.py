@@ -66,6 +66,11 @@ def _add_results(verbs: argparse._SubParsersAction) -> None:
             help="multiplicity correction of the p-values against the best: holm (default), none",
         )
     winners.add_argument("--json", action="store_true")
+    winners.add_argument(
+        "--register",
+        metavar="NAME",
+        help="log the winner as an MLflow pytorch model, register it as NAME, alias champion",
+    )
     winners.set_defaults(handler=_winners)
     report.set_defaults(handler=_report)
 
@@ -130,7 +135,19 @@ def _winners(args: argparse.Namespace) -> int:
         print_json(table.to_json())
     else:
         print(format_table(table))
+    if args.register:
+        _register(client, table.winner_run_id, args.register, args.sweep)
     return 0
+
+
+def _register(client: object, run_id: str | None, name: str, sweep: str) -> None:
+    from orchestrator.models import CHAMPION, register_winner
+    from trainables.errors import InputError
+
+    if run_id is None:
+        raise InputError(f"sweep {sweep!r} has no winner to register (no finished run)")
+    version = register_winner(client, run_id, name)
+    progress(f"registered run {run_id} as models:/{name}/{version}; models:/{name}@{CHAMPION}")
 
 
 def _report(args: argparse.Namespace) -> int:

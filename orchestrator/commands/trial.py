@@ -31,6 +31,16 @@ def register(verbs: argparse._SubParsersAction) -> None:
         action="store_true",
         help="also time real iterations (cache, patches, augmentation) against the pure step",
     )
+    bench.add_argument(
+        "--inference",
+        action="store_true",
+        help="instead: cases/minute of sliding-window prediction on one synthetic case",
+    )
+    bench.add_argument(
+        "--shape", type=int, nargs=3, default=(240, 240, 155), help="--inference case shape"
+    )
+    bench.add_argument("--cases", type=int, default=1, help="--inference: cases timed")
+    bench.add_argument("--tta", action="store_true", help="--inference: with mirroring TTA")
     bench.add_argument("--json", action="store_true")
     bench.set_defaults(handler=_bench)
 
@@ -85,8 +95,13 @@ def _bench(args: argparse.Namespace) -> int:
     from trainables.engine.bench import benchmark_pipeline, benchmark_step
 
     cfg = load_for_cli(args)
-    bench = benchmark_pipeline if args.pipeline else benchmark_step
-    result = bench(cfg, steps=args.steps, warmup=args.warmup, progress=progress)
+    if args.inference:
+        from trainables.engine.bench_inference import benchmark_inference
+
+        result = benchmark_inference(cfg, args.shape, args.cases, args.tta, progress)
+    else:
+        bench = benchmark_pipeline if args.pipeline else benchmark_step
+        result = bench(cfg, steps=args.steps, warmup=args.warmup, progress=progress)
     if args.json:
         print_json(result)
     else:

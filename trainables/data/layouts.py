@@ -9,6 +9,8 @@ msd         ``imagesTr/<case>.nii.gz`` + ``labelsTr/`` +        ``msd_brats`` (4
             optional ``dataset.json``                           ``binary`` (3-D CT)
 ==========  ==================================================  ================================
 
+An MSD folder with only ``imagesTs/`` (unlabelled test images) is read from there.
+
 ``.nii`` works wherever ``.nii.gz`` does. Discovery only lists files and, for an MSD folder
 without modality information, reads one NIfTI header; it never decodes voxels and never writes
 to the source directory. Problems confined to one case (a missing modality file, duplicate
@@ -93,13 +95,15 @@ class DatasetIndex:
         return self.cases[0].label_scheme if self.cases else None
 
 
-def discover(root: str | Path, label_scheme: str = "auto") -> DatasetIndex:
+def discover(root: str | Path, label_scheme: str = "auto", partial: bool = False) -> DatasetIndex:
     """List the cases of a dataset directory.
 
     Args:
         root: the dataset directory.
         label_scheme: "auto" (the layout's default) or a scheme name from
             :data:`trainables.data.labels.SCHEMES` to override it.
+        partial: keep BraTS cases that lack some modality files (``ablate predict``: a model
+            may need fewer than four; loading names what a case lacks).
 
     Raises:
         InputError: the directory does not exist, is empty, or matches no known layout (the
@@ -111,7 +115,7 @@ def discover(root: str | Path, label_scheme: str = "auto") -> DatasetIndex:
     if layout == "msd":
         cases, problems = _discover_msd(root, override)
     else:
-        cases, problems = _discover_brats(root, layout, override or layout)
+        cases, problems = _discover_brats(root, layout, override or layout, partial)
     cases.sort(key=lambda c: c.case_id)
     problems.sort(key=lambda p: p.case_id)
     return DatasetIndex(root=root, layout=layout, cases=cases, problems=problems)
@@ -142,7 +146,7 @@ def detect_layout(root: Path) -> str:
         InputError: no known layout (the message lists the layouts understood and hints when
             ``root`` is itself a case folder).
     """
-    if (root / "imagesTr").is_dir():
+    if (root / "imagesTr").is_dir() or (root / "imagesTs").is_dir():
         return "msd"
     votes: Counter[str] = Counter()
     for case_dir in _case_dirs(root):
@@ -196,19 +200,19 @@ def _brats_key(path: Path, layout: str) -> str | None:
 
 
 def _discover_brats(
-    root: Path, layout: str, scheme: str
+    root: Path, layout: str, scheme: str, partial: bool = False
 ) -> tuple[list[CaseRecord], list[CaseError]]:
     cases: list[CaseRecord] = []
     problems: list[CaseError] = []
     for case_dir in _case_dirs(root):
         try:
-            cases.append(_brats_case(case_dir, layout, scheme))
+            cases.append(_brats_case(case_dir, layout, scheme, partial))
         except CaseError as err:
             problems.append(err)
     return cases, problems
 
 
-def _brats_case(case_dir: Path, layout: str, scheme: str) -> CaseRecord:
+def _brats_case(case_dir: Path, layout: str, scheme: str, partial: bool = False) -> CaseRecord:
     """One BraTS case folder -> record; raises CaseError naming the folder and the files."""
     case_id = case_dir.name
     sep, tags = _BRATS_TAGS[layout]
@@ -223,9 +227,9 @@ def _brats_case(case_dir: Path, layout: str, scheme: str) -> CaseRecord:
     _check_duplicates(case_id, found)
     file_tag = {key: tag for tag, key in tags.items()}
     missing = [f"{case_id}{sep}{file_tag[m]}.nii.gz" for m in BRATS_MODALITIES if m not in found]
-    if missing:
+    if missing and not (partial and any(m in found for m in BRATS_MODALITIES)):
         raise CaseError(case_id, f"missing modality file(s): {', '.join(missing)}", case_dir)
-    images = {m: found[m][0] for m in BRATS_MODALITIES}
+    images = {m: found[m][0] for m in BRATS_MODALITIES if m in found}
     label = found["seg"][0] if "seg" in found else None
     return CaseRecord(case_id, layout, images=images, label=label, label_scheme=scheme)
 
@@ -242,9 +246,11 @@ def _check_duplicates(case_id: str, found: dict[str, list[Path]]) -> None:
 def _discover_msd(root: Path, override: str | None) -> tuple[list[CaseRecord], list[CaseError]]:
     """MSD-style folder: one file per case in imagesTr/, labels of the same name in labelsTr/."""
     images_dir = root / "imagesTr"
+    if not images_dir.is_dir():  # a test-only folder: unlabelled images
+        images_dir = root / "imagesTs"
     images = _group_by_case(nifti_files(images_dir))
     if not images:
-        raise InputError("imagesTr/ holds no .nii.gz images", images_dir)
+        raise InputError(f"{images_dir.name}/ holds no .nii.gz images", images_dir)
     channels = msd_channels(root, [paths[0] for paths in images.values()])
     scheme = override or _msd_scheme(root, channels)
     labels = _group_by_case(nifti_files(root / "labelsTr"), strip_channel=False)
@@ -260,7 +266,8 @@ def _discover_msd(root: Path, override: str | None) -> tuple[list[CaseRecord], l
         cases.append(_msd_record(case_id, paths[0], label, channels, scheme))
     for case_id, paths in labels.items():
         if case_id not in images:
-            problems.append(CaseError(case_id, "label has no image in imagesTr/", paths[0]))
+            message = f"label has no image in {images_dir.name}/"
+            problems.append(CaseError(case_id, message, paths[0]))
     return cases, problems
 
 

@@ -1,0 +1,116 @@
+"""MODEL names of ``ablate predict`` resolved against real MLflow stores, and the winner
+registered in a real ``mlflow server``'s Model Registry, loaded back and predicting."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from ablate_sweep_helpers import mlflow_uri
+
+from orchestrator import tracking
+from orchestrator.cli import main
+from orchestrator.models import resolve_model
+from tests.cluster.cluster_harness import MlflowServer
+from tests.trainables.engine.predict_helpers import random_checkpoint, write_image_case
+from trainables.errors import InputError
+
+
+def _sweep(uri: str, name: str = "abl") -> tuple[object, str, str]:
+    client = tracking.connect(uri)
+    experiment = tracking.ensure_experiment(client, name)
+    tags = tracking.parent_tags({"ablate.metric": "val/dice_mean", "ablate.mode": "max"})
+    return client, experiment, tracking.open_parent_run(client, experiment, name, "/r", tags)
+
+
+def _trial(client, experiment, parent, cell, seed, dice, checkpoint=None, status="FINISHED"):
+    """A child run with ``best/val/dice_mean`` and, if given, ``checkpoint/best.pt``."""
+    tags = {"ablate.cell": cell, "ablate.seed": str(seed), "ablate.split_hash": "s1"}
+    run_id, _ = tracking.open_child_run(client, experiment, parent, f"{cell}/{seed}", tags)
+    tracking.log_metrics(client, run_id, {"best/val/dice_mean": dice, "summary/epoch_s": 1.0}, 0)
+    if checkpoint is not None:
+        client.log_artifact(run_id, str(checkpoint), "checkpoint")
+    outcome = "finished" if status == "FINISHED" else "failed"
+    tracking.set_tags(client, run_id, {"ablate.outcome": outcome})
+    client.set_terminated(run_id, status=status)
+    return run_id
+
+
+def _checkpoint(folder: Path, seed: int) -> Path:
+    path = folder / f"seed{seed}" / "best.pt"
+    random_checkpoint(path, seed=seed)
+    return path
+
+
+def test_model_names_resolve_to_runs_cells_and_winners(tmp_path: Path, capsys) -> None:
+    uri = mlflow_uri(tmp_path)
+    client, exp, parent = _sweep(uri)
+    a0 = _trial(client, exp, parent, "a", 0, 0.5, _checkpoint(tmp_path, 0))
+    a1 = _trial(client, exp, parent, "a", 1, 0.6, _checkpoint(tmp_path, 1))
+    best = _trial(client, exp, parent, "b", 0, 0.9, _checkpoint(tmp_path, 2))
+    _trial(client, exp, parent, "c", 0, 0.1, None, status="FAILED")
+    bare = _trial(client, exp, parent, "d", 0, 0.2, None)
+    cell = resolve_model("abl:a", uri)
+    assert [source.split()[1] for source, _ in cell] == [a0, a1]
+    assert resolve_model(best, uri)[0][0] == f"run {best} (b/0)"
+    assert resolve_model("abl", uri)[0][0] == f"run {best} (b/0)"  # ranked: best cell's run
+    client.set_tag(a1, "winner", "true")
+    assert resolve_model("abl", uri)[0][0] == f"run {a1} (a/1)"  # the tag decides
+    for spec, message in [
+        ("abl:c", "cell 'c' of sweep 'abl' has no finished runs (failed)"),
+        ("abl:zz", "sweep 'abl' has no cell 'zz' (cells: a, b, c, d)"),
+        (bare, f"run {bare} (d/0, finished) has no checkpoint/best.pt artifact"),
+        ("nosweep", "no sweep named 'nosweep'"),
+    ]:
+        with pytest.raises(InputError, match=message.replace("(", r"\(").replace(")", r"\)")):
+            resolve_model(spec, uri)
+    write_image_case(tmp_path / "in", "c0")
+    out = tmp_path / "out"
+    args = ["predict", "abl:a", str(tmp_path / "in"), "--out", str(out), "--tracking-uri", uri]
+    assert main(args) == 0
+    assert "2-model ensemble of attention_unet" in capsys.readouterr().err
+    assert nib.load(out / "c0.nii.gz").shape == (30, 26, 22)
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real ``mlflow server`` on 127.0.0.1 (SQLite store, served artifacts), stopped after."""
+    server = MlflowServer(tmp_path_factory.mktemp("mlflow-server"), dict(os.environ))
+    server.start()
+    try:
+        yield server.uri
+    finally:
+        server.stop()
+
+
+@pytest.mark.slow  # starting mlflow server alone takes 10-50 s on a shared 2-core machine
+def test_the_winner_is_registered_loaded_and_predicts(
+    mlflow_server: str, tmp_path: Path, capsys
+) -> None:
+    uri = mlflow_server
+    client, exp, parent = _sweep(uri, "reg")
+    _trial(client, exp, parent, "a", 0, 0.5, _checkpoint(tmp_path, 0))
+    ckpt = _checkpoint(tmp_path, 3)
+    winner = _trial(client, exp, parent, "b", 0, 0.8, ckpt)
+    assert main(["winners", "reg", "--register", "seg", "--tracking-uri", uri]) == 0
+    assert "registered run" in capsys.readouterr().err
+    version = client.get_model_version_by_alias("seg", "champion")
+    assert version.version == "1" and version.tags["ablate.run_id"] == winner
+    write_image_case(tmp_path / "in", "c0")
+    for spec, out in (("models:/seg@champion", "reg"), (str(ckpt), "ckpt")):
+        args = ["predict", spec, str(tmp_path / "in"), "--out", str(tmp_path / out)]
+        assert main([*args, "--tracking-uri", uri]) == 0
+    registered = np.asarray(nib.load(tmp_path / "reg" / "c0.nii.gz").dataobj)
+    direct = np.asarray(nib.load(tmp_path / "ckpt" / "c0.nii.gz").dataobj)
+    np.testing.assert_array_equal(registered, direct)
+    for spec, message in [
+        ("models:/seg@nosuch", "model 'seg' has no alias 'nosuch' (aliases: champion)"),
+        ("models:/other@champion", "no registered model 'other' (registered: seg)"),
+    ]:
+        args = ["predict", spec, str(tmp_path / "in"), "--out", str(tmp_path / "x")]
+        assert main([*args, "--tracking-uri", uri]) == 2
+        assert message in capsys.readouterr().err

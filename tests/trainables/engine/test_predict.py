@@ -1,0 +1,233 @@
+"""``ablate predict`` end to end at toy size: geometry, label values, consistency with the
+engine's own evaluation, TTA and ensembles, and every refusal."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from orchestrator.cli import main
+from tests.trainables.data.nifti_factory import msd_dataset
+from tests.trainables.engine.predict_helpers import ROTATED, random_checkpoint, write_image_case
+from trainables.data.cache import PreparedDataset, prepare
+from trainables.data.evaluate import evaluate_predictions
+from trainables.data.labels import get_scheme, regions_from_labels
+from trainables.data.restore import restore_geometry, to_source_labels
+from trainables.data.synth import synthesize_dataset
+from trainables.engine.predict import build_predictor, flip_axes
+from trainables.engine.predict_cases import predict_directory
+from trainables.engine.validation import predict_case
+from trainables.errors import InputError
+from trainables.losses import logits_to_labels
+from trainables.metrics import case_metrics
+
+
+@pytest.fixture
+def checkpoint(tmp_path: Path) -> tuple[Path, dict]:
+    path = tmp_path / "ckpt" / "best.pt"
+    return path, random_checkpoint(path)
+
+
+def test_prediction_scores_exactly_as_the_engine_evaluates_it(tmp_path, checkpoint) -> None:
+    """predict + ``ablate evaluate`` on the NIfTI == predict_case + case_metrics on the cache."""
+    _, ckpt = checkpoint
+    data = tmp_path / "data"
+    synthesize_dataset(data, 3, 7, (48, 48, 40))
+    predictor = build_predictor([("ckpt", ckpt)], "cpu")
+    cfg, member = predictor.cfg, predictor.members[0]
+    prepare(data, tmp_path / "cache", cfg.data.preprocess)
+    cache = PreparedDataset(tmp_path / "cache")
+    engine, refs = {}, {}
+    for case_id in cache.case_ids:
+        case = cache.load(case_id, modalities=cfg.data.modalities, mmap=True)
+        assert case.bbox is not None and case.image.shape[1:] != (48, 48, 40)  # crop matters
+        logits = predict_case(member.model, cfg, case.image, torch.device("cpu"), _no_autocast())
+        pred = logits_to_labels(logits[None], cfg.loss, cache.scheme)[0].numpy()
+        engine[case_id] = case_metrics(pred, case.label, case.spacing, cache.scheme, 1.0)
+        masks = regions_from_labels(np.asarray(case.label), cache.scheme)
+        refs[case_id] = dict(zip(cache.scheme.region_names, masks.any(axis=(1, 2, 3)), strict=True))
+    report = predict_directory(predictor, data, tmp_path / "out")
+    assert len(report.written) == 3 and not report.problems
+    evaluated = evaluate_predictions(tmp_path / "out", data, 1.0, lesion_wise=False)
+    assert not evaluated.problems
+    for row in evaluated.cases:
+        mine = engine[row["case_id"]]
+        assert 0.0 < mine["dice_wt"] < 1.0  # a non-trivial prediction
+        for key in (k for k in mine if k.startswith(("dice_", "nsd_"))):
+            assert _same(row[key], mine[key]), (row["case_id"], key, row[key], mine[key])
+        # HD95 too, where the reference region is non-empty: for an empty one the engine's
+        # penalty is the diagonal of the array it scores, the crop's rather than the volume's
+        for region in (r for r in ("wt", "tc", "et") if refs[row["case_id"]][r]):
+            assert _same(row[f"hd95_{region}"], mine[f"hd95_{region}"]), (row, region)
+
+
+def _no_autocast():
+    from contextlib import nullcontext
+
+    return nullcontext()
+
+
+def _same(a: float, b: float) -> bool:
+    return (math.isnan(a) and math.isnan(b)) or abs(a - b) <= 1e-6
+
+
+@pytest.mark.parametrize(
+    "layout, values", [("brats2021", {0, 1, 2, 4}), ("brats2023", {0, 1, 2, 3})]
+)
+def test_outputs_keep_the_input_geometry_and_the_datasets_labels(
+    tmp_path, checkpoint, layout, values
+) -> None:
+    _, ckpt = checkpoint
+    for n in range(2):
+        write_image_case(tmp_path / "in", f"case{n}", layout=layout, seed=n)
+    report = predict_directory(
+        build_predictor([("c", ckpt)], "cpu"), tmp_path / "in", tmp_path / "out"
+    )
+    assert [p.name for p in report.written] == ["case0.nii.gz", "case1.nii.gz"]
+    for written in report.written:
+        img = nib.load(written)
+        source = nib.load(next((tmp_path / "in" / written.name[:-7]).iterdir()))
+        assert img.shape == source.shape == (30, 26, 22)
+        np.testing.assert_allclose(img.affine, ROTATED, atol=1e-5)
+        assert int(img.header["qform_code"]) == 1 and int(img.header["sform_code"]) == 1
+        assert img.get_data_dtype() == np.uint8
+        label = np.asarray(img.dataobj)
+        assert set(np.unique(label)) <= values and label.any()
+        assert not label[:3].any() and not label[-5:].any()  # background outside the crop
+    assert not [p for p in (tmp_path / "out").iterdir() if p.name.startswith(".")]
+
+
+def test_msd_test_images_give_3d_maps_in_msd_codes(tmp_path, checkpoint) -> None:
+    _, ckpt = checkpoint
+    cases = msd_dataset(tmp_path / "Task01", ["BRATS_001"], shape=(20, 18, 16), labels=False)
+    (tmp_path / "Task01" / "imagesTr").rename(tmp_path / "Task01" / "imagesTs")
+    report = predict_directory(
+        build_predictor([("c", ckpt)], "cpu"), tmp_path / "Task01", tmp_path / "o"
+    )
+    img = nib.load(report.written[0])
+    assert report.label_scheme == "msd_brats" and img.shape == (20, 18, 16)
+    assert set(np.unique(np.asarray(img.dataobj))) <= {0, 1, 2, 3}
+    assert cases[0].case_id == "BRATS_001"
+
+
+def test_tta_and_an_ensemble_average_probabilities(tmp_path, checkpoint) -> None:
+    _, ckpt = checkpoint
+    write_image_case(tmp_path / "in", "c0")
+    single = build_predictor([("a", ckpt)], "cpu")
+    twice = build_predictor([("a", ckpt), ("b", ckpt)], "cpu")
+    image = np.random.default_rng(0).normal(size=(4, 20, 24, 18)).astype(np.float32)
+    one = single.predict(image)
+    np.testing.assert_array_equal(twice.predict(image), one)  # mean of equal probabilities
+    mirrored = single.predict(image, tta=True)
+    assert mirrored.shape == one.shape and mirrored.dtype == np.uint8
+    assert (mirrored != one).any()  # the mirrored predictions count
+    assert len(flip_axes(3)) == 8 and flip_axes(3)[0] == () and len(flip_axes(2)) == 4
+
+
+def test_a_case_missing_a_modality_is_named_and_the_others_are_written(
+    tmp_path, checkpoint, capsys
+) -> None:
+    path, _ = checkpoint
+    write_image_case(tmp_path / "in", "good")
+    write_image_case(tmp_path / "in", "bad", skip=("flair",))
+    out = tmp_path / "out"
+    assert main(["predict", str(path), str(tmp_path / "in"), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert (
+        "not predicted: bad:" in err and "missing modality flair (the case has t1, t1ce, t2)" in err
+    )
+    assert "predict 2/2 good: written" in err and "s left" in err
+    assert sorted(p.name for p in out.iterdir()) == ["good.nii.gz"]
+
+
+def test_refusals_name_the_problem(tmp_path, checkpoint, capsys) -> None:
+    path, _ = checkpoint
+    write_image_case(tmp_path / "in", "c0")
+    out = tmp_path / "out"
+    assert main(["predict", str(path), str(tmp_path / "in"), "--out", str(out)]) == 0
+    before = (out / "c0.nii.gz").stat().st_mtime_ns
+    assert main(["predict", str(path), str(tmp_path / "in"), "--out", str(out)]) == 2
+    assert (
+        "the output folder already holds 1 files (c0.nii.gz); pass --overwrite"
+        in capsys.readouterr().err
+    )
+    assert (out / "c0.nii.gz").stat().st_mtime_ns == before
+    assert main(["predict", str(path), str(tmp_path / "in"), "--out", str(out), "--overwrite"]) == 0
+    ct = random_checkpoint(
+        tmp_path / "ct.pt", data__modalities=["ct"], data__synthetic__modality="ct"
+    )
+    with pytest.raises(InputError, match="the model predicts binary"):
+        predict_directory(build_predictor([("ct", ct)], "cpu"), tmp_path / "in", tmp_path / "o2")
+    flair = random_checkpoint(tmp_path / "f.pt", data__modalities=["flair"])
+    flair["model"] = random_checkpoint(tmp_path / "g.pt")["model"]  # 4-channel weights
+    with pytest.raises(InputError, match="the weights do not fit the model its config describes"):
+        build_predictor([("f.pt", flair)], "cpu")
+    assert (
+        main(["predict", str(tmp_path / "nope.pt"), str(tmp_path / "in"), "--out", str(out)]) == 2
+    )
+    assert "nope.pt: checkpoint not found" in capsys.readouterr().err
+    assert not (tmp_path / "o2").exists()
+
+
+def test_a_model_reading_channels_the_input_lacks_is_refused(tmp_path) -> None:
+    flair = random_checkpoint(tmp_path / "flair.pt", data__modalities=["t2", "flair"])
+    write_image_case(tmp_path / "in", "c0", skip=("flair",))
+    write_image_case(tmp_path / "in", "c1", skip=("flair", "t1"))
+    with pytest.raises(InputError) as err:
+        predict_directory(build_predictor([("f", flair)], "cpu"), tmp_path / "in", tmp_path / "o")
+    expected = "the model reads t2, flair but no input case has flair (the cases have t1, t1ce, t2)"
+    assert expected in str(err.value) and not (tmp_path / "o").exists()
+
+
+def test_geometry_and_label_inverses() -> None:
+    label = np.arange(6, dtype=np.uint8).reshape(1, 2, 3) % 4
+    full = restore_geometry(label, (3, 4, 5), ((1, 2), (2, 4), (0, 3)))
+    assert (
+        full.shape == (3, 4, 5)
+        and full.sum() == label.sum()
+        and full[1, 2:4, 0:3].tolist() == label[0].tolist()
+    )
+    with pytest.raises(ValueError, match="does not fit the crop"):
+        restore_geometry(label, (3, 4, 5), ((0, 2), (0, 2), (0, 3)))
+    codes = np.array([0, 1, 2, 3])
+    assert to_source_labels(codes, get_scheme("brats2021")).tolist() == [0, 1, 2, 4]
+    assert to_source_labels(codes, get_scheme("msd_brats")).tolist() == [0, 2, 1, 3]
+    assert to_source_labels(np.array([0, 1]), get_scheme("binary")).tolist() == [0, 1]
+
+
+@pytest.mark.realdata
+@pytest.mark.slow
+def test_real_brats_cases_are_predicted_in_their_own_geometry(
+    brats_sample_dir: Path, tmp_path: Path
+) -> None:
+    """A smoke-trained tiny model on the three real cases: shape, affine, BraTS 2021 values."""
+    tiny = Path(__file__).resolve().parents[3] / "search_spaces" / "base" / "tiny.yaml"
+    ckpt = tmp_path / "ckpt"
+    assert (
+        main(["train", str(tiny), "--smoke", "--device", "cpu", "--checkpoint-dir", str(ckpt)]) == 0
+    )
+    out = tmp_path / "out"
+    assert main(["predict", str(ckpt / "best.pt"), str(brats_sample_dir), "--out", str(out)]) == 0
+    for case_dir in sorted(p for p in brats_sample_dir.iterdir() if p.is_dir()):
+        source = nib.load(case_dir / f"{case_dir.name}_flair.nii.gz")
+        written = nib.load(out / f"{case_dir.name}.nii.gz")
+        assert written.shape == source.shape
+        np.testing.assert_allclose(written.affine, source.affine, atol=1e-5)
+        assert set(np.unique(np.asarray(written.dataobj))) <= {0, 1, 2, 4}
+
+
+def test_inference_benchmark_reports_cases_per_minute(capsys) -> None:
+    tiny = Path(__file__).resolve().parents[3] / "search_spaces" / "base" / "tiny.yaml"
+    args = ["bench", str(tiny), "--inference", "--device", "cpu", "--shape", "40", "36", "32"]
+    assert main([*args, "--tta", "--json"]) == 0
+    import json
+
+    result = json.loads(capsys.readouterr().out)
+    assert result["windows_per_case"] == 2 * 2 * 1 * 8 and result["windows_per_pass"] == 4
+    assert result["cases_per_minute"] == pytest.approx(60 / result["seconds_per_case"], rel=0.01)
+    assert result["precision"] == "fp32" and result["shape"] == [40, 36, 32]

@@ -1,0 +1,181 @@
+"""A trained model (or an ensemble of them) applied to new images, as the trial saw them.
+
+:func:`build_predictor` turns checkpoint dicts (the engine's format, config inside) into a
+:class:`Predictor`; :func:`prepare_input` decodes one case and preprocesses it exactly as the
+cache did for the trial (the trial's ``data.preprocess``, the model's modalities in its order,
+the crop to the non-zero box, float16 storage); :meth:`Predictor.predict` runs the trial's
+sliding window (overlap, Gaussian weights, windows per pass, precision) and decodes labels.
+
+One model without test-time augmentation decodes its logits directly, as validation does, so a
+prediction equals the engine's evaluation voxel for voxel. Ensembles and ``tta`` average
+*probabilities* (softmax or sigmoid, per the loss) over models and mirrored inputs (every
+combination of flips of the model's spatial axes, nnU-Net style), then decode.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from trainables.config.trial import TrialConfig, parse_trial_config
+from trainables.data.labels import LabelScheme
+from trainables.data.nifti import load_case
+from trainables.data.preprocess import preprocess
+from trainables.data.types import CaseRecord, LoadedCase
+from trainables.engine.bench import configured_scheme
+from trainables.engine.precision import autocast_context, effective_precision, resolve_device
+from trainables.engine.validation import predict_case
+from trainables.errors import InputError
+from trainables.losses import (
+    logits_to_labels,
+    logits_to_probabilities,
+    output_channels,
+    probabilities_to_labels,
+)
+from trainables.models import build_model
+
+
+@dataclass
+class Member:
+    """One model of a predictor: its trial config and network (eval mode, on the device)."""
+
+    cfg: TrialConfig
+    model: nn.Module
+    source: str
+
+
+@dataclass
+class Predictor:
+    """Models that read the same inputs and decode to the same labels.
+
+    Attributes:
+        members: one per checkpoint (an ensemble when more than one).
+        scheme: the internal label scheme of the outputs (BraTS regions or binary).
+        device: where the models run.
+    """
+
+    members: list[Member]
+    scheme: LabelScheme
+    device: torch.device
+
+    @property
+    def cfg(self) -> TrialConfig:
+        """The first member's config (every member shares data and loss output settings)."""
+        return self.members[0].cfg
+
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        return tuple(self.cfg.data.modalities)
+
+    def describe(self) -> str:
+        """One line: model kind, members, modalities, device and precision."""
+        cfg, n = self.cfg, len(self.members)
+        what = f"{n}-model ensemble of {cfg.model.kind}" if n > 1 else cfg.model.kind
+        precision = effective_precision(cfg.train.precision, self.device)
+        mods = ", ".join(self.modalities)
+        return f"{what} ({cfg.name}) reading {mods}, on {self.device.type} in {precision}"
+
+    @torch.no_grad()
+    def predict(self, image: np.ndarray, tta: bool = False) -> np.ndarray:
+        """(C, *S) preprocessed image -> (*S) uint8 internal label codes."""
+        if len(self.members) == 1 and not tta:
+            member = self.members[0]
+            logits = self._logits(member, image)
+            labels = logits_to_labels(logits[None], member.cfg.loss, self.scheme)[0]
+            return labels.to(torch.uint8).cpu().numpy()
+        total: torch.Tensor | None = None
+        count = 0
+        for member in self.members:
+            for axes in flip_axes(member.cfg.model.input_dims) if tta else [()]:
+                logits = self._logits(member, np.flip(image, axes) if axes else image)
+                probs = logits_to_probabilities(logits[None], member.cfg.loss)[0]
+                probs = probs.flip(axes) if axes else probs
+                total = probs if total is None else total.add_(probs)
+                count += 1
+        assert total is not None
+        labels = probabilities_to_labels((total / count)[None], self.cfg.loss, self.scheme)[0]
+        return labels.to(torch.uint8).cpu().numpy()
+
+    def _logits(self, member: Member, image: np.ndarray) -> torch.Tensor:
+        """(K, *S) float32 logits (on the device) of one member on a (C, *S) image."""
+        precision = effective_precision(member.cfg.train.precision, self.device)
+        autocast = autocast_context(precision, self.device)
+        volume = np.ascontiguousarray(image, dtype=np.float32)
+        return predict_case(member.model, member.cfg, volume, self.device, autocast)
+
+
+def flip_axes(input_dims: int) -> list[tuple[int, ...]]:
+    """Every combination of flipped spatial axes of a (C, X, Y, Z) volume, identity first.
+
+    3-D models: the 8 subsets of (1, 2, 3); 2-D models (slices along Z): the 4 subsets of the
+    in-plane axes (1, 2). Axis numbers index the (C, *S) volume.
+    """
+    axes = (1, 2, 3) if input_dims == 3 else (1, 2)
+    return [combo for r in range(len(axes) + 1) for combo in itertools.combinations(axes, r)]
+
+
+def build_predictor(
+    checkpoints: Sequence[tuple[str, dict[str, Any]]], device: str = "auto"
+) -> Predictor:
+    """Models from ``(source, checkpoint dict)`` pairs; InputError naming the source when a
+    config is invalid, the weights do not fit it, or ensemble members disagree."""
+    if not checkpoints:
+        raise InputError("no model to predict with")
+    torch_device = resolve_device(device)
+    members = [_member(source, ckpt, torch_device) for source, ckpt in checkpoints]
+    _check_members(members)
+    return Predictor(members, configured_scheme(members[0].cfg), torch_device)
+
+
+def _member(source: str, checkpoint: dict[str, Any], device: torch.device) -> Member:
+    cfg = parse_trial_config(checkpoint.get("config"), source)
+    scheme = configured_scheme(cfg)
+    model = build_model(cfg.model, len(cfg.data.modalities), output_channels(cfg.loss, scheme))
+    try:
+        model.load_state_dict(checkpoint["model"])
+    except (RuntimeError, KeyError) as err:
+        first = str(err).strip().splitlines()[:2]
+        raise InputError(
+            f"the weights do not fit the model its config describes ({' '.join(first)})", source
+        ) from None
+    return Member(cfg, model.to(device).eval(), source)
+
+
+def _check_members(members: list[Member]) -> None:
+    """Ensemble members must read the same channels the same way and decode alike."""
+    first = members[0]
+    for other in members[1:]:
+        same = (
+            other.cfg.data.modalities == first.cfg.data.modalities
+            and other.cfg.data.preprocess == first.cfg.data.preprocess
+            and other.cfg.loss.output == first.cfg.loss.output
+            and configured_scheme(other.cfg) == configured_scheme(first.cfg)
+        )
+        if not same:
+            raise InputError(
+                "cannot ensemble: its modalities, preprocessing or outputs differ from those of "
+                f"{first.source}",
+                other.source,
+            )
+
+
+def prepare_input(record: CaseRecord, predictor: Predictor) -> LoadedCase:
+    """Decode one case's images and preprocess them as the trial's cache did.
+
+    Returns:
+        The case with image (C, X', Y', Z') float32 (values rounded through float16, as the
+        cache stores them), ``bbox`` the crop from the source grid, ``label`` None.
+
+    Raises:
+        CaseError: a modality the model reads is missing, or a file is unreadable (named).
+    """
+    case = load_case(replace(record, label=None), predictor.modalities)  # labels unused
+    case = preprocess(case, predictor.cfg.data.preprocess)
+    image = case.image.astype(np.float16).astype(np.float32)
+    return replace(case, image=image)
