@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from orchestrator import tracking
+from orchestrator import mlflow_ui, tracking
+from orchestrator.commands.common import progress
 from orchestrator.expand import Plan, plan_sweep
 from orchestrator.tuner import TrackingSettings, make_tuner, trial_outcomes
 from orchestrator.winners import PAPER_FILE
@@ -64,6 +65,7 @@ class SweepResult:
     parent_run_id: str
     counts: dict[str, int]
     interrupted: bool
+    experiment_id: str = ""
 
 
 def run_sweep(opts: SweepOptions) -> SweepResult:
@@ -79,7 +81,10 @@ def run_sweep(opts: SweepOptions) -> SweepResult:
     _start_ray(opts.address, opts.verbose)
     check_cluster_resources(plan, joined=bool(opts.address or os.environ.get("RAY_ADDRESS")))
     experiment_id = tracking.ensure_experiment(client, name)
+    mlflow_ui.setup_experiment(client, experiment_id, plan)
     parent_id = _parent_run(client, experiment_id, plan, name, path, opts)
+    for line in mlflow_ui.browse_lines(uri, experiment_id):
+        progress(line)
     meta = {"space_file": str(plan.source), "space_hash": plan.space_hash, "tracking_uri": uri}
     meta |= {"experiment_id": experiment_id, "parent_run_id": parent_id, "data": _data(opts)}
     _write_meta(path, meta)
@@ -94,7 +99,7 @@ def run_sweep(opts: SweepOptions) -> SweepResult:
     )
     tuner.fit()
     counts, interrupted = trial_outcomes(path)
-    return SweepResult(name, path, uri, parent_id, counts, interrupted)
+    return SweepResult(name, path, uri, parent_id, counts, interrupted, experiment_id)
 
 
 def _experiment_path(storage: str, name: str) -> str:

@@ -93,6 +93,7 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _sweep(args: argparse.Namespace) -> int:
+    from orchestrator.mlflow_ui import browse_lines
     from orchestrator.sweep import SweepOptions, run_sweep
 
     opts = SweepOptions(
@@ -110,7 +111,8 @@ def _sweep(args: argparse.Namespace) -> int:
     counts = ", ".join(f"{n} {k}" for k, n in sorted(result.counts.items()))
     progress(f"sweep {result.name}: {counts}; Tune state in {result.path}")
     progress(f"MLflow parent run {result.parent_run_id} in {result.tracking_uri}")
-    progress(f"browse: mlflow ui --backend-store-uri {result.tracking_uri}")
+    for line in browse_lines(result.tracking_uri, result.experiment_id):
+        progress(line)
     if result.interrupted:
         storage = result.path.rstrip("/").rpartition("/")[0]
         resume = f"ablate sweep {args.space} --resume --storage {storage}"
