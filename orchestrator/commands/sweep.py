@@ -143,5 +143,6 @@ def _report(args: argparse.Namespace) -> int:
     client = tracking.connect(args.tracking_uri or tracking.default_tracking_uri())
     table = find_winners(client, args.sweep, alpha=args.alpha, correction=args.correction, tag=True)
     written = write_report(client, table, args.out)
-    progress(f"report written to {written[0]} ({len(written) - 1} plots); logged to parent run")
+    beside = f", {len(written) - 1} PNGs beside it" if len(written) > 1 else " (self-contained)"
+    progress(f"report written to {written[0]}{beside}; logged to the parent run")
     return 0
