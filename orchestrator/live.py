@@ -74,7 +74,7 @@ def clock(seconds: float) -> str:
     """``1h02m``, ``3m05s``, ``42s``; ``?`` for NaN."""
     if not math.isfinite(seconds):
         return "?"
-    seconds = int(round(seconds))
+    seconds = round(seconds)
     hours, rest = divmod(seconds, 3600)
     minutes, secs = divmod(rest, 60)
     if hours:

@@ -213,18 +213,25 @@ def _write_meta(path: str, meta: dict[str, Any]) -> None:
 
 def check_local_gpus(plan: Plan) -> None:
     """A GPU request on a machine without one is an input error, not a sweep that waits forever."""
-    gpu = plan.space.resources.gpu
-    if gpu <= 0:
-        return
-    import torch
-
-    if torch.cuda.device_count() == 0:
+    missing = local_gpu_shortfall(plan)
+    if missing:
         raise InputError(
-            f"resources.gpu: {gpu:g} GPU per trial requested, but this machine has no GPU; set "
-            "resources.gpu: 0 to train on CPU, pass --address to join a Ray cluster with GPUs, "
-            "or use --smoke for a quick check on this machine",
+            f"{missing}; set resources.gpu: 0 to train on CPU, pass --address to join a Ray "
+            "cluster with GPUs, or use --smoke for a quick check on this machine",
             plan.source,
         )
+
+
+def local_gpu_shortfall(plan: Plan) -> str | None:
+    """What the plan asks for that this machine lacks (GPUs), or None when it has them."""
+    gpu = plan.space.resources.gpu
+    if gpu <= 0:
+        return None
+    import torch
+
+    if torch.cuda.device_count() > 0:
+        return None
+    return f"resources.gpu: {gpu:g} GPU per trial requested, but this machine has no GPU"
 
 
 def check_cluster_resources(plan: Plan, joined: bool = False) -> None:

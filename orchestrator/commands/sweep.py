@@ -74,22 +74,36 @@ def _validate(args: argparse.Namespace) -> int:
     from orchestrator import tracking
     from orchestrator.expand import plan_sweep
     from orchestrator.plan_text import describe_plan
-    from orchestrator.sweep import check_local_gpus
+    from orchestrator.sweep import local_gpu_shortfall
 
     plan = plan_sweep(args.space, args.data.resolve() if args.data else None, args.smoke)
+    missing = None
     if args.address is None and not os.environ.get("RAY_ADDRESS"):  # not joining a cluster
-        check_local_gpus(plan)
+        missing = local_gpu_shortfall(plan)
     if args.tracking_uri:
         tracking.connect(args.tracking_uri)
     summary, rows = describe_plan(plan)
+    note = _where_to_run(args.space, missing) if missing else None
     if args.json:
-        print_json({"summary": summary, "trials": rows})
+        print_json({"summary": summary, "trials": rows, "note": note})
         return 0
     print(summary)
     for row in rows:
         overrides = " ".join(f"{k}={v}" for k, v in row["overrides"].items())
         print(f"  {row['key']:<40} {overrides}")
+    if note:
+        print(note)
     return 0
+
+
+def _where_to_run(space: Path, missing: str) -> str:
+    """The validation note of a valid study this machine cannot run as written."""
+    return (
+        f"valid, but not runnable here as written: {missing}.\n"
+        f"  on this machine (tiny CPU trials, one seed per cell): ablate sweep {space} --smoke\n"
+        f"  on a Ray cluster with GPUs: ablate sweep {space} --address auto "
+        "(see docs/cluster.md)"
+    )
 
 
 def _sweep(args: argparse.Namespace) -> int:
