@@ -66,8 +66,9 @@ def swept_params(plan: Plan) -> list[str]:
 def view_state(metric: str, mode: str, params: Iterable[str]) -> dict[str, Any]:
     """The saved view: trial runs, best first by ``best/<metric>``, the useful columns."""
     best = f"best/{metric}"
-    shown = [f"metrics.`{best}`", *(f"params.`{p}`" for p in list(params)[:MAX_PARAM_COLUMNS])]
-    shown += ["tags.`ablate.cell`", "tags.`ablate.outcome`", "tags.`winner`"]
+    shown = [f"metrics.`{best}`", "tags.`winner`", "tags.`ablate.cell`"]
+    shown += [f"params.`{p}`" for p in list(params)[:MAX_PARAM_COLUMNS]]
+    shown.append("tags.`ablate.outcome`")
     return {
         "searchFilter": "tags.`ablate.kind` = 'trial'",
         "orderByKey": f"metrics.`{best}`",
@@ -101,14 +102,18 @@ def trial_note(
     return "\n".join(lines)
 
 
-def markdown_table(table: WinnersTable) -> str:
-    """The ablation table as a Markdown table (best first), with its caption."""
+NOTE_COLUMNS = ("cell", "n", "mean", "95% CI", "Δ to best", "p (adj.)", "P(rank 1)", "test")
+NOTE_COLUMNS += ("GPU h", "paper", "status")  # the description pane is narrow
+
+
+def markdown_table(table: WinnersTable, keep: tuple[str, ...] | None = None) -> str:
+    """The ablation table as a Markdown table (best first); ``keep``: these columns only."""
     header = columns(table)
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += [
-        "| " + " | ".join(v.replace("|", "\\|") for v in cell_row(table, c)) + " |"
-        for c in table.cells
-    ]
+    index = [i for i, name in enumerate(header) if keep is None or name in keep]
+    lines = ["| " + " | ".join(header[i] for i in index) + " |", "|" + "---|" * len(index)]
+    for cell in table.cells:
+        row = cell_row(table, cell)
+        lines.append("| " + " | ".join(row[i].replace("|", "\\|") for i in index) + " |")
     return "\n".join(lines)
 
 
@@ -118,7 +123,7 @@ def parent_note(table: WinnersTable) -> str:
     head = f"## Ablation table: {table.sweep}\n\n"
     if best is not None:
         head += f"**Winner: `{best.label}`** ({table.metric} {best.mean:.4f})\n\n"
-    note = head + markdown_table(table) + f"\n\n{describe(table)}.\n"
+    note = head + markdown_table(table, NOTE_COLUMNS) + f"\n\n{describe(table)}.\n"
     if table.citation:
         note += f"\nPaper column: {table.citation}.\n"
     return note[:NOTE_LIMIT]
