@@ -27,9 +27,9 @@ def shorten(label: str, limit: int = LABEL_CHARS) -> str:
     return f"{label[:keep]}…{label[-(limit - 1 - keep) :]}"
 
 
-def _figure(width: float, height: float) -> tuple[Any, Any]:
+def _figure(width: float, height: float, columns: int = 1) -> tuple[Any, Any]:
     plt = _pyplot()
-    return plt.subplots(figsize=(width, height), layout="constrained")
+    return plt.subplots(1, columns, figsize=(width, height), layout="constrained")
 
 
 def _png(figure: Any) -> bytes:

@@ -135,7 +135,7 @@ def _render(
     modalities = list(cfg.data.modalities)
     flair = image[modalities.index("flair") if "flair" in modalities else 0, ..., z]
     panels = [("reference", ref), *((t, regions_from_labels(p, scheme)) for t, p in preds)]
-    figure, axes = _figure(3.2 * len(panels), 3.6)
+    figure, axes = _figure(3.2 * len(panels), 3.6, len(panels))
     for axis, (title, regions) in zip(np.atleast_1d(axes), panels, strict=True):
         axis.imshow(np.flipud(flair.T), cmap="gray")
         axis.imshow(_overlay(regions[..., z], scheme.region_names))
