@@ -28,6 +28,7 @@ from ray import tune
 
 from orchestrator import test_tracking, tracking
 from orchestrator.commands.common import progress
+from orchestrator.mlflow_ui import NOTE_TAG, trial_note
 
 # best/: the engine's best epoch so far; test/: the last epoch's test pass (logged at step 0)
 LOGGED_PREFIXES = ("train/", "val/", "perf/", "best/", "test/")
@@ -210,6 +211,7 @@ class TrackingCallback(tune.Callback):
         tags |= {"ablate.tune_trial_id": trial_id, "ablate.outcome": "running"}
         if spec.fold is not None:
             tags["ablate.fold"] = str(spec.fold)
+        tags[NOTE_TAG] = trial_note(spec.cell, spec.seed, spec.fold, "running", self.metric)
         s = self.settings
         run_id, created = tracking.open_child_run(
             self.client, s["experiment_id"], s["parent_id"], spec.key, tags
@@ -223,7 +225,9 @@ class TrackingCallback(tune.Callback):
             resolved = spec.config.to_yaml().encode()
             tracking.log_bytes(self.client, run_id, resolved, "trial.yaml", "config")
         else:
-            tracking.set_tags(self.client, run_id, {"ablate.outcome": "running"})
+            tracking.set_tags(
+                self.client, run_id, {"ablate.outcome": "running", NOTE_TAG: tags[NOTE_TAG]}
+            )
 
     def _log_epoch(
         self, trial_id: str, metrics: dict[str, float], step: int, split: str | None
@@ -258,7 +262,7 @@ class TrackingCallback(tune.Callback):
         summary = tracking.summarize(self.client, run_id, self.metric, self.mode)
         tracking.log_metrics(self.client, run_id, summary, step=0)
         self._log_artifacts(run_id, checkpoint)
-        tags = {"ablate.outcome": outcome}
+        tags = {"ablate.outcome": outcome, NOTE_TAG: self._note(run_id, outcome, summary)}
         if error:
             tags["ablate.error"] = error
         if outcome == "infeasible":
@@ -291,6 +295,14 @@ class TrackingCallback(tune.Callback):
         if curves:
             png = learning_curves_png(curves, self.metric)
             tracking.log_bytes(self.client, run_id, png, "learning_curves.png")
+
+    def _note(self, run_id: str, outcome: str, summary: dict[str, float]) -> str:
+        """The run's description once it ended: cell, seed, fold, outcome, best metric."""
+        tags = self.client.get_run(run_id).data.tags
+        fold = tags.get("ablate.fold")
+        cell, seed = tags.get("ablate.cell", "?"), tags.get("ablate.seed", "?")
+        best = summary.get(f"best/{self.metric}")
+        return trial_note(cell, seed, int(fold) if fold else None, outcome, self.metric, best)
 
     def _tag(self, trial_id: str, config: dict[str, Any], tags: dict[str, str]) -> None:
         tracking.set_tags(self.client, self._ensure_run(trial_id, config), tags)

@@ -1,86 +1,163 @@
-"""``ablate report``: the winners table with plots, as Markdown or HTML, logged to the parent run.
+"""``ablate report``: the winners table with figures, as HTML or Markdown, logged to the parent run.
 
-Plots (PNG, in ``<report stem>_files/`` beside the report): the metric per cell with its 95% CI
-and the paper's number, the metric against the epoch per cell (mean over seeds), and the metric
-against the mean epoch time.
+HTML is one self-contained file (:mod:`orchestrator.report_html`: styles and PNGs inline), so
+the file alone shows everything when sent. Markdown keeps its PNGs in ``<report stem>_files/``
+beside it. Figures: the metric per cell with its 95% interval and the paper's number, learning
+curves (mean over a cell's runs, shaded min..max), the metric against GPU-hours (the Pareto
+view of cost) and segmentations of one validation case by the winner and the worst cell.
 """
 
 from __future__ import annotations
 
-import html
 import math
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 
-from orchestrator import plots, tracking
+from orchestrator import report_plots, tracking
+from orchestrator.mlflow_ui import markdown_table
+from orchestrator.report_html import Figure, ReportContext, render
+from orchestrator.report_segmentation import segmentation_png
 from orchestrator.winners import WinnersTable
-from orchestrator.winners_format import cell_row, columns, describe
+from orchestrator.winners_format import describe
 from trainables.errors import InputError
+
+FILE_NAMES = ("metric_per_cell.png", "learning_curves.png", "cost.png", "segmentation.png")
 
 
 def write_report(client: Any, table: WinnersTable, out: Path) -> list[Path]:
-    """Write the report and its plots, log them to the parent run; return [report, *plots]."""
+    """Write the report (and, for Markdown, its PNGs); log them to the parent run.
+    Returns [report, *PNG files written beside it]."""
     suffix = out.suffix.lower()
     if suffix not in (".md", ".html", ".htm"):
         raise InputError("the report must end in .md or .html", out)
     out = out.resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
+    figures, notes = build_figures(client, table)
+    if suffix != ".md":
+        context = ReportContext(question(client, table), figures, provenance(client, table), notes)
+        out.write_text(render(table, context))
+        client.log_artifact(table.parent_run_id, str(out), "report")
+        return [out]
     folder = out.parent / f"{out.stem}_files"
     folder.mkdir(exist_ok=True)
-    images = _plots(client, table, folder)
-    text = (
-        _html(table, images, out.parent)
-        if suffix != ".md"
-        else _markdown(table, images, out.parent)
-    )
-    out.write_text(text)
+    images = {f.title: _save(folder / _file_name(f), f.png) for f in figures}
+    out.write_text(_markdown(table, images, out.parent, notes))
     client.log_artifact(table.parent_run_id, str(out), "report")
     for image in images.values():
         client.log_artifact(table.parent_run_id, str(image), f"report/{folder.name}")
     return [out, *images.values()]
 
 
-def _plots(client: Any, table: WinnersTable, folder: Path) -> dict[str, Path]:
-    """The PNGs for the cells that have finished runs, keyed by caption."""
+def build_figures(client: Any, table: WinnersTable) -> tuple[list[Figure], list[str]]:
+    """The figures for the cells with finished runs, and notes on the ones left out."""
     done = [c for c in table.cells if c.runs]
-    images: dict[str, Path] = {}
     if not done:
-        return images
-    labels = [c.label for c in done]
-    png = plots.metric_per_cell_png(
-        labels,
+        return [], ["no cell has a finished run: no figures"]
+    figures = [_per_cell(table, done)]
+    curves = {c.label: band_curve(client, list(c.runs), table.metric) for c in done}
+    curves = {label: points for label, points in curves.items() if points}
+    if curves:
+        png = report_plots.band_curves_png(curves, table.metric)
+        caption = "mean over each cell's runs per epoch; the band spans their min..max"
+        figures.append(Figure("learning curves", png, caption))
+    figures += _cost(table, done)
+    segmentation, notes = _segmentation(client, table)
+    return figures + segmentation, notes
+
+
+def _per_cell(table: WinnersTable, done: list[Any]) -> Figure:
+    png = report_plots.dot_whisker_png(
+        [c.label for c in done],
         [c.mean for c in done],
         [c.ci or (math.nan, math.nan) for c in done],
         table.metric,
         [c.paper for c in done],
     )
-    images[f"{table.metric} per cell (mean, 95% CI)"] = _save(folder / "metric_per_cell.png", png)
-    curves = {c.label: mean_curve(client, list(c.runs), table.metric) for c in done}
-    curves = {label: points for label, points in curves.items() if points}
-    if curves:
-        png = plots.cell_curves_png(curves, table.metric)
-        images["learning curves (mean over seeds)"] = _save(folder / "learning_curves.png", png)
-    timed = [c for c in done if math.isfinite(c.epoch_s)]
-    if timed:
-        png = plots.cost_png(
-            [c.label for c in timed],
-            [c.epoch_s for c in timed],
-            [c.mean for c in timed],
-            table.metric,
-        )
-        images[f"{table.metric} against epoch time"] = _save(folder / "cost.png", png)
-    return images
+    caption = "dot: mean over runs; whisker: Student-t 95% interval; diamond: the paper's number"
+    return Figure(f"{table.metric} per cell (mean, 95% CI)", png, caption)
+
+
+def _cost(table: WinnersTable, done: list[Any]) -> list[Figure]:
+    priced = [c for c in done if math.isfinite(c.gpu_hours)]
+    if not priced:
+        return []
+    png = report_plots.pareto_png(
+        [c.label for c in priced],
+        [c.gpu_hours for c in priced],
+        [c.mean for c in priced],
+        table.metric,
+        table.mode,
+    )
+    caption = "GPU-hours per run (epoch time x epochs x GPUs); green: no cell is cheaper and better"
+    return [Figure(f"{table.metric} against GPU-hours", png, caption)]
+
+
+def _segmentation(client: Any, table: WinnersTable) -> tuple[list[Figure], list[str]]:
+    try:
+        png, text = segmentation_png(client, table)
+    except (InputError, OSError, RuntimeError, KeyError, ValueError) as err:
+        return [], [f"segmentation panels left out: {type(err).__name__}: {err}"]
+    if png is None:
+        return [], [f"segmentation panels left out: {text}"]
+    caption = (
+        f"validation case {text}, middle axial slice through the tumour: FLAIR with WT (green), "
+        "TC (yellow), ET (red); each model's best checkpoint, predicted on the CPU"
+    )
+    return [Figure("segmentations: reference, winner, worst cell", png, caption)], []
+
+
+def band_curve(
+    client: Any, run_ids: list[str], metric: str
+) -> list[tuple[int, float, float, float]]:
+    """(epoch, mean, min, max) over runs of ``metric``, for the epochs every run logged."""
+    by_step = _by_step(client, run_ids, metric)
+    return [
+        (s, float(np.mean(v)), float(np.min(v)), float(np.max(v)))
+        for s, v in sorted(by_step.items())
+        if len(v) == len(run_ids)
+    ]
 
 
 def mean_curve(client: Any, run_ids: list[str], metric: str) -> list[tuple[int, float]]:
     """(epoch, mean over runs) of ``metric`` for the epochs every listed run logged."""
+    return [(s, mean) for s, mean, _, _ in band_curve(client, run_ids, metric)]
+
+
+def _by_step(client: Any, run_ids: list[str], metric: str) -> dict[int, list[float]]:
     by_step: dict[int, list[float]] = {}
     for run_id in run_ids:
         for step, value in tracking.histories(client, run_id, [metric]).get(metric, []):
             by_step.setdefault(step, []).append(value)
-    return [(s, float(np.mean(v))) for s, v in sorted(by_step.items()) if len(v) == len(run_ids)]
+    return by_step
+
+
+def question(client: Any, table: WinnersTable) -> str:
+    """The study's question: the ``description`` of the space file logged with the sweep."""
+    files = [a.path for a in client.list_artifacts(table.parent_run_id, "space")]
+    files = [f for f in files if f.endswith((".yaml", ".yml"))]
+    if not files:
+        return ""
+    with tempfile.TemporaryDirectory() as tmp:
+        text = Path(client.download_artifacts(table.parent_run_id, files[0], tmp)).read_text()
+    data = yaml.safe_load(text)
+    return str(data.get("description", "")) if isinstance(data, dict) else ""
+
+
+def provenance(client: Any, table: WinnersTable) -> dict[str, str]:
+    """The parent run's tags (commit, split hash, versions...)."""
+    return dict(client.get_run(table.parent_run_id).data.tags)
+
+
+def _file_name(figure: Figure) -> str:
+    titles = ("per cell", "learning curves", "against GPU-hours", "segmentations")
+    for title, name in zip(titles, FILE_NAMES, strict=True):
+        if title in figure.title:
+            return name
+    return "figure.png"
 
 
 def _save(path: Path, data: bytes) -> Path:
@@ -102,39 +179,9 @@ def _intro(table: WinnersTable) -> list[str]:
     return lines
 
 
-def _markdown(table: WinnersTable, images: dict[str, Path], base: Path) -> str:
-    lines = [f"# Ablation report: {table.sweep}", "", *_intro(table), ""]
-    header = columns(table)
-    lines.append("| " + " | ".join(header) + " |")
-    lines.append("|" + "---|" * len(header))
-    lines += [
-        "| " + " | ".join(v.replace("|", "\\|") for v in cell_row(table, c)) + " |"
-        for c in table.cells
-    ]
+def _markdown(table: WinnersTable, images: dict[str, Path], base: Path, notes: list[str]) -> str:
+    lines = [f"# Ablation report: {table.sweep}", "", *_intro(table), "", markdown_table(table)]
     for caption, path in images.items():
-        lines += ["", f"## {caption}", "", f"![{caption}]({_relative(path, base)})"]
+        lines += ["", f"## {caption}", "", f"![{caption}]({path.relative_to(base).as_posix()})"]
+    lines += ["", *notes] if notes else []
     return "\n".join(lines) + "\n"
-
-
-def _html(table: WinnersTable, images: dict[str, Path], base: Path) -> str:
-    esc = html.escape
-    head = "".join(f"<th>{esc(c)}</th>" for c in columns(table))
-    rows = "".join(
-        "<tr>" + "".join(f"<td>{esc(v)}</td>" for v in cell_row(table, c)) + "</tr>"
-        for c in table.cells
-    )
-    figures = "".join(
-        f'<h2>{esc(caption)}</h2><img src="{esc(_relative(path, base))}" alt="{esc(caption)}">'
-        for caption, path in images.items()
-    )
-    intro = "".join(f"<p>{esc(line)}</p>" for line in _intro(table))
-    style = "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 6px}"
-    return (
-        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{esc(table.sweep)}</title>"
-        f"<style>{style}</style></head><body><h1>Ablation report: {esc(table.sweep)}</h1>"
-        f"{intro}<table><tr>{head}</tr>{rows}</table>{figures}</body></html>\n"
-    )
-
-
-def _relative(path: Path, base: Path) -> str:
-    return path.relative_to(base).as_posix()

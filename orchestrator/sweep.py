@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from orchestrator import tracking
+from orchestrator import mlflow_ui, tracking
+from orchestrator.commands.common import progress
 from orchestrator.expand import Plan, plan_sweep
 from orchestrator.tuner import TrackingSettings, make_tuner, trial_outcomes
 from orchestrator.winners import PAPER_FILE
@@ -64,6 +65,7 @@ class SweepResult:
     parent_run_id: str
     counts: dict[str, int]
     interrupted: bool
+    experiment_id: str = ""
 
 
 def run_sweep(opts: SweepOptions) -> SweepResult:
@@ -79,7 +81,10 @@ def run_sweep(opts: SweepOptions) -> SweepResult:
     _start_ray(opts.address, opts.verbose)
     check_cluster_resources(plan, joined=bool(opts.address or os.environ.get("RAY_ADDRESS")))
     experiment_id = tracking.ensure_experiment(client, name)
+    mlflow_ui.setup_experiment(client, experiment_id, plan)
     parent_id = _parent_run(client, experiment_id, plan, name, path, opts)
+    for line in mlflow_ui.browse_lines(uri, experiment_id):
+        progress(line)
     meta = {"space_file": str(plan.source), "space_hash": plan.space_hash, "tracking_uri": uri}
     meta |= {"experiment_id": experiment_id, "parent_run_id": parent_id, "data": _data(opts)}
     _write_meta(path, meta)
@@ -94,7 +99,7 @@ def run_sweep(opts: SweepOptions) -> SweepResult:
     )
     tuner.fit()
     counts, interrupted = trial_outcomes(path)
-    return SweepResult(name, path, uri, parent_id, counts, interrupted)
+    return SweepResult(name, path, uri, parent_id, counts, interrupted, experiment_id)
 
 
 def _experiment_path(storage: str, name: str) -> str:
@@ -208,18 +213,25 @@ def _write_meta(path: str, meta: dict[str, Any]) -> None:
 
 def check_local_gpus(plan: Plan) -> None:
     """A GPU request on a machine without one is an input error, not a sweep that waits forever."""
-    gpu = plan.space.resources.gpu
-    if gpu <= 0:
-        return
-    import torch
-
-    if torch.cuda.device_count() == 0:
+    missing = local_gpu_shortfall(plan)
+    if missing:
         raise InputError(
-            f"resources.gpu: {gpu:g} GPU per trial requested, but this machine has no GPU; set "
-            "resources.gpu: 0 to train on CPU, pass --address to join a Ray cluster with GPUs, "
-            "or use --smoke for a quick check on this machine",
+            f"{missing}; set resources.gpu: 0 to train on CPU, pass --address to join a Ray "
+            "cluster with GPUs, or use --smoke for a quick check on this machine",
             plan.source,
         )
+
+
+def local_gpu_shortfall(plan: Plan) -> str | None:
+    """What the plan asks for that this machine lacks (GPUs), or None when it has them."""
+    gpu = plan.space.resources.gpu
+    if gpu <= 0:
+        return None
+    import torch
+
+    if torch.cuda.device_count() > 0:
+        return None
+    return f"resources.gpu: {gpu:g} GPU per trial requested, but this machine has no GPU"
 
 
 def check_cluster_resources(plan: Plan, joined: bool = False) -> None:

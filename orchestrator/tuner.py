@@ -62,11 +62,13 @@ def run_config(
     """Storage, retries, a checkpoint per epoch (the latest kept), stop rules and callbacks."""
     from ray import tune
 
-    from orchestrator.callbacks import ProgressCallback, TrackingCallback
+    from orchestrator.callbacks import TrackingCallback
+    from orchestrator.live import console_callback
 
     space = plan.space
+    total = len(plan.trials) or space.seeds * getattr(space.search, "num_samples", 1)
     callbacks = [
-        ProgressCallback(space.metric, space.mode),
+        console_callback(total, space.metric, space.mode),
         TrackingCallback(
             mlflow.uri, mlflow.experiment_id, mlflow.parent_id, space.metric, space.mode
         ),

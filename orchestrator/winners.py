@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from orchestrator import statistics, tracking, winners_test
+from orchestrator.mlflow_ui import describe_parent
 from orchestrator.statistics import CORRECTIONS, RunSample
 from orchestrator.winners_format import format_table  # noqa: F401  (the CLI's entry point)
 from trainables.errors import InputError
@@ -144,6 +145,7 @@ def find_winners(
     if tag:
         _move_winner_tag(client, runs, table)
         _tag_cells(client, runs, table)
+        describe_parent(client, table)
     return table
 
 

@@ -79,25 +79,40 @@ def _validate(args: argparse.Namespace) -> int:
     from orchestrator import tracking
     from orchestrator.expand import plan_sweep
     from orchestrator.plan_text import describe_plan
-    from orchestrator.sweep import check_local_gpus
+    from orchestrator.sweep import local_gpu_shortfall
 
     plan = plan_sweep(args.space, args.data.resolve() if args.data else None, args.smoke)
+    missing = None
     if args.address is None and not os.environ.get("RAY_ADDRESS"):  # not joining a cluster
-        check_local_gpus(plan)
+        missing = local_gpu_shortfall(plan)
     if args.tracking_uri:
         tracking.connect(args.tracking_uri)
     summary, rows = describe_plan(plan)
+    note = _where_to_run(args.space, missing) if missing else None
     if args.json:
-        print_json({"summary": summary, "trials": rows})
+        print_json({"summary": summary, "trials": rows, "note": note})
         return 0
     print(summary)
     for row in rows:
         overrides = " ".join(f"{k}={v}" for k, v in row["overrides"].items())
         print(f"  {row['key']:<40} {overrides}")
+    if note:
+        print(note)
     return 0
 
 
+def _where_to_run(space: Path, missing: str) -> str:
+    """The validation note of a valid study this machine cannot run as written."""
+    return (
+        f"valid, but not runnable here as written: {missing}.\n"
+        f"  on this machine (tiny CPU trials, one seed per cell): ablate sweep {space} --smoke\n"
+        f"  on a Ray cluster with GPUs: ablate sweep {space} --address auto "
+        "(see docs/cluster.md)"
+    )
+
+
 def _sweep(args: argparse.Namespace) -> int:
+    from orchestrator.mlflow_ui import browse_lines
     from orchestrator.sweep import SweepOptions, run_sweep
 
     opts = SweepOptions(
@@ -115,7 +130,8 @@ def _sweep(args: argparse.Namespace) -> int:
     counts = ", ".join(f"{n} {k}" for k, n in sorted(result.counts.items()))
     progress(f"sweep {result.name}: {counts}; Tune state in {result.path}")
     progress(f"MLflow parent run {result.parent_run_id} in {result.tracking_uri}")
-    progress(f"browse: mlflow ui --backend-store-uri {result.tracking_uri}")
+    for line in browse_lines(result.tracking_uri, result.experiment_id):
+        progress(line)
     if result.interrupted:
         storage = result.path.rstrip("/").rpartition("/")[0]
         resume = f"ablate sweep {args.space} --resume --storage {storage}"
@@ -158,5 +174,6 @@ def _report(args: argparse.Namespace) -> int:
     client = tracking.connect(args.tracking_uri or tracking.default_tracking_uri())
     table = find_winners(client, args.sweep, alpha=args.alpha, correction=args.correction, tag=True)
     written = write_report(client, table, args.out)
-    progress(f"report written to {written[0]} ({len(written) - 1} plots); logged to parent run")
+    beside = f", {len(written) - 1} PNGs beside it" if len(written) > 1 else " (self-contained)"
+    progress(f"report written to {written[0]}{beside}; logged to the parent run")
     return 0

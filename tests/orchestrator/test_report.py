@@ -55,7 +55,8 @@ def test_html_report_via_the_cli(sweep, tmp_path: Path, capsys: pytest.CaptureFi
     assert main(["report", "study", "--out", str(out), "--tracking-uri", uri]) == 0
     page = out.read_text()
     assert page.startswith("<!DOCTYPE html>") and "<td>0.9100</td>" in page
-    assert '<img src="report_files/learning_curves.png"' in page
+    assert "<img src='data:image/png;base64," in page and "report_files" not in page
+    assert not (tmp_path / "report_files").exists()  # self-contained: no side folder
     assert main(["report", "study", "--out", str(tmp_path / "r.pdf"), "--tracking-uri", uri]) == 2
     assert "the report must end in .md or .html" in capsys.readouterr().err
 
