@@ -5,8 +5,10 @@ one captured graph removes the CPU launch cost. What is captured: the forward un
 (its weight-cast cache off, as graphs require), the loss and the scaled backward, over static
 input buffers the real batch is copied into. What stays eager, after the replay: gradient
 unscaling, clipping and the optimizer step (a GradScaler's inf check reads a value back on the
-host, which a graph cannot contain). The gradients live in the graph's memory pool, so they are
-overwritten by each replay and must not be set to None between steps.
+host, which a graph cannot contain). The gradients live in the graph's memory pool and are
+overwritten by each replay; they are re-attached to their parameters after every replay, so
+a ``zero_grad(set_to_none=True)`` elsewhere (a FLOP count, a checkpoint tool) cannot detach
+the parameters from the graph.
 
 Protocol (torch.cuda.graphs' "whole network capture"): ``warmup`` eager steps on a side stream
 (cuDNN autotuning, the scaler's lazily created scale tensor, optimizer state), then one capture,
@@ -29,11 +31,19 @@ class CapturedStep:
     CUDA graph over static ``(B, C, *S)`` image and ``(B, *S)`` label buffers.
 
     Args:
+        params: the optimizer's parameters (whose ``.grad`` the graph writes).
         zero_grad: sets the gradients to None (before eager steps and before the capture).
         warmup: eager steps before the capture.
     """
 
-    def __init__(self, zero_grad: Callable[[], None], warmup: int = WARMUP_STEPS) -> None:
+    def __init__(
+        self,
+        params: list[Tensor],
+        zero_grad: Callable[[], None],
+        warmup: int = WARMUP_STEPS,
+    ) -> None:
+        self.params = params
+        self.grads: list[Tensor | None] = []
         self.zero_grad = zero_grad
         self.warmup = warmup
         self.calls = 0
@@ -59,6 +69,8 @@ class CapturedStep:
         self.image.copy_(image)
         self.label.copy_(label)
         self.graph.replay()
+        for param, grad in zip(self.params, self.grads, strict=True):
+            param.grad = grad
         return self.loss.clone()
 
     @property
@@ -80,3 +92,4 @@ class CapturedStep:
         self.graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(self.graph):
             self.loss = forward_backward(self.image, self.label)
+        self.grads = [p.grad for p in self.params]

@@ -166,7 +166,8 @@ def build_train_step(
         memory_format=memory_format,
     )
     if speed.cuda_graphs and device.type == "cuda":
-        train.captured = CapturedStep(lambda: optimizer.zero_grad(set_to_none=True))
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        train.captured = CapturedStep(params, lambda: optimizer.zero_grad(set_to_none=True))
     elif speed.cuda_graphs and progress:
         progress(f"train.speed.cuda_graphs ignored: the device is {device}, not CUDA")
     return train
