@@ -27,8 +27,9 @@ throughput with the same numerics quality.
   gate), and both losses are evaluated on identical logits (ours = nnU-Net's + 1 when the
   formulas agree).
 
-The flags ``--precision``, ``--compile``, ``--compile-loss``, ``--channels-last`` and
-``--cudnn-benchmark`` change only our side, one candidate speed-up each.
+The flags ``--precision``, ``--compile``, ``--compile-loss``, ``--channels-last``, ``--speed NAME``
+(a ``train.speed`` switch) and ``--cudnn-benchmark`` change only our side, one candidate
+speed-up each.
 """
 
 from __future__ import annotations
@@ -57,7 +58,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # runnable as a plain script from a checkout
 
 from benchmarks.nnunet_reference import NNUNetStep, build_reference  # noqa: E402
-from trainables.config.trial import TrialConfig, load_yaml, parse_trial_config  # noqa: E402
+from trainables.config.trial import (  # noqa: E402
+    SpeedConfig,
+    TrialConfig,
+    load_yaml,
+    parse_trial_config,
+)
 from trainables.data.labels import INTERNAL_BRATS  # noqa: E402
 from trainables.engine.bench import (  # noqa: E402
     BenchStep,
@@ -81,6 +87,8 @@ def load_trial(args: argparse.Namespace) -> TrialConfig:
         "train.batch_size": args.batch,
         "train.precision": args.precision,
         "train.compile": args.compile or None,  # absent: the trial's own setting
+        "train.speed.channels_last": args.channels_last or None,
+        **{f"train.speed.{name}": True for name in args.speed},
         "device": args.device,
     }
     for key, value in [*map(_parse_set, args.set), *flags.items()]:
@@ -287,7 +295,7 @@ def environment(device: torch.device) -> dict[str, Any]:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Build both sides once; check numerics; count FLOPs; time interleaved; the record."""
     cfg = load_trial(args)
-    options = StepOptions(args.channels_last, args.compile_loss)
+    options = StepOptions(compile_loss=args.compile_loss)
     batch = synthetic_batch(cfg, resolve_device(cfg.device))
     reference, ours = build_sides(cfg, options, args.reference_compile, batch)
     numerics = {"loss_parity": loss_parity(reference, ours, cfg.model.deep_supervision_outputs)}
@@ -383,7 +391,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add("--precision", choices=["fp32", "fp16", "bf16"], help="ours: precision (bf16: no scaler)")
     add("--compile", action="store_true", help="ours: torch.compile the model")
     add("--compile-loss", action="store_true", help="ours: torch.compile the loss")
-    add("--channels-last", action="store_true", help="ours: channels_last_3d weights and input")
+    add("--channels-last", action="store_true", help="ours: train.speed.channels_last")
+    add(
+        "--speed",
+        action="append",
+        default=[],
+        choices=list(SpeedConfig.model_fields),
+        help="ours: turn on one train.speed switch (repeatable)",
+    )
     add(
         "--cudnn-benchmark",
         action="store_true",

@@ -32,6 +32,13 @@ from orchestrator.mlflow_ui import NOTE_TAG, trial_note
 
 # best/: the engine's best epoch so far; test/: the last epoch's test pass (logged at step 0)
 LOGGED_PREFIXES = ("train/", "val/", "perf/", "best/", "test/")
+# The worker's versions (trainables.engine.precision.runtime_versions) -> child-run tags.
+VERSION_TAGS = {
+    "env/torch": "ablate.torch_version",
+    "env/cuda": "ablate.cuda_version",
+    "env/cudnn": "ablate.cudnn_version",
+    "env/gpu": "ablate.gpu_name",
+}
 
 
 class _Writer:
@@ -87,6 +94,7 @@ class TrackingCallback(tune.Callback):
         self.open: set[str] = set()  # trials started and not yet concluded
         self.split_hashes: set[str] = set()
         self.split_tagged: set[str] = set()  # trials whose run has its split hash tag
+        self.versions_tagged: set[str] = set()  # trials whose run has its version tags
 
     def __getstate__(self) -> dict[str, Any]:
         return {"settings": self.settings, "metric": self.metric, "mode": self.mode}
@@ -121,6 +129,10 @@ class TrackingCallback(tune.Callback):
         }
         step = int(result.get("epoch", result.get("training_iteration", 0)))
         self._submit(self._log_epoch, trial.trial_id, metrics, step, result.get("split_hash"))
+        versions = {tag: str(result[k]) for k, tag in VERSION_TAGS.items() if k in result}
+        if versions and trial.trial_id not in self.versions_tagged:  # from the first result
+            self.versions_tagged.add(trial.trial_id)
+            self._submit(self._tag, trial.trial_id, dict(trial.config), versions)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.open.discard(trial.trial_id)

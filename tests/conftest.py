@@ -24,3 +24,16 @@ def _private_cache(
 ) -> None:
     """Prepared caches and synthetic datasets go to one per-session temp dir, never ~/.cache."""
     monkeypatch.setenv("ABLATE_CACHE", str(tmp_path_factory.getbasetemp() / "ablate-cache"))
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``cuda`` skip without a CUDA device (``pytest -m cuda`` selects them;
+    ``benchmarks/gpu_check.py`` runs them on a lent GPU)."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)

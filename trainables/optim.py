@@ -108,30 +108,30 @@ _OPTIMIZERS: dict[str, type[Optimizer]] = {
 }
 
 
-def build_optimizer(cfg: OptimizerConfig, params: Iterable[Any]) -> Optimizer:
+def build_optimizer(
+    cfg: OptimizerConfig, params: Iterable[Any], fused: bool = False
+) -> Optimizer:
     """The torch optimizer for ``cfg``.
-
-    On CUDA the fused kernel is used where torch has one (Adam, AdamW, SGD), else the
-    multi-tensor ``foreach`` path; elsewhere torch picks its default.
 
     Args:
         cfg: an optimizer config.
         params: tensors or param-group dicts, as for any torch optimizer (consumed once).
+        fused: ``train.speed.fused_optimizer``: torch's fused kernel where the class has one
+            (Adam, AdamW, SGD; CUDA and, since torch 2.4, CPU), else the multi-tensor
+            ``foreach`` path. Off: torch picks its default implementation.
     """
     params = list(params)
     if not params:
         raise ValueError("build_optimizer got no parameters to optimise")
     cls = _OPTIMIZERS[cfg.kind]
     kwargs = cfg.model_dump(exclude={"kind"})
-    kwargs.update(_implementation(cls, params))
+    if fused:
+        kwargs.update(implementation(cls))
     return cls(params, **kwargs)
 
 
-def _implementation(cls: type[Optimizer], params: list[Any]) -> dict[str, bool]:
-    """``{"fused": True}`` / ``{"foreach": True}`` when every parameter is on CUDA, else ``{}``."""
-    tensors = [t for p in params for t in (p["params"] if isinstance(p, dict) else [p])]
-    if not tensors or not all(t.is_cuda for t in tensors):
-        return {}
+def implementation(cls: type[Optimizer]) -> dict[str, bool]:
+    """``{"fused": True}`` where the constructor takes ``fused``, else ``{"foreach": True}``."""
     if "fused" in inspect.signature(cls.__init__).parameters:
         return {"fused": True}
     return {"foreach": True}

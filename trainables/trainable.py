@@ -43,6 +43,7 @@ from trainables.engine.checkpoint import BEST_MODEL_FILE, TRAINING_STATE_FILE
 from trainables.engine.data import TrialData
 from trainables.engine.memory import allocation_figure, is_out_of_memory
 from trainables.engine.per_case import PER_CASE_FILE
+from trainables.engine.precision import runtime_versions
 from trainables.engine.preview import preview_png
 from trainables.engine.runner import TrialDiverged, TrialOutOfMemory, TrialRunner
 
@@ -98,8 +99,9 @@ class AblateTrainable(tune.Trainable):
     """Adapts :class:`TrialRunner` to Tune: one ``step`` is one epoch.
 
     Results are the engine's metrics (``train/loss``, ``val/dice_mean``, ``perf/epoch_s``,
-    ``best/epoch``, ``best/<metric>``...) plus ``trial_key``, ``cell``, ``split_hash`` and, on
-    the last epoch, ``done``. When the runner's best epoch improves, its preview PNG is drawn.
+    ``best/epoch``, ``best/<metric>``...) plus ``trial_key``, ``cell``, ``split_hash``, the
+    ``env/`` versions (torch, CUDA, cuDNN, GPU) and, on the last epoch, ``done``. When the
+    runner's best epoch improves, its preview PNG is drawn.
     Subclasses may wrap :meth:`run_epoch` (the test suite's fault injection does).
     """
 
@@ -148,7 +150,8 @@ class AblateTrainable(tune.Trainable):
         if self.runner.best.epoch == self.runner.epoch:  # this epoch is the new best
             self.preview = _safe_preview(self.runner)
         done = self.runner.epoch >= self.spec.config.train.epochs
-        return {**metrics, **self._identity(), "done": done}
+        versions = runtime_versions(self.runner.device)  # env/...: tagged on the MLflow run
+        return {**metrics, **self._identity(), **versions, "done": done}
 
     def run_epoch(self, runner: TrialRunner) -> dict[str, float]:
         """One epoch of the engine (the hook a test subclass wraps to inject faults)."""

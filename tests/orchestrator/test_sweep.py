@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 from ablate_sweep_helpers import REPO, mlflow_uri, tiny_trial, write_space
 from ray import tune
 
@@ -73,9 +74,13 @@ def test_smoke_sweep_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[st
         params = run.data.params
         assert params["model.attention"] == key.split(",")[0].split("=")[1]
         assert params["seed"] == key[-1] and params["model.kind"] == "attention_unet"
-        assert EPOCH_METRICS | {"perf/epoch_s", "best/val/dice_mean", "best/epoch"} <= set(
+        perf = {"perf/epoch_s", "perf/step_ms", "perf/data_wait_frac", "perf/voxels_per_s"}
+        assert EPOCH_METRICS | perf | {"best/val/dice_mean", "best/epoch"} <= set(
             run.data.metrics
         )
+        versions = {k: run.data.tags.get(k) for k in ("ablate.torch_version", "ablate.gpu_name")}
+        gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "none"
+        assert versions == {"ablate.torch_version": torch.__version__, "ablate.gpu_name": gpu}
         steps = [m.step for m in client.get_metric_history(run.info.run_id, "val/dice_mean")]
         assert steps == [1, 2, 3]
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}

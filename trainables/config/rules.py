@@ -33,6 +33,7 @@ def trial_problems(cfg: TrialConfig) -> list[ConfigProblem]:
         *patch_problems(cfg),
         *schedule_problems(cfg),
         *freeze_problems(cfg),
+        *speed_problems(cfg),
     ]
 
 
@@ -90,6 +91,29 @@ def freeze_problems(cfg: TrialConfig) -> list[ConfigProblem]:
         f"{', '.join(top)}){did_you_mean(freeze.module, names)}"
     )
     return [ConfigProblem("train.freeze.module", why)]
+
+
+def speed_problems(cfg: TrialConfig) -> list[ConfigProblem]:
+    """CUDA graphs need a CUDA device, static modules (no freezing) and no second graph
+    machinery (``torch.compile``)."""
+    if not cfg.train.speed.cuda_graphs:
+        return []
+    clashes = {
+        "device": "cpu" if cfg.device == "cpu" else None,
+        "train.compile": "true" if cfg.train.compile else None,
+        "train.freeze": "set" if cfg.train.freeze is not None else None,
+    }
+    reasons = {
+        "device": "CUDA graphs need a CUDA device (use device: cuda or auto)",
+        "train.compile": "torch.compile brings its own graphs; turn one of the two off",
+        "train.freeze": "freezing changes which parameters get gradients mid-run, which a "
+        "captured graph cannot follow",
+    }
+    return [
+        ConfigProblem("train.speed.cuda_graphs", f"true with {field} {value}: {reasons[field]}")
+        for field, value in clashes.items()
+        if value is not None
+    ]
 
 
 @functools.lru_cache(maxsize=64)

@@ -103,6 +103,36 @@ class InitConfig(Frozen):
     strict: bool = True
 
 
+class SpeedConfig(Frozen):
+    """Switches that change how the training step runs, not what it computes (issue 13).
+
+    Each is off until a GPU measurement (``benchmarks/gpu_check.py``) shows it faster; the
+    tests hold each one's numerics to the plain step's (``tests/trainables/engine/test_speed.py``).
+
+    Attributes:
+        fused_norm_act: instance norm + LeakyReLU as one Triton kernel pair on CUDA
+            (:mod:`trainables.models.fused_norm`) in the instance-norm U-Nets (``plain_unet``,
+            ``attention_unet``, and ``residual_unet``/``unet`` with ``norm: instance``); the same
+            ops unfused on CPU. State dicts are interchangeable either way.
+        channels_last: model weights and input in ``channels_last_3d`` (``channels_last`` for
+            2-D models).
+        cuda_graphs: capture forward, loss and backward once into a CUDA graph over static input
+            buffers and replay it each step (the optimizer step, scaler and clipping stay
+            eager). CUDA only: refused with ``device: cpu``, ignored with a note when ``auto``
+            resolves to the CPU; not with ``train.compile`` or ``train.freeze``.
+        fused_optimizer: ``fused=True`` for Adam/AdamW/SGD (torch's one-kernel step), else
+            ``foreach=True`` (multi-tensor); off: torch's default implementation.
+        uint8_labels: labels stay uint8 from the loader through the host-to-device copy and
+            augmentation (1/8 of int64's bytes) and become int64 at the loss.
+    """
+
+    fused_norm_act: bool = False
+    channels_last: bool = False
+    cuda_graphs: bool = False
+    fused_optimizer: bool = False
+    uint8_labels: bool = False
+
+
 class TrainConfig(Frozen):
     """The epoch loop.
 
@@ -119,6 +149,7 @@ class TrainConfig(Frozen):
             the FM-Net speed study's "GPU data pipeline" axis.
         freeze: optional sub-module to freeze for the first iterations.
         init: optional warm start from a checkpoint.
+        speed: how the step runs (:class:`SpeedConfig`); all off by default.
     """
 
     epochs: int = Field(default=50, ge=1)
@@ -131,6 +162,7 @@ class TrainConfig(Frozen):
     gpu_augmentation: bool = True
     freeze: FreezeConfig | None = None
     init: InitConfig | None = None
+    speed: SpeedConfig = SpeedConfig()
 
 
 class ValidationConfig(Frozen):

@@ -77,6 +77,7 @@ def _check_range(value: tuple[float, float], positive: bool) -> tuple[float, flo
 
 
 # Decision columns of the per-batch random draw; flips follow, one column per spatial axis.
+LABEL_DTYPES = (torch.int64, torch.uint8)  # uint8: ``train.speed.uint8_labels``; kept as given
 _TRANSFORMS = ("rotation", "scale", "noise", "blur", "brightness", "contrast", "gamma")
 
 
@@ -87,12 +88,12 @@ def augment_batch(
 
     Args:
         image: ``(B, C, *S)`` float, ``S`` 2-D or 3-D.
-        label: ``(B, *S)`` int64 label codes.
+        label: ``(B, *S)`` int64 or uint8 label codes.
         cfg: probabilities and ranges.
         generator: source of every random number; on the tensors' device.
 
     Returns:
-        ``(B, C, *S)`` image (same dtype) and ``(B, *S)`` int64 label, new tensors or the inputs
+        ``(B, C, *S)`` image and ``(B, *S)`` label (same dtypes), new tensors or the inputs
         themselves when nothing was drawn.
     """
     _check_batch(image, label)
@@ -108,14 +109,14 @@ def spatial_transform(image: Tensor, label: Tensor, matrix: Tensor) -> tuple[Ten
     """Resample every sample through a linear map about the volume centre.
 
     Args:
-        image: ``(n, C, *S)`` float; label ``(n, *S)`` int64.
+        image: ``(n, C, *S)`` float; label ``(n, *S)`` int64 or uint8.
         matrix: ``(n, d, d)`` maps output voxel offsets from the centre to input offsets, in
             voxel units and the tensors' axis order (``d = len(S)``); the identity changes
             nothing, a rotation rotates about the centre whatever the shape's aspect ratio.
 
     Returns:
-        Resampled ``(n, C, *S)`` image (bilinear) and ``(n, *S)`` int64 label (nearest); outside
-        the input the image is 0 and the label background.
+        Resampled ``(n, C, *S)`` image (bilinear) and ``(n, *S)`` label (nearest, same
+        dtype); outside the input the image is 0 and the label background.
     """
     spatial = image.shape[2:]
     # grid_sample works in normalised [-1, 1] coordinates with the axes reversed (x = last):
@@ -135,7 +136,7 @@ def spatial_transform(image: Tensor, label: Tensor, matrix: Tensor) -> tuple[Ten
         padding_mode="zeros",
         align_corners=False,
     )
-    return warped, lab.squeeze(1).round().to(torch.int64)
+    return warped, lab.squeeze(1).round().to(label.dtype)
 
 
 def rotation_matrices(angles: Tensor) -> Tensor:
@@ -169,9 +170,10 @@ def _check_batch(image: Tensor, label: Tensor) -> None:
             f"{tuple(image.shape)} and label {tuple(label.shape)}",
             where="augment_batch",
         )
-    if not image.is_floating_point() or label.dtype != torch.int64:
+    if not image.is_floating_point() or label.dtype not in LABEL_DTYPES:
         raise InputError(
-            f"expected a float image and an int64 label, got {image.dtype} and {label.dtype}",
+            f"expected a float image and an int64 or uint8 label, got {image.dtype} and "
+            f"{label.dtype}",
             where="augment_batch",
         )
 

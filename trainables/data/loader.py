@@ -49,6 +49,8 @@ class PatchDataset(Dataset[Batch]):
         augment: augment each item here, in the loader's CPU workers, with a generator seeded
             from (seed, epoch, k); None leaves augmentation to the training device (the fast
             path; the CPU path is the baseline of FM-Net's data-pipeline comparison).
+        label_dtype: dtype of the label tensors: int64, or uint8 (``train.speed.uint8_labels``:
+            1/8 of the bytes through pinned memory and the host-to-device copy).
     """
 
     def __init__(
@@ -60,6 +62,7 @@ class PatchDataset(Dataset[Batch]):
         seed: int,
         batch_size: int | None = None,
         augment: AugmentConfig | None = None,
+        label_dtype: torch.dtype = torch.int64,
     ) -> None:
         _require_positive(num_cases, "num_cases")
         _require_positive(samples_per_epoch, "samples_per_epoch")
@@ -74,6 +77,7 @@ class PatchDataset(Dataset[Batch]):
         self.seed = seed
         self.batch_size = batch_size
         self.augment = augment
+        self.label_dtype = label_dtype
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -89,7 +93,7 @@ class PatchDataset(Dataset[Batch]):
         """Item ``k`` (of the current epoch) or ``(epoch, k)``.
 
         Returns:
-            ``(C, *P)`` float32 image and ``(*P)`` int64 label tensors.
+            ``(C, *P)`` float32 image and ``(*P)`` label tensors (``label_dtype``).
         """
         epoch, k = index if isinstance(index, tuple) else (self.epoch, index)
         rng = np.random.default_rng([self.seed, epoch, k])
@@ -102,7 +106,8 @@ class PatchDataset(Dataset[Batch]):
             img, lab = sample_slice(image, label, self.cfg.patch_size, rng, force, drop, fg)
         else:
             img, lab = sample_patch(image, label, self.cfg.patch_size, rng, force, fg)
-        image_t, label_t = torch.from_numpy(img), torch.from_numpy(lab.astype(np.int64))
+        np_dtype = np.uint8 if self.label_dtype == torch.uint8 else np.int64  # codes 0..3
+        image_t, label_t = torch.from_numpy(img), torch.from_numpy(lab.astype(np_dtype))
         if self.augment is not None and self.augment.enabled:
             seed = int(np.random.SeedSequence([self.seed, epoch, k, 1]).generate_state(1)[0])
             generator = torch.Generator().manual_seed(seed)
@@ -138,8 +143,9 @@ def make_train_loader(
 ) -> DataLoader[Batch]:
     """A DataLoader over ``dataset`` in item order, with persistent, prefetching workers.
 
-    Batches are ``(B, C, *P)`` float32 and ``(B, *P)`` int64; an incomplete last batch is
-    dropped so every step sees the same shape (stable for cudnn autotuning and compilation).
+    Batches are ``(B, C, *P)`` float32 and ``(B, *P)`` labels (the dataset's ``label_dtype``);
+    an incomplete last batch is dropped so every step sees the same shape (stable for cudnn
+    autotuning, compilation and CUDA graphs).
     Call ``dataset.set_epoch(e)`` before iterating epoch ``e``.
     """
     _require_positive(batch_size, "batch_size")

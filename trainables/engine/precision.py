@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import statistics
+import time
 from contextlib import AbstractContextManager, nullcontext
+from types import TracebackType
 
 import torch
 
@@ -25,12 +28,15 @@ def effective_precision(requested: str, device: torch.device) -> str:
     return requested
 
 
-def autocast_context(precision: str, device: torch.device) -> AbstractContextManager:
-    """``torch.autocast`` for fp16/bf16, a no-op for fp32."""
+def autocast_context(
+    precision: str, device: torch.device, cache_enabled: bool = True
+) -> AbstractContextManager:
+    """``torch.autocast`` for fp16/bf16, a no-op for fp32. ``cache_enabled=False`` for CUDA-graph
+    capture (autocast's cache of casted weights must not outlive the captured region)."""
     if precision == "fp32":
         return nullcontext()
     dtype = torch.float16 if precision == "fp16" else torch.bfloat16
-    return torch.autocast(device_type=device.type, dtype=dtype)
+    return torch.autocast(device_type=device.type, dtype=dtype, cache_enabled=cache_enabled)
 
 
 def peak_memory_gib(device: torch.device) -> float | None:
@@ -38,3 +44,57 @@ def peak_memory_gib(device: torch.device) -> float | None:
     if device.type != "cuda":
         return None
     return torch.cuda.max_memory_allocated(device) / 2**30
+
+
+class StepTimer:
+    """Times each ``with timer:`` block without a host sync per block.
+
+    On CUDA a pair of events is recorded around each block and read after one synchronisation
+    in :meth:`median_ms` (the device's time for the block's work, excluding any idle time
+    before it); elsewhere the wall clock (CPU work is synchronous).
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self.cuda = device.type == "cuda"
+        self.events: list[tuple[torch.cuda.Event, torch.cuda.Event]] = []
+        self.seconds: list[float] = []
+        self._start: float | torch.cuda.Event = 0.0
+
+    def __enter__(self) -> StepTimer:
+        if self.cuda:
+            self._start = torch.cuda.Event(enable_timing=True)
+            self._start.record()
+        else:
+            self._start = time.perf_counter()
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, err: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self.cuda:
+            end = torch.cuda.Event(enable_timing=True)
+            end.record()
+            self.events.append((self._start, end))  # type: ignore[arg-type]
+        else:
+            self.seconds.append(time.perf_counter() - self._start)  # type: ignore[operator]
+
+    def median_ms(self) -> float:
+        """Median block time in milliseconds (NaN before any block); syncs once on CUDA."""
+        if self.cuda and self.events:
+            self.events[-1][1].synchronize()
+            times = [start.elapsed_time(end) for start, end in self.events]
+        else:
+            times = [s * 1e3 for s in self.seconds]
+        return statistics.median(times) if times else float("nan")
+
+
+def runtime_versions(device: torch.device) -> dict[str, str]:
+    """``env/torch``, ``env/cuda``, ``env/cudnn``, ``env/gpu`` of this process (``"none"`` where a
+    CPU run has none): reported with a trial's results, tagged on its MLflow run."""
+    cuda = device.type == "cuda"
+    return {
+        "env/torch": torch.__version__,
+        "env/cuda": str(torch.version.cuda) if cuda else "none",
+        "env/cudnn": str(torch.backends.cudnn.version()) if cuda else "none",
+        "env/gpu": torch.cuda.get_device_name(device) if cuda else "none",
+    }

@@ -45,7 +45,7 @@ from trainables.engine.held_out import (
 )
 from trainables.engine.memory import allocation_figure, is_out_of_memory
 from trainables.engine.per_case import PER_CASE_FILE, read_per_case_csv, write_per_case_csv
-from trainables.engine.precision import autocast_context, peak_memory_gib
+from trainables.engine.precision import StepTimer, autocast_context, peak_memory_gib
 from trainables.engine.step import TrainStep, build_train_step
 from trainables.engine.validation import ValidationResult, validate
 
@@ -139,7 +139,13 @@ class TrialRunner:
         return metrics
 
     def train_epoch(self) -> dict[str, float]:
-        """One epoch of training steps without validation; returns train/ and perf/ metrics."""
+        """One epoch of training steps without validation; returns train/ and perf/ metrics.
+
+        ``perf/step_ms`` is the median step time without a host sync per step: CUDA events
+        around each step, read once after the epoch (the device's time for the step alone), or
+        the wall clock on a CPU. ``perf/data_wait_frac`` is the share of the epoch the host
+        spent waiting for a batch (``perf/data_wait_s / perf/train_s``).
+        """
         self._reseed(self.epoch)
         self.model.train()
         cfg = self.cfg.train
@@ -147,6 +153,7 @@ class TrialRunner:
         loss_sum = torch.zeros((), device=self.device)  # on the device: no sync per step
         first_iteration = self.iteration + 1
         wait = 0.0
+        timer = StepTimer(self.device)
         start = time.perf_counter()
         batches = self._batches()
         for _ in range(cfg.iterations_per_epoch):
@@ -155,7 +162,8 @@ class TrialRunner:
             wait += time.perf_counter() - tick
             if cfg.gpu_augmentation:
                 image, label = augment_batch(image, label, self.cfg.augment, generator)
-            loss_sum += self.trainer.step(image, label)
+            with timer:
+                loss_sum += self.trainer.step(image, label)
         mean_loss = loss_sum.item() / cfg.iterations_per_epoch  # the epoch's one host sync
         elapsed = time.perf_counter() - start
         if not math.isfinite(mean_loss):
@@ -169,7 +177,9 @@ class TrialRunner:
             "train/lr": self.optimizer.param_groups[0]["lr"],
             "perf/train_s": elapsed,
             "perf/voxels_per_s": voxels / elapsed,
+            "perf/step_ms": timer.median_ms(),
             "perf/data_wait_s": wait,
+            "perf/data_wait_frac": wait / elapsed,
         }
 
     def _validate(self) -> ValidationResult:
@@ -220,6 +230,7 @@ class TrialRunner:
             seed=self.cfg.seed,
             batch_size=self.cfg.train.batch_size,
             augment=augment,
+            label_dtype=torch.uint8 if self.cfg.train.speed.uint8_labels else torch.int64,
         )
 
     def _batches(self) -> Iterator[tuple[Tensor, Tensor]]:

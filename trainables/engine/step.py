@@ -4,6 +4,9 @@
 when ``train.compile``), the loss, optimizer, lr schedule and GradScaler, and settles the device,
 the effective precision and cuDNN; :meth:`TrainStep.step` is one optimizer step. Because the
 benchmark and the epoch loop call the same object, a benchmark times exactly what training runs.
+The speed switches of ``train.speed`` (:class:`~trainables.config.trial.SpeedConfig`) are applied
+here and only here: fused norm + activation (in the model), channels-last, CUDA graphs
+(:mod:`trainables.engine.graphs`), fused optimizer steps, uint8 labels (cast at the loss).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from torch import Tensor, nn
 from trainables.config.trial import TrialConfig
 from trainables.data.labels import LabelScheme
 from trainables.engine.checkpoint import apply_init
+from trainables.engine.graphs import CapturedStep
 from trainables.engine.precision import autocast_context, effective_precision, resolve_device
 from trainables.losses import build_loss, output_channels
 from trainables.models import build_model
@@ -26,15 +30,12 @@ from trainables.optim import build_optimizer, build_scheduler
 
 @dataclass(frozen=True)
 class StepOptions:
-    """Switches that change how the step runs, not what it computes; each is a candidate
-    speed-up to measure (``benchmarks/bench_vs_nnunet.py``). Defaults: the plain step.
+    """Benchmark-only switches (the trial's own are ``train.speed``). Defaults: the plain step.
 
     Attributes:
-        channels_last: model weights and input in ``channels_last`` / ``channels_last_3d``.
         compile_loss: ``torch.compile`` the loss as well (``cfg.train.compile`` is the model).
     """
 
-    channels_last: bool = False
     compile_loss: bool = False
 
 
@@ -47,6 +48,7 @@ class TrainStep:
         loss_fn: the eager loss (deep-supervision wrapper); ``step_loss`` may compile it.
         precision: the effective precision (``fp32``, ``fp16`` or ``bf16``) on ``device``.
         memory_format: ``channels_last(_3d)`` the input is converted to, or None.
+        captured: the CUDA-graphed forward/backward (``train.speed.cuda_graphs`` on CUDA).
         iteration: completed optimizer steps (drives ``train.freeze``).
     """
 
@@ -61,27 +63,41 @@ class TrainStep:
     device: torch.device
     precision: str
     memory_format: torch.memory_format | None = None
+    captured: CapturedStep | None = None
     iteration: int = 0
 
     def step(self, image: Tensor, label: Tensor) -> Tensor:
         """One optimizer step on ``image`` ``(B, C, *S)`` float32 and ``label`` ``(B, *S)``
-        int64 internal codes, both on ``device``; returns the detached scalar loss (on the
-        device: no host sync per step)."""
+        int64 or uint8 internal codes, both on ``device``; returns the detached scalar loss
+        (on the device: no host sync per step)."""
         self._apply_freeze()
         if self.memory_format is not None:
             image = image.contiguous(memory_format=self.memory_format)
-        self.optimizer.zero_grad(set_to_none=True)
-        with autocast_context(self.precision, self.device):
+        if self.captured is not None:
+            loss = self.captured.run(self._forward_backward, image, label)
+        else:
+            self.optimizer.zero_grad(set_to_none=True)
+            loss = self._forward_backward(image, label)
+        self._optimizer_step()
+        self.iteration += 1
+        return loss.detach()
+
+    def _forward_backward(self, image: Tensor, label: Tensor) -> Tensor:
+        """Forward under autocast, the float32 loss, the scaled backward; returns the loss."""
+        cache = self.captured is None  # autocast's weight cache must not span a graph capture
+        with autocast_context(self.precision, self.device, cache_enabled=cache):
             output = self.step_model(image)
-        loss = self.step_loss(output, label)  # losses reduce in float32 themselves
+        loss = self.step_loss(output, label.long())  # uint8 labels become int64 here only
         self.scaler.scale(loss).backward()
+        return loss
+
+    def _optimizer_step(self) -> None:
+        """Unscale and clip (when configured), step the optimizer and update the scaler."""
         if self.cfg.train.grad_clip is not None:
             self.scaler.unscale_(self.optimizer)
             nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.grad_clip)
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        self.iteration += 1
-        return loss.detach()
 
     def _apply_freeze(self) -> None:
         """Two-stage training: the named sub-module stays frozen for its first iterations."""
@@ -125,23 +141,18 @@ def build_train_step(
         in_channels: input modalities.
         progress: told how many warm-start keys were skipped, if any.
     """
-    options = options or StepOptions()
+    options, speed = options or StepOptions(), cfg.train.speed
     device = resolve_device(cfg.device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed patch shapes: autotune once (nnU-Net)
     precision = effective_precision(cfg.train.precision, device)
-    torch.manual_seed(cfg.seed)
-    model = build_model(cfg.model, in_channels, output_channels(cfg.loss, scheme)).to(device)
-    if cfg.train.init is not None:
-        skipped = apply_init(model, cfg.train.init)
-        if skipped and progress:
-            progress(f"warm start: {len(skipped)} keys not loaded (e.g. {skipped[:3]})")
-    memory_format = _memory_format(cfg) if options.channels_last else None
+    model = _build_model(cfg, scheme, in_channels, device, progress)
+    memory_format = _memory_format(cfg) if speed.channels_last else None
     if memory_format is not None:
         model = model.to(memory_format=memory_format)
     loss_fn = build_loss(cfg.loss, scheme).to(device)
-    optimizer = build_optimizer(cfg.optimizer, model.parameters())
-    return TrainStep(
+    optimizer = build_optimizer(cfg.optimizer, model.parameters(), fused=speed.fused_optimizer)
+    train = TrainStep(
         cfg=cfg,
         model=model,
         step_model=torch.compile(model) if cfg.train.compile else model,
@@ -154,6 +165,31 @@ def build_train_step(
         precision=precision,
         memory_format=memory_format,
     )
+    if speed.cuda_graphs and device.type == "cuda":
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        train.captured = CapturedStep(params, lambda: optimizer.zero_grad(set_to_none=True))
+    elif speed.cuda_graphs and progress:
+        progress(f"train.speed.cuda_graphs ignored: the device is {device}, not CUDA")
+    return train
+
+
+def _build_model(
+    cfg: TrialConfig,
+    scheme: LabelScheme,
+    in_channels: int,
+    device: torch.device,
+    progress: Callable[[str], None] | None,
+) -> nn.Module:
+    """The seeded model on ``device``, warm-started from ``train.init`` when set."""
+    torch.manual_seed(cfg.seed)
+    out_channels = output_channels(cfg.loss, scheme)
+    fused = cfg.train.speed.fused_norm_act
+    model = build_model(cfg.model, in_channels, out_channels, fused_norm_act=fused).to(device)
+    if cfg.train.init is not None:
+        skipped = apply_init(model, cfg.train.init)
+        if skipped and progress:
+            progress(f"warm start: {len(skipped)} keys not loaded (e.g. {skipped[:3]})")
+    return model
 
 
 def _memory_format(cfg: TrialConfig) -> torch.memory_format:

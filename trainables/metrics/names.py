@@ -21,7 +21,16 @@ REGION_METRICS: tuple[str, ...] = ("dice", "hd95", "nsd", "rvd", "sensitivity", 
 # Data splits whose metrics are logged, and the non-split prefixes.
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 PERF, BEST, SUMMARY = "perf", "best", "summary"
-PERF_METRICS: tuple[str, ...] = ("epoch_s", "voxels_per_s", "peak_gpu_mem_gib", "train_s", "val_s")
+PERF_METRICS: tuple[str, ...] = (
+    "epoch_s",
+    "voxels_per_s",
+    "peak_gpu_mem_gib",
+    "train_s",
+    "val_s",
+    "step_ms",  # median training-step time of the epoch (CUDA events on a GPU)
+    "data_wait_s",
+    "data_wait_frac",  # share of the epoch's train time spent waiting for batches
+)
 
 
 def metric_name(split: str, metric: str, region: str | None = None) -> str:

@@ -31,13 +31,18 @@ from trainables.models.unet import UNet, UNetSpec
 NNUNET_SLOPE = 0.01  # nnU-Net's LeakyReLU negative slope
 
 
-def spec_for(cfg: ModelConfig) -> UNetSpec:
-    """The U-Net description of a (non-C-LSTM) config."""
+def spec_for(cfg: ModelConfig, fused_norm_act: bool = False) -> UNetSpec:
+    """The U-Net description of a (non-C-LSTM) config.
+
+    ``fused_norm_act`` (``train.speed.fused_norm_act``) fuses instance norm + activation where a
+    model's norm is instance norm (:class:`ConvOps` ignores it for other norms).
+    """
+    fused = fused_norm_act
     if isinstance(cfg, ResidualUNetConfig):
-        ops = ConvOps(cfg.spatial_dims, cfg.norm, cfg.negative_slope, cfg.group_norm_groups)
+        ops = ConvOps(cfg.spatial_dims, cfg.norm, cfg.negative_slope, cfg.group_norm_groups, fused)
         return UNetSpec(ops, cfg.filters, block="residual")
     if isinstance(cfg, AttentionUNetConfig):
-        ops = ConvOps(cfg.spatial_dims, "instance", cfg.negative_slope)
+        ops = ConvOps(cfg.spatial_dims, "instance", cfg.negative_slope, fused_norm_act=fused)
         heads = cfg.deep_supervision or None
         return UNetSpec(
             ops,
@@ -47,38 +52,44 @@ def spec_for(cfg: ModelConfig) -> UNetSpec:
             deep_supervision_heads=heads,
         )
     if isinstance(cfg, PlainUNetConfig):
-        ops = ConvOps(cfg.spatial_dims, "instance", NNUNET_SLOPE)
+        ops = ConvOps(cfg.spatial_dims, "instance", NNUNET_SLOPE, fused_norm_act=fused)
         heads = cfg.deep_supervision_outputs - 1 if cfg.deep_supervision else None
         return UNetSpec(ops, cfg.filters, down="strided", deep_supervision_heads=heads)
     if isinstance(cfg, UNetConfig):
-        ops = ConvOps(cfg.spatial_dims, cfg.norm, 0.0, cfg.group_norm_groups)
+        ops = ConvOps(cfg.spatial_dims, cfg.norm, 0.0, cfg.group_norm_groups, fused)
         return UNetSpec(ops, cfg.filters, up=cfg.upsample)
     raise TypeError(f"no U-Net spec for {type(cfg).__name__}")
 
 
-def build_model(cfg: ModelConfig, in_channels: int, out_channels: int) -> nn.Module:
+def build_model(
+    cfg: ModelConfig, in_channels: int, out_channels: int, fused_norm_act: bool = False
+) -> nn.Module:
     """Build and initialise the network ``cfg`` describes.
 
     Args:
         cfg: a validated model config.
         in_channels: input channels (modalities).
         out_channels: output channels (classes or regions); outputs are logits.
+        fused_norm_act: ``train.speed.fused_norm_act``: instance norm + (Leaky)ReLU as one
+            fused layer (same parameters and state-dict keys; SwinUNETR ignores it).
     """
     for name, value in (("in_channels", in_channels), ("out_channels", out_channels)):
         if value <= 0:
             raise InputError(f"{name} must be strictly positive, got {value}", where="model")
     if isinstance(cfg, CLSTMConfig):
-        return _build_clstm(cfg, in_channels, out_channels)
+        return _build_clstm(cfg, in_channels, out_channels, fused_norm_act)
     if isinstance(cfg, SwinUNETRConfig):
         return build_swin_unetr(cfg, in_channels, out_channels)
-    spec = spec_for(cfg)
+    spec = spec_for(cfg, fused_norm_act)
     model = UNet(spec, in_channels, out_channels)
     model.apply(partial(init_weights, negative_slope=spec.ops.negative_slope))
     return model
 
 
-def _build_clstm(cfg: CLSTMConfig, in_channels: int, out_channels: int) -> ConvLSTMUNet:
-    unet = build_model(cfg.unet, in_channels, 4 * cfg.hidden_channels)
+def _build_clstm(
+    cfg: CLSTMConfig, in_channels: int, out_channels: int, fused_norm_act: bool
+) -> ConvLSTMUNet:
+    unet = build_model(cfg.unet, in_channels, 4 * cfg.hidden_channels, fused_norm_act)
     assert isinstance(unet, UNet)
     model = ConvLSTMUNet(unet, cfg.hidden_channels, out_channels, cfg.checkpointing)
     init_weights(model.hidden_conv, negative_slope=0.0)

@@ -102,7 +102,7 @@ def test_device_prefetcher_passes_batches_through_on_cpu() -> None:
         assert torch.equal(label, ref_label)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.cuda
 def test_device_prefetcher_moves_batches_to_cuda() -> None:
     ds = _dataset()
     loader = make_train_loader(ds, batch_size=4, num_workers=0, pin_memory=True)

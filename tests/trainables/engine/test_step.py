@@ -58,9 +58,9 @@ def test_runner_and_benchmark_train_with_the_same_step(tiny: dict) -> None:
 
 
 def test_channels_last_runs_through_the_shared_builder(tiny: dict) -> None:
-    tiny["train"].update(batch_size=1)
+    tiny["train"].update(batch_size=1, speed={"channels_last": True})
     cfg = parse_trial_config(tiny)
-    step = build_bench_step(cfg, StepOptions(channels_last=True))
+    step = build_bench_step(cfg, StepOptions())
     assert step.image.is_contiguous(memory_format=torch.channels_last_3d)
     assert math.isfinite(float(step.step()))
     result = benchmark_step(cfg, steps=1, warmup=0)
