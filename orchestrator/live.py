@@ -17,7 +17,7 @@ from typing import Any
 
 from ray import tune
 
-from orchestrator.callbacks import ProgressCallback, finished_outcome, trial_label
+from orchestrator.trial_events import ProgressCallback, finished_outcome, trial_label
 
 
 @dataclass

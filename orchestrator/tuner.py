@@ -181,7 +181,7 @@ def _optuna(search: OptunaSearch, seeds: int) -> tuple[Any, int, int]:
 
 def trial_name(trial: Any) -> str:
     """Tune's display name of a trial: its key."""
-    from orchestrator.callbacks import trial_label
+    from orchestrator.trial_events import trial_label
 
     return trial_label(trial)[0]
 
@@ -196,7 +196,7 @@ def trial_outcomes(path: str) -> tuple[dict[str, int], bool]:
     """Counts of trial outcomes from Tune's saved state, and whether any trial is unfinished."""
     from ray.tune import ExperimentAnalysis
 
-    from orchestrator.callbacks import finished_outcome, trial_label
+    from orchestrator.trial_events import finished_outcome, trial_label
 
     counts: dict[str, int] = {}
     unfinished = False

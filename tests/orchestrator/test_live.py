@@ -6,8 +6,8 @@ import io
 
 from rich.console import Console
 
-from orchestrator.callbacks import ProgressCallback
 from orchestrator.live import LiveCallback, SweepProgress, clock, console_callback, render
+from orchestrator.trial_events import ProgressCallback
 
 
 class Tty(io.StringIO):

@@ -10,7 +10,8 @@ import pytest
 from ablate_sweep_helpers import mlflow_uri
 
 from orchestrator import tracking
-from orchestrator.callbacks import TrackingCallback, finished_outcome
+from orchestrator.callbacks import TrackingCallback
+from orchestrator.trial_events import finished_outcome
 from trainables.errors import InputError
 
 
