@@ -5,7 +5,9 @@ validation cases, and its weights are then evaluated once on the split's test ca
 (``TrialData.split.test``). Test cases are always predicted whole, by Gaussian-weighted sliding
 window with the trial's ``validation.overlap``, even when ``sampling.validation`` is
 ``center_crop`` (a speed device for validation: the reported number must be the full-volume
-one). ``validation.test_max_cases`` caps the cases for quick checks (``--smoke`` sets 2).
+one), and scored in the source images' grid (the crop pasted back), as ``ablate evaluate``
+scores ``ablate predict``'s output. ``validation.test_max_cases`` caps the cases for quick
+checks (``--smoke`` sets 2).
 
 Per case: every region's Dice, HD95, surface Dice, RVD, sensitivity, specificity
 (:func:`~trainables.metrics.case_metrics`) and the BraTS 2023 lesion-wise Dice and HD95
@@ -28,8 +30,9 @@ import torch
 from torch import nn
 
 from trainables.config.trial import TrialConfig
-from trainables.data.cache import PreparedDataset
+from trainables.data.cache import CaseEntry, PreparedDataset
 from trainables.data.labels import LabelScheme
+from trainables.data.restore import restore_geometry
 from trainables.engine.data import TrialData
 from trainables.engine.per_case import read_per_case_csv
 from trainables.engine.validation import predict_case
@@ -104,6 +107,19 @@ def score_case(
     return out | lesion_metrics(pred, ref, spacing, scheme)
 
 
+def in_source_grid(
+    entry: CaseEntry, pred: np.ndarray, ref: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Prediction and reference (X', Y', Z') on the cached crop, pasted back into the source
+    images' (X, Y, Z) grid: the reported numbers are those of the case as it was given
+    (specificity counts the background outside the crop; an empty region's HD95 penalty is the
+    whole volume's diagonal), so ``ablate evaluate`` of ``ablate predict``'s output matches."""
+    return (
+        restore_geometry(pred, entry.source_shape, entry.bbox),
+        restore_geometry(ref, entry.source_shape, entry.bbox),
+    )
+
+
 @torch.no_grad()
 def evaluate_cases(
     model: nn.Module,
@@ -126,9 +142,8 @@ def evaluate_cases(
             continue
         logits = predict_case(model, cfg, case.image, device, autocast())
         pred = logits_to_labels(logits[None], cfg.loss, cases.scheme)[0].cpu().numpy()
-        scores = score_case(
-            pred, np.asarray(case.label), case.spacing, cases.scheme, cfg.validation.tolerance_mm
-        )
+        pred, ref = in_source_grid(cases.dataset.entry(case_id), pred, np.asarray(case.label))
+        scores = score_case(pred, ref, case.spacing, cases.scheme, cfg.validation.tolerance_mm)
         rows.append({"case": case_id, **{metric_name(prefix, k): v for k, v in scores.items()}})
         if progress:
             dice = scores["dice_mean"]

@@ -14,7 +14,7 @@ from trainables.errors import InputError
 
 # Bump when the on-disk layout or the manifest schema changes; older caches are then refused by
 # PreparedDataset and rebuilt by ensure_prepared.
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: CaseEntry.source_shape
 MANIFEST = "manifest.json"
 
 Progress = Callable[[int, int, str], None]
@@ -32,6 +32,7 @@ class CaseEntry(Frozen):
     """One prepared case.
 
     ``label_scheme`` is the case's source scheme; ``shape`` the cached (cropped) (X, Y, Z);
+    ``source_shape`` the (X, Y, Z) of the source images before the crop;
     ``spacing`` mm; ``bbox`` the crop in source-grid voxels; ``affine`` the source files' (4, 4);
     ``fg_classes`` (internal class, stored locations) pairs in ``fg_locations.npy`` order.
     """
@@ -40,6 +41,7 @@ class CaseEntry(Frozen):
     label_scheme: str
     modalities: tuple[str, ...]
     shape: tuple[int, int, int]
+    source_shape: tuple[int, int, int]
     spacing: tuple[float, float, float]
     bbox: tuple[tuple[int, int], tuple[int, int], tuple[int, int]] | None
     affine: tuple[tuple[float, float, float, float], ...]

@@ -161,7 +161,8 @@ def _prepare_case(
     """Decode, preprocess and write one case; a CaseError becomes a SkippedCase."""
     sources = source_files(record)  # stat before reading: a change during the read is caught
     try:
-        case = preprocess_case(load_case(record), cfg)
+        loaded = load_case(record)
+        case = preprocess_case(loaded, cfg)
         _check_float16_range(case)
     except CaseError as err:
         return SkippedCase(case_id=record.case_id, message=str(err), sources=sources)
@@ -172,6 +173,7 @@ def _prepare_case(
         label_scheme=record.label_scheme,
         modalities=case.modalities,
         shape=case.image.shape[1:],
+        source_shape=loaded.image.shape[1:],
         spacing=case.spacing,
         bbox=case.bbox,
         affine=np.asarray(case.affine, dtype=float).tolist(),
