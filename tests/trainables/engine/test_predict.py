@@ -19,6 +19,7 @@ from trainables.data.evaluate import evaluate_predictions
 from trainables.data.labels import get_scheme
 from trainables.data.restore import restore_geometry, to_source_labels
 from trainables.data.synth import synthesize_dataset
+from trainables.engine.checkpoint import load_checkpoint
 from trainables.engine.held_out import TestCases, evaluate_cases
 from trainables.engine.predict import build_predictor, flip_axes
 from trainables.engine.predict_cases import predict_directory
@@ -216,6 +217,22 @@ def test_real_brats_cases_are_predicted_in_their_own_geometry(
         assert written.shape == source.shape
         np.testing.assert_allclose(written.affine, source.affine, atol=1e-5)
         assert set(np.unique(np.asarray(written.dataobj))) <= {0, 1, 2, 4}
+    # ... and ``ablate evaluate`` of those files gives the numbers the test evaluation of the
+    # same model on the same (prepared) cases gives, every metric, lesion-wise included
+    predictor = build_predictor([("ckpt", load_checkpoint(ckpt / "best.pt"))], "cpu")
+    cfg, member = predictor.cfg, predictor.members[0]
+    prepare(brats_sample_dir, tmp_path / "cache", cfg.data.preprocess)
+    cache = PreparedDataset(tmp_path / "cache")
+    cases = TestCases(cache, cache.case_ids, cache.scheme, cfg.data.modalities)
+    held_out = evaluate_cases(member.model, cfg, cases, torch.device("cpu"), _no_autocast)
+    engine = {row["case"]: row for row in held_out.per_case}
+    evaluated = evaluate_predictions(out, brats_sample_dir, 1.0, lesion_wise=True)
+    assert len(evaluated.cases) == 3 and not evaluated.problems
+    for row in evaluated.cases:
+        for key, value in row.items():
+            if key != "case_id":
+                mine = engine[row["case_id"]][f"test/{key}"]
+                assert _same(value, mine), (row["case_id"], key, value, mine)
 
 
 def test_inference_benchmark_reports_cases_per_minute(capsys) -> None:
