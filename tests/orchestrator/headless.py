@@ -64,9 +64,15 @@ def wait_for(check: Callable[[], Any], what: str, timeout_s: float = PAGE_S) -> 
 
 
 def close_assistant(driver: Any) -> None:
-    """Close MLflow's "MLflow Assistant" side panel if it is open (it hides half the table)."""
+    """Close MLflow's "MLflow Assistant" side panel if it is open (it hides half the table).
+
+    MLflow 3.17 labels the panel's close button "Close" (the only such button on the runs
+    view); older layouts are searched for the panel's last header button instead.
+    """
     driver.execute_script(
-        """for (const el of document.querySelectorAll('*')) {
+        """const close = document.querySelector('button[aria-label="Close"]');
+           if (close) { close.click(); return; }
+           for (const el of document.querySelectorAll('*')) {
              if (el.childElementCount === 0 && el.textContent.trim() === 'MLflow Assistant') {
                let box = el; for (let i = 0; i < 6 && box; i++) { box = box.parentElement;
                  const buttons = box ? box.querySelectorAll('button') : [];
