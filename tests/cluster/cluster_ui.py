@@ -9,69 +9,29 @@ reveals one row per trial (``row-id`` = run id); a run's page lists its tags as
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import pytest
 from cluster_harness import MlflowServer
 from cluster_sweeps import Sweep
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMEDRIVER = shutil.which("chromedriver")
-CHROMIUM_FLAGS = (
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-dev-shm-usage",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--window-size=1600,1200",
-)
+from tests import browser
+
 PAGE_S = 60.0  # the UI's first load compiles a large bundle: slow on a busy CPU
 
 
 def chromium() -> Iterator[Any]:
-    """A headless Chromium under Selenium; skips the test when either is not installed."""
-    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed")
-    if CHROMIUM is None or CHROMEDRIVER is None:
-        pytest.skip("headless browser missing: apt-get install chromium chromium-driver")
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in CHROMIUM_FLAGS:
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    try:
-        yield driver
-    finally:
-        driver.quit()
+    """A headless Chromium under Selenium (skips the test when either is not installed)."""
+    yield from browser.chromium(("--window-size=1600,1200",))
 
 
 def wait_for(
     check: Callable[[], Any], what: str, timeout_s: float = PAGE_S, required: bool = True
 ) -> Any:
-    """Poll ``check()`` (exceptions count as not yet) until it returns something truthy;
-    past the timeout, fail the test (or return None when not ``required``)."""
-    deadline = time.monotonic() + timeout_s
-    last: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            found = check()
-        except Exception as err:  # elements re-render while the page loads
-            last, found = err, None
-        if found:
-            return found
-        time.sleep(0.5)
-    if not required:
-        return None
-    raise AssertionError(f"the MLflow UI never showed {what} ({last})")
+    """:func:`tests.browser.wait_for` with the MLflow UI's page-load timeout."""
+    return browser.wait_for(check, what, timeout_s, required)
 
 
 def tag_winner(mlflow: MlflowServer, sweep: Sweep) -> str:
@@ -116,7 +76,4 @@ def expand_parent(driver: Any, parent_id: str, child_ids: set[str]) -> dict[str,
     return wait_for(lambda: rows_with(driver, child_ids), f"child runs {sorted(child_ids)}")
 
 
-def page_text(driver: Any) -> str:
-    from selenium.webdriver.common.by import By
-
-    return str(driver.find_element(By.TAG_NAME, "body").text)
+page_text = browser.page_text

@@ -12,55 +12,26 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import pytest
+from tests import browser
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMEDRIVER = shutil.which("chromedriver")
-FLAGS = (
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--no-first-run", "--window-size=1600,1100", "--hide-scrollbars",
-)  # fmt: skip
 PAGE_S = 90.0  # the UI's first load compiles a large bundle: slow on a busy CPU
+page_text = browser.page_text
 
 
 def chromium() -> Iterator[Any]:
-    """A headless Chromium under Selenium; skips the test when either is not installed."""
-    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed")
-    if CHROMIUM is None or CHROMEDRIVER is None:
-        pytest.skip("headless browser missing: apt-get install chromium chromium-driver")
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in FLAGS:
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    try:
-        yield driver
-    finally:
-        driver.quit()
+    """A headless Chromium under Selenium (skips the test when either is not installed)."""
+    yield from browser.chromium(("--window-size=1600,1100", "--hide-scrollbars"))
 
 
 def wait_for(check: Callable[[], Any], what: str, timeout_s: float = PAGE_S) -> Any:
-    """Poll ``check()`` (exceptions count as not yet) until it is truthy; fail past the timeout."""
-    deadline, last = time.monotonic() + timeout_s, None
-    while time.monotonic() < deadline:
-        try:
-            found = check()
-        except Exception as err:  # elements re-render while the page loads
-            last, found = err, None
-        if found:
-            return found
-        time.sleep(0.5)
-    raise AssertionError(f"the page never showed {what} ({last})")
+    """:func:`tests.browser.wait_for` with the MLflow UI's page-load timeout."""
+    return browser.wait_for(check, what, timeout_s)
 
 
 def close_assistant(driver: Any) -> None:
@@ -78,12 +49,6 @@ def close_assistant(driver: Any) -> None:
                  const buttons = box ? box.querySelectorAll('button') : [];
                  if (buttons.length >= 2) { buttons[buttons.length - 1].click(); return; } } } }"""
     )
-
-
-def page_text(driver: Any) -> str:
-    from selenium.webdriver.common.by import By
-
-    return str(driver.find_element(By.TAG_NAME, "body").text)
 
 
 def screenshot(driver: Any, folder: Path, name: str) -> Path:
