@@ -168,3 +168,29 @@ def test_folds_are_compared_by_case_paired_run_means() -> None:
     )
     print(f"family-wise false 'worse' rate, 2 folds x 3 seeds: {false_calls / 200:.3f}")
     assert false_calls / 200 <= 0.05 + 0.03
+
+
+@pytest.mark.parametrize(
+    ("runs", "delta", "sds"),
+    [(3, 0.1, {}), (5, 0.05, {"run_sd": 0.003, "noise": 0.02, "shared_sd": 0.02})],
+    ids=["3-runs", "paired-seeds-5-runs"],
+)
+def test_the_difference_interval_covers_the_planted_difference(
+    runs: int, delta: float, sds: dict[str, float]
+) -> None:
+    """Δ's 95% interval (case-paired) contains the true difference in at least 93% of 1,000
+    studies (2 cells, the better one always ranked best); measured 0.970 and 0.982: the
+    Satterthwaite interval errs on the wide side."""
+    rng = np.random.default_rng(3)
+    run_sd, noise = sds.get("run_sd", RUN_SD), sds.get("noise", NOISE_SD)
+    shared = sds.get("shared_sd", 0.0)
+    hits = 0
+    for i in range(1000):
+        other = analyse(
+            _study(rng, runs, delta, run_sd, noise, shared, cells=2), samples=20, seed=i
+        )[1]
+        assert other.index == 1
+        low, high = other.comparison.ci
+        hits += low <= -delta <= high
+    print(f"Δ interval coverage, {runs} runs: {hits / 1000:.3f}")
+    assert hits / 1000 >= 0.95 - 0.02
