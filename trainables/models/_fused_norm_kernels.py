@@ -80,20 +80,24 @@ def _stats_combine(
     eps,
     TILE_S: tl.constexpr,
     BLOCK_K: tl.constexpr,
+    K_BLOCKS: tl.constexpr,
 ):
+    # The loops run a compile-time count (K_BLOCKS = cdiv(K, BLOCK_K), almost always 1) rather
+    # than ``range(0, K, BLOCK_K)``: triton <= 3.6's interpreter cannot bound a loop by a
+    # runtime argument under numpy 2 (``int()`` of a 1-element array), and the count is tiny.
     row = tl.program_id(0)
     base = row.to(tl.int64) * K
     total = tl.zeros([BLOCK_K], dtype=tl.float32)
-    for k0 in range(0, K, BLOCK_K):
-        k = k0 + tl.arange(0, BLOCK_K)
+    for kb in tl.static_range(K_BLOCKS):
+        k = kb * BLOCK_K + tl.arange(0, BLOCK_K)
         mask = k < K
         count = tl.minimum(N - k * TILE_S, TILE_S).to(tl.float32)
         m = tl.load(part_mean_ptr + base + k, mask=mask, other=0.0)
         total += tl.where(mask, count * m, 0.0)
     mean = tl.sum(total, axis=0) / N
     m2 = tl.zeros([BLOCK_K], dtype=tl.float32)
-    for k0 in range(0, K, BLOCK_K):
-        k = k0 + tl.arange(0, BLOCK_K)
+    for kb in tl.static_range(K_BLOCKS):
+        k = kb * BLOCK_K + tl.arange(0, BLOCK_K)
         mask = k < K
         count = tl.minimum(N - k * TILE_S, TILE_S).to(tl.float32)
         m = tl.load(part_mean_ptr + base + k, mask=mask, other=0.0)

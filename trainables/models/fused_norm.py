@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -100,6 +101,41 @@ def _num_warps(block_s: int, block_c: int) -> int:
     return 8 if block_s * block_c >= 4096 else 4
 
 
+@dataclass(frozen=True)
+class LaunchPlan:
+    """How the kernels tile one ``(B, C, N)`` tensor: the same plan for forward and backward.
+
+    ``grid`` is ``(tiles, channel blocks, B)`` for the tile kernels; the combine kernel runs one
+    program per ``(b, c)`` and folds the ``n_tiles`` partials ``block_k`` at a time, in
+    ``k_blocks`` unrolled steps (a compile-time count: 1 unless an instance has more than
+    ``MAX_BLOCK_K`` tiles, i.e. more than 4M voxels at the default tile).
+    """
+
+    block_s: int
+    block_c: int
+    num_warps: int
+    n_tiles: int
+    grid: tuple[int, int, int]
+    block_k: int
+    k_blocks: int
+
+
+def launch_plan(b: int, c: int, n: int, channels_last: bool, tile: int = TILE) -> LaunchPlan:
+    """The tiling of a ``(b, c, n)`` view (``n`` voxels per instance) in either layout."""
+    block_s, block_c = _blocks(c, n, channels_last, tile)
+    n_tiles = -(-n // block_s)
+    block_k = min(_next_pow2(n_tiles), MAX_BLOCK_K)
+    return LaunchPlan(
+        block_s=block_s,
+        block_c=block_c,
+        num_warps=_num_warps(block_s, block_c),
+        n_tiles=n_tiles,
+        grid=(n_tiles, -(-c // block_c), b),
+        block_k=block_k,
+        k_blocks=-(-n_tiles // block_k),
+    )
+
+
 def _dense(t: Tensor, like: torch.memory_format) -> tuple[Tensor, torch.memory_format]:
     fmt = _memory_format(t)
     if fmt is None:  # neither layout: one copy into the format of ``like``
@@ -131,29 +167,22 @@ class _FusedInstanceNormAct(torch.autograd.Function):
         x, fmt = _dense(x, torch.contiguous_format)
         b, c = x.shape[:2]
         n = x[0, 0].numel()
-        channels_last = fmt != torch.contiguous_format
-        block_s, block_c = _blocks(c, n, channels_last, tile)
-        warps = _num_warps(block_s, block_c)
-        n_tiles = -(-n // block_s)
-        grid = (n_tiles, -(-c // block_c), b)
+        p = launch_plan(b, c, n, fmt != torch.contiguous_format, tile)
+        tiles = {"BLOCK_S": p.block_s, "BLOCK_C": p.block_c, "num_warps": p.num_warps}
         sb, sc, ss = _strides(x, fmt)
         f32 = {"dtype": torch.float32, "device": x.device}
-        part_mean = torch.empty(b * c, n_tiles, **f32)
-        part_m2 = torch.empty(b * c, n_tiles, **f32)
-        k["stats_partial"][grid](
-            x, part_mean, part_m2, c, n, n_tiles, sb, sc, ss,
-            BLOCK_S=block_s, BLOCK_C=block_c, num_warps=warps,
-        )  # fmt: skip
+        part_mean = torch.empty(b * c, p.n_tiles, **f32)
+        part_m2 = torch.empty(b * c, p.n_tiles, **f32)
+        k["stats_partial"][p.grid](x, part_mean, part_m2, c, n, p.n_tiles, sb, sc, ss, **tiles)
         mean = torch.empty(b * c, **f32)
         rstd = torch.empty(b * c, **f32)
         k["stats_combine"][(b * c,)](
-            part_mean, part_m2, mean, rstd, n, n_tiles, eps,
-            TILE_S=block_s, BLOCK_K=min(_next_pow2(n_tiles), MAX_BLOCK_K), num_warps=4,
+            part_mean, part_m2, mean, rstd, n, p.n_tiles, eps,
+            TILE_S=p.block_s, BLOCK_K=p.block_k, K_BLOCKS=p.k_blocks, num_warps=4,
         )  # fmt: skip
         out = torch.empty_like(x, memory_format=fmt)
-        k["fwd"][grid](
-            x, out, mean, rstd, weight, bias, c, n, sb, sc, ss, negative_slope,
-            BLOCK_S=block_s, BLOCK_C=block_c, num_warps=warps,
+        k["fwd"][p.grid](
+            x, out, mean, rstd, weight, bias, c, n, sb, sc, ss, negative_slope, **tiles
         )  # fmt: skip
         ctx.save_for_backward(x, weight, bias, mean, rstd)
         ctx.config = (fmt, negative_slope, tile)
@@ -169,26 +198,21 @@ class _FusedInstanceNormAct(torch.autograd.Function):
         dy, dy_fmt = _dense(dy, fmt)
         b, c = x.shape[:2]
         n = x[0, 0].numel()
-        block_s, block_c = _blocks(c, n, fmt != torch.contiguous_format, tile)
-        warps = _num_warps(block_s, block_c)
-        n_tiles = -(-n // block_s)
-        grid = (n_tiles, -(-c // block_c), b)
-        sb, sc, ss = _strides(x, fmt)
-        dsb, dsc, dss = _strides(dy, dy_fmt)
-        part = torch.empty(2, b * c, n_tiles, dtype=torch.float32, device=x.device)
-        k["bwd_partial"][grid](
-            x, dy, mean, rstd, weight, bias, part[0], part[1], c, n, n_tiles,
-            sb, sc, ss, dsb, dsc, dss, negative_slope,
-            BLOCK_S=block_s, BLOCK_C=block_c, num_warps=warps,
+        p = launch_plan(b, c, n, fmt != torch.contiguous_format, tile)
+        tiles = {"BLOCK_S": p.block_s, "BLOCK_C": p.block_c, "num_warps": p.num_warps}
+        strides = (*_strides(x, fmt), *_strides(dy, dy_fmt))
+        part = torch.empty(2, b * c, p.n_tiles, dtype=torch.float32, device=x.device)
+        k["bwd_partial"][p.grid](
+            x, dy, mean, rstd, weight, bias, part[0], part[1], c, n, p.n_tiles,
+            *strides, negative_slope, **tiles,
         )  # fmt: skip
         sums = part.sum(dim=2)  # (2, B*C): sum(g), sum(g * x_hat) per instance
         dx = None
         if ctx.needs_input_grad[0]:
             dx = torch.empty_like(x, memory_format=fmt)
-            k["bwd_dx"][grid](
+            k["bwd_dx"][p.grid](
                 x, dy, dx, mean, rstd, weight, bias, sums[0], sums[1], c, n,
-                sb, sc, ss, dsb, dsc, dss, negative_slope,
-                BLOCK_S=block_s, BLOCK_C=block_c, num_warps=warps,
+                *strides, negative_slope, **tiles,
             )  # fmt: skip
         per_channel = sums.view(2, b, c).sum(dim=1)
         dweight = per_channel[1].to(weight.dtype) if ctx.needs_input_grad[1] else None
