@@ -82,13 +82,14 @@ def _stats_combine(
     BLOCK_K: tl.constexpr,
     K_BLOCKS: tl.constexpr,
 ):
-    # The loops run a compile-time count (K_BLOCKS = cdiv(K, BLOCK_K), almost always 1) rather
-    # than ``range(0, K, BLOCK_K)``: triton <= 3.6's interpreter cannot bound a loop by a
-    # runtime argument under numpy 2 (``int()`` of a 1-element array), and the count is tiny.
+    # The loops count K_BLOCKS = cdiv(K, BLOCK_K) (a constexpr; 16 at most for BraTS patches)
+    # rather than ``range(0, K, BLOCK_K)``: triton <= 3.6's interpreter cannot bound a loop by a
+    # runtime argument under numpy 2 (``int()`` of a 1-element array). A plain ``range``, not
+    # ``tl.static_range``: unrolled, the 16-step loop took 255 registers (compile_fused_norm.py).
     row = tl.program_id(0)
     base = row.to(tl.int64) * K
     total = tl.zeros([BLOCK_K], dtype=tl.float32)
-    for kb in tl.static_range(K_BLOCKS):
+    for kb in range(K_BLOCKS):
         k = kb * BLOCK_K + tl.arange(0, BLOCK_K)
         mask = k < K
         count = tl.minimum(N - k * TILE_S, TILE_S).to(tl.float32)
@@ -96,7 +97,7 @@ def _stats_combine(
         total += tl.where(mask, count * m, 0.0)
     mean = tl.sum(total, axis=0) / N
     m2 = tl.zeros([BLOCK_K], dtype=tl.float32)
-    for kb in tl.static_range(K_BLOCKS):
+    for kb in range(K_BLOCKS):
         k = kb * BLOCK_K + tl.arange(0, BLOCK_K)
         mask = k < K
         count = tl.minimum(N - k * TILE_S, TILE_S).to(tl.float32)

@@ -107,8 +107,8 @@ class LaunchPlan:
 
     ``grid`` is ``(tiles, channel blocks, B)`` for the tile kernels; the combine kernel runs one
     program per ``(b, c)`` and folds the ``n_tiles`` partials ``block_k`` at a time, in
-    ``k_blocks`` unrolled steps (a compile-time count: 1 unless an instance has more than
-    ``MAX_BLOCK_K`` tiles, i.e. more than 4M voxels at the default tile).
+    ``k_blocks`` loop steps (a compile-time count: 1 unless an instance has more than
+    ``MAX_BLOCK_K`` tiles; 16 for channels-last 32 x 128^3, whose tiles hold 128 voxels).
     """
 
     block_s: int
