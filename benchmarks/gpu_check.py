@@ -2,7 +2,7 @@
 
 Usage::
 
-    python benchmarks/gpu_check.py [--out DIR] [--stages tests,train,nnunet,pipeline,clstm]
+    python benchmarks/gpu_check.py [--out DIR] [--stages tests,train,nnunet,pipeline,clstm,dice]
     python benchmarks/gpu_check.py --dry-run      # the same sequence at toy size on a CPU (CI)
 
 Stages (``benchmarks/gpu_check_stages.py``), each under its own time budget and try/except, so
@@ -18,7 +18,9 @@ one failing or slow stage still leaves the others' results:
 (d) ``pipeline``: ``benchmark_pipeline`` on synthetic 240x240x155 cases, 4 loader workers:
     iteration over pure step and the data-wait fraction (int64 and uint8 labels);
 (e) ``clstm``: peak memory of a C-LSTM step on one 512x512x320 volume, with and without
-    checkpointing.
+    checkpointing;
+(f) ``dice`` (``benchmarks/gpu_check_dice.py``): a short nnU-Net training, plain and with every
+    speed switch, over 3 seeds: is the validation Dice with the switches within noise of plain?
 
 Writes ``gpu_check.json`` and ``gpu_check.md`` (the environment: GPU, driver, torch, CUDA,
 cuDNN) into ``--out`` (default ``$OUT`` when set, else ``./gpu_check_out``), after each stage.
@@ -45,6 +47,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # runnable as a plain script from a checkout
 
 from benchmarks import gpu_check_stages as stages  # noqa: E402
+from benchmarks.gpu_check_dice import short_training_dice  # noqa: E402
 
 STAGES: dict[str, Callable[..., dict[str, Any]]] = {
     "tests": stages.cuda_tests,
@@ -52,6 +55,7 @@ STAGES: dict[str, Callable[..., dict[str, Any]]] = {
     "nnunet": stages.nnunet_comparison,
     "pipeline": stages.data_pipeline,
     "clstm": stages.clstm_memory,
+    "dice": short_training_dice,
 }
 JSON_FILE, MARKDOWN_FILE = "gpu_check.json", "gpu_check.md"
 DRY_TITLE = " (dry run: toy sizes on a CPU, no speed figures)"
@@ -154,13 +158,18 @@ def _units(result: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     nested = result.get("trials") or result.get("variants") or result
     if "summary" in result:
         return [("pytest -m cuda", {"status": result["returncode"], "summary": result["summary"]})]
+    if "runs" in result:  # dice: one row per variant and seed, then the paired comparison
+        rows = [(f"{name} {seed}", row) for name, runs in result["runs"].items()
+                for seed, row in runs.items()]  # fmt: skip
+        return [*rows, ("plain vs switches", result["comparison"])]
     return [(k, v) for k, v in nested.items() if isinstance(v, dict)]
 
 
 def _figures(row: dict[str, Any]) -> str:
     keys = ("summary", "ok", "reason", "error", "ratio_nnunet_over_ours", "step_ms_median",
             "iteration_over_step", "data_wait_frac", "num_workers", "peak_gpu_mem_gib",
-            "within_8_gb", "seconds")  # fmt: skip
+            "within_8_gb", "dice", "pairs", "plain_mean", "switches_mean", "mean_difference",
+            "ci95", "plain_seed_sd", "within_noise", "seconds")  # fmt: skip
     parts = [f"{k} {row[k]}" for k in keys if k in row]
     for side in ("nnunet", "ours"):
         if side in row:

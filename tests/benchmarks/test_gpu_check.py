@@ -27,7 +27,7 @@ def test_dry_run_writes_every_stage_without_ray_or_mlflow(tmp_path: Path) -> Non
     assert record["dry_run"] is True
     assert {"gpu", "driver", "torch", "cuda", "cudnn", "triton"} <= set(record["environment"])
     stages = record["stages"]
-    assert list(stages) == ["tests", "train", "nnunet", "pipeline", "clstm"]
+    assert list(stages) == ["tests", "train", "nnunet", "pipeline", "clstm", "dice"]
     assert all(s["status"] == "ok" and s["seconds"] <= s["budget_s"] + 30 for s in stages.values())
     assert stages["tests"]["result"]["returncode"] == 0  # every cuda test skips on a CPU
     trials = stages["train"]["result"]["trials"]
@@ -39,6 +39,11 @@ def test_dry_run_writes_every_stage_without_ray_or_mlflow(tmp_path: Path) -> Non
     assert {"checkpointing", "no_checkpointing"} == set(stages["clstm"]["result"])
     nnunet = stages["nnunet"]["result"]
     assert nnunet.get("status") == "skipped" or "plain" in nnunet["variants"]
+    dice = stages["dice"]["result"]
+    assert "cuda_graphs" not in " ".join(dice["switches"])  # refused on a CPU
+    assert set(dice["runs"]["plain"]) == set(dice["runs"]["all_switches"]) == {"seed 0", "seed 1"}
+    assert dice["comparison"]["pairs"] == 2 and dice["comparison"]["within_noise"] is not None
     markdown = (tmp_path / "gpu_check.md").read_text()
     assert "| GPU | driver | torch | CUDA | cuDNN |" in markdown
     assert "| train | tiny/bf16 | ok |" in markdown
+    assert "| dice | plain vs switches |" in markdown
