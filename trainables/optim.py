@@ -127,7 +127,26 @@ def build_optimizer(
     kwargs = cfg.model_dump(exclude={"kind"})
     if fused:
         kwargs.update(implementation(cls))
-    return cls(params, **kwargs)
+    optimizer = cls(params, **kwargs)
+    if kwargs.get("fused") and cls is torch.optim.SGD:
+        _zero_momentum_buffers(optimizer)
+    return optimizer
+
+
+def _zero_momentum_buffers(optimizer: Optimizer) -> None:
+    """Zeros as fused SGD's momentum buffers before its first step.
+
+    Why: torch's fused SGD allocates them with ``empty_like`` inside its first step; when the
+    fp16 GradScaler finds inf/NaN gradients on that step (likely at its initial scale of 2^16)
+    the kernel skips the update and leaves them uninitialised, yet keeps them, and every later
+    step builds momentum on that garbage. Zeros give the same first update as the
+    first-step rule (``buf = g``; dampening is 0 here): ``buf = momentum * 0 + g``.
+    """
+    for group in optimizer.param_groups:
+        if group["momentum"] == 0:
+            continue
+        for param in group["params"]:
+            optimizer.state[param].setdefault("momentum_buffer", torch.zeros_like(param))
 
 
 def implementation(cls: type[Optimizer]) -> dict[str, bool]:

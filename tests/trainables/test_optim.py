@@ -203,3 +203,38 @@ def test_an_unhandled_schedule_kind_raises_instead_of_running_constant() -> None
 
     with pytest.raises(AssertionError, match=r"kind='cyclic'"):
         _lrs(_Cyclic(), 2, 2)
+
+
+def test_fused_sgd_survives_a_first_step_skipped_by_the_grad_scaler() -> None:
+    """GradScaler hands fused optimizers ``found_inf`` and the kernel skips the update; the
+    momentum it leaves must be zeros (torch's own first step would leave ``empty_like``), so the
+    next step equals a first step of unfused SGD."""
+    cfg = SGDConfig(lr=0.01, momentum=0.99, nesterov=True)
+    junk = torch.full((4096,), float("nan"))  # freed memory that empty_like could hand back
+    del junk
+    fused_param = torch.nn.Parameter(torch.ones(4096))
+    fused = build_optimizer(cfg, [fused_param], fused=True)
+    fused_param.grad = torch.full_like(fused_param, float("inf"))
+    fused.grad_scale, fused.found_inf = None, torch.tensor(1.0)  # as GradScaler.step passes them
+    fused.step()
+    del fused.grad_scale, fused.found_inf
+    assert torch.equal(fused_param.detach(), torch.ones(4096))  # skipped
+    assert torch.equal(fused.state[fused_param]["momentum_buffer"], torch.zeros(4096))
+
+    plain_param = torch.nn.Parameter(torch.ones(4096))
+    plain = build_optimizer(cfg, [plain_param])
+    for param, optimizer in ((fused_param, fused), (plain_param, plain)):
+        param.grad = torch.full_like(param, 0.1)
+        optimizer.step()
+
+    torch.testing.assert_close(fused_param.detach(), plain_param.detach())
+    torch.testing.assert_close(
+        fused.state[fused_param]["momentum_buffer"], plain.state[plain_param]["momentum_buffer"]
+    )
+
+
+def test_fused_sgd_without_momentum_keeps_no_buffers() -> None:
+    param = torch.nn.Parameter(torch.ones(3))
+    optimizer = build_optimizer(SGDConfig(momentum=0.0, nesterov=False), [param], fused=True)
+
+    assert "momentum_buffer" not in optimizer.state[param]
