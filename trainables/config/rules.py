@@ -94,21 +94,40 @@ def freeze_problems(cfg: TrialConfig) -> list[ConfigProblem]:
 
 
 def speed_problems(cfg: TrialConfig) -> list[ConfigProblem]:
-    """CUDA graphs need a CUDA device, static modules (no freezing) and no second graph
-    machinery (``torch.compile``)."""
-    if not cfg.train.speed.cuda_graphs:
-        return []
+    """Speed switches the trial's model or settings cannot take."""
+    problems = _graph_problems(cfg) if cfg.train.speed.cuda_graphs else []
+    if cfg.train.speed.channels_last and cfg.model.kind == "clstm":
+        problems.append(
+            ConfigProblem(
+                "train.speed.channels_last",
+                "true with model.kind clstm: the C-LSTM runs 2-D convolutions over the slices "
+                "of a volume, so neither channels_last_3d nor channels_last fits all of it",
+            )
+        )
+    return problems
+
+
+def _graph_problems(cfg: TrialConfig) -> list[ConfigProblem]:
+    """CUDA graphs need a CUDA device, static modules (no freezing), no second graph machinery
+    (``torch.compile``) and no activation checkpointing (it reads the CUDA RNG state to replay
+    dropout, which a capture forbids)."""
+    checkpoint_field = "use_checkpoint" if cfg.model.kind == "swin_unetr" else "checkpointing"
+    checkpointing = getattr(cfg.model, checkpoint_field, False)
     clashes = {
         "device": "cpu" if cfg.device == "cpu" else None,
         "train.compile": "true" if cfg.train.compile else None,
         "train.freeze": "set" if cfg.train.freeze is not None else None,
+        f"model.{checkpoint_field}": "true" if checkpointing else None,
     }
     reasons = {
         "device": "CUDA graphs need a CUDA device (use device: cuda or auto)",
         "train.compile": "torch.compile brings its own graphs; turn one of the two off",
         "train.freeze": "freezing changes which parameters get gradients mid-run, which a "
         "captured graph cannot follow",
+        "model.checkpointing": "activation checkpointing reads the CUDA RNG state during the "
+        "step, which a graph capture forbids; turn one of the two off",
     }
+    reasons["model.use_checkpoint"] = reasons["model.checkpointing"]
     return [
         ConfigProblem("train.speed.cuda_graphs", f"true with {field} {value}: {reasons[field]}")
         for field, value in clashes.items()

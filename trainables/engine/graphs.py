@@ -90,6 +90,9 @@ class CapturedStep:
         self.image, self.label = image.clone(), label.clone()  # clone keeps the memory format
         self.zero_grad()  # the captured backward allocates .grad in the graph's pool
         self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
+        # thread_local: the DataLoader's pin-memory thread keeps calling CUDA (cudaHostAlloc,
+        # event queries) while this thread captures; in the default "global" mode those calls
+        # invalidate the capture or fail in that thread.
+        with torch.cuda.graph(self.graph, capture_error_mode="thread_local"):
             self.loss = forward_backward(self.image, self.label)
         self.grads = [p.grad for p in self.params]

@@ -77,9 +77,12 @@ class SoftmaxDiceLoss(Float32Loss):
 def class_to_region_probabilities(probs: Tensor, scheme: LabelScheme) -> Tensor:
     """``(B, K, *S)`` softmax class probabilities -> ``(B, R, *S)`` region probabilities.
 
-    A region's probability is the sum over its (mutually exclusive) classes.
+    A region's probability is the sum over its (mutually exclusive) classes. Basic indexing
+    only: ``probs[:, list(codes)]`` would copy an index tensor from the host every step (a sync,
+    and illegal inside a CUDA-graph capture).
     """
-    return torch.stack([probs[:, list(codes)].sum(1) for codes in scheme.regions.values()], dim=1)
+    regions = [sum(probs[:, c] for c in codes) for codes in scheme.regions.values()]
+    return torch.stack(regions, dim=1)
 
 
 class PenalizedDiceLoss(Float32Loss):

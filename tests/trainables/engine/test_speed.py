@@ -35,7 +35,7 @@ import pytest
 import torch
 
 from tests.trainables.engine.speed_cases import compare, run_steps, toy_config
-from trainables.config.trial import parse_trial_config
+from trainables.config.trial import load_trial_config, parse_trial_config
 from trainables.engine.bench import build_bench_step
 from trainables.engine.precision import StepTimer
 from trainables.engine.runner import TrialRunner
@@ -46,6 +46,12 @@ REPO = Path(__file__).resolve().parents[3]
 STEPS = 3
 # (first loss, first gradients, updates after STEPS steps), max-norm relative
 TOLERANCE = {"fp32": (1e-6, 1e-5, 2e-4), "bf16": (2e-3, 5e-2, 5e-2)}
+
+
+def load_base(name: str) -> dict:
+    """A shipped base config as plain data, device auto."""
+    path = Path(__file__).resolve().parents[3] / "search_spaces" / "base" / f"{name}.yaml"
+    return load_trial_config(path).model_dump(mode="json")
 
 
 def _check(errors: dict[str, float], precision: str) -> None:
@@ -149,6 +155,31 @@ def test_cuda_graphs_are_refused_on_cpu_and_with_compile_or_freeze(tiny: dict) -
     text = str(err.value)
     assert "train.speed.cuda_graphs: true with device cpu: CUDA graphs need a CUDA device" in text
     assert "true with train.compile true: torch.compile brings its own graphs" in text
+
+
+@pytest.mark.parametrize(
+    ("base", "field"), [("clstm", "model.checkpointing"), ("swin_unetr", "model.use_checkpoint")]
+)
+def test_cuda_graphs_are_refused_with_activation_checkpointing(base: str, field: str) -> None:
+    cfg = load_base(base)
+    cfg["train"]["speed"] = {"cuda_graphs": True}
+    cfg["model"][field.split(".")[1]] = True
+    with pytest.raises(InputError) as err:
+        parse_trial_config(cfg)
+    assert (
+        f"train.speed.cuda_graphs: true with {field} true: activation checkpointing reads the "
+        "CUDA RNG state during the step, which a graph capture forbids" in str(err.value)
+    )
+
+
+def test_channels_last_is_refused_for_the_clstm() -> None:
+    cfg = load_base("clstm")
+    cfg["train"]["speed"] = {"channels_last": True}
+    with pytest.raises(InputError) as err:
+        parse_trial_config(cfg)
+    assert "train.speed.channels_last: true with model.kind clstm: the C-LSTM runs 2-D " in str(
+        err.value
+    )
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
