@@ -19,6 +19,8 @@ import json
 import re
 import shutil
 from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +96,7 @@ def synthesize_dataset(
     tumour_free_fraction: float = 0.15,
     spacing: tuple[float, float, float] = (1.0, 1.0, 1.0),
     progress: Callable[[int, int, str], None] | None = None,
+    workers: int = 1,
 ) -> list[Path]:
     """Write ``cases`` synthetic cases in the BraTS 2021 layout.
 
@@ -105,6 +108,8 @@ def synthesize_dataset(
 
     Args:
         progress: called as ``progress(done, total, case_id)`` after each case is written.
+        workers: processes generating cases in parallel (1 = in this process); the cases are
+            the same either way. A 240x240x155 case takes ~8 s of one core.
 
     Returns:
         The case directories in case order.
@@ -123,15 +128,47 @@ def synthesize_dataset(
     _claim_out_dir(out)
     _write_marker(out, {**meta, "complete": False})  # claims the directory before any case
     phase = _stream(seed, 1).random()
-    dirs = []
-    for i, case_id in enumerate(case_ids):
-        free = _is_tumour_free(i, tumour_free_fraction, phase)
-        images, seg = synthesize_case(case_id, shape, _stream(seed, 0, i), tumour=not free)
-        dirs.append(_write_case(out / case_id, case_id, images, seg, np.diag([*spacing, 1.0])))
-        if progress is not None:
-            progress(i + 1, cases, case_id)
+    affine = np.diag([*spacing, 1.0])
+    jobs = [
+        (out, case_id, seed, i, shape, not _is_tumour_free(i, tumour_free_fraction, phase), affine)
+        for i, case_id in enumerate(case_ids)
+    ]
+    dirs = _run_jobs(jobs, workers, progress)
     _write_marker(out, {**meta, "complete": True})
     return dirs
+
+
+def _one_case(
+    out: Path, case_id: str, seed: int, i: int, shape: tuple[int, int, int], tumour: bool,
+    affine: np.ndarray,
+) -> Path:  # fmt: skip
+    images, seg = synthesize_case(case_id, shape, _stream(seed, 0, i), tumour=tumour)
+    return _write_case(out / case_id, case_id, images, seg, affine)
+
+
+def _run_jobs(
+    jobs: list[tuple[Any, ...]], workers: int, progress: Callable[[int, int, str], None] | None
+) -> list[Path]:
+    """``_one_case`` per job, in order, serially or in a spawned process pool."""
+    total = len(jobs)
+    if workers <= 1 or total <= 1:
+        dirs = []
+        for done, job in enumerate(jobs, start=1):
+            dirs.append(_one_case(*job))
+            if progress is not None:
+                progress(done, total, job[1])
+        return dirs
+    # spawn, not fork: callers (Ray workers, torch) run threads that fork would copy mid-lock
+    spawn = get_context("spawn")
+    with ProcessPoolExecutor(max_workers=min(workers, total), mp_context=spawn) as pool:
+        futures = {pool.submit(_one_case, *job): i for i, job in enumerate(jobs)}
+        slots: list[Path | None] = [None] * total
+        for done, future in enumerate(as_completed(futures), start=1):
+            i = futures[future]
+            slots[i] = future.result()
+            if progress is not None:
+                progress(done, total, jobs[i][1])
+    return [d for d in slots if d is not None]
 
 
 def _stream(seed: int, *key: int) -> np.random.Generator:

@@ -108,7 +108,7 @@ def benchmark_step(
         "step_ms_median": round(median * 1e3, 3),
         "step_ms_mean": round(sum(times) / len(times) * 1e3, 3),
         "voxels_per_s": round(batch * math.prod(patch) / median),
-        "peak_gpu_mem_gib": peak_memory_gib(device),
+        "peak_gpu_mem_gib": peak_memory_gib(device, setup.train.hidden_memory_bytes()),
         "parameters": sum(p.numel() for p in setup.train.model.parameters()),
         "torch": torch.__version__,
     }
@@ -146,7 +146,9 @@ def benchmark_pipeline(
         "iteration_ms": round(iteration_ms, 3),
         "iteration_over_step": round(iteration_ms / pure["step_ms_median"], 3),
         "data_wait_frac": round(timed["perf/data_wait_s"] / timed["perf/train_s"], 4),
-        "pipeline_peak_gpu_mem_gib": peak_memory_gib(runner.device),
+        "pipeline_peak_gpu_mem_gib": peak_memory_gib(
+            runner.device, runner.trainer.hidden_memory_bytes()
+        ),
     }
 
 

@@ -51,6 +51,7 @@ class CapturedStep:
         self.image: Tensor | None = None
         self.label: Tensor | None = None
         self.loss: Tensor | None = None
+        self.pool_free_bytes = 0  # set after capture: see graph_pool_free_bytes
 
     def run(self, forward_backward: ForwardBackward, image: Tensor, label: Tensor) -> Tensor:
         """Gradients of the loss on ``(image, label)`` in ``.grad``; returns the loss (a copy)."""
@@ -96,3 +97,17 @@ class CapturedStep:
         with torch.cuda.graph(self.graph, capture_error_mode="thread_local"):
             self.loss = forward_backward(self.image, self.label)
         self.grads = [p.grad for p in self.params]
+        self.pool_free_bytes = graph_pool_free_bytes(self.graph.pool())
+
+
+def graph_pool_free_bytes(pool: tuple[int, int]) -> int:
+    """Bytes a graph's private memory pool holds beyond its live tensors.
+
+    That is where every replay's activations go: ``max_memory_allocated`` counted them while
+    the capture allocated them, but once it ends they are free blocks of the pool, which no
+    other allocation can use and no later peak counts. A peak-memory figure for a graphed step
+    adds them. Segments are matched to the pool as torch's own CUDA-graph trees do
+    (``torch._inductor.cudagraph_trees.get_cudagraph_segments``).
+    """
+    segments = [s for s in torch.cuda.memory_snapshot() if s["segment_pool_id"] == pool]
+    return sum(s["total_size"] - s["allocated_size"] for s in segments)

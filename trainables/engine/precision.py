@@ -39,11 +39,12 @@ def autocast_context(
     return torch.autocast(device_type=device.type, dtype=dtype, cache_enabled=cache_enabled)
 
 
-def peak_memory_gib(device: torch.device) -> float | None:
-    """Peak allocated GPU memory since the last reset, in GiB (None on CPU)."""
+def peak_memory_gib(device: torch.device, hidden_bytes: int = 0) -> float | None:
+    """Peak allocated GPU memory since the last reset plus ``hidden_bytes`` (a CUDA graph's
+    activation pool, :meth:`TrainStep.hidden_memory_bytes`), in GiB (None on CPU)."""
     if device.type != "cuda":
         return None
-    return torch.cuda.max_memory_allocated(device) / 2**30
+    return (torch.cuda.max_memory_allocated(device) + hidden_bytes) / 2**30
 
 
 class StepTimer:

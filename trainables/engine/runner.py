@@ -133,7 +133,7 @@ class TrialRunner:
             metrics.update(self._final_test())
         metrics["epoch"] = float(self.epoch)
         metrics["perf/epoch_s"] = time.perf_counter() - start
-        peak = peak_memory_gib(self.device)
+        peak = peak_memory_gib(self.device, self.trainer.hidden_memory_bytes())
         if peak is not None:
             metrics["perf/peak_gpu_mem_gib"] = peak
         return metrics
@@ -251,7 +251,7 @@ class TrialRunner:
     def _oom_message(self, err: BaseException) -> str:
         if self.device.type == "cuda":
             props = torch.cuda.get_device_properties(self.device)
-            peak = peak_memory_gib(self.device) or 0.0
+            peak = peak_memory_gib(self.device, self.trainer.hidden_memory_bytes()) or 0.0
             peak_text = f"; peak {peak:.1f} GiB of {props.total_memory / 2**30:.1f} GiB"
         else:
             peak_text = f"; {allocation_figure(err)}"

@@ -82,6 +82,11 @@ class TrainStep:
         self.iteration += 1
         return loss.detach()
 
+    def hidden_memory_bytes(self) -> int:
+        """GPU memory the step holds that ``max_memory_allocated`` misses: a CUDA graph's pool
+        space for its activations (0 without a captured graph)."""
+        return self.captured.pool_free_bytes if self.captured is not None else 0
+
     def _forward_backward(self, image: Tensor, label: Tensor) -> Tensor:
         """Forward under autocast, the float32 loss, the scaled backward; returns the loss."""
         cache = self.captured is None  # autocast's weight cache must not span a graph capture

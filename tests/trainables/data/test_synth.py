@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -242,3 +243,26 @@ def test_rejects_bad_arguments(tmp_path: Path, kwargs: dict, text: str) -> None:
 def test_synthesize_case_rejects_small_shape() -> None:
     with pytest.raises(InputError, match="synth case x: shape: every dimension"):
         synthesize_case("x", (8, 32, 32), np.random.default_rng(0))
+
+
+def test_parallel_workers_write_the_same_cases_in_order(tmp_path: Path) -> None:
+    calls = []
+    serial = synthesize_dataset(tmp_path / "serial", 3, seed=4, shape=SMALL)
+    parallel = synthesize_dataset(
+        tmp_path / "parallel", 3, seed=4, shape=SMALL, workers=2,
+        progress=lambda done, total, case_id: calls.append((done, total)),
+    )  # fmt: skip
+    assert [d.name for d in parallel] == [d.name for d in serial]
+    assert calls == [(1, 3), (2, 3), (3, 3)]  # as cases finish, in any case order
+    for a, b in zip(serial, parallel, strict=True):
+        assert all(np.array_equal(x, y) for x, y in zip(_arrays(a), _arrays(b), strict=True))
+    meta = json.loads((tmp_path / "parallel" / MARKER).read_text())
+    assert meta["complete"] is True
+
+
+def test_synthesis_workers_only_for_large_cases() -> None:
+    from trainables.engine.data import synthesis_workers
+
+    assert synthesis_workers(10, (48, 48, 40)) == 1  # a process start costs more than a case
+    assert synthesis_workers(4, (240, 240, 155)) == min(4, max(1, (os.cpu_count() or 2) // 2))
+    assert synthesis_workers(1, (240, 240, 155)) == 1
