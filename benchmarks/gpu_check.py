@@ -33,6 +33,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -77,7 +78,16 @@ def environment() -> dict[str, Any]:
         "dynamic_network_architectures": _version("dynamic_network_architectures"),
         "python": platform.python_version(),
         "cpus": os.cpu_count(),
+        # loader workers pass batches through shared memory: 4 workers x prefetch 4 x ~100 MB
+        "dev_shm_gib": _shm_gib(),
     }
+
+
+def _shm_gib() -> float | None:
+    try:
+        return round(shutil.disk_usage("/dev/shm").total / 2**30, 1)
+    except OSError:
+        return None
 
 
 def _driver_version() -> str | None:
