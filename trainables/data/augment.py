@@ -10,16 +10,22 @@ so every transform here is a batched tensor op on whatever device the batch live
   Gaussian blur (separable 1-D kernels), multiplicative brightness, contrast around the mean
   (clipped to the original range), gamma on the [0, 1]-rescaled intensity.
 
-Which samples get which transform is decided by one ``torch.rand`` on the device and copied to
-the host once per batch (the only synchronisation); transforms nobody drew are skipped, and the
-others touch only the samples that drew them, so every other sample stays bit-identical. All
-random numbers come from the ``torch.Generator`` passed in (it must live on the batch's device).
+Which samples get which transform is decided on the host, by one ``torch.rand`` per batch on a
+CPU ``torch.Generator`` (``host_generator``), because these decisions choose which code runs:
+transforms nobody drew are skipped, and the others touch only the samples that drew them, so
+every other sample stays bit-identical. The decisions reach the device as one small pinned,
+non-blocking copy; the blur's kernel radius comes from the configured sigma bound, not from the
+drawn sigmas. Nothing is read back from the device, so the host never waits for the GPU: there
+is no synchronisation at all. The transforms' parameters and the noise come from ``generator``,
+on the batch's device; the per-sample probabilities and parameter distributions are as
+configured whichever generator draws what.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -82,15 +88,22 @@ _TRANSFORMS = ("rotation", "scale", "noise", "blur", "brightness", "contrast", "
 
 
 def augment_batch(
-    image: Tensor, label: Tensor, cfg: AugmentConfig, generator: torch.Generator
+    image: Tensor,
+    label: Tensor,
+    cfg: AugmentConfig,
+    generator: torch.Generator,
+    host_generator: torch.Generator | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """Augment a batch on its own device.
+    """Augment a batch on its own device, without making the host wait for the device.
 
     Args:
         image: ``(B, C, *S)`` float, ``S`` 2-D or 3-D.
         label: ``(B, *S)`` int64 or uint8 label codes.
         cfg: probabilities and ranges.
-        generator: source of every random number; on the tensors' device.
+        generator: source of the transforms' parameters and noise; on the tensors' device.
+        host_generator: CPU source of the per-sample decisions (which sample gets which
+            transform; one ``(B, 7 + len(S))`` uniform draw per call). None draws them from
+            ``generator``, which must then be a CPU generator (the CPU workers' path).
 
     Returns:
         ``(B, C, *S)`` image and ``(B, *S)`` label (same dtypes), new tensors or the inputs
@@ -99,7 +112,14 @@ def augment_batch(
     _check_batch(image, label)
     if not cfg.enabled:
         return image, label
-    rows = _decide(cfg, image.shape[0], image.ndim - 2, generator, image.device)
+    decider = generator if host_generator is None else host_generator
+    if decider.device.type != "cpu":
+        raise InputError(
+            f"the per-sample decisions need a CPU generator, got one on {decider.device}; pass "
+            "host_generator",
+            where="augment_batch",
+        )
+    rows = _decide(cfg, image.shape[0], image.ndim - 2, decider, image.device)
     image, label = _spatial(image, label, cfg, rows, generator)
     image = _intensity(image, cfg, rows, generator)
     return _flips(image, label, rows)
@@ -121,7 +141,7 @@ def spatial_transform(image: Tensor, label: Tensor, matrix: Tensor) -> tuple[Ten
     spatial = image.shape[2:]
     # grid_sample works in normalised [-1, 1] coordinates with the axes reversed (x = last):
     # theta = N^-1 M N in reversed order, N = diag(S / 2) with align_corners=False.
-    half = torch.tensor([s / 2.0 for s in reversed(spatial)], device=image.device)
+    half = _upload(torch.tensor([s / 2.0 for s in reversed(spatial)]), image.device)
     reversed_m = matrix.to(half.dtype).flip(-1).flip(-2)
     theta = reversed_m * half.view(1, 1, -1) / half.view(1, -1, 1)
     theta = torch.cat([theta, theta.new_zeros(theta.shape[0], len(spatial), 1)], dim=2)
@@ -178,15 +198,66 @@ def _check_batch(image: Tensor, label: Tensor) -> None:
         )
 
 
+@dataclass(frozen=True)
+class _Rows:
+    """The samples (row indices into the batch) that drew each transform.
+
+    Names: the ``_TRANSFORMS``, ``flip0``.. per spatial axis, and ``spatial`` (rotation or
+    scale: the samples that are resampled).
+
+    Attributes:
+        host: ``name -> sorted row indices`` on the host; they choose which code runs.
+        device: ``name -> (n,) int64`` the same indices on the batch's device.
+        masks: ``rotation`` and ``scale`` as ``(B,)`` bool masks on the batch's device.
+    """
+
+    host: dict[str, list[int]]
+    device: dict[str, Tensor]
+    masks: dict[str, Tensor]
+
+
 def _decide(
-    cfg: AugmentConfig, batch: int, ndim: int, generator: torch.Generator, device: torch.device
-) -> dict[str, list[int]]:
-    """Rows (sample indices) that draw each transform; ``flip0``.. per axis. One host sync."""
+    cfg: AugmentConfig,
+    batch: int,
+    ndim: int,
+    host_generator: torch.Generator,
+    device: torch.device,
+) -> _Rows:
+    """Bernoulli draws, one per sample and transform (per axis for flips), on the host.
+
+    The draw is on the CPU because its outcome picks the code path: drawn on the GPU it would
+    have to be read back, a host sync per batch. ``host_generator`` must be a CPU generator.
+    """
     probs = [getattr(cfg, f"{name}_prob") for name in _TRANSFORMS] + [cfg.flip_prob] * ndim
-    draws = torch.rand(batch, len(probs), generator=generator, device=device)
-    hits = (draws < torch.tensor(probs, device=device)).cpu()
+    draws = torch.rand(batch, len(probs), generator=host_generator)
+    hits = draws < torch.tensor(probs)  # (B, 7 + ndim) bool, on the host
     names = [*_TRANSFORMS, *(f"flip{axis}" for axis in range(ndim))]
-    return {name: hits[:, j].nonzero().flatten().tolist() for j, name in enumerate(names)}
+    host = {name: hits[:, j].nonzero().flatten().tolist() for j, name in enumerate(names)}
+    host["spatial"] = sorted(set(host["rotation"]) | set(host["scale"]))
+    # Every index list and both masks travel in one copy; the split views need no sync.
+    mask_columns = [_TRANSFORMS.index("rotation"), _TRANSFORMS.index("scale")]
+    parts = [torch.tensor(rows, dtype=torch.int64) for rows in host.values()]
+    parts += [hits[:, j].to(torch.int64) for j in mask_columns]
+    pieces = _upload(torch.cat(parts), device).split([part.numel() for part in parts])
+    return _Rows(
+        host=host,
+        device=dict(zip(host, pieces[: len(host)], strict=True)),
+        masks={"rotation": pieces[-2].bool(), "scale": pieces[-1].bool()},
+    )
+
+
+def _upload(values: Tensor, device: torch.device) -> Tensor:
+    """``values`` (a small CPU tensor) on ``device`` without the host waiting for the device.
+
+    A plain ``.to("cuda")`` from pageable memory synchronises the stream (and so waits for all
+    queued kernels); from pinned memory ``non_blocking`` just queues the copy, and the caching
+    host allocator keeps the pinned block until the copy has run.
+    """
+    if values.device == device:
+        return values
+    if device.type == "cuda":
+        values = values.pin_memory()
+    return values.to(device, non_blocking=True)
 
 
 def _uniform(
@@ -201,12 +272,14 @@ def _uniform(
     return low + (high - low) * u
 
 
-def _on_rows(x: Tensor, rows: list[int], fn: Callable[[Tensor, Tensor], Tensor]) -> Tensor:
-    """Apply ``fn(x[rows], rows_tensor)`` to the given rows only; the others stay untouched."""
-    if not rows:
+def _on_rows(x: Tensor, rows: _Rows, name: str, fn: Callable[[Tensor, Tensor], Tensor]) -> Tensor:
+    """Apply ``fn(x[index], index)`` to the rows that drew ``name`` only (``index`` ``(n,)``
+    int64 on ``x``'s device); the other rows stay untouched."""
+    count = len(rows.host[name])
+    if count == 0:
         return x
-    index = torch.tensor(rows, device=x.device)
-    if len(rows) == x.shape[0]:
+    index = rows.device[name]
+    if count == x.shape[0]:
         return fn(x, index)
     return x.index_copy(0, index, fn(x.index_select(0, index), index))
 
@@ -215,7 +288,7 @@ def _spatial(
     image: Tensor,
     label: Tensor,
     cfg: AugmentConfig,
-    rows: dict[str, list[int]],
+    rows: _Rows,
     generator: torch.Generator,
 ) -> tuple[Tensor, Tensor]:
     """Rotation and scale in one resampling of the samples that drew either."""
@@ -224,29 +297,21 @@ def _spatial(
         (-cfg.rotation_deg, cfg.rotation_deg), (batch, 3 if ndim == 3 else 1), generator, image
     )
     scales = _uniform(cfg.scale_range, (batch,), generator, image)
-    selected = sorted(set(rows["rotation"]) | set(rows["scale"]))
-    if not selected:
+    if not rows.host["spatial"]:
         return image, label
-    rotate = _row_mask(rows["rotation"], batch, image.device)
-    scale = _row_mask(rows["scale"], batch, image.device)
+    rotate, scale = rows.masks["rotation"], rows.masks["scale"]
     eye = torch.eye(ndim, device=image.device).expand(batch, ndim, ndim)
     matrix = torch.where(rotate.view(-1, 1, 1), rotation_matrices(angles.deg2rad()), eye)
     matrix = matrix * torch.where(scale, scales, torch.ones_like(scales)).view(-1, 1, 1)
-    index = torch.tensor(selected, device=image.device)
+    index = rows.device["spatial"]
     warped, lab = spatial_transform(
-        image.index_select(0, index), label.index_select(0, index), matrix[index]
+        image.index_select(0, index), label.index_select(0, index), matrix.index_select(0, index)
     )
     return image.index_copy(0, index, warped), label.index_copy(0, index, lab)
 
 
-def _row_mask(rows: list[int], batch: int, device: torch.device) -> Tensor:
-    mask = torch.zeros(batch, dtype=torch.bool)
-    mask[rows] = True
-    return mask.to(device)
-
-
 def _intensity(
-    image: Tensor, cfg: AugmentConfig, rows: dict[str, list[int]], generator: torch.Generator
+    image: Tensor, cfg: AugmentConfig, rows: _Rows, generator: torch.Generator
 ) -> Tensor:
     """Noise, blur, brightness, contrast and gamma, in nnU-Net's order."""
     b, c = image.shape[:2]
@@ -258,13 +323,19 @@ def _intensity(
 
     def noise(x: Tensor, i: Tensor) -> Tensor:
         eps = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-        return x + eps * _per(std[i], x)
+        return x + eps * _per(std.index_select(0, i), x)
 
-    image = _on_rows(image, rows["noise"], noise)
-    image = _on_rows(image, rows["blur"], lambda x, i: gaussian_blur(x, sigma[i]))
-    image = _on_rows(image, rows["brightness"], lambda x, i: x * _per(bright[i], x))
-    image = _on_rows(image, rows["contrast"], lambda x, i: _contrast(x, _per(contrast[i], x)))
-    return _on_rows(image, rows["gamma"], lambda x, i: _gamma(x, _per(gamma[i], x)))
+    def blur(x: Tensor, i: Tensor) -> Tensor:
+        # The configured upper bound fixes the kernel size on the host (see gaussian_blur).
+        return gaussian_blur(x, sigma.index_select(0, i), max_sigma=cfg.blur_sigma[1])
+
+    image = _on_rows(image, rows, "noise", noise)
+    image = _on_rows(image, rows, "blur", blur)
+    image = _on_rows(image, rows, "brightness", lambda x, i: x * _per(bright.index_select(0, i), x))
+    image = _on_rows(
+        image, rows, "contrast", lambda x, i: _contrast(x, _per(contrast.index_select(0, i), x))
+    )
+    return _on_rows(image, rows, "gamma", lambda x, i: _gamma(x, _per(gamma.index_select(0, i), x)))
 
 
 def _per(values: Tensor, x: Tensor) -> Tensor:
@@ -273,19 +344,30 @@ def _per(values: Tensor, x: Tensor) -> Tensor:
     return values.to(x.dtype).view(shape)
 
 
-def gaussian_blur(x: Tensor, sigma: Tensor) -> Tensor:
+def gaussian_blur(x: Tensor, sigma: Tensor, max_sigma: float) -> Tensor:
     """Separable Gaussian blur with one sigma per sample and channel (replicate borders).
+
+    Each 1-D kernel is ``exp(-d^2 / (2 sigma^2))`` over the offsets ``d`` in ``[-r, r]``,
+    normalised to sum 1, with ``r = max(1, ceil(3 max_sigma))`` voxels. The radius comes from
+    the host number ``max_sigma``, not from ``sigma`` (reading ``sigma.max()`` back from a GPU
+    would make the host wait for it). A sample whose sigma is below the bound gets its own
+    narrow Gaussian in the wider window: the same blur as with a ``ceil(3 sigma)`` radius (or
+    the batch maximum's, as this function once used) except for the kernel's weights beyond that
+    radius, which the narrower window drops and renormalises away: under 0.3% of the kernel's
+    mass for any sigma (they lie beyond 3 sigma), 2.7e-4 at sigma = 1.
 
     Args:
         x: ``(n, C, *S)`` float, ``S`` 2-D or 3-D.
-        sigma: ``(n, C)`` standard deviations in voxels (> 0).
+        sigma: ``(n, C)`` standard deviations in voxels (> 0), at most ``max_sigma`` (a larger
+            one is truncated at ``r`` rather than at 3 sigma).
+        max_sigma: upper bound of ``sigma`` in voxels (``AugmentConfig.blur_sigma[1]``).
 
     Returns:
         ``(n, C, *S)``; every (sample, channel) is one group of a depthwise convolution, one
         1-D kernel per spatial axis, so the whole batch costs ``len(S)`` convolutions.
     """
     n, c, *spatial = x.shape
-    radius = max(1, math.ceil(3.0 * float(sigma.max())))
+    radius = max(1, math.ceil(3.0 * max_sigma))
     offsets = torch.arange(-radius, radius + 1, device=x.device, dtype=torch.float32)
     kernel = torch.exp(-0.5 * (offsets / sigma.reshape(-1, 1).float()) ** 2)
     kernel = (kernel / kernel.sum(1, keepdim=True)).to(x.dtype)  # (n*C, 2r+1)
@@ -322,10 +404,10 @@ def _gamma(x: Tensor, gamma: Tensor) -> Tensor:
     return unit.pow(gamma) * span + low
 
 
-def _flips(image: Tensor, label: Tensor, rows: dict[str, list[int]]) -> tuple[Tensor, Tensor]:
+def _flips(image: Tensor, label: Tensor, rows: _Rows) -> tuple[Tensor, Tensor]:
     """Mirror each spatial axis for the samples that drew it."""
     for axis in range(image.ndim - 2):
-        selected = rows[f"flip{axis}"]
-        image = _on_rows(image, selected, lambda x, _i, a=axis: x.flip(a + 2))
-        label = _on_rows(label, selected, lambda x, _i, a=axis: x.flip(a + 1))
+        name = f"flip{axis}"
+        image = _on_rows(image, rows, name, lambda x, _i, a=axis: x.flip(a + 2))
+        label = _on_rows(label, rows, name, lambda x, _i, a=axis: x.flip(a + 1))
     return image, label

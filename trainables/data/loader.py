@@ -177,10 +177,14 @@ def make_train_loader(
 class DevicePrefetcher:
     """Iterates a loader, copying each batch to ``device`` one batch ahead of its use.
 
-    On CUDA the copy of batch ``i + 1`` is issued on a side stream (``non_blocking``, so pinned
-    host memory overlaps with compute) while batch ``i`` is being consumed; the compute stream
-    waits on the copy before a batch is handed out, and ``record_stream`` keeps the caching
-    allocator from reusing its memory too early. On other devices batches pass through ``.to``.
+    On CUDA, batch ``i + 1`` is taken from the loader and its host-to-device copy queued on a
+    side stream (``non_blocking``: asynchronous from pinned host memory) *before* batch ``i`` is
+    handed out, and an event is recorded on the side stream right after each batch's copy. When
+    batch ``i`` is handed out, the compute (current) stream waits on batch ``i``'s event only,
+    so the work the caller then queues on batch ``i`` runs on the device concurrently with batch
+    ``i + 1``'s copy; the host never waits (both waits are device-side). ``record_stream`` keeps
+    the caching allocator from reusing a batch's memory before the compute stream is done with
+    it. On other devices batches pass through ``.to`` one at a time, without read-ahead.
     """
 
     def __init__(self, loader: DataLoader[Any], device: torch.device | str) -> None:
@@ -199,19 +203,26 @@ class DevicePrefetcher:
 
     def _cuda_iter(self) -> Iterator[Any]:
         stream = torch.cuda.Stream(self.device)
-        pending = None
+        pending: tuple[Any, torch.cuda.Event] | None = None
         for batch in self.loader:
             with torch.cuda.stream(stream):
                 moved = _move(batch, self.device, non_blocking=True)
+                # Marks the end of this batch's copy alone: waiting on the whole side stream
+                # (wait_stream) would also wait for the next batch's copy, queued before this
+                # batch is handed out, and so serialise every copy with compute.
+                copied = torch.cuda.Event()
+                copied.record(stream)
             if pending is not None:
-                yield self._ready(pending, stream)
-            pending = moved
+                yield self._ready(*pending)
+            pending = (moved, copied)
         if pending is not None:
-            yield self._ready(pending, stream)
+            yield self._ready(*pending)
 
-    def _ready(self, batch: Any, stream: torch.cuda.Stream) -> Any:
+    def _ready(self, batch: Any, copied: torch.cuda.Event) -> Any:
+        """``batch`` made safe to use on the current stream: a device-side wait on its copy's
+        event (the host does not block) and ``record_stream`` for the caching allocator."""
         current = torch.cuda.current_stream(self.device)
-        current.wait_stream(stream)
+        current.wait_event(copied)
         for tensor in _tensors(batch):
             tensor.record_stream(current)
         return batch

@@ -150,6 +150,9 @@ class TrialRunner:
         self.model.train()
         cfg = self.cfg.train
         generator = torch.Generator(self.device).manual_seed(_seed(self.cfg.seed, self.epoch, 1))
+        # Which sample gets which transform is drawn on the host (reading a device draw back
+        # would sync every step); from (seed, epoch) like the rest, so resumes reproduce it.
+        decisions = torch.Generator().manual_seed(_seed(self.cfg.seed, self.epoch, 2))
         loss_sum = torch.zeros((), device=self.device)  # on the device: no sync per step
         first_iteration = self.iteration + 1
         wait = 0.0
@@ -161,7 +164,9 @@ class TrialRunner:
             image, label = next(batches)
             wait += time.perf_counter() - tick
             if cfg.gpu_augmentation:
-                image, label = augment_batch(image, label, self.cfg.augment, generator)
+                image, label = augment_batch(
+                    image, label, self.cfg.augment, generator, host_generator=decisions
+                )
             with timer:
                 loss_sum += self.trainer.step(image, label)
         mean_loss = loss_sum.item() / cfg.iterations_per_epoch  # the epoch's one host sync

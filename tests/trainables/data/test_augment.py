@@ -1,4 +1,5 @@
-"""Batched torch augmentation: exactness of flips and rotations, identity, determinism, ranges."""
+"""Batched torch augmentation: exactness of flips and rotations, identity, determinism, ranges,
+the host-side decisions' frequencies and (on CUDA) the absence of any host sync."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import pytest
 import torch
 
 from trainables.config import validate_config
+from trainables.data import augment as augment_module
 from trainables.data.augment import (
     AugmentConfig,
     augment_batch,
@@ -158,10 +160,10 @@ def test_intensity_transforms_keep_values_finite_and_in_range() -> None:
 def test_gaussian_blur_preserves_constants_and_mass() -> None:
     flat = torch.full((2, 2, 10, 10, 10), 3.0)
     sigma = torch.tensor([[0.5, 1.0], [0.7, 0.9]])
-    torch.testing.assert_close(gaussian_blur(flat, sigma), flat)
+    torch.testing.assert_close(gaussian_blur(flat, sigma, max_sigma=1.0), flat)
     spike = torch.zeros(1, 1, 15, 15)
     spike[0, 0, 7, 7] = 1.0
-    blurred = gaussian_blur(spike, torch.tensor([[1.0]]))
+    blurred = gaussian_blur(spike, torch.tensor([[1.0]]), max_sigma=1.0)
     assert blurred.sum().item() == pytest.approx(1.0, abs=1e-5)
     assert blurred[0, 0, 7, 7] < 0.2 and blurred[0, 0, 7, 8] == blurred[0, 0, 8, 7]
 
@@ -172,3 +174,148 @@ def test_bad_batch_raises() -> None:
         augment_batch(image, label[:, :4], AugmentConfig(), _gen())
     with pytest.raises(InputError, match=r"expected a float image and an int64 or uint8 label"):
         augment_batch(image, label.to(torch.int32), AugmentConfig(), _gen())
+
+
+def test_gaussian_blur_wider_window_matches_up_to_the_3_sigma_tail() -> None:
+    """A window sized for ``max_sigma`` above a sample's sigma adds only the kernel's weights
+    beyond 3 sigma: for sigma 1 (radius 3 vs 6) each 1-D kernel moves by their mass, 2.7e-4
+    (L1 change 2x that), so three passes move any voxel by < 3 * 5.4e-4 * max|x|."""
+    x = torch.rand(2, 2, 12, 12, 12, generator=torch.Generator().manual_seed(0))
+    sigma = torch.tensor([[1.0, 0.5], [0.8, 1.0]])
+    exact = gaussian_blur(x, sigma, max_sigma=1.0)
+    wide = gaussian_blur(x, sigma, max_sigma=2.0)
+    offsets = torch.arange(-6, 7, dtype=torch.float64)
+    weights = torch.exp(-0.5 * offsets**2)
+    tail = float(weights[offsets.abs() > 3].sum() / weights.sum())  # sigma 1: the largest
+    assert tail == pytest.approx(2.7e-4, rel=0.05)
+    difference = (wide - exact).abs().max().item()
+    assert 0.0 < difference <= 3 * 2 * tail * x.abs().max().item()
+
+
+def _spy(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, list[list[int]]]]:
+    """Per ``augment_batch`` call: the rows decided for each transform (``decided``), the rows
+    each ``_on_rows`` transform was applied to (``applied``) and how many samples were
+    resampled (``resampled``)."""
+    calls: list[dict[str, list[list[int]]]] = []
+    decide, on_rows, spatial = (
+        augment_module._decide,
+        augment_module._on_rows,
+        augment_module.spatial_transform,
+    )
+
+    def spy_decide(*args: object, **kwargs: object) -> augment_module._Rows:
+        rows = decide(*args, **kwargs)  # type: ignore[arg-type]
+        calls.append({"decided": [rows.host], "applied": [], "resampled": []})
+        return rows
+
+    def spy_on_rows(x: torch.Tensor, rows: object, name: str, fn: object) -> torch.Tensor:
+        def wrapped(y: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+            calls[-1]["applied"].append({name: index.tolist()})
+            return fn(y, index)  # type: ignore[operator]
+
+        return on_rows(x, rows, name, wrapped)  # type: ignore[arg-type]
+
+    def spy_spatial(image: torch.Tensor, *args: object) -> tuple[torch.Tensor, torch.Tensor]:
+        calls[-1]["resampled"].append([image.shape[0]])
+        return spatial(image, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(augment_module, "_decide", spy_decide)
+    monkeypatch.setattr(augment_module, "_on_rows", spy_on_rows)
+    monkeypatch.setattr(augment_module, "spatial_transform", spy_spatial)
+    return calls
+
+
+def _runner_epoch(
+    batches: int, seed: int, size: int = 4
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The training loop's GPU-augmentation path on CPU tensors: per epoch one generator for
+    the parameters and noise, one CPU generator for the decisions, both used batch after batch
+    on ``(8, 2, size^3)`` batches."""
+    generator, decisions = _gen(seed), torch.Generator().manual_seed(seed + 1)
+    data = torch.Generator().manual_seed(99)
+    out = []
+    for _ in range(batches):
+        image = torch.rand(8, 2, size, size, size, generator=data)
+        label = torch.randint(0, 4, (8, size, size, size), generator=data)
+        out.append(augment_batch(image, label, AugmentConfig(), generator, decisions))
+    return out
+
+
+def test_host_decisions_reproduce_and_match_the_configured_probabilities(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Fixed seeds reproduce every batch; each transform is applied to exactly the samples
+    decided for it, as often as its probability says (within 4 binomial standard errors)."""
+    first, second = _runner_epoch(6, seed=3), _runner_epoch(6, seed=3)
+    for (a_image, a_label), (b_image, b_label) in zip(first, second, strict=True):
+        assert torch.equal(a_image, b_image) and torch.equal(a_label, b_label)
+    other = _runner_epoch(6, seed=4)
+    assert not all(torch.equal(a[0], b[0]) for a, b in zip(first, other, strict=True))
+
+    calls = _spy(monkeypatch)
+    batches, batch = 300, 8
+    _runner_epoch(batches, seed=5, size=2)
+    assert len(calls) == batches
+    counts: dict[str, int] = {}
+    for call in calls:
+        decided = call["decided"][0]
+        applied = {name: rows for entry in call["applied"] for name, rows in entry.items()}
+        for name, rows in decided.items():
+            counts[name] = counts.get(name, 0) + len(rows)
+            if name not in ("rotation", "scale", "spatial"):
+                assert applied.get(name, []) == rows, name  # skipped exactly when none drew
+        resampled = [len(decided["spatial"])] if decided["spatial"] else []
+        assert [n for (n,) in call["resampled"]] == resampled
+    cfg = AugmentConfig()
+    for name, count in counts.items():
+        if name == "spatial":
+            continue
+        p = cfg.flip_prob if name.startswith("flip") else getattr(cfg, f"{name}_prob")
+        n = batches * batch
+        assert abs(count / n - p) <= 4 * math.sqrt(p * (1 - p) / n), (name, count / n, p)
+
+
+def test_decisions_depend_on_the_host_generator_only() -> None:
+    """Flips depend on the decisions alone: the device generator's seed does not change them,
+    the host generator's does; the CPU workers' path (no host generator) still works."""
+    image, label = _batch()
+    cfg = _config(flip_prob=0.5)
+    a = augment_batch(image, label, cfg, _gen(1), torch.Generator().manual_seed(7))
+    b = augment_batch(image, label, cfg, _gen(2), torch.Generator().manual_seed(7))
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    outputs = [augment_batch(image, label, cfg, _gen(1), _gen(s))[0] for s in range(8)]
+    assert any(not torch.equal(outputs[0], out) for out in outputs[1:])
+    assert torch.equal(augment_batch(image, label, cfg, _gen(7))[0], a[0])  # same decisions
+
+
+@pytest.mark.cuda
+def test_gpu_augmentation_never_syncs_the_host() -> None:
+    """Under ``set_sync_debug_mode("error")`` any op that makes the host wait for the GPU
+    (a read-back such as ``.cpu()`` or ``.item()``, or a copy from pageable host memory)
+    raises; the augmentation of a CUDA batch must run through it for any mix of decisions.
+    The decisions are device-independent: a flip-only config gives the CPU result."""
+    device = torch.device("cuda")
+    image, label = (t.to(device) for t in _batch())
+    cfg = AugmentConfig(**dict.fromkeys(PROBS, 0.5))
+    generator = torch.Generator(device).manual_seed(0)
+    decisions = torch.Generator().manual_seed(0)
+    augment_batch(image, label, cfg, generator, decisions)  # warm-up: first-call setup
+    torch.cuda.synchronize()
+    previous = torch.cuda.get_sync_debug_mode()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        with pytest.raises(RuntimeError):
+            torch.ones(1, device=device).cpu()  # the mode is on: a read-back raises
+        for _ in range(6):  # all, some and none of the samples per transform
+            out_image, out_label = augment_batch(image, label, cfg, generator, decisions)
+        out_2d = augment_batch(image[:, :, 0], label[:, 0], cfg, generator, decisions)
+    finally:
+        torch.cuda.set_sync_debug_mode(previous)
+    assert torch.isfinite(out_image).all() and out_label.dtype == label.dtype
+    assert out_2d[0].shape == image[:, :, 0].shape
+    flips = _config(flip_prob=0.5)
+    on_gpu = augment_batch(image, label, flips, generator, torch.Generator().manual_seed(3))
+    on_cpu = augment_batch(*_batch(), flips, _gen(0), torch.Generator().manual_seed(3))
+    assert torch.equal(on_gpu[0].cpu(), on_cpu[0]) and torch.equal(on_gpu[1].cpu(), on_cpu[1])
+    with pytest.raises(InputError, match="need a CPU generator"):
+        augment_batch(image, label, cfg, generator)

@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from trainables.data.loader import DevicePrefetcher, PatchDataset, make_train_loader
+from trainables.data import loader as loader_module
+from trainables.data.loader import (
+    DevicePrefetcher,
+    PatchDataset,
+    _move,
+    _tensors,
+    make_train_loader,
+)
 from trainables.data.sampling import SamplingConfig
 from trainables.errors import InputError
 
@@ -109,5 +116,151 @@ def test_device_prefetcher_moves_batches_to_cuda() -> None:
     fetched = list(DevicePrefetcher(loader, "cuda"))
     assert len(fetched) == 3
     for (image, label), (ref_image, ref_label) in zip(fetched, loader, strict=True):
+        assert image.is_cuda and torch.equal(image.cpu(), ref_image)
+        assert torch.equal(label.cpu(), ref_label)
+
+
+def test_move_and_tensors_reach_every_tensor_of_a_nested_batch() -> None:
+    """The CUDA path copies with ``_move`` and calls ``record_stream`` on what ``_tensors``
+    yields: both must reach every tensor of a nested batch and keep the structure."""
+    batch = (torch.ones(2), [torch.zeros(3), (torch.arange(4), "case-id")])
+    moved = _move(batch, torch.device("cpu"), non_blocking=False)
+    assert isinstance(moved, tuple) and isinstance(moved[1], list) and moved[1][1][1] == "case-id"
+    assert [t.numel() for t in _tensors(moved)] == [2, 3, 4]
+
+
+class _FakeCuda:
+    """Just enough of ``torch.cuda`` (streams, events, the stream context) to log what the
+    prefetcher's CUDA path queues where, on a machine without CUDA."""
+
+    def __init__(self) -> None:
+        self.log: list[str] = []
+        self.compute = self.current = self._stream("compute")
+        self.events = 0
+
+    def _stream(self, name: str) -> object:
+        log = self.log
+
+        class Stream:
+            def wait_event(self, event: object) -> None:
+                log.append(f"{name} waits {event}")
+
+            def wait_stream(self, other: object) -> None:
+                log.append(f"{name} waits all of {other}")
+
+            def __repr__(self) -> str:
+                return name
+
+        return Stream()
+
+    def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        fake = self
+
+        class Event:
+            def __init__(self) -> None:
+                self.name = f"e{fake.events}"
+                fake.events += 1
+
+            def record(self, stream: object) -> None:
+                fake.log.append(f"{self.name} recorded on {stream}")
+
+            def __repr__(self) -> str:
+                return self.name
+
+        class StreamContext:
+            def __init__(self, stream: object) -> None:
+                self.stream = stream
+
+            def __enter__(self) -> None:
+                fake.current = self.stream
+
+            def __exit__(self, *exc: object) -> None:
+                fake.current = fake.compute
+
+        def move(batch: object, device: torch.device, non_blocking: bool) -> object:
+            fake.log.append(f"copy {batch} on {fake.current}")
+            return batch
+
+        monkeypatch.setattr(torch.cuda, "Stream", lambda device=None: self._stream("side"))
+        monkeypatch.setattr(torch.cuda, "Event", Event)
+        monkeypatch.setattr(torch.cuda, "stream", StreamContext)
+        monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: fake.current)
+        monkeypatch.setattr(loader_module, "_move", move)
+
+
+def test_device_prefetcher_cuda_path_waits_on_each_batch_event(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The CUDA path's order of operations, with fake streams and events: batch k + 1's copy
+    is queued before batch k is handed out, and the compute stream then waits on batch k's own
+    event (recorded on the side stream right after its copy), never on the whole side stream,
+    which would include batch k + 1's copy. (The real overlap is the ``cuda``-marked test.)"""
+    fake = _FakeCuda()
+    fake.install(monkeypatch)
+    for batch in DevicePrefetcher(["b0", "b1", "b2"], "cuda"):  # type: ignore[arg-type]
+        fake.log.append(f"use {batch}")
+    assert fake.log == [
+        "copy b0 on side",
+        "e0 recorded on side",
+        "copy b1 on side",
+        "e1 recorded on side",
+        "compute waits e0",
+        "use b0",
+        "copy b2 on side",
+        "e2 recorded on side",
+        "compute waits e1",
+        "use b1",
+        "compute waits e2",
+        "use b2",
+    ]
+
+
+@pytest.mark.cuda
+def test_device_prefetcher_waits_for_each_batch_copy_alone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The compute stream waits for the batch it is handed and for nothing queued later.
+
+    Long kernels (``torch.cuda._sleep``) go on the prefetcher's side stream: one before batch
+    0's copy (if the compute stream did not wait for that copy, the clone below would read the
+    buffer before the data arrives) and one after batch 1's copy, which is queued before batch
+    0 is handed out. Work on batch 0 must finish while that second kernel still runs; with a
+    ``wait_stream`` on the side stream it would finish only after it.
+    """
+    cycles = 1_000_000_000  # ~0.5 s at the H200's ~2 GHz: far beyond a few-microsecond copy
+    g = torch.Generator().manual_seed(0)
+    batches = [
+        (
+            torch.randn(2, 2, 16, 16, 16, generator=g).pin_memory(),
+            torch.randint(0, 4, (2, 16, 16, 16), generator=g).pin_memory(),
+        )
+        for _ in range(3)
+    ]
+    after_batch1_copy = torch.cuda.Event()
+    calls: list[int] = []
+
+    def slow_move(batch: object, device: torch.device, non_blocking: bool) -> object:
+        # Called inside ``with torch.cuda.stream(side)``: these kernels queue on the side stream.
+        if not calls:
+            torch.cuda._sleep(cycles)
+        moved = _move(batch, device, non_blocking)
+        if len(calls) == 1:
+            torch.cuda._sleep(cycles)
+            after_batch1_copy.record()
+        calls.append(len(calls))
+        return moved
+
+    monkeypatch.setattr(loader_module, "_move", slow_move)
+    batches_out = iter(DevicePrefetcher(batches, "cuda"))  # type: ignore[arg-type]
+    image, label = next(batches_out)
+    fetched = [(image.clone(), label.clone())]  # queued on the compute stream
+    used = torch.cuda.Event()
+    used.record()
+    used.synchronize()
+    assert not after_batch1_copy.query(), "batch 0's consumer waited for batch 1's copy"
+    fetched += [(image.clone(), label.clone()) for image, label in batches_out]
+    torch.cuda.synchronize()
+    assert len(fetched) == len(batches) and calls == [0, 1, 2]
+    for (image, label), (ref_image, ref_label) in zip(fetched, batches, strict=True):
         assert image.is_cuda and torch.equal(image.cpu(), ref_image)
         assert torch.equal(label.cpu(), ref_label)
