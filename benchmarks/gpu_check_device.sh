@@ -19,4 +19,9 @@ if ! { pip_offline pydantic nibabel pytest monai einops \
     export PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
 fi
 export PYTHONUNBUFFERED=1  # stage lines reach the tool's output as they happen
-exec "$py" benchmarks/gpu_check.py --stages "$stages" --out "$out" "${@:3}"  # e.g. --dry-run
+mkdir -p "$out"
+# The whole log lands beside the JSON under OUT_DIR, so it comes back even if the call is
+# killed at its time limit (the tool returns only the output's tail).
+"$py" benchmarks/gpu_check.py --stages "$stages" --out "$out" "${@:3}" 2>&1 \
+    | tee "$out/gpu_check.log"  # extra args, e.g. --dry-run
+exit "${PIPESTATUS[0]}"
