@@ -124,16 +124,30 @@ def cuda_tests(plan: Plan, deadline: float, log: Log) -> dict[str, Any]:
         for p in (REPO / "tests").rglob("test_*.py")
         if "mark.cuda" in p.read_text()
     )
-    command = [sys.executable, "-m", "pytest", "-m", "cuda", "-q", "-p", "no:cacheprovider", *files]
+    # -v: one line per test as it ends, so a timed-out run still shows how far it got
+    command = [sys.executable, "-m", "pytest", "-m", "cuda", "-v", "-p", "no:cacheprovider", *files]
     timeout = max(5.0, deadline - time.monotonic())
-    done = subprocess.run(
-        command, cwd=REPO, capture_output=True, text=True, timeout=timeout, check=False
-    )
+    try:
+        done = subprocess.run(
+            command, cwd=REPO, capture_output=True, text=True, timeout=timeout, check=False
+        )
+    except subprocess.TimeoutExpired as err:  # keep what pytest printed before the kill
+        output = _text(err.stdout) + _text(err.stderr)
+        log(f"cuda tests: timed out after {timeout:.0f} s")
+        return {"files": files, "returncode": None, "summary": f"timed out after {timeout:.0f} s",
+                "output_tail": output[-3000:]}  # fmt: skip
     summary = done.stdout.strip().splitlines()[-1] if done.stdout.strip() else ""
     counts = {k: int(n) for n, k in re.findall(r"(\d+) (passed|failed|skipped|error)", summary)}
     log(f"cuda tests: {summary}")
     return {"files": files, "returncode": done.returncode, "summary": summary, **counts,
             "output_tail": (done.stdout + done.stderr)[-3000:]}  # fmt: skip
+
+
+def _text(out: bytes | str | None) -> str:
+    """A TimeoutExpired's captured output: bytes even with ``text=True``, or None."""
+    if isinstance(out, bytes):
+        return out.decode(errors="replace")
+    return out or ""
 
 
 # ------------------------------------------------------------------------------ (b) train
@@ -148,8 +162,9 @@ def smoke_trials(plan: Plan, deadline: float, log: Log) -> dict[str, Any]:
     paths = sorted(BASE_DIR.glob("*.yaml"))
     if plan.train_configs:
         paths = [p for p in paths if p.stem in plan.train_configs]
-    for path in paths:
-        for precision in plan.precisions:
+    # precision-major: should the budget run out, every config has still trained in fp16
+    for precision in plan.precisions:
+        for path in paths:
             key = f"{path.stem}/{precision}"
             if time.monotonic() > deadline:
                 rows[key] = {"status": "skipped", "reason": "stage time budget spent"}
