@@ -233,8 +233,13 @@ class LocalCluster:
         raise RuntimeError(f"nodes {names} not alive after {timeout_s:.0f} s")
 
     def ensure_workers(self, names: list[str]) -> None:
-        """Start the named workers that are not running (a test may have killed one)."""
+        """Start the named workers that are not running (a test may have killed one) or that
+        the GCS no longer lists alive (a raylet can miss its heartbeats on a loaded machine and
+        be declared dead while its process lingers); a sweep then sees every worker's CPU."""
+        alive = self.alive()
         for name in names:
+            if name in self.nodes and name not in alive:
+                self.kill_node(name)
             if name not in self.nodes:
                 self.add_worker(name)
 

@@ -35,13 +35,16 @@ SHRINK = {
 }
 
 
-def write_space(folder: Path, name: str, epochs: int, seeds: int = 2, gpu: int = 0) -> Path:
+def write_space(
+    folder: Path, name: str, epochs: int, seeds: int = 2, gpu: int = 0, iterations: int = 2
+) -> Path:
     """A 2-cell grid (attention on/off) x ``seeds`` of the shrunk tiny trial, 1 CPU and
-    ``gpu`` GPUs each (the trial trains on the CPU: ``device: cpu``)."""
+    ``gpu`` GPUs each (the trial trains on the CPU: ``device: cpu``), ``iterations`` steps an
+    epoch."""
     space = {
         "name": name,
         "extends": str(TINY),
-        "base": {**SHRINK, "train.epochs": epochs},
+        "base": {**SHRINK, "train.epochs": epochs, "train.iterations_per_epoch": iterations},
         "grid": {"model.attention": [True, False]},
         "seeds": seeds,
         "search": {"kind": "grid"},

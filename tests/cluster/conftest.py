@@ -39,7 +39,9 @@ def mlflow_server(cluster: LocalCluster) -> Iterator[MlflowServer]:
 def finished_sweep(cluster: LocalCluster, mlflow_server: MlflowServer) -> Sweep:
     """The 4-trial grid run to completion across the workers (tests b and f read it)."""
     cluster.ensure_workers(WORKERS)
-    space = write_space(Path(cluster.root), "multinode", epochs=3)
+    # Trials long enough (~5 s) to outlast the start of the other nodes' actors: with actor
+    # reuse, 1-second trials can all run, one after another, on the first actor to come up.
+    space = write_space(Path(cluster.root), "multinode", epochs=3, iterations=60)
     sweep = Sweep(cluster, mlflow_server, space, "multinode")
     sweep.run()
     return sweep

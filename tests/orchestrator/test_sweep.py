@@ -8,6 +8,7 @@ and one runs out of memory while the others finish.
 from __future__ import annotations
 
 import json
+import re
 import signal
 from pathlib import Path
 from typing import Any
@@ -112,7 +113,8 @@ def test_smoke_sweep_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert all(row["test_mean"] is not None for row in table["cells"])
     assert client.get_run(table["winner_run_id"]).data.tags["winner"] == "true"
     assert main(["report", "smoke", "--tracking-uri", uri, "--out", str(tmp_path / "r.md")]) == 0
-    assert "| best |" in (tmp_path / "r.md").read_text()
+    # the best cell may also be the cheapest of its ties (measured epoch times decide)
+    assert re.search(r"\| best(, cheapest tie)? \|", (tmp_path / "r.md").read_text())
 
 
 class InterruptOnce(tune.Callback):
