@@ -103,7 +103,10 @@ def test_d_driver_killed_mid_sweep_resumes(
 ) -> None:
     cluster.ensure_workers(WORKERS)
     epochs = 10
-    space = write_space(cluster.root, "driverloss", epochs=epochs, seeds=2)
+    # Epochs of ~1 s (20 steps), not ~0.2 s: the driver saves Tune's experiment state every
+    # second here (TUNE_GLOBAL_CHECKPOINT_S=1), and a state more than one checkpoint behind at
+    # the kill names a checkpoint that num_to_keep=2 has already deleted.
+    space = write_space(cluster.root, "driverloss", epochs=epochs, seeds=2, iterations=20)
     sweep = Sweep(cluster, mlflow_server, space, "driverloss")
     sweep.start()
 
