@@ -19,8 +19,6 @@ import json
 import re
 import shutil
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +26,7 @@ import nibabel as nib
 import numpy as np
 from scipy.ndimage import distance_transform_edt, gaussian_filter
 
+from trainables.data.parallel import map_cases
 from trainables.data.types import BRATS_MODALITIES
 from trainables.errors import InputError
 
@@ -133,7 +132,7 @@ def synthesize_dataset(
         (out, case_id, seed, i, shape, not _is_tumour_free(i, tumour_free_fraction, phase), affine)
         for i, case_id in enumerate(case_ids)
     ]
-    dirs = _run_jobs(jobs, workers, progress)
+    dirs = map_cases(_one_case, jobs, case_ids, workers, progress)
     _write_marker(out, {**meta, "complete": True})
     return dirs
 
@@ -144,31 +143,6 @@ def _one_case(
 ) -> Path:  # fmt: skip
     images, seg = synthesize_case(case_id, shape, _stream(seed, 0, i), tumour=tumour)
     return _write_case(out / case_id, case_id, images, seg, affine)
-
-
-def _run_jobs(
-    jobs: list[tuple[Any, ...]], workers: int, progress: Callable[[int, int, str], None] | None
-) -> list[Path]:
-    """``_one_case`` per job, in order, serially or in a spawned process pool."""
-    total = len(jobs)
-    if workers <= 1 or total <= 1:
-        dirs = []
-        for done, job in enumerate(jobs, start=1):
-            dirs.append(_one_case(*job))
-            if progress is not None:
-                progress(done, total, job[1])
-        return dirs
-    # spawn, not fork: callers (Ray workers, torch) run threads that fork would copy mid-lock
-    spawn = get_context("spawn")
-    with ProcessPoolExecutor(max_workers=min(workers, total), mp_context=spawn) as pool:
-        futures = {pool.submit(_one_case, *job): i for i, job in enumerate(jobs)}
-        slots: list[Path | None] = [None] * total
-        for done, future in enumerate(as_completed(futures), start=1):
-            i = futures[future]
-            slots[i] = future.result()
-            if progress is not None:
-                progress(done, total, jobs[i][1])
-    return [d for d in slots if d is not None]
 
 
 def _stream(seed: int, *key: int) -> np.random.Generator:

@@ -7,9 +7,7 @@ import shutil
 import tempfile
 import uuid
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from datetime import UTC, datetime
-from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +27,7 @@ from trainables.data.labels import (
 )
 from trainables.data.layouts import discover
 from trainables.data.nifti import load_case
+from trainables.data.parallel import map_cases
 from trainables.data.preprocess import PreprocessConfig, foreground_sample
 from trainables.data.preprocess import preprocess as preprocess_case
 from trainables.data.types import CaseRecord, LoadedCase
@@ -68,7 +67,9 @@ def prepare(
     source, out = _checked_paths(source, out)
     index = discover(source, label_scheme)
     _claim_output(out)
-    results = _prepare_all(index.cases, out / "cases", preprocess, progress, workers)
+    jobs = [(record, out / "cases", preprocess) for record in index.cases]
+    names = [record.case_id for record in index.cases]
+    results = map_cases(_prepare_case, jobs, names, workers, progress)
     entries = [r for r in results if isinstance(r, CaseEntry)]
     skipped = [SkippedCase(case_id=p.case_id, message=str(p)) for p in index.problems]
     skipped += [r for r in results if isinstance(r, SkippedCase)]
@@ -126,33 +127,6 @@ def _claim_output(out: Path) -> None:
             if name != "cases":
                 (out / name).unlink()
     (out / "cases").mkdir(parents=True, exist_ok=True)
-
-
-def _prepare_all(
-    records: Sequence[CaseRecord],
-    cases_dir: Path,
-    cfg: PreprocessConfig,
-    progress: Progress | None,
-    workers: int,
-) -> list[CaseEntry | SkippedCase]:
-    """Prepare every record, in order, serially or with a process pool."""
-    total = len(records)
-    if workers <= 1 or total <= 1:
-        results = []
-        for done, record in enumerate(records, start=1):
-            results.append(_prepare_case(record, cases_dir, cfg))
-            if progress:
-                progress(done, total, record.case_id)
-        return results
-    # spawn, not fork: callers (Ray workers, torch) run threads that fork would copy mid-lock.
-    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
-        futures = {pool.submit(_prepare_case, r, cases_dir, cfg): i for i, r in enumerate(records)}
-        slots: list[CaseEntry | SkippedCase | None] = [None] * total
-        for done, future in enumerate(as_completed(futures), start=1):
-            slots[futures[future]] = future.result()
-            if progress:
-                progress(done, total, records[futures[future]].case_id)
-    return [s for s in slots if s is not None]
 
 
 def _prepare_case(
