@@ -28,10 +28,9 @@ from ray import tune
 from orchestrator import test_tracking, tracking
 from orchestrator.commands.common import progress
 from orchestrator.mlflow_ui import NOTE_TAG, trial_note
-
-# best/: the engine's best epoch so far; test/: the last epoch's test pass (logged at step 0)
 from orchestrator.trial_events import finished_outcome, trial_error
 
+# best/: the engine's best epoch so far; test/: the last epoch's test pass (logged at step 0)
 LOGGED_PREFIXES = ("train/", "val/", "perf/", "best/", "test/")
 # The worker's versions (trainables.engine.precision.runtime_versions) -> child-run tags.
 VERSION_TAGS = {

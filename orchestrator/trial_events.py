@@ -14,7 +14,6 @@ from orchestrator import tracking
 from orchestrator.commands.common import progress
 
 
-# best/: the engine's best epoch so far; test/: the last epoch's test pass (logged at step 0)
 class ProgressCallback(tune.Callback):
     """One stderr line per trial event: started, epoch with the metric, finished, failed."""
 
