@@ -21,9 +21,18 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from trainables.data import synth
+from trainables.data.synth_anatomy import head_and_lesion
+from trainables.data.synth_files import (
+    GENERATOR,
+    case_stream,
+    check_params,
+    check_shape,
+    claim_out_dir,
+    is_lesion_free,
+    write_marker,
+)
 
-# Hounsfield units per tissue class, in synth.CLASSES order:
+# Hounsfield units per tissue class, in synth_anatomy.CLASSES order:
 #                   bg     scalp  skull  csf  gm    wm    ed    ncr   et
 _HU = np.array([-1000.0, 40.0, 1000.0, 8.0, 38.0, 28.0, 15.0, 68.0, 82.0], dtype=np.float32)
 _NOISE_HU = 4.0
@@ -34,13 +43,8 @@ def synthesize_ct_case(
     case_id: str, shape: tuple[int, int, int], rng: np.random.Generator, lesion: bool = True
 ) -> tuple[np.ndarray, np.ndarray]:
     """One CT case: ((X, Y, Z) float32 integer HU, (X, Y, Z) uint8 haemorrhage mask)."""
-    shape = synth._check_shape(shape, f"synth CT case {case_id}: shape")
-    frac, brain, brain_axes = synth._head_fractions(shape, rng)
-    seg = np.zeros(shape, dtype=np.uint8)
-    if lesion:
-        wt, tc, et = synth._tumours(shape, rng, brain, brain_axes)
-        seg[wt], seg[tc], seg[et] = 2, 1, 4
-        synth._insert_tumour(frac, seg)
+    shape = check_shape(shape, f"synth CT case {case_id}: shape")
+    frac, seg = head_and_lesion(shape, rng, lesion=lesion)
     hu = np.tensordot(_HU * rng.uniform(0.97, 1.03, _HU.shape).astype(np.float32), frac, axes=1)
     hu += _NOISE_HU * rng.standard_normal(shape, dtype=np.float32)
     return np.rint(np.clip(hu, -1024, 3071)).astype(np.float32), np.isin(
@@ -62,30 +66,30 @@ def synthesize_ct_dataset(
     Deterministic per seed, like :func:`trainables.data.synth.synthesize_dataset`, and guarded
     by the same ``synth.json`` marker (a non-empty directory without it is refused).
     """
-    shape = synth._check_shape(shape, "shape")
-    spacing = synth._check_params(cases, seed, lesion_free_fraction, spacing)
+    shape = check_shape(shape, "shape")
+    spacing = check_params(cases, seed, lesion_free_fraction, spacing)
     out = Path(out_dir)
-    meta = {"generator": synth.GENERATOR, "version": 1, "modality": "ct", "seed": int(seed)}
+    meta = {"generator": GENERATOR, "version": 1, "modality": "ct", "seed": int(seed)}
     meta |= {"shape": list(shape), "cases": int(cases), "spacing": list(spacing), "case_ids": []}
-    synth._claim_out_dir(out)
+    claim_out_dir(out)
     for sub in ("imagesTr", "labelsTr"):  # an older CT output: its cases are replaced whole
         shutil.rmtree(out / sub, ignore_errors=True)
-    synth._write_marker(out, {**meta, "complete": False})
+    write_marker(out, {**meta, "complete": False})
     _write_dataset_json(out)
-    phase = synth._stream(seed, 1).random()
+    phase = case_stream(seed, 1).random()
     affine = np.diag([*spacing, 1.0])
     paths = []
     for i in range(cases):
         case_id = f"SynthCT_{i:04d}"
-        free = synth._is_tumour_free(i, lesion_free_fraction, phase)
+        free = is_lesion_free(i, lesion_free_fraction, phase)
         image, label = synthesize_ct_case(
-            case_id, shape, synth._stream(seed, 2, i), lesion=not free
+            case_id, shape, case_stream(seed, 2, i), lesion=not free
         )
         paths.append(_save(out / "imagesTr" / f"{case_id}.nii.gz", image.astype(np.int16), affine))
         _save(out / "labelsTr" / f"{case_id}.nii.gz", label, affine)
         if progress is not None:
             progress(i + 1, cases, case_id)
-    synth._write_marker(out, {**meta, "complete": True})
+    write_marker(out, {**meta, "complete": True})
     return paths
 
 
