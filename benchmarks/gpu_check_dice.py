@@ -18,7 +18,7 @@ import statistics
 import time
 from typing import Any
 
-from benchmarks.gpu_check_stages import BASE_DIR, Log, Plan, _guarded
+from benchmarks.gpu_check_stages import BASE_DIR, Log, Plan, guarded
 
 NOISE_FLOOR = 0.01  # Dice: below this a difference is not one a reader would act on
 METRIC = "val/dice_mean"
@@ -34,7 +34,7 @@ def short_training_dice(plan: Plan, deadline: float, log: Log) -> dict[str, Any]
             if time.monotonic() > deadline:
                 runs[name][key] = {"status": "skipped", "reason": "stage time budget spent"}
                 continue
-            runs[name][key] = _guarded(lambda s=seed, w=switches: _train(plan, s, w))
+            runs[name][key] = guarded(lambda s=seed, w=switches: _train(plan, s, w))
             log(f"dice {name} {key}: {runs[name][key].get('dice', runs[name][key])}")
     pairs = [
         (runs["plain"][k]["dice"], runs["all_switches"][k]["dice"])

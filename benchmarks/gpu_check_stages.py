@@ -169,7 +169,7 @@ def smoke_trials(plan: Plan, deadline: float, log: Log) -> dict[str, Any]:
             if time.monotonic() > deadline:
                 rows[key] = {"status": "skipped", "reason": "stage time budget spent"}
                 continue
-            rows[key] = _guarded(lambda p=path, q=precision: _smoke_one(plan, p, q))
+            rows[key] = guarded(lambda p=path, q=precision: _smoke_one(plan, p, q))
             log(f"train {key}: {_short(rows[key])}")
     return {"trials": rows, "all_ok": all(r.get("ok") for r in rows.values())}
 
@@ -244,7 +244,7 @@ def nnunet_comparison(plan: Plan, deadline: float, log: Log) -> dict[str, Any]:
                 continue
         flags = [f for s in switches for f in ("--speed", s)]
         args = bench.parse_args([*plan.nnunet_args, *flags])
-        rows[name] = _guarded(lambda a=args: _nnunet_row(bench.run(a)))
+        rows[name] = guarded(lambda a=args: _nnunet_row(bench.run(a)))
         log(f"nnunet {name}: {_short(rows[name])}")
     return {"variants": rows}
 
@@ -288,7 +288,7 @@ def data_pipeline(plan: Plan, deadline: float, log: Log) -> dict[str, Any]:
         }
         cfg = parse_trial_config(apply_overrides(base, overrides), source="gpu_check pipeline")
         n = plan.pipeline_steps
-        rows[name] = _guarded(lambda c=cfg, n=n: benchmark_pipeline(c, n, max(1, n // 5)))
+        rows[name] = guarded(lambda c=cfg, n=n: benchmark_pipeline(c, n, max(1, n // 5)))
         log(f"pipeline {name}: {_short(rows[name])}")
     return rows
 
@@ -303,7 +303,7 @@ def clstm_memory(plan: Plan, deadline: float, log: Log) -> dict[str, Any]:
         if time.monotonic() > deadline:
             rows[name] = {"status": "skipped", "reason": "stage time budget spent"}
             continue
-        rows[name] = _guarded(lambda c=checkpointing: _clstm_step(plan, c))
+        rows[name] = guarded(lambda c=checkpointing: _clstm_step(plan, c))
         log(f"clstm {name}: {_short(rows[name])}")
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
@@ -341,7 +341,7 @@ def _clstm_step(plan: Plan, checkpointing: bool) -> dict[str, Any]:
 
 
 # -------------------------------------------------------------------------------- helpers
-def _guarded(fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+def guarded(fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     """``fn()``'s record with ``status: ok``, or ``status: failed`` with the error."""
     try:
         return {"status": "ok", **fn()}
