@@ -35,15 +35,15 @@ def fold_splits(base: SplitConfig, folds: int) -> list[KFoldSplit]:
 
 
 def count_cases(root: Path | None, synthetic_cases: int, label_scheme: str) -> int | None:
-    """Cases a trial's data config reads: the synthetic count, or the usable cases found in
-    ``root`` (listing files only, nothing decoded); None when ``root`` cannot be read."""
+    """Cases a trial's data config trains on: the synthetic count, or the usable labelled cases
+    found in ``root`` (listing files only, nothing decoded); None when ``root`` cannot be read."""
     if root is None:
         return synthetic_cases
     from trainables.data.layouts import discover
     from trainables.errors import InputError
 
     try:
-        return len(discover(root, label_scheme).cases)
+        return sum(case.label is not None for case in discover(root, label_scheme).cases)
     except (InputError, OSError):
         return None  # the trial itself reports the unreadable dataset
 

@@ -104,7 +104,7 @@ def _prepare(args: argparse.Namespace) -> int:
     prepared, skipped = len(manifest.cases), manifest.skipped
     print(f"prepared {prepared} cases into {args.out} (preprocessing {cfg.fingerprint()})")
     for problem in skipped:
-        print(f"skipped: {problem}", file=sys.stderr)
+        print(f"skipped: {problem.message}", file=sys.stderr)
     return EXIT_BAD_INPUT if skipped else 0
 
 

@@ -48,28 +48,67 @@ class TrialData:
     def load(self, case_id: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """(image (C, *S) float16 memmap, label (*S) uint8, foreground locations (N, 3))."""
         case = self.dataset.load(case_id, modalities=self.modalities, mmap=True)
-        assert case.label is not None  # prepare() only keeps labelled cases for training
+        assert case.label is not None  # the split holds labelled cases only (labelled_cases)
         return case.image, case.label, self.dataset.foreground_locations(case_id)
 
 
 def prepare_trial_data(cfg: DataConfig, progress: Progress | None = None) -> TrialData:
-    """Prepare (or reuse) the cache for ``cfg`` and split its cases."""
+    """Prepare (or reuse) the cache for ``cfg`` and split its labelled cases.
+
+    Cases that could not be prepared and cases without a label file are left out, each named
+    with its problem through ``progress`` (the trial's log), so a partly bad dataset still trains
+    on its good cases and says what it left out.
+    """
     cache_root = Path(cfg.cache_dir) if cfg.cache_dir else default_cache_root()
     source = Path(cfg.root) if cfg.root else synthetic_dataset(cfg.synthetic, cache_root, progress)
     if not source.is_dir():
-        raise InputError("dataset directory not found", where="data.root")
+        raise InputError(f"dataset directory {source} not found", where="data.root")
     counter = _counter(progress, "prepare")
     dataset = ensure_prepared(source, cache_root, cfg.preprocess, cfg.label_scheme, counter)
+    _report_skipped(dataset, progress)
+    cases = labelled_cases(dataset, source, progress)
     _check_modalities(dataset, cfg.modalities)
-    scheme = dataset.scheme
-    split = make_split(dataset.case_ids, cfg.split)
+    split = make_split(cases, cfg.split)
     if not split.train or not split.val:
         raise InputError(
-            f"{len(dataset.case_ids)} usable cases cannot give non-empty train and validation "
+            f"{len(cases)} usable labelled cases cannot give non-empty train and validation "
             f"sets with split {cfg.split.model_dump()}",
             where=str(source),
         )
-    return TrialData(dataset, split, scheme, tuple(cfg.modalities), source)
+    return TrialData(dataset, split, dataset.scheme, tuple(cfg.modalities), source)
+
+
+def labelled_cases(
+    dataset: PreparedDataset, source: Path, progress: Progress | None = None
+) -> tuple[str, ...]:
+    """The prepared cases with a label, in cache order; the others are named via ``progress``.
+
+    Raises:
+        InputError: naming ``source`` when no case has a label (training needs labels).
+    """
+    labelled = tuple(c for c in dataset.case_ids if dataset.entry(c).has_label)
+    unlabelled = [c for c in dataset.case_ids if c not in labelled]
+    if not labelled:
+        raise InputError(
+            f"none of its {len(unlabelled)} cases has a label file, and training needs labels "
+            "(use `ablate predict` for unlabelled scans)",
+            where=str(source),
+        )
+    if unlabelled and progress:
+        progress(
+            f"data: {len(unlabelled)} case(s) without a label left out of training and "
+            f"evaluation: {', '.join(unlabelled)}"
+        )
+    return labelled
+
+
+def _report_skipped(dataset: PreparedDataset, progress: Progress | None) -> None:
+    """One line per case the cache could not prepare, with the file and problem."""
+    skipped = dataset.manifest.skipped
+    if skipped and progress:
+        progress(f"data: {len(skipped)} case(s) could not be prepared and are left out:")
+        for case in skipped:
+            progress(f"  {case.message}")
 
 
 def synthetic_dataset(cfg: SyntheticConfig, cache_root: Path, progress: Progress | None) -> Path:
