@@ -209,6 +209,21 @@ def test_no_usable_case_is_an_input_error(tmp_path: Path) -> None:
         prepare(tmp_path / "src", tmp_path / "cache", CFG)
 
 
+
+def test_a_failed_prepare_leaves_an_earlier_cache_whole(source: Path, tmp_path: Path) -> None:
+    out = tmp_path / "cache"
+    prepare(source, out, CFG)
+    before = (out / "manifest.json").read_text()
+    # The same folder read as BraTS 2023: every case fails, so nothing is written over it.
+    with pytest.raises(InputError, match="no case could be prepared"):
+        prepare(source, out, CFG, label_scheme="brats2023")
+    assert (out / "manifest.json").read_text() == before
+    assert sorted(p.name for p in out.iterdir()) == ["cases", "manifest.json"]
+    dataset = PreparedDataset(out)
+    assert all(dataset.load(case).label is not None for case in dataset.case_ids)
+    prepare(source, out, CFG)  # and a later run replaces it as before
+    assert sorted(p.name for p in out.iterdir()) == ["cases", "manifest.json"]
+
 def test_refuses_output_inside_source_and_source_inside_output(source: Path, tmp_path: Path):
     before = fingerprint(source)
     with pytest.raises(InputError) as err:

@@ -34,6 +34,7 @@ from trainables.data.types import CaseRecord, LoadedCase
 from trainables.errors import CaseError, InputError
 
 _FLOAT16_MAX = float(np.finfo(np.float16).max)
+_PREVIOUS = f".{MANIFEST}.previous"  # the earlier manifest while a new cache is prepared
 
 # ---- prepare ----------------------------------------------------------------------------------
 
@@ -73,7 +74,9 @@ def prepare(
     entries = [r for r in results if isinstance(r, CaseEntry)]
     skipped = [SkippedCase(case_id=p.case_id, message=str(p)) for p in index.problems]
     skipped += [r for r in results if isinstance(r, SkippedCase)]
-    if not entries:
+    if not entries:  # nothing was written: the earlier cache, if any, is still whole
+        if (out / _PREVIOUS).is_file():
+            (out / _PREVIOUS).replace(out / MANIFEST)
         details = "; ".join(s.message for s in skipped[:5])
         raise InputError(f"no case could be prepared ({details})", where=source)
     manifest = Manifest(
@@ -90,6 +93,7 @@ def prepare(
     )
     _remove_stale(out / "cases", keep={e.case_id for e in entries})
     _write_manifest(out, manifest)
+    (out / _PREVIOUS).unlink(missing_ok=True)
     return manifest
 
 
@@ -123,9 +127,11 @@ def _claim_output(out: Path) -> None:
                 "choose a new or empty directory",
                 where=out,
             )
-        for name in names:  # invalid until the new manifest; drop an interrupted run's temp
-            if name != "cases":
+        for name in names:  # drop an interrupted run's temp files (and a stale previous)
+            if name not in ours:
                 (out / name).unlink()
+        if MANIFEST in names:  # invalid until the new manifest; kept aside to restore on failure
+            (out / MANIFEST).replace(out / _PREVIOUS)
     (out / "cases").mkdir(parents=True, exist_ok=True)
 
 
