@@ -7,6 +7,7 @@ a space file is reported at once by ``ablate validate`` and ``ablate sweep`` bef
 from __future__ import annotations
 
 from collections.abc import Iterable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from orchestrator.space import AshaScheduler, SpaceFile
@@ -84,3 +85,43 @@ def check_asha(space: SpaceFile, configs: dict[str, dict[str, Any]], errors: Pro
             f"scheduler.grace_period: {asha.grace_period} must be less than train.epochs "
             f"({first}), ASHA's default max_t: no trial could be stopped early"
         )
+
+
+def check_data_dir(root: Path, label_scheme: str, joined: bool) -> list[str]:
+    """What a sweep's dataset directory (``--data``) holds, read on the driver before any trial.
+
+    Lists files only (nothing is decoded), so a wrong path or layout, a case lacking a
+    modality or a case without labels is reported once, up front, instead of by every trial.
+
+    Returns:
+        Lines for the console: the cases found, the unlabelled ones, each case's problem.
+
+    Raises:
+        InputError: naming ``--data`` when running here and the directory is missing, empty, of
+            no known layout, or has no labelled case. When joining a cluster a directory this
+            machine lacks is only noted (the workers may mount it where the driver does not).
+    """
+    from trainables.data.layouts import discover
+    from trainables.errors import InputError
+
+    if joined and not root.is_dir():
+        return [f"data: {root} is not on this machine; the trials will read it on the workers"]
+    try:
+        index = discover(root, label_scheme)
+    except InputError as err:
+        raise InputError(str(err), where="--data") from err
+    labelled = [case.case_id for case in index.cases if case.label is not None]
+    unlabelled = [case.case_id for case in index.cases if case.label is None]
+    if not labelled:
+        raise InputError(
+            f"{root}: none of its {len(index.cases)} usable cases has a label file, and training "
+            "needs labels",
+            where="--data",
+        )
+    lines = [f"data: {len(labelled)} labelled cases in {root} ({index.layout} layout)"]
+    if unlabelled:
+        lines.append(f"data: {len(unlabelled)} without a label left out: {', '.join(unlabelled)}")
+    if index.problems:
+        lines.append(f"data: {len(index.problems)} case(s) left out:")
+        lines += [f"  {problem}" for problem in index.problems]
+    return lines

@@ -21,9 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator import mlflow_ui, tracking
+from orchestrator.checks import check_data_dir
 from orchestrator.commands.common import progress
 from orchestrator.expand import Plan, plan_sweep
-from orchestrator.tuner import TrackingSettings, make_tuner, trial_outcomes
+from orchestrator.tuner import TrackingSettings, TrialProblem, make_tuner, trial_outcomes
 from orchestrator.winners import PAPER_FILE
 from trainables.errors import InputError
 
@@ -66,11 +67,25 @@ class SweepResult:
     counts: dict[str, int]
     interrupted: bool
     experiment_id: str = ""
+    problems: list[TrialProblem] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        """0 when every trial gave a result (diverged trials are results of their config), 2
+        when a trial met bad input or ran out of memory, 1 when one failed otherwise."""
+        failed = [p for p in self.problems if p.outcome != "diverged"]
+        if not failed:
+            return 0
+        return 2 if all(p.is_bad_input for p in failed) else 1
 
 
 def run_sweep(opts: SweepOptions) -> SweepResult:
     """Plan, check, launch (or resume) and wait for a sweep; see the module docstring."""
     plan = plan_sweep(opts.space, opts.data.resolve() if opts.data else None, opts.smoke)
+    if opts.data:
+        joined = bool(opts.address or os.environ.get("RAY_ADDRESS"))
+        for line in check_data_dir(opts.data.resolve(), data_label_scheme(plan), joined):
+            progress(line)
     name = opts.name or (f"{plan.name}-smoke" if opts.smoke else plan.name)
     path = _experiment_path(opts.storage, name)
     meta = _check_resume(opts, plan, path, name)
@@ -98,8 +113,15 @@ def run_sweep(opts: SweepOptions) -> SweepResult:
         plan, path, mlflow, opts.resume, opts.verbose, opts.callbacks, opts.trainable
     )
     tuner.fit()
-    counts, interrupted = trial_outcomes(path)
-    return SweepResult(name, path, uri, parent_id, counts, interrupted, experiment_id)
+    counts, interrupted, problems = trial_outcomes(path)
+    return SweepResult(name, path, uri, parent_id, counts, interrupted, experiment_id, problems)
+
+
+def data_label_scheme(plan: Plan) -> str:
+    """The label scheme the planned trials read their data with (the first cell's)."""
+    configs = list(plan.cell_configs.values())
+    data = (configs[0].get("data") or {}) if configs else {}
+    return str(data.get("label_scheme", "auto"))
 
 
 def _experiment_path(storage: str, name: str) -> str:

@@ -192,21 +192,46 @@ def trial_dirname(trial: Any) -> str:
     return f"{trial.trial_id}_{safe[:80]}"
 
 
-def trial_outcomes(path: str) -> tuple[dict[str, int], bool]:
-    """Counts of trial outcomes from Tune's saved state, and whether any trial is unfinished."""
+@dataclass(frozen=True)
+class TrialProblem:
+    """A trial that ended without a result to rank: its key, outcome and message.
+
+    ``outcome``: ``failed`` (an exception after every retry), ``infeasible`` (out of memory)
+    or ``diverged`` (a non-finite loss).
+    """
+
+    key: str
+    outcome: str
+    message: str
+
+    @property
+    def is_bad_input(self) -> bool:
+        """An input the user can fix (data, config, memory), not a fault of the machinery."""
+        bad_input = ("InputError:", "CaseError:")
+        return self.outcome == "infeasible" or self.message.startswith(bad_input)
+
+
+def trial_outcomes(path: str) -> tuple[dict[str, int], bool, list[TrialProblem]]:
+    """Counts of trial outcomes from Tune's saved state, whether any trial is unfinished, and
+    the trials that failed, were infeasible or diverged (in Tune's trial order)."""
     from ray.tune import ExperimentAnalysis
 
-    from orchestrator.trial_events import finished_outcome, trial_label
+    from orchestrator.trial_events import finished_outcome, trial_error, trial_label
 
     counts: dict[str, int] = {}
+    problems: list[TrialProblem] = []
     unfinished = False
     for trial in ExperimentAnalysis(path).trials:
         last = trial.last_result or {}
+        key, epochs = trial_label(trial)
         if trial.status == "ERROR":
             outcome = "failed"
+            problems.append(TrialProblem(key, outcome, trial_error(trial)))
         elif trial.status == "TERMINATED":
-            outcome = last.get("outcome") or finished_outcome(last, trial_label(trial)[1] or 0)
+            outcome = last.get("outcome") or finished_outcome(last, epochs or 0)
+            if outcome in ("infeasible", "diverged"):
+                problems.append(TrialProblem(key, outcome, str(last.get("error", ""))))
         else:
             outcome, unfinished = "unfinished", True
         counts[outcome] = counts.get(outcome, 0) + 1
-    return counts, unfinished
+    return counts, unfinished, problems

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from orchestrator.commands.common import print_json, progress
+
+if TYPE_CHECKING:
+    from orchestrator.sweep import SweepResult
 
 EXIT_INTERRUPTED = 130
 URI_HELP = "MLflow tracking URI (default $MLFLOW_TRACKING_URI, else ./mlflow.db)"
@@ -77,22 +82,27 @@ def _add_results(verbs: argparse._SubParsersAction) -> None:
 
 def _validate(args: argparse.Namespace) -> int:
     from orchestrator import tracking
+    from orchestrator.checks import check_data_dir
     from orchestrator.expand import plan_sweep
     from orchestrator.plan_text import describe_plan
-    from orchestrator.sweep import local_gpu_shortfall
+    from orchestrator.sweep import data_label_scheme, local_gpu_shortfall
 
     plan = plan_sweep(args.space, args.data.resolve() if args.data else None, args.smoke)
-    missing = None
-    if args.address is None and not os.environ.get("RAY_ADDRESS"):  # not joining a cluster
-        missing = local_gpu_shortfall(plan)
+    joined = args.address is not None or bool(os.environ.get("RAY_ADDRESS"))
+    data_lines = []
+    if args.data:
+        data_lines = check_data_dir(args.data.resolve(), data_label_scheme(plan), joined)
+    missing = None if joined else local_gpu_shortfall(plan)
     if args.tracking_uri:
         tracking.connect(args.tracking_uri)
     summary, rows = describe_plan(plan)
     note = _where_to_run(args.space, missing) if missing else None
     if args.json:
-        print_json({"summary": summary, "trials": rows, "note": note})
+        print_json({"summary": summary, "trials": rows, "note": note, "data": data_lines})
         return 0
     print(summary)
+    for line in data_lines:
+        print(line)
     for row in rows:
         overrides = " ".join(f"{k}={v}" for k, v in row["overrides"].items())
         print(f"  {row['key']:<40} {overrides}")
@@ -133,11 +143,32 @@ def _sweep(args: argparse.Namespace) -> int:
     for line in browse_lines(result.tracking_uri, result.experiment_id):
         progress(line)
     if result.interrupted:
-        storage = result.path.rstrip("/").rpartition("/")[0]
-        resume = f"ablate sweep {args.space} --resume --storage {storage}"
-        print(f"ablate: interrupted; resume with: {resume}", file=sys.stderr)
+        print(f"ablate: interrupted; resume with: {_resume_command(args, result)}", file=sys.stderr)
         return EXIT_INTERRUPTED
-    return 0
+    if result.problems:
+        total = sum(result.counts.values())
+        print(
+            f"ablate: {len(result.problems)} of {total} trials gave no result to rank (the others'"
+            f" results are kept; `ablate winners {result.name}` ranks them):",
+            file=sys.stderr,
+        )
+        for problem in result.problems:
+            print(f"  {problem.key}: {problem.outcome}: {problem.message}", file=sys.stderr)
+    return result.exit_code
+
+
+def _resume_command(args: argparse.Namespace, result: SweepResult) -> str:
+    """The command that continues this sweep: the same study, name, data and shrinking."""
+    storage = result.path.rstrip("/").rpartition("/")[0]
+    words = ["ablate", "sweep", str(args.space), "--resume", "--name", result.name]
+    words += ["--storage", storage]
+    if args.data:
+        words += ["--data", str(args.data.resolve())]
+    if args.address:
+        words += ["--address", args.address]
+    if args.smoke:
+        words.append("--smoke")
+    return shlex.join(words)
 
 
 def _winners(args: argparse.Namespace) -> int:

@@ -211,6 +211,13 @@ def test_failing_and_out_of_memory_trials_are_recorded_while_others_finish(
     assert big.data.tags["infeasible"].startswith("out of memory")
     assert "iB" in big.data.tags["infeasible"]  # the memory figure
     assert "(injected: address space capped at +64 MiB)" in big.data.tags["infeasible"]
+    # The sweep says which trials gave no result and exits 2: both are inputs to fix.
+    problems = {p.key: p for p in result.problems}
+    assert set(problems) == {"bad/seed0", "big/seed0"} and result.exit_code == 2
+    assert problems["bad/seed0"].outcome == "failed"
+    assert problems["bad/seed0"].message.startswith("InputError: ")
+    assert "case Synth_0000 has no ct" in problems["bad/seed0"].message
+    assert problems["big/seed0"].outcome == "infeasible"
 
 
 def test_optuna_search_with_asha_pools_seeds_per_suggestion(tmp_path: Path) -> None:
