@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from orchestrator.commands.common import print_json, progress
+from orchestrator.commands.common import positive_int, print_json, progress
 
 EXIT_BAD_INPUT = 2
 
@@ -49,7 +49,7 @@ def register(verbs: argparse._SubParsersAction) -> None:
     prepare.add_argument("--out", type=Path, required=True, help="cache directory")
     prepare.add_argument("--config", type=Path, help="trial YAML whose data.preprocess to use")
     prepare.add_argument("--label-scheme", default="auto")
-    prepare.add_argument("--workers", type=int, default=1)
+    prepare.add_argument("--workers", type=positive_int, default=1)
     prepare.set_defaults(handler=_prepare)
 
     evaluate = verbs.add_parser("evaluate", help="BraTS metrics of NIfTI predictions per case")

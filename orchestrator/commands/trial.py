@@ -5,14 +5,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from orchestrator.commands.common import print_json, progress
+from orchestrator.commands.common import non_negative_int, positive_int, print_json, progress
 
 
 def register(verbs: argparse._SubParsersAction) -> None:
     train = verbs.add_parser("train", help="train one trial (no Ray), print final metrics as JSON")
     train.add_argument("trial", type=Path, help="trial YAML (see search_spaces/base/)")
     _common_trial_args(train)
-    train.add_argument("--epochs", type=int, help="override train.epochs")
+    train.add_argument("--epochs", type=positive_int, help="override train.epochs")
     train.add_argument("--checkpoint-dir", type=Path, help="keep the best checkpoint here")
     train.add_argument(
         "--smoke",
@@ -24,8 +24,10 @@ def register(verbs: argparse._SubParsersAction) -> None:
     bench = verbs.add_parser("bench", help="training-step time, voxels/s and peak memory")
     bench.add_argument("trial", type=Path)
     _common_trial_args(bench)
-    bench.add_argument("--steps", type=int, default=20, help="timed steps (default 20)")
-    bench.add_argument("--warmup", type=int, default=5, help="untimed steps first (default 5)")
+    bench.add_argument("--steps", type=positive_int, default=20, help="timed steps (default 20)")
+    bench.add_argument(
+        "--warmup", type=non_negative_int, default=5, help="untimed steps first (default 5)"
+    )
     bench.add_argument(
         "--pipeline",
         action="store_true",
@@ -37,9 +39,13 @@ def register(verbs: argparse._SubParsersAction) -> None:
         help="instead: cases/minute of sliding-window prediction on one synthetic case",
     )
     bench.add_argument(
-        "--shape", type=int, nargs=3, default=(240, 240, 155), help="--inference case shape"
+        "--shape",
+        type=positive_int,
+        nargs=3,
+        default=(240, 240, 155),
+        help="--inference case shape",
     )
-    bench.add_argument("--cases", type=int, default=1, help="--inference: cases timed")
+    bench.add_argument("--cases", type=positive_int, default=1, help="--inference: cases timed")
     bench.add_argument("--tta", action="store_true", help="--inference: with mirroring TTA")
     bench.add_argument("--json", action="store_true")
     bench.set_defaults(handler=_bench)

@@ -70,6 +70,24 @@ def test_missing_file_and_cuda_without_gpu_exit_2(capsys: pytest.CaptureFixture)
         assert "device: CUDA was requested but no GPU is visible" in capsys.readouterr().err
 
 
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--steps", "0"], "argument --steps: must be an integer >= 1, got 0"),
+        (["--warmup", "-1"], "argument --warmup: must be an integer >= 0, got -1"),
+        (["--inference", "--shape", "0", "10", "10"], "argument --shape: must be an integer >= 1"),
+        (["--inference", "--cases", "x"], "argument --cases: 'x' is not an integer"),
+    ],
+)
+def test_bench_counts_and_shapes_are_checked_before_any_work(
+    flags: list[str], message: str, capsys: pytest.CaptureFixture
+) -> None:
+    with pytest.raises(SystemExit) as stop:
+        main(["bench", str(BASE_DIR / "tiny.yaml"), *flags])
+    assert stop.value.code == 2
+    assert message in capsys.readouterr().err
+
 def test_bench_reports_step_time_and_throughput(capsys: pytest.CaptureFixture) -> None:
     args = ["bench", str(BASE_DIR / "tiny.yaml"), "--steps", "2", "--warmup", "1", "--json"]
     assert main(args) == 0
