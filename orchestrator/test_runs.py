@@ -47,19 +47,33 @@ CHECKPOINT_ARTIFACT = f"checkpoint/{BEST_MODEL_FILE}"
 
 @dataclass
 class EvaluationReport:
-    """What ``ablate test`` did: run keys tested, failed (``key: reason``), not finished."""
+    """What ``ablate test`` did: run keys tested, failed (``key: reason``), not finished, and
+    (with ``--missing``) left alone because they were tested before."""
 
     prefix: str
     tested: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
     unfinished: int = 0
+    already: int = 0
 
 
 def evaluate_sweep(
-    client: Any, sweep: str, data: Path | None, overwrite: bool, progress: Progress
+    client: Any,
+    sweep: str,
+    data: Path | None,
+    overwrite: bool,
+    progress: Progress,
+    missing_only: bool = False,
 ) -> EvaluationReport:
     """Evaluate every finished run of ``sweep``; a run that cannot be evaluated (no checkpoint,
-    a split that differs...) is reported and the others continue."""
+    a split that differs...) is reported and the others continue.
+
+    Runs that already have this prefix's metrics are refused (a test set is used once) unless
+    ``overwrite`` evaluates them again or ``missing_only`` leaves them as they are (continuing
+    an interrupted ``ablate test``). Each case's score is reported through ``progress``.
+    """
+    if data is not None and not data.is_dir():
+        raise InputError(f"{data}: test data directory not found", where="--data")
     parent = tracking.find_sweep(client, sweep)
     runs = tracking.child_runs(client, parent)
     report = EvaluationReport(EXTERNAL if data else TEST)
@@ -67,12 +81,18 @@ def evaluate_sweep(
     report.unfinished = len(runs) - len(finished)
     if not finished:
         raise InputError(f"sweep {sweep!r} has no finished runs to test")
+    if missing_only and not overwrite:
+        done = [r for r in finished if has_test(r, report.prefix)]
+        finished = [r for r in finished if not has_test(r, report.prefix)]
+        report.already = len(done)
     _refuse_overwrite(finished, report.prefix, sweep, overwrite)
     source = CaseSource(data.resolve() if data else None)
     for index, run in enumerate(finished, start=1):
         key, start = run_key(run), time.perf_counter()
         try:
-            result = evaluate_run(client, run, source)
+            result = evaluate_run(
+                client, run, source, lambda line, k=key: progress(f"  {k}: {line}")
+            )
         except InputError as err:
             report.failed.append(f"{key}: {err}")
             progress(f"failed {index}/{len(finished)} {key}: {err}")
@@ -90,7 +110,8 @@ def _refuse_overwrite(runs: list[Any], prefix: str, sweep: str, overwrite: bool)
     if done and not overwrite:
         raise InputError(
             f"{len(done)} of {len(runs)} finished runs of sweep {sweep!r} already have "
-            f"{prefix}/ metrics (e.g. {done[0]}); pass --overwrite to evaluate them again"
+            f"{prefix}/ metrics (e.g. {done[0]}); pass --overwrite to evaluate them again, or "
+            "--missing to test only the others"
         )
 
 
@@ -105,15 +126,18 @@ def run_key(run: Any) -> str:
     return run.info.run_name or run.info.run_id
 
 
-def evaluate_run(client: Any, run: Any, source: CaseSource) -> TestResult:
-    """Evaluate one run's best model on ``source``'s cases and log the result on the run."""
+def evaluate_run(
+    client: Any, run: Any, source: CaseSource, progress: Progress | None = None
+) -> TestResult:
+    """Evaluate one run's best model on ``source``'s cases and log the result on the run;
+    ``progress`` hears of each case as it is scored."""
     run_id = run.info.run_id
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint = _download_checkpoint(client, run_id, Path(tmp))
         cfg = parse_trial_config(checkpoint["config"], source=f"{CHECKPOINT_ARTIFACT} of {run_id}")
         cases = source.cases(cfg, run.data.tags.get("ablate.split_hash"))
         prefix = EXTERNAL if source.root else TEST
-        result = evaluate_weights(cfg, checkpoint["model"], cases, prefix)
+        result = evaluate_weights(cfg, checkpoint["model"], cases, prefix, progress)
         csv = write_per_case_csv(result.per_case, Path(tmp) / "per_case.csv")
         tags = {DATA_TAG: str(source.root)} if source.root else {}
         log_test(client, run_id, result.metrics, csv if result.per_case else None, prefix, tags)
@@ -128,7 +152,11 @@ def _download_checkpoint(client: Any, run_id: str, folder: Path) -> dict[str, An
 
 
 def evaluate_weights(
-    cfg: TrialConfig, weights: dict[str, torch.Tensor], cases: TestCases, prefix: str
+    cfg: TrialConfig,
+    weights: dict[str, torch.Tensor],
+    cases: TestCases,
+    prefix: str,
+    progress: Progress | None = None,
 ) -> TestResult:
     """Build the trial's model on the best device here, load ``weights`` and test ``cases``."""
     device = resolve_device("auto")
@@ -143,7 +171,7 @@ def evaluate_weights(
             f"{cases.scheme.name} labels of the test data: {str(err).splitlines()[0]}"
         ) from None
     autocast = lambda: autocast_context(precision, device)  # noqa: E731
-    return evaluate_cases(model, cfg, cases, device, autocast, prefix=prefix)
+    return evaluate_cases(model, cfg, cases, device, autocast, prefix=prefix, progress=progress)
 
 
 class CaseSource:

@@ -27,6 +27,11 @@ def register(verbs: argparse._SubParsersAction) -> None:
     test.add_argument(
         "--overwrite", action="store_true", help="evaluate runs that already have test metrics"
     )
+    test.add_argument(
+        "--missing",
+        action="store_true",
+        help="test only the runs without test metrics (continue an interrupted `ablate test`)",
+    )
     test.set_defaults(handler=_test)
 
 
@@ -35,10 +40,14 @@ def _test(args: argparse.Namespace) -> int:
     from orchestrator.test_runs import evaluate_sweep
 
     client = tracking.connect(args.tracking_uri or tracking.default_tracking_uri())
-    report = evaluate_sweep(client, args.sweep, args.data, args.overwrite, progress)
+    report = evaluate_sweep(
+        client, args.sweep, args.data, args.overwrite, progress, missing_only=args.missing
+    )
     text = (
         f"{len(report.tested)} runs tested ({report.prefix}/ metrics, per_case/{report.prefix}.csv)"
     )
+    if report.already:
+        text += f"; {report.already} tested before, left as they were"
     if report.unfinished:
         text += f"; {report.unfinished} runs not finished, not tested"
     progress(text)

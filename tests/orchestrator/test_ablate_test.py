@@ -3,6 +3,7 @@ store holding runs trained by the engine (``train_trial`` with a checkpoint dire
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -60,6 +61,7 @@ def test_ablate_test_logs_test_metrics_and_names_runs_without_a_checkpoint(
     assert main(["test", "study", "--tracking-uri", uri]) == 2
     err = capsys.readouterr().err
     assert "tested 1/3 a/seed0: test/dice_mean " in err and "on 1 cases" in err
+    assert re.search(r"  a/seed0: test 1/1 Synth_\d{4}: dice_mean \d\.\d{4} \(", err), err
     assert "2 runs tested (test/ metrics, per_case/test.csv)" in err
     assert "1 runs could not be tested:" in err
     assert f"c/seed0: run {runs['c/seed0']} has no checkpoint/best.pt artifact" in err
@@ -76,8 +78,15 @@ def test_ablate_test_logs_test_metrics_and_names_runs_without_a_checkpoint(
     assert main(["test", "study", "--tracking-uri", uri]) == 2
     assert (
         "2 of 3 finished runs of sweep 'study' already have test/ metrics (e.g. a/seed0); "
-        "pass --overwrite to evaluate them again" in capsys.readouterr().err
+        "pass --overwrite to evaluate them again, or --missing to test only the others"
+        in capsys.readouterr().err
     )
+    # --missing continues: a/ and b/ were tested before and stay as they were; c/ still fails
+    assert main(["test", "study", "--tracking-uri", uri, "--missing"]) == 2
+    err = capsys.readouterr().err
+    assert "0 runs tested (test/ metrics, per_case/test.csv); 2 tested before, left as" in err
+    assert "c/seed0: run " in err
+    assert [m.step for m in client.get_metric_history(runs["a/seed0"], "test/dice_mean")] == [0]
     assert main(["test", "study", "--tracking-uri", uri, "--overwrite"]) == 2
     assert "2 runs tested" in capsys.readouterr().err
 
@@ -99,6 +108,17 @@ def test_an_external_test_set_is_logged_under_its_own_prefix(
     listed = {a.path for a in client.list_artifacts(runs["b/seed0"], "per_case")}
     assert listed == {"per_case/test_ext.csv"}
 
+
+
+def test_a_missing_external_test_set_is_refused_once_up_front(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "nowhere"
+    uri = mlflow_uri(tmp_path)
+    assert main(["test", "study", "--tracking-uri", uri, "--data", str(missing)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("test data directory not found") == 1
+    assert f"--data: {missing}: test data directory not found" in err
 
 def test_a_run_on_another_split_is_refused_by_name(
     trained: tuple[Path, TrainResult, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
