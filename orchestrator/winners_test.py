@@ -71,6 +71,9 @@ def caption(table: WinnersTable) -> str:
             "evaluated once on the split's test cases)"
         )
     if table.case_split == TEST:
-        text += f"; Δ, p and P(rank 1) compared on test cases ({table.test_metric} per case)"
+        text += (
+            f"; Δ, p and P(rank 1) compared on test cases ({table.test_metric} per case), so the "
+            "best by validation can have a low P(rank 1) when its lead does not hold on test"
+        )
     return text
 
