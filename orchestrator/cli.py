@@ -1,13 +1,15 @@
 """The ``ablate`` command line.
 
 Exit codes: 0 success, 2 bad input (the message names the file or field), 1 anything else,
-130 interrupted. Verb groups live in :mod:`orchestrator.commands`; heavy imports (torch, ray,
-mlflow) happen inside the handlers so ``ablate --help`` stays instant.
+130 interrupted, 141 output pipe closed by its reader. Verb groups live in
+:mod:`orchestrator.commands`; heavy imports (torch, ray, mlflow) happen inside the handlers so
+``ablate --help`` stays instant.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import traceback
 from collections.abc import Sequence
@@ -16,6 +18,7 @@ from orchestrator.commands import data, predict, sweep, test_eval, trial
 from trainables.errors import InputError
 
 EXIT_OK, EXIT_ERROR, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, as a shell reports a command killed by it
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,6 +47,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("ablate: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # the reader left (`ablate validate x.yaml | head -1`): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit flush
+        return EXIT_BROKEN_PIPE
     except Exception as err:  # anything unexpected: say what, traceback on request
         if args.debug:
             traceback.print_exc()

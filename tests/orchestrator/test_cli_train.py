@@ -63,6 +63,14 @@ def test_bad_trial_file_exits_2_naming_the_file(
 def test_missing_file_and_cuda_without_gpu_exit_2(capsys: pytest.CaptureFixture) -> None:
     assert main(["train", "nope.yaml"]) == 2
     assert "ablate: error: nope.yaml: file not found" in capsys.readouterr().err
+    assert main(["train", str(BASE_DIR)]) == 2
+    assert f"ablate: error: {BASE_DIR}: is a directory, not a YAML file" in capsys.readouterr().err
+    study = BASE_DIR.parent / "smoke.yaml"
+    assert main(["train", str(study)]) == 2
+    assert (
+        f"ablate: error: {study}: this is a study (search-space) file, not a trial config: run it "
+        "with `ablate sweep`" in capsys.readouterr().err
+    )
     import torch
 
     if not torch.cuda.is_available():

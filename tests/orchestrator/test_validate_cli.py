@@ -304,3 +304,16 @@ def test_sweep_rejects_the_same_trial_before_ray_starts(
     err = capsys.readouterr().err
     assert code == 2 and "schedule.warmup_epochs: 10 must be less than train.epochs (2)" in err
     assert not storage.exists()
+
+
+def test_a_reader_that_leaves_early_ends_the_listing_quietly() -> None:
+    """``ablate validate STUDY | head -1``: the closed pipe ends the command without an error."""
+    import subprocess
+    import sys
+
+    study = Path(__file__).resolve().parents[2] / "search_spaces" / "fmnet_architecture.yaml"
+    command = [sys.executable, "-m", "orchestrator.cli", "validate", str(study)]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # the reader is gone before the first line is written
+    err = proc.stderr.read().decode()
+    assert proc.wait() == 141 and "BrokenPipeError" not in err, err

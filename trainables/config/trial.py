@@ -225,12 +225,21 @@ def parse_trial_config(data: Any, source: str | Path | None = None) -> TrialConf
     """Validate a mapping into a :class:`TrialConfig`; errors name the source and dotted fields."""
     if not isinstance(data, dict):
         raise InputError(f"expected a mapping of trial settings, got {type(data).__name__}", source)
+    if "extends" in data:  # only study files extend a trial: given to the wrong verb
+        raise InputError(
+            "this is a study (search-space) file, not a trial config: run it with `ablate sweep` "
+            "(or check it with `ablate validate`); `ablate train` takes a trial YAML such as "
+            "search_spaces/base/tiny.yaml",
+            source,
+        )
     return validate_config(TrialConfig, data, source)
 
 
 def load_yaml(path: str | Path) -> Any:
     """Read a YAML file; malformed YAML becomes an InputError naming the file, line and column."""
     path = Path(path)
+    if path.is_dir():
+        raise InputError("is a directory, not a YAML file", path)
     if not path.is_file():
         raise InputError("file not found", path)
     try:
