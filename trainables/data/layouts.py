@@ -9,7 +9,8 @@ msd         ``imagesTr/<case>.nii.gz`` + ``labelsTr/`` +        ``msd_brats`` (4
             optional ``dataset.json``                           ``binary`` (3-D CT)
 ==========  ==================================================  ================================
 
-An MSD folder with only ``imagesTs/`` (unlabelled test images) is read from there.
+An MSD folder with only ``imagesTs/`` (unlabelled test images) is read from there; for prediction
+(``partial``) a folder with both gives the images of both.
 
 ``.nii`` works wherever ``.nii.gz`` does. Discovery only lists files and, for an MSD folder
 without modality information, reads one NIfTI header; it never decodes voxels and never writes
@@ -103,7 +104,8 @@ def discover(root: str | Path, label_scheme: str = "auto", partial: bool = False
         label_scheme: "auto" (the layout's default) or a scheme name from
             :data:`trainables.data.labels.SCHEMES` to override it.
         partial: keep BraTS cases that lack some modality files (``ablate predict``: a model
-            may need fewer than four; loading names what a case lacks).
+            may need fewer than four; loading names what a case lacks), and read an MSD
+            folder's ``imagesTs/`` beside its ``imagesTr/``.
 
     Raises:
         InputError: the directory does not exist, is empty, or matches no known layout (the
@@ -113,7 +115,7 @@ def discover(root: str | Path, label_scheme: str = "auto", partial: bool = False
     override = None if label_scheme == "auto" else get_scheme(label_scheme).name
     layout = detect_layout(root)
     if layout == "msd":
-        cases, problems = _discover_msd(root, override)
+        cases, problems = _discover_msd(root, override, partial)
     else:
         cases, problems = _discover_brats(root, layout, override or layout, partial)
     cases.sort(key=lambda c: c.case_id)
@@ -243,14 +245,21 @@ def _check_duplicates(case_id: str, found: dict[str, list[Path]]) -> None:
         raise CaseError(case_id, f"duplicate files ({text}); keep one of each", where)
 
 
-def _discover_msd(root: Path, override: str | None) -> tuple[list[CaseRecord], list[CaseError]]:
-    """MSD-style folder: one file per case in imagesTr/, labels of the same name in labelsTr/."""
-    images_dir = root / "imagesTr"
-    if not images_dir.is_dir():  # a test-only folder: unlabelled images
-        images_dir = root / "imagesTs"
+def _discover_msd(
+    root: Path, override: str | None, partial: bool = False
+) -> tuple[list[CaseRecord], list[CaseError]]:
+    """MSD-style folder: one file per case in imagesTr/, labels of the same name in labelsTr/.
+
+    A folder without imagesTr/ is read from imagesTs/ (unlabelled test images); ``partial``
+    (prediction) reads both, since every image there is one to segment."""
+    dirs = [d for d in (root / "imagesTr", root / "imagesTs") if d.is_dir()]
+    images_dir = dirs[0]
     images = _group_by_case(nifti_files(images_dir))
     if not images:
         raise InputError(f"{images_dir.name}/ holds no .nii.gz images", images_dir)
+    for extra in dirs[1:] if partial else []:
+        for case_id, paths in _group_by_case(nifti_files(extra)).items():
+            images.setdefault(case_id, []).extend(paths)  # one id in both: a duplicate below
     channels = msd_channels(root, [paths[0] for paths in images.values()])
     scheme = override or _msd_scheme(root, channels)
     labels = _group_by_case(nifti_files(root / "labelsTr"), strip_channel=False)

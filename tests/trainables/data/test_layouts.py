@@ -148,6 +148,20 @@ def test_msd_label_without_image_and_duplicate_image(tmp_path):
     assert messages["BRATS_002"].startswith("duplicate files (image: BRATS_002.nii, BRATS_002")
 
 
+
+def test_msd_test_images_are_read_for_prediction_only(tmp_path):
+    msd_dataset(tmp_path, ["BRATS_001", "BRATS_002"])
+    (tmp_path / "imagesTs").mkdir()
+    for case_id in ("BRATS_485", "BRATS_001"):  # BRATS_001 is in both: a duplicate
+        src = tmp_path / "imagesTr" / "BRATS_002.nii.gz"
+        (tmp_path / "imagesTs" / f"{case_id}.nii.gz").write_bytes(src.read_bytes())
+    assert discover(tmp_path).case_ids == ["BRATS_001", "BRATS_002"]  # training: imagesTr/
+    index = discover(tmp_path, partial=True)
+    assert index.case_ids == ["BRATS_002", "BRATS_485"]
+    assert index.cases[1].images["flair"] == tmp_path / "imagesTs" / "BRATS_485.nii.gz"
+    (problem,) = index.problems
+    assert problem.case_id == "BRATS_001" and problem.message.startswith("duplicate files")
+
 def test_bad_dataset_json(tmp_path):
     msd_dataset(tmp_path, ["BRATS_001"])
     write_dataset_json(tmp_path, {"modality": {"0": "PET"}})
