@@ -75,6 +75,11 @@ def prepare_trial_data(cfg: DataConfig, progress: Progress | None = None) -> Tri
             f"sets with split {cfg.split.model_dump()}",
             where=str(source),
         )
+    if not split.test and progress:
+        progress(
+            f"data: the split of {len(cases)} labelled cases has no test cases, so this trial "
+            "logs no test/ metrics (more cases, or `ablate test SWEEP --data DIR` afterwards)"
+        )
     return TrialData(dataset, split, dataset.scheme, tuple(cfg.modalities), source)
 
 

@@ -60,8 +60,19 @@ def test_a_missing_dataset_directory_is_named(tmp_path: Path) -> None:
 
 
 def test_a_clean_dataset_logs_no_left_out_cases(tmp_path: Path) -> None:
-    root = _dataset(tmp_path, cases=4)
+    root = _dataset(tmp_path, cases=6)
     shutil.rmtree(tmp_path / "cache", ignore_errors=True)
     lines: list[str] = []
     prepare_trial_data(_config(root, tmp_path), lines.append)
     assert not [line for line in lines if line.startswith("data:")]
+
+
+def test_a_split_without_test_cases_says_so(tmp_path: Path) -> None:
+    root = _dataset(tmp_path, cases=3)  # 70/10/20 of 3 cases leaves none for testing
+    lines: list[str] = []
+    data = prepare_trial_data(_config(root, tmp_path), lines.append)
+    assert data.split.test == ()
+    assert (
+        "data: the split of 3 labelled cases has no test cases, so this trial logs no test/ "
+        "metrics" in "\n".join(lines)
+    )
