@@ -18,11 +18,10 @@ import numpy as np
 import yaml
 
 from orchestrator import report_plots, tracking
-from orchestrator.mlflow_ui import markdown_table
 from orchestrator.report_html import Figure, ReportContext, render
+from orchestrator.report_markdown import render_markdown
 from orchestrator.report_segmentation import segmentation_png
 from orchestrator.winners import WinnersTable
-from orchestrator.winners_format import describe
 from trainables.errors import InputError
 
 FILE_NAMES = ("metric_per_cell.png", "learning_curves.png", "cost.png", "segmentation.png")
@@ -37,15 +36,15 @@ def write_report(client: Any, table: WinnersTable, out: Path) -> list[Path]:
     out = out.resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
     figures, notes = build_figures(client, table)
+    context = ReportContext(question(client, table), figures, provenance(client, table), notes)
     if suffix != ".md":
-        context = ReportContext(question(client, table), figures, provenance(client, table), notes)
         out.write_text(render(table, context))
         client.log_artifact(table.parent_run_id, str(out), "report")
         return [out]
     folder = out.parent / f"{out.stem}_files"
     folder.mkdir(exist_ok=True)
     images = {f.title: _save(folder / _file_name(f), f.png) for f in figures}
-    out.write_text(_markdown(table, images, out.parent, notes))
+    out.write_text(render_markdown(table, context, images, out.parent))
     client.log_artifact(table.parent_run_id, str(out), "report")
     for image in images.values():
         client.log_artifact(table.parent_run_id, str(image), f"report/{folder.name}")
@@ -163,25 +162,3 @@ def _file_name(figure: Figure) -> str:
 def _save(path: Path, data: bytes) -> Path:
     path.write_bytes(data)
     return path
-
-
-def _intro(table: WinnersTable) -> list[str]:
-    lines = [
-        describe(table) + ".",
-        "Each cell pools its runs (seeds, folds); n counts finished runs. Method: how the cell "
-        "was compared with the best (see docs/statistics.md). Cheapest tie: the lowest GPU-hours "
-        "among the best and the cells tied with it.",
-    ]
-    if table.citation:
-        lines.append(f"Paper column: {table.citation}.")
-    if table.winner_run_id:
-        lines.append(f"Winner run: `{table.winner_run_id}` (tagged `winner=true`).")
-    return lines
-
-
-def _markdown(table: WinnersTable, images: dict[str, Path], base: Path, notes: list[str]) -> str:
-    lines = [f"# Ablation report: {table.sweep}", "", *_intro(table), "", markdown_table(table)]
-    for caption, path in images.items():
-        lines += ["", f"## {caption}", "", f"![{caption}]({path.relative_to(base).as_posix()})"]
-    lines += ["", *notes] if notes else []
-    return "\n".join(lines) + "\n"

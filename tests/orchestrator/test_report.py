@@ -43,6 +43,11 @@ def test_markdown_report_with_plots_and_the_paper_column(sweep, tmp_path: Path) 
     assert "test: not evaluated on test cases (ablate test SWEEP does it)" in text
     assert "| c | 0 | - |" in text and "1 failed" in text
     assert "![val/dice_mean per cell (mean, 95% CI)](report_files/metric_per_cell.png)" in text
+    # the parts the HTML page has: the winner, each figure's caption, provenance
+    assert "**Winner: a**, val/dice_mean **0.8100** (max)." in text
+    assert "*dot: mean over runs; whisker: Student-t 95% interval" in text
+    provenance = "## Provenance\n\n- sweep (MLflow experiment): `study`\n"
+    assert f"{provenance}- parent run: `{parent}`" in text
     logged = {a.path for a in client.list_artifacts(parent, "report")}
     assert logged == {"report/report.md", "report/report_files"}
     plots = {a.path for a in client.list_artifacts(parent, "report/report_files")}
