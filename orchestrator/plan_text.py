@@ -7,6 +7,10 @@ from typing import Any
 from orchestrator.expand import Plan
 from trainables.config.dotted import format_value
 
+# --smoke replaces sizes (patch, widths, epochs, cases) after the cells' overrides are applied;
+# the rows still list each cell's overrides as the file writes them: what the cell ablates.
+SMOKE_NOTE = "; smoke: every trial shrunk, overrides listed as the file writes them"
+
 
 def describe_plan(plan: Plan) -> tuple[str, list[dict[str, Any]]]:
     """The one-line summary and the trial rows ``ablate validate`` prints.
@@ -25,7 +29,7 @@ def describe_plan(plan: Plan) -> tuple[str, list[dict[str, Any]]]:
     summary = (
         f"{plan.source}: sweep {plan.name!r}, {count} ({space.search.kind} search, "
         f"{space.effective_scheduler.kind} scheduler, {space.metric} {space.mode}, "
-        f"{res.cpu:g} CPU / {res.gpu:g} GPU per trial{', smoke' if plan.smoke else ''})"
+        f"{res.cpu:g} CPU / {res.gpu:g} GPU per trial{SMOKE_NOTE if plan.smoke else ''})"
     )
     return summary, _plan_rows(plan)
 

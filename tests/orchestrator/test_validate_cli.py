@@ -317,3 +317,10 @@ def test_a_reader_that_leaves_early_ends_the_listing_quietly() -> None:
     proc.stdout.close()  # the reader is gone before the first line is written
     err = proc.stderr.read().decode()
     assert proc.wait() == 141 and "BrokenPipeError" not in err, err
+
+
+def test_smoke_listing_says_the_trials_are_shrunk(capsys: pytest.CaptureFixture[str]) -> None:
+    study = Path(__file__).resolve().parents[2] / "search_spaces" / "smoke.yaml"
+    assert main(["validate", str(study), "--smoke"]) == 0
+    summary = capsys.readouterr().out.splitlines()[0]
+    assert summary.endswith("; smoke: every trial shrunk, overrides listed as the file writes them)")
