@@ -323,4 +323,5 @@ def test_smoke_listing_says_the_trials_are_shrunk(capsys: pytest.CaptureFixture[
     study = Path(__file__).resolve().parents[2] / "search_spaces" / "smoke.yaml"
     assert main(["validate", str(study), "--smoke"]) == 0
     summary = capsys.readouterr().out.splitlines()[0]
-    assert summary.endswith("; smoke: every trial shrunk, overrides listed as the file writes them)")
+    note = "; smoke: every trial shrunk, overrides listed as the file writes them)"
+    assert summary.endswith(note)
