@@ -239,8 +239,10 @@ def analyse(
     correction: str = "holm",
     samples: int = BOOTSTRAP_SAMPLES,
     seed: int = 0,
+    value_range: tuple[float, float] = (-math.inf, math.inf),
 ) -> list[CellResult]:
-    """Rank cells (each with at least one run), best first, with every statistic filled in."""
+    """Rank cells (each with at least one run), best first, with every statistic filled in;
+    intervals cut to ``value_range``, the values the metric can take (:func:`clip_intervals`)."""
     runs = [run for cell in cells for run in sorted(cell, key=lambda r: r.key)]
     index, start = [], 0
     for cell in cells:
@@ -260,7 +262,23 @@ def analyse(
     p_first = rank_probabilities(boot, index, mode)
     for result in results:
         result.p_rank1 = float(p_first[result.index])
+    clip_intervals(results, value_range)
     return results
+
+
+def clip_intervals(results: Sequence[CellResult], value_range: tuple[float, float]) -> None:
+    """Cut each cell's interval to the metric's range and each difference's to the range of a
+    difference, ``[low - high, high - low]``. The true mean lies in the range, so a cut interval
+    covers it whenever the uncut one does: the 95% holds, and a Dice interval no longer reads
+    [-0.67, 1.04] when two runs are all there is."""
+    low, high = value_range
+    for result in results:
+        if result.ci is not None:
+            result.ci = (max(result.ci[0], low), min(result.ci[1], high))
+        comparison = result.comparison
+        if comparison is not None and comparison.ci is not None:
+            lo, hi = comparison.ci
+            comparison.ci = (max(lo, low - high), min(hi, high - low))
 
 
 def _cell_result(index: int, values: list[float]) -> CellResult:

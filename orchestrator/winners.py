@@ -133,7 +133,7 @@ def find_winners(
     split = winners_test.case_split(client, runs, metric)
     cells = group_cells(client, runs, metric, _gpus_per_trial(parent), split)
     check_splits(runs, sweep)
-    rank(cells, mode, alpha, correction)
+    rank(cells, mode, alpha, correction, metric)
     winners_test.mark_methods(cells, split)
     citation = _attach_paper(client, parent.info.run_id, cells, metric)
     regions = names.regions_logged(k for r in runs for k in r.data.metrics)
@@ -258,10 +258,17 @@ def check_splits(runs: list[Any], sweep: str) -> None:
         )
 
 
-def rank(cells: list[CellStats], mode: str, alpha: float, correction: str = "holm") -> None:
-    """Fill every statistic, sort best first (cells without runs last), mark the cheapest tie."""
+def rank(
+    cells: list[CellStats], mode: str, alpha: float, correction: str = "holm", metric: str = ""
+) -> None:
+    """Fill every statistic, sort best first (cells without runs last), mark the cheapest tie;
+    intervals stay within the values ``metric`` can take."""
     done = [c for c in cells if c.samples]
-    results = statistics.analyse([c.samples for c in done], mode, alpha, correction) if done else []
+    bounds = names.value_range(metric)
+    results = []
+    if done:
+        samples = [c.samples for c in done]
+        results = statistics.analyse(samples, mode, alpha, correction, value_range=bounds)
     for result in results:
         cell = done[result.index]
         cell.mean, cell.ci, cell.status = result.mean, result.ci, result.status

@@ -194,3 +194,36 @@ def test_the_difference_interval_covers_the_planted_difference(
         hits += low <= -delta <= high
     print(f"Δ interval coverage, {runs} runs: {hits / 1000:.3f}")
     assert hits / 1000 >= 0.95 - 0.02
+
+
+def test_intervals_cut_to_the_metric_range_keep_their_coverage() -> None:
+    """Dice-like run values near 0 with 2 runs per cell: the t interval often dips below 0. Cut
+    to [0, 1] it covers the true mean exactly as often as uncut (the cut removes only values the
+    mean cannot take) and never leaves the range."""
+    rng = np.random.default_rng(7)
+    true_mean, cells = 0.1, 4000
+    values = rng.beta(1.0, 9.0, (cells, 2))  # mean 0.1, skewed like a poorly trained Dice
+    lows, highs = t_intervals(values)
+    uncut = int(((lows <= true_mean) & (true_mean <= highs)).sum())
+    covered, cut = 0, 0
+    for pair in values:
+        (result,) = analyse([[RunSample((str(i), ""), float(v)) for i, v in enumerate(pair)]],
+                            value_range=(0.0, 1.0))  # fmt: skip
+        low, high = result.ci
+        assert 0.0 <= low <= high <= 1.0
+        covered += low <= true_mean <= high
+        cut += low == 0.0
+    print(f"\ncut intervals, n = 2, beta(1, 9): coverage {covered / cells:.3f} (uncut "
+          f"{uncut / cells:.3f}), cut at 0: {cut} of {cells}")  # fmt: skip
+    assert cut > cells / 2  # the cut matters here
+    assert covered == uncut
+
+
+def test_a_difference_interval_stays_within_the_range_of_a_difference() -> None:
+    rng = np.random.default_rng(3)
+    cells = [[RunSample((str(r), ""), float(v)) for r, v in enumerate(row)]
+             for row in (rng.uniform(0.0, 1.0, 2), rng.uniform(0.0, 1.0, 2))]  # fmt: skip
+    for result in analyse(cells, value_range=(0.0, 1.0)):
+        if result.comparison is not None:
+            low, high = result.comparison.ci
+            assert -1.0 <= low <= high <= 1.0

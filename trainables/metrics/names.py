@@ -9,6 +9,7 @@ mlflow, so the engine and the orchestrator can both use it.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from typing import Any
 
@@ -90,3 +91,24 @@ def regions_logged(metric_keys: Iterable[str], split: str = "val") -> tuple[str,
     prefix = best(f"{split}/dice_")
     suffixes = {k.removeprefix(prefix) for k in metric_keys if k.startswith(prefix)}
     return regions_for(suffixes)
+
+
+# Per-case metrics that are fractions (a Dice, a surface Dice, a rate): their means are too.
+_FRACTIONS = ("dice", "nsd", "sensitivity", "specificity", "lesion_dice")
+
+
+def value_range(name: str) -> tuple[float, float]:
+    """The values a metric can take, so an interval of its mean can be cut to them.
+
+    ``[0, 1]`` for Dice-like fractions (``val/dice_mean``, ``test/lesion_dice_wt``...),
+    ``[0, inf)`` for distances (HD95, in mm) and ``perf/`` figures, ``[-1, inf)`` for the
+    relative volume difference, and no bound otherwise (a loss may be any real number).
+    """
+    last = name.rsplit("/", 1)[-1]
+    if last.startswith(_FRACTIONS):
+        return 0.0, 1.0
+    if last.startswith(("hd95", "lesion_hd95")) or name.startswith(f"{PERF}/"):
+        return 0.0, math.inf
+    if last.startswith("rvd"):
+        return -1.0, math.inf
+    return -math.inf, math.inf
