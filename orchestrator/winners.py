@@ -49,7 +49,7 @@ class CellStats:
     gpu_hours: float = math.nan  # mean per run
     peak_gib: float | None = None
     outcomes: dict[str, int] = field(default_factory=dict)
-    missing: int = 0  # runs of this cell not FINISHED (running, failed, ...)
+    missing: int = 0  # runs of this cell not ranked (running, failed, stopped early...)
     mean: float = math.nan
     ci: tuple[float, float] | None = None
     test_mean: float = math.nan  # mean over runs of the test version of the metric
@@ -179,12 +179,17 @@ def group_cells(
 
 
 def _add_run(client: Any, cell: CellStats, run: Any, metric: str, split: str) -> bool:
-    """Count the run's outcome; keep its best metric if it finished. True when kept."""
+    """Count the run's outcome; keep its best metric if it ran all its epochs. True when kept.
+
+    A run a scheduler stopped early (ASHA, ``stop:``) is FINISHED in MLflow but trained fewer
+    epochs: pooled with complete runs it would drag its cell's mean down (and its cost, making
+    it a false "cheapest tie"), so it is counted as an outcome and left out, like a failure."""
     tags, metrics = run.data.tags, run.data.metrics
     outcome = tags.get("ablate.outcome", run.info.status.lower())
     cell.outcomes[outcome] = cell.outcomes.get(outcome, 0) + 1
     value = metrics.get(names.best(metric))
-    if run.info.status != "FINISHED" or value is None or not math.isfinite(value):
+    complete = run.info.status == "FINISHED" and outcome == "finished"
+    if not complete or value is None or not math.isfinite(value):
         cell.missing += 1
         return False
     cell.runs[run.info.run_id] = value

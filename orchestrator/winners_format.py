@@ -32,7 +32,10 @@ def describe(table: WinnersTable) -> str:
         f"{table.alpha:g} on the adjusted p; {caption(table)}"
     )
     if table.missing:
-        text += f"; {table.missing} runs not finished (ranked on finished runs)"
+        text += (
+            f"; {table.missing} runs not ranked (not finished, stopped early or without "
+            f"{table.metric}; ranked on the finished runs)"
+        )
     return text
 
 

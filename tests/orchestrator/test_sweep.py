@@ -244,4 +244,9 @@ def test_optuna_search_with_asha_pools_seeds_per_suggestion(tmp_path: Path) -> N
             "#" in r.data.tags["ablate.trial_key"] for r in runs
         )
     assert {r.data.tags["ablate.outcome"] for r in children} <= {"finished", "stopped_early"}
-    assert [cell.n for cell in find_winners(client, "search").cells] == [2, 2]
+    # the table ranks each cell on its complete runs; ASHA's stopped ones count as outcomes
+    complete = {c: sum(r.data.tags["ablate.outcome"] == "finished" for r in runs)
+                for c, runs in by_cell.items()}  # fmt: skip
+    table = find_winners(client, "search")
+    assert {cell.label: cell.n for cell in table.cells} == complete
+    assert table.missing == 4 - sum(complete.values())

@@ -159,10 +159,13 @@ def test_per_case_comparisons_single_runs_running_runs_and_the_cheapest_tie(
             _run(client, experiment, parent, cell, seed, {"val/dice_mean": value}, listed, epoch_s)
     _run(client, experiment, parent, "single", 0, {"val/dice_mean": 0.5})
     _run(client, experiment, parent, "worse", 3, {"val/dice_mean": 0.1}, finish=False)
+    # stopped by a scheduler after 1 of 4 epochs: FINISHED in MLflow, but not a complete run
+    stopped = _run(client, experiment, parent, "same", 4, {"val/dice_mean": 0.2}, epoch_s=0.1)
+    tracking.set_tags(client, stopped, {"ablate.outcome": "stopped_early"})
     table = find_winners(client, "cases")
     rows = {c.label: c for c in table.cells}
     assert [c.label for c in table.cells][-1] == "single"
-    assert rows["worse"].status == "worse" and rows["worse"].missing == 1 and table.missing == 1
+    assert rows["worse"].status == "worse" and rows["worse"].missing == 1 and table.missing == 2
     assert rows["worse"].comparison.method.startswith("case-paired: 3 run pairs x 20 cases (t, ")
     assert rows["same"].comparison.method.startswith("case-paired: 3 run pairs x 19 cases")
     assert {rows["best"].status, rows["same"].status} == {"best", "tied"}
@@ -171,14 +174,16 @@ def test_per_case_comparisons_single_runs_running_runs_and_the_cheapest_tie(
     assert rows["single"].ci is None and rows["single"].status == "untested"
     text = format_table(table)
     assert "n=1: no interval" in text and "cheapest tie" in text and "nan" not in text.lower()
-    assert "1 runs not finished (ranked on finished runs)" in text
+    assert rows["same"].outcomes == {"finished": 3, "stopped_early": 1}
+    assert len(rows["same"].runs) == 3
+    assert "2 runs not ranked (not finished, stopped early or without val/dice_mean" in text
     tags = client.get_run(next(iter(rows["worse"].runs))).data.tags
     assert tags["ablate.table.status"] == '"worse"' and tags["ablate.table.p_adjusted"] != "null"
     assert main(["winners", "cases", "--tracking-uri", uri, "--json"]) == 0
     payload = json.loads(capsys.readouterr().out)
     single = next(r for r in payload["cells"] if r["cell"] == "single")
     assert single["ci95"] is None and single["delta_ci95"] is None and single["p_adjusted"] is None
-    assert payload["missing_runs"] == 1 and payload["regions"] == []
+    assert payload["missing_runs"] == 2 and payload["regions"] == []
 
 
 @pytest.mark.parametrize(
