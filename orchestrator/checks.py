@@ -80,6 +80,12 @@ def check_asha(space: SpaceFile, configs: dict[str, dict[str, Any]], errors: Pro
                 f"{where}: {max_t} exceeds train.epochs ({n}) of cell {label!r}: its trials end "
                 "before ASHA's last rung; set scheduler.max_t to the fewest epochs"
             )
+        elif max_t < n:
+            errors.add(
+                f"scheduler.max_t: {max_t} is less than train.epochs ({n}) of cell {label!r}: "
+                "ASHA would stop every trial at epoch max_t, so none would finish or be tested; "
+                "set scheduler.max_t to train.epochs (or leave it out)"
+            )
     if asha.max_t is None and asha.grace_period >= first:
         errors.add(
             f"scheduler.grace_period: {asha.grace_period} must be less than train.epochs "

@@ -269,6 +269,11 @@ def test_cross_component_rules_fail_validate_before_any_worker(
             "scheduler.max_t (default: the first cell's epochs): 4 exceeds train.epochs (1) of "
             "cell 'epochs=1'",
         ),
+        (
+            "base: {train.epochs: 3}\nscheduler: {kind: asha, max_t: 2}\n",
+            "scheduler.max_t: 2 is less than train.epochs (3) of cell 'base': ASHA would stop "
+            "every trial at epoch max_t, so none would finish or be tested",
+        ),
     ],
 )
 def test_asha_rungs_must_fit_the_epochs(
