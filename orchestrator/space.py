@@ -179,10 +179,14 @@ class Paper(Frozen):
     reported: dict[str, dict[str, float]] = Field(default_factory=dict)
 
 
+# A sweep name is a folder under the Tune storage and an MLflow experiment name.
+SWEEP_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+
+
 class SpaceFile(Frozen):
     """The search-space file as written (see the module docstring)."""
 
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    name: str = Field(pattern=SWEEP_NAME)
     description: str = ""
     extends: str | None = None
     base: dict[str, Any] = Field(default_factory=dict)

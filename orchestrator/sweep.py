@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,7 @@ from orchestrator import mlflow_ui, tracking
 from orchestrator.checks import check_data_dir
 from orchestrator.commands.common import progress
 from orchestrator.expand import Plan, plan_sweep
+from orchestrator.space import SWEEP_NAME
 from orchestrator.tuner import TrackingSettings, TrialProblem, make_tuner, trial_outcomes
 from orchestrator.winners import PAPER_FILE
 from trainables.errors import InputError
@@ -86,6 +88,12 @@ def run_sweep(opts: SweepOptions) -> SweepResult:
         joined = bool(opts.address or os.environ.get("RAY_ADDRESS"))
         for line in check_data_dir(opts.data.resolve(), data_label_scheme(plan), joined):
             progress(line)
+    if opts.name is not None and not re.fullmatch(SWEEP_NAME, opts.name):
+        raise InputError(
+            f"{opts.name!r} must start with a letter or digit and hold only letters, digits, "
+            "'_', '.' and '-' (it names a folder and an MLflow experiment)",
+            where="--name",
+        )
     name = opts.name or (f"{plan.name}-smoke" if opts.smoke else plan.name)
     path = _experiment_path(opts.storage, name)
     meta = _check_resume(opts, plan, path, name)

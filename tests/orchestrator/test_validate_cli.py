@@ -53,6 +53,25 @@ def test_malformed_yaml(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     assert f"{space}:2:" in err and "malformed YAML" in err
 
 
+def test_a_key_written_twice_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    text = "name: s\nextends: trial.yaml\ngrid:\n  model.attention: [true]\n"
+    space = write_space(tmp_path, text + "  model.attention: [false]\n")
+    code, err = _validate(space, capsys)
+    assert code == 2
+    message = "malformed YAML: duplicate key 'model.attention' (it is written twice)"
+    assert f"{space}:5:3: {message}" in err
+
+
+def test_a_sweep_name_that_is_no_folder_name_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    space = write_space(tmp_path, "name: s\nextends: trial.yaml\n")
+    args = ["sweep", str(space), "--name", "bad name/x", "--storage", str(tmp_path / "ray")]
+    assert main(args) == 2
+    assert "--name: 'bad name/x' must start with a letter or digit" in capsys.readouterr().err
+    assert not (tmp_path / "ray").exists()
+
+
 @pytest.mark.parametrize(
     ("text", "expected"),
     [

@@ -235,6 +235,22 @@ def parse_trial_config(data: Any, source: str | Path | None = None) -> TrialConf
     return validate_config(TrialConfig, data, source)
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a key written twice in one mapping (PyYAML keeps the last
+    silently, so a study's second ``model.attention:`` line would erase the first)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (it is written twice)", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
 def load_yaml(path: str | Path) -> Any:
     """Read a YAML file; malformed YAML becomes an InputError naming the file, line and column."""
     path = Path(path)
@@ -243,7 +259,7 @@ def load_yaml(path: str | Path) -> Any:
     if not path.is_file():
         raise InputError("file not found", path)
     try:
-        return yaml.safe_load(path.read_text())
+        return yaml.load(path.read_text(), Loader=_UniqueKeyLoader)  # a SafeLoader subclass
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
