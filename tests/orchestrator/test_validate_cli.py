@@ -227,7 +227,8 @@ def test_other_space_mistakes(tmp_path: Path, capsys: pytest.CaptureFixture[str]
         ),
     }
     for text, expected in cases.items():
-        space = write_space(tmp_path, "name: s\nextends: trial.yaml\n" + text)
+        head = "name: s\n" if text.startswith("extends:") else "name: s\nextends: trial.yaml\n"
+        space = write_space(tmp_path, head + text)
         code, err = _validate(space, capsys)
         assert code == 2 and expected in err, err
 
