@@ -48,7 +48,7 @@ def _plan_rows(plan: Plan) -> list[dict[str, Any]]:
             for t in plan.trials
         ]
     ranges = {
-        path: f"~{rng.form}({', '.join(map(format_value, rng.probe_values()))})"
+        path: f"~{rng.form}({', '.join(map(format_value, rng.written_values()))})"
         for path, rng in plan.space.sample.items()
     }
     return [

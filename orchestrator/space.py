@@ -96,11 +96,23 @@ class SampleRange(Frozen):
         """Which of loguniform / uniform / int / choice this range is."""
         return next(k for k, v in self._forms().items() if v is not None)
 
-    def probe_values(self) -> list[Any]:
-        """Values every sample lies between (or among): checked against the trial config."""
+    def written_values(self) -> list[Any]:
+        """The bounds or choices as the file writes them."""
         if self.choice is not None:
             return list(self.choice)
         return list(self.loguniform or self.uniform or self.int_ or ())
+
+    def probe_values(self) -> list[Any]:
+        """Values checked against the trial config: the choices, or the bounds and, for the
+        continuous forms, one value between them that is not a whole number (a ``uniform`` range
+        on an integer field such as ``train.epochs`` must fail here, not in every trial)."""
+        if self.choice is not None:
+            return list(self.choice)
+        if self.int_ is not None:
+            return list(self.int_)
+        low, high = self.loguniform or self.uniform or (0.0, 0.0)
+        inside = low * (high / low) ** 0.371 if self.loguniform else low + 0.371 * (high - low)
+        return [low, high, inside]
 
 
 class GridSearch(Frozen):

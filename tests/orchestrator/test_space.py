@@ -111,6 +111,18 @@ def test_sampled_bounds_are_type_checked(tmp_path: Path) -> None:
         plan_sweep(space)
 
 
+
+@pytest.mark.parametrize("form", ["uniform", "loguniform"])
+def test_a_continuous_range_on_an_integer_field_is_refused(tmp_path: Path, form: str) -> None:
+    """Whole-number bounds pass as integers; a value between them must be checked too."""
+    space = write_space(
+        tmp_path,
+        f"name: s\nextends: trial.yaml\nsample: {{train.epochs: {{{form}: [1, 3]}}}}\n"
+        "search: {kind: optuna, num_samples: 2}\n",
+    )
+    with pytest.raises(InputError, match=r"sample\.train\.epochs: train\.epochs: .*valid integer"):
+        plan_sweep(space)
+
 def test_describe_plan_lists_trials_with_overrides(tmp_path: Path) -> None:
     space = write_space(tmp_path, "name: s\nextends: trial.yaml\ngrid: {optimizer.lr: [0.01]}\n")
     summary, rows = describe_plan(plan_sweep(space))
