@@ -131,3 +131,49 @@ def check_data_dir(root: Path, label_scheme: str, joined: bool) -> list[str]:
         lines.append(f"data: {len(index.problems)} case(s) left out:")
         lines += [f"  {problem}" for problem in index.problems]
     return lines
+
+
+def check_axis_overlap(space: SpaceFile, errors: Problems) -> None:
+    """A path set by two axes: the later one silently replaces the earlier in every cell (grid
+    over variant, sampled value over grid), so cells labelled apart would train alike."""
+    grid = set(space.grid or {})
+    for path in space.sample:
+        if path in grid:
+            errors.add(
+                f"sample.{path}: also a grid axis; each trial's sampled value would replace the "
+                "grid's, so the grid's cells would not differ; keep it in one of them"
+            )
+    for i, variant in enumerate(space.variants or []):
+        for path in sorted(_leaf_paths(variant.overrides) & grid):
+            errors.add(
+                f"variants[{i}].overrides.{path}: also a grid axis, whose values replace the "
+                "variant's in every cell; set it in one of them"
+            )
+
+
+def check_distinct_cells(configs: dict[str, dict[str, Any]], errors: Problems) -> None:
+    """Two cells must not resolve to one trial config (YAML reads ``yes`` and ``on`` as true,
+    and the config takes ``1`` for true): they would be compared as if they differed."""
+    import json
+
+    seen: dict[str, str] = {}
+    for label, config in configs.items():
+        key = json.dumps(config, sort_keys=True)
+        if key in seen:
+            errors.add(
+                f"cells {seen[key]!r} and {label!r} give the same trial config (their values "
+                "differ only in how they are written, e.g. 1 and true); make them differ"
+            )
+        else:
+            seen[key] = label
+
+
+def _leaf_paths(overrides: dict[str, Any], prefix: str = "") -> set[str]:
+    """Dotted paths of the values an override mapping sets (nested sections flattened)."""
+    paths: set[str] = set()
+    for key, value in overrides.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict):
+            paths |= _leaf_paths(value, f"{path}.")
+        paths.add(path)
+    return paths

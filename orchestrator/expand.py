@@ -15,7 +15,9 @@ from typing import Any
 
 from orchestrator.checks import (
     check_asha,
+    check_axis_overlap,
     check_device,
+    check_distinct_cells,
     check_paper,
     check_seed_overrides,
     check_unique,
@@ -111,6 +113,7 @@ def plan_sweep(path: str | Path, data_root: Path | None = None, smoke: bool = Fa
     check_unique(cells, errors)
     check_seed_overrides(cells, errors)
     check_paper(space, cells, errors)
+    check_axis_overlap(space, errors)
     cell_configs: dict[str, dict[str, Any]] = {}
     trials: list[PlannedTrial] = []
     for cell in cells:
@@ -120,6 +123,7 @@ def plan_sweep(path: str | Path, data_root: Path | None = None, smoke: bool = Fa
             trials += cell_trials if space.is_grid else []
     if space.sample and cell_configs:
         _check_samples(space, cells[0], base, errors)
+    check_distinct_cells(cell_configs, errors)
     check_device(space, cell_configs, errors)
     check_asha(space, cell_configs, errors)
     errors.raise_if_any(source)

@@ -350,3 +350,31 @@ def test_smoke_listing_says_the_trials_are_shrunk(capsys: pytest.CaptureFixture[
     summary = capsys.readouterr().out.splitlines()[0]
     note = "; smoke: every trial shrunk, overrides listed as the file writes them)"
     assert summary.endswith(note)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "grid: {model.attention: [true, 'yes']}\n",
+            "cells 'attention=true' and 'attention=yes' give the same trial config",
+        ),
+        (
+            "grid: {optimizer.lr: [0.001, 0.01]}\nsearch: {kind: optuna, num_samples: 2}\n"
+            "sample: {optimizer.lr: {loguniform: [1.0e-4, 1.0e-2]}}\n",
+            "sample.optimizer.lr: also a grid axis; each trial's sampled value would replace",
+        ),
+        (
+            "variants: [{label: x, overrides: {model: {attention: false}}}]\n"
+            "grid: {model.attention: [true, false]}\n",
+            "variants[0].overrides.model.attention: also a grid axis, whose values replace the "
+            "variant's in every cell",
+        ),
+    ],
+)
+def test_cells_that_would_train_alike_are_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, expected: str
+) -> None:
+    space = write_space(tmp_path, "name: s\nextends: trial.yaml\n" + text)
+    code, err = _validate(space, capsys)
+    assert code == 2 and expected in err, err
