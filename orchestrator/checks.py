@@ -38,17 +38,27 @@ def check_seed_overrides(cells: Iterable[Cell], errors: Problems) -> None:
 
 
 def check_paper(space: SpaceFile, cells: list[Cell], errors: Problems) -> None:
-    """Paper numbers must be keyed by a cell or variant label, so they land in a table row."""
+    """Paper numbers must be keyed by a cell or variant label and name a metric the trials log,
+    so they land in a table row."""
     if space.paper is None:
         return
+    from trainables.metrics.names import known_metrics
+
     known = list(dict.fromkeys([c.variant for c in cells if c.variant] + [c.label for c in cells]))
-    for key in space.paper.reported:
+    metrics = list(known_metrics())
+    for key, numbers in space.paper.reported.items():
         if key not in known:
             suggestion = did_you_mean(key, known)
             listed = "; ".join(known[:8]) + ("; ..." if len(known) > 8 else "")
             errors.add(
                 f"paper.reported.{key}: not a cell or variant label{suggestion}; labels: {listed}"
             )
+        for metric in numbers:  # a name no column shows would leave the paper column empty
+            if metric not in metrics:
+                errors.add(
+                    f"paper.reported.{key}.{metric}: not a metric the trials log"
+                    f"{did_you_mean(metric, metrics)}"
+                )
 
 
 def check_device(space: SpaceFile, configs: dict[str, dict[str, Any]], errors: Problems) -> None:

@@ -318,6 +318,20 @@ def test_a_paper_label_typo_gets_the_shared_suggestion(
     assert "'no-attention'?)" in err
 
 
+def test_a_paper_number_for_a_metric_no_trial_logs_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = (
+        "variants: [{label: a}, {label: b, overrides: {model.attention: false}}]\n"
+        "paper: {citation: x, reported: {a: {val/dice: 0.8}, b: {val/dice_mean: 0.7}}}\n"
+    )
+    space = write_space(tmp_path, "name: s\nextends: trial.yaml\n" + text)
+    code, err = _validate(space, capsys)
+    assert code == 2
+    assert "paper.reported.a.val/dice: not a metric the trials log (did you mean " in err
+    assert "paper.reported.b" not in err
+
+
 def test_sweep_rejects_the_same_trial_before_ray_starts(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
