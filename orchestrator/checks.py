@@ -187,3 +187,45 @@ def _leaf_paths(overrides: dict[str, Any], prefix: str = "") -> set[str]:
             paths |= _leaf_paths(value, f"{path}.")
         paths.add(path)
     return paths
+
+
+def check_metric_regions(
+    space: SpaceFile, configs: dict[str, dict[str, Any]], errors: Problems
+) -> None:
+    """A per-region metric must name a region the trials' labels have (``val/dice_fg`` exists
+    for binary CT labels only, ``val/dice_wt`` for BraTS ones), or no trial ever logs it."""
+    from trainables.metrics.names import REGIONS
+
+    region = space.metric.rsplit("_", 1)[-1]
+    if region not in REGIONS:
+        return
+    for label, config in configs.items():
+        regions = _config_regions(config.get("data") or {})
+        if regions is not None and region not in regions:
+            errors.add(
+                f"metric: {space.metric} is never logged by cell {label!r}: its labels give "
+                f"the regions {', '.join(regions)} (e.g. {space.metric.rsplit('_', 1)[0]}_"
+                f"{regions[0]})"
+            )
+            return
+
+
+def _config_regions(data: dict[str, Any]) -> tuple[str, ...] | None:
+    """The regions a data config's labels are evaluated as; None when only the data can say
+    (``label_scheme: auto`` over a dataset directory that is not readable here)."""
+    from trainables.metrics.names import regions_for
+
+    scheme = data.get("label_scheme", "auto")
+    if scheme != "auto":
+        return regions_for(scheme)
+    if not data.get("root"):  # synthetic cases: CT ones are binary
+        synthetic = data.get("synthetic") or {}
+        return regions_for("binary" if synthetic.get("modality") == "ct" else "brats2021")
+    from trainables.data.layouts import discover
+    from trainables.errors import InputError
+
+    try:
+        found = discover(data["root"]).label_scheme
+    except (InputError, OSError):
+        return None
+    return regions_for(found) if found else None

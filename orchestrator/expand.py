@@ -18,6 +18,7 @@ from orchestrator.checks import (
     check_axis_overlap,
     check_device,
     check_distinct_cells,
+    check_metric_regions,
     check_paper,
     check_seed_overrides,
     check_unique,
@@ -124,6 +125,7 @@ def plan_sweep(path: str | Path, data_root: Path | None = None, smoke: bool = Fa
     if space.sample and cell_configs:
         _check_samples(space, cells[0], base, errors)
     check_distinct_cells(cell_configs, errors)
+    check_metric_regions(space, cell_configs, errors)
     check_device(space, cell_configs, errors)
     check_asha(space, cell_configs, errors)
     errors.raise_if_any(source)

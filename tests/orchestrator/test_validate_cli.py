@@ -392,3 +392,18 @@ def test_cells_that_would_train_alike_are_refused(
     space = write_space(tmp_path, "name: s\nextends: trial.yaml\n" + text)
     code, err = _validate(space, capsys)
     assert code == 2 and expected in err, err
+
+
+def test_a_region_metric_the_labels_do_not_have_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    space = write_space(tmp_path, "name: s\nextends: trial.yaml\nmetric: val/dice_fg\n")
+    code, err = _validate(space, capsys)
+    assert code == 2
+    assert (
+        "metric: val/dice_fg is never logged by cell 'base': its labels give the regions wt, tc, "
+        "et (e.g. val/dice_wt)" in err
+    )
+    ct = "base: {data.label_scheme: binary, data.modalities: [ct], data.synthetic.modality: ct}\n"
+    space = write_space(tmp_path, "name: s\nextends: trial.yaml\nmetric: val/dice_fg\n" + ct)
+    assert _validate(space, capsys)[0] == 0  # binary labels: the FG region is logged
