@@ -89,6 +89,11 @@ def test_a_sweep_name_that_is_no_folder_name_is_refused(
             "paper: {citation: x, reported: {a: {val/dice_mean: 1}}, doi: y}\n",
             "paper.doi: unknown key",
         ),
+        (  # a field with an alias is listed as a file writes it
+            "sample: {train.epochs: {int_: [1, 3]}}\nsearch: {kind: optuna, num_samples: 2}\n",
+            "sample.train.epochs.int_: unknown key (allowed: choice, int, loguniform, uniform; "
+            "did you mean 'int'?)",
+        ),
     ],
 )
 def test_unknown_keys_at_any_depth(

@@ -85,7 +85,8 @@ def _problem_text(error: Mapping[str, Any], owner: type[BaseModel] | None) -> st
     ctx = error.get("ctx") or {}
     if kind == "extra_forbidden":
         key = str(error["loc"][-1])
-        allowed = sorted(owner.model_fields) if owner is not None else []
+        fields = owner.model_fields.items() if owner is not None else ()
+        allowed = sorted(info.alias or name for name, info in fields)  # as a file writes them
         hint = closest_match(key, allowed)
         suggestion = f"; did you mean {hint!r}?" if hint else ""
         return f"unknown key (allowed: {', '.join(allowed)}{suggestion})"
