@@ -207,8 +207,9 @@ class TrialProblem:
     @property
     def is_bad_input(self) -> bool:
         """An input the user can fix (data, config, memory), not a fault of the machinery."""
-        bad_input = ("InputError:", "CaseError:")
-        return self.outcome == "infeasible" or self.message.startswith(bad_input)
+        # "InputError: ..." from step(); "trainables.errors.InputError: ..." from a dead actor
+        bad_input = re.match(r"(?:[\w.]+\.)?(?:InputError|CaseError): ", self.message)
+        return self.outcome == "infeasible" or bad_input is not None
 
 
 def trial_outcomes(path: str) -> tuple[dict[str, int], bool, list[TrialProblem]]:

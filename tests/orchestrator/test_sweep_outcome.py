@@ -26,6 +26,7 @@ def _result(*problems: TrialProblem) -> SweepResult:
 BAD_DATA = TrialProblem("a/seed0", "failed", "InputError: data.root: dataset directory x not found")
 OOM = TrialProblem("b/seed0", "infeasible", "out of memory: tried to allocate 2.0 GiB")
 CRASH = TrialProblem("c/seed0", "failed", "RuntimeError: CUDA error: an illegal memory access")
+IN_SETUP = TrialProblem("e/seed0", "failed", "trainables.errors.InputError: data.root: no such")
 DIVERGED = TrialProblem("d/seed0", "diverged", "diverged: training loss is nan in epoch 3")
 
 
@@ -37,6 +38,7 @@ DIVERGED = TrialProblem("d/seed0", "diverged", "diverged: training loss is nan i
         ((BAD_DATA,), 2),
         ((OOM, DIVERGED), 2),
         ((BAD_DATA, CRASH), 1),  # something beyond the user's inputs went wrong too
+        ((IN_SETUP,), 2),  # raised while the actor was set up: the error's full name
     ],
 )
 def test_exit_code_says_whether_every_trial_gave_a_result(
