@@ -151,8 +151,10 @@ class TrackingCallback(tune.Callback):
         self._submit(self._tag, trial.trial_id, dict(trial.config), tags)
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
-        """Interrupted trials become KILLED (resumable); the parent FINISHED or KILLED."""
-        self._submit(self._end, sorted(self.open))
+        """Interrupted trials become KILLED (resumable); the parent FINISHED, or KILLED while any
+        trial is unfinished (running, or still pending when Ctrl-C came)."""
+        unfinished = any(t.status not in ("TERMINATED", "ERROR") for t in trials)
+        self._submit(self._end, sorted(self.open), unfinished)
         if self.writer is not None:
             self.writer.close()
             self.writer = None
@@ -319,9 +321,10 @@ class TrackingCallback(tune.Callback):
     def _tag(self, trial_id: str, config: dict[str, Any], tags: dict[str, str]) -> None:
         tracking.set_tags(self.client, self._ensure_run(trial_id, config), tags)
 
-    def _end(self, interrupted: list[str]) -> None:
+    def _end(self, interrupted: list[str], unfinished: bool = False) -> None:
         for trial_id in interrupted:
             if trial_id in self.runs:
                 tracking.set_tags(self.client, self.runs[trial_id], {"ablate.outcome": "killed"})
                 self.client.set_terminated(self.runs[trial_id], status="KILLED")
-        self.client.set_terminated(self.parent_id, status="KILLED" if interrupted else "FINISHED")
+        killed = bool(interrupted) or unfinished
+        self.client.set_terminated(self.parent_id, status="KILLED" if killed else "FINISHED")
