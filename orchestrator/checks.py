@@ -199,8 +199,15 @@ def check_metric_regions(
     region = space.metric.rsplit("_", 1)[-1]
     if region not in REGIONS:
         return
+    import json
+
+    found: dict[str, tuple[str, ...] | None] = {}  # per data config: cells mostly share one
     for label, config in configs.items():
-        regions = _config_regions(config.get("data") or {})
+        data = config.get("data") or {}
+        key = json.dumps(data, sort_keys=True)
+        if key not in found:  # a dataset directory is listed once, not once per cell
+            found[key] = _config_regions(data)
+        regions = found[key]
         if regions is not None and region not in regions:
             errors.add(
                 f"metric: {space.metric} is never logged by cell {label!r}: its labels give "
