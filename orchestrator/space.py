@@ -44,9 +44,12 @@ from trainables.config.base import did_you_mean
 from trainables.config.dotted import format_value
 from trainables.errors import InputError
 from trainables.metrics import METRIC_NAMES
-from trainables.metrics.names import REGIONS, known_metrics
+from trainables.metrics.names import REGIONS, better_mode, known_metrics
 
 KNOWN_METRICS: tuple[str, ...] = known_metrics()
+# What ``stop:`` may name: Tune's own counters, the trial's epoch and every logged metric. Tune
+# stops a trial at the first result where any of them reaches its value.
+STOP_KEYS: tuple[str, ...] = ("training_iteration", "time_total_s", "epoch", *KNOWN_METRICS)
 
 
 class SampleRange(Frozen):
@@ -243,6 +246,28 @@ class SpaceFile(Frozen):
             raise ValueError(f"variant labels must be unique; repeated: {', '.join(repeated)}")
         return variants
 
+    @field_validator("base")
+    @classmethod
+    def _base_leaves_seed(cls, base: dict[str, Any]) -> dict[str, Any]:
+        if "seed" in base:
+            raise ValueError(
+                f"seed: {format_value(base['seed'])} would be replaced by 'seeds:' (repeat i "
+                "trains with seed i); drop it"
+            )
+        return base
+
+    @field_validator("stop")
+    @classmethod
+    def _known_stop_keys(cls, stop: dict[str, float]) -> dict[str, float]:
+        for key in stop:
+            if key not in STOP_KEYS:
+                raise ValueError(
+                    f"unknown stop criterion {key!r}{did_you_mean(key, STOP_KEYS)}; a trial stops "
+                    "when a result reaches the value of time_total_s (seconds), "
+                    "training_iteration or epoch, or of a logged metric (the names 'metric' takes)"
+                )
+        return stop
+
     @field_validator("metric")
     @classmethod
     def _known_metric(cls, metric: str) -> str:
@@ -254,6 +279,17 @@ class SpaceFile(Frozen):
                 f"val/dice_mean, val/<{'|'.join(METRIC_NAMES)}>_<{'|'.join(REGIONS)}>, perf/..."
             )
         return metric
+
+    @model_validator(mode="after")
+    def _mode_matches_metric(self) -> SpaceFile:
+        better = better_mode(self.metric)
+        if better is not None and better != self.mode:
+            kind = "higher" if better == "max" else "lower"
+            raise ValueError(
+                f"mode: {self.mode} ranks the {'highest' if self.mode == 'max' else 'lowest'} "
+                f"{self.metric} first, but {self.metric} is better {kind}: use mode: {better}"
+            )
+        return self
 
     @model_validator(mode="after")
     def _search_matches_sample(self) -> SpaceFile:

@@ -143,3 +143,12 @@ def test_the_repo_smoke_space_is_valid() -> None:
     plan = plan_sweep(REPO / "search_spaces" / "smoke.yaml")
     assert 2 <= len(plan.cells) <= 4 and plan.space.seeds == 2
     assert len(plan.trials) == len(plan.cells) * 2
+
+
+def test_stop_takes_tune_counters_and_logged_metrics(tmp_path: Path) -> None:
+    stop = "stop: {time_total_s: 60, training_iteration: 3, epoch: 2, val/dice_mean: 0.9}\n"
+    space = write_space(tmp_path, "name: s\nextends: trial.yaml\n" + stop)
+    plan = plan_sweep(space)
+    assert plan.space.stop == {
+        "time_total_s": 60, "training_iteration": 3, "epoch": 2, "val/dice_mean": 0.9
+    }  # fmt: skip

@@ -143,6 +143,23 @@ def test_dotted_paths_that_do_not_exist(
             "metric: unknown metric 'val/dice_mena' (did you mean 'val/dice_mean'?)",
         ),
         ("mode: maximum\n", "mode: 'maximum' is not one of max, min"),
+        (
+            "metric: val/loss\n",  # mode defaults to max: a loss must not be ranked highest first
+            "mode: max ranks the highest val/loss first, but val/loss is better lower: "
+            "use mode: min",
+        ),
+        (
+            "metric: val/dice_wt\nmode: min\n",
+            "val/dice_wt is better higher: use mode: max",
+        ),
+        (
+            "stop: {time_total: 60}\n",
+            "stop: unknown stop criterion 'time_total' (did you mean 'time_total_s'?)",
+        ),
+        (
+            "base: {seed: 3}\n",
+            "base: seed: 3 would be replaced by 'seeds:' (repeat i trains with seed i); drop it",
+        ),
     ],
 )
 def test_values_of_the_wrong_type(

@@ -97,6 +97,27 @@ def regions_logged(metric_keys: Iterable[str], split: str = "val") -> tuple[str,
 _FRACTIONS = ("dice", "nsd", "sensitivity", "specificity", "lesion_dice")
 
 
+# perf/ figures that are better higher; every other perf/ figure is a cost (time, memory, wait).
+_PERF_HIGHER = ("voxels_per_s",)
+
+
+def better_mode(name: str) -> str | None:
+    """``"max"`` when higher values of ``name`` are better, ``"min"`` when lower are, None when
+    neither (a signed error such as the relative volume difference, best at 0).
+
+    Dice-like fractions and throughput are better higher; losses, distances (HD95, mm), times
+    and memory are better lower.
+    """
+    last = name.rsplit("/", 1)[-1]
+    if last.startswith(_FRACTIONS) or last in _PERF_HIGHER:
+        return "max"
+    if last.startswith("rvd"):
+        return None
+    if last == "loss" or last.startswith(("hd95", "lesion_hd95")) or name.startswith(f"{PERF}/"):
+        return "min"
+    return None
+
+
 def value_range(name: str) -> tuple[float, float]:
     """The values a metric can take, so an interval of its mean can be cut to them.
 
