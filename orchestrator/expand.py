@@ -20,6 +20,7 @@ from orchestrator.checks import (
     check_distinct_cells,
     check_metric_regions,
     check_paper,
+    check_same_split,
     check_seed_overrides,
     check_unique,
 )
@@ -126,6 +127,7 @@ def plan_sweep(path: str | Path, data_root: Path | None = None, smoke: bool = Fa
         _check_samples(space, cells[0], base, errors)
     if not smoke:  # --smoke shrinks sizes, so cells that differ only in size look alike
         check_distinct_cells(cell_configs, errors)
+    check_same_split(cell_configs, errors)
     check_metric_regions(space, cell_configs, errors)
     check_device(space, cell_configs, errors)
     check_asha(space, cell_configs, errors)

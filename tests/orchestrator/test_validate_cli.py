@@ -186,6 +186,32 @@ def test_empty_axes(
     assert code == 2 and expected in err
 
 
+@pytest.mark.parametrize(
+    ("grid", "expected"),
+    [
+        ("{data.synthetic.cases: [8, 12]}", "'cases=8' and 'cases=12' split different cases "
+         "(they differ in data.synthetic.cases): `ablate winners` ranks cells on one split"),
+        ("{data.split.seed: [0, 1]}", "(they differ in data.split.seed)"),
+        ("{data.split.fractions: [[0.6, 0.2, 0.2], [0.8, 0.1, 0.1]]}",
+         "(they differ in data.split.fractions)"),
+    ],
+)  # fmt: skip
+def test_cells_over_different_cases_are_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], grid: str, expected: str
+) -> None:
+    space = write_space(tmp_path, f"name: s\nextends: trial.yaml\ngrid: {grid}\n")
+    code, err = _validate(space, capsys)
+    assert code == 2 and expected in err
+
+
+def test_cells_over_sizes_of_the_same_cases_are_valid(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    grid = "{data.synthetic.shape: [[32, 32, 32], [40, 40, 32]]}"  # same case ids, same split
+    space = write_space(tmp_path, f"name: s\nextends: trial.yaml\ngrid: {grid}\n")
+    assert _validate(space, capsys)[0] == 0
+
+
 @pytest.mark.parametrize("seeds", [0, -1])
 def test_seeds_below_one(tmp_path: Path, capsys: pytest.CaptureFixture[str], seeds: int) -> None:
     space = write_space(tmp_path, f"name: s\nextends: trial.yaml\nseeds: {seeds}\n")
