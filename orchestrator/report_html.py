@@ -39,7 +39,9 @@ dt{color:#5f6f80}dd{margin:0;font-family:ui-monospace,Menlo,monospace}
 """
 
 PROVENANCE_TAGS = {
-    "ablate.git_commit": "git commit",
+    "ablate.git_commit": "study git commit",
+    "ablate.version": "ablate",
+    "ablate.code_commit": "ablate git commit",
     "ablate.split_hash": "split hash",
     "ablate.space_file": "study file",
     "ablate.space_hash": "study file hash",

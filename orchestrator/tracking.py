@@ -5,7 +5,8 @@ survives ``--resume`` and retries: the parent carries ``ablate.sweep_path`` (the
 directory) and each child carries ``mlflow.parentRunId`` and ``ablate.trial_key``. Before a
 child run is created it is looked up by those tags.
 
-Tags used (``ablate.*``): kind (sweep|trial), space_file, space_hash, git_commit, split_hash,
+Tags used (``ablate.*``): kind (sweep|trial), space_file, space_hash, git_commit (the study
+file's folder), code_commit and version (ablate's own), split_hash,
 ray_version, torch_version, metric, mode, trial_key, cell, seed, fold (k-fold trials),
 tune_trial_id, outcome
 (running|finished|stopped_early|failed|infeasible|diverged|killed), error; plus ``infeasible``
@@ -123,6 +124,8 @@ def parent_tags(plan_tags: dict[str, str]) -> dict[str, str]:
 
     return {
         "ablate.kind": "sweep",
+        "ablate.version": ablate_version(),
+        "ablate.code_commit": git_commit(Path(__file__).resolve().parent.parent),
         "ablate.ray_version": ray.__version__,
         "ablate.torch_version": torch.__version__,
         "ablate.mlflow_version": mlflow.__version__,
@@ -130,15 +133,35 @@ def parent_tags(plan_tags: dict[str, str]) -> dict[str, str]:
     }
 
 
-def git_commit(folder: Path) -> str:
-    """The commit checked out in ``folder`` (``unknown`` outside git or before the first one)."""
+def ablate_version() -> str:
+    """The installed ablate distribution's version (``unknown`` when run from an uninstalled
+    source tree)."""
+    from importlib.metadata import PackageNotFoundError, version
+
     try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=folder, capture_output=True, text=True, timeout=10
-        )
-    except (OSError, subprocess.SubprocessError):
+        return version("ablate")
+    except PackageNotFoundError:
         return "unknown"
-    return out.stdout.strip() if out.returncode == 0 else "unknown"
+
+
+def git_commit(folder: Path) -> str:
+    """The commit checked out in ``folder``, with ``-dirty`` when tracked files differ from it
+    (the results then came from code no commit holds); ``unknown`` outside git or before the
+    first commit (an installed wheel's folder, say)."""
+    head = _git(folder, "rev-parse", "HEAD")
+    if head is None:
+        return "unknown"
+    dirty = _git(folder, "status", "--porcelain", "--untracked-files=no")
+    return f"{head}-dirty" if dirty else head
+
+
+def _git(folder: Path, *args: str) -> str | None:
+    """``git args`` in ``folder``: its stripped output, or None when git fails or is missing."""
+    try:
+        out = subprocess.run(["git", *args], cwd=folder, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
 
 
 def open_parent_run(
