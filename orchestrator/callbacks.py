@@ -218,26 +218,37 @@ class TrackingCallback(tune.Callback):
         return self.runs[trial_id]
 
     def _start_run(self, trial_id: str, config: dict[str, Any]) -> None:
-        from trainables.trainable import resolve_trial
+        """Open (or find again) the trial's child run, with its params and resolved config.
 
-        spec = resolve_trial(config, trial_id)
-        tags = {"ablate.cell": spec.cell, "ablate.seed": str(spec.seed)}
+        A trial whose config does not validate (a sampled combination no check foresaw) still
+        gets its run, with the params as sampled, so the failure is found where the others are.
+        """
+        from trainables.errors import InputError
+        from trainables.trainable import resolve_trial, trial_identity
+
+        who = trial_identity(config, trial_id)
+        try:
+            spec = resolve_trial(config, trial_id)
+        except InputError:
+            spec = None  # the trial itself fails with the message; on_trial_error logs it
+        fold = spec.fold if spec is not None else None
+        tags = {"ablate.cell": who.cell, "ablate.seed": str(who.seed)}
         tags |= {"ablate.tune_trial_id": trial_id, "ablate.outcome": "running"}
-        if spec.fold is not None:
-            tags["ablate.fold"] = str(spec.fold)
-        tags[NOTE_TAG] = trial_note(spec.cell, spec.seed, spec.fold, "running", self.metric)
+        if fold is not None:
+            tags["ablate.fold"] = str(fold)
+        tags[NOTE_TAG] = trial_note(who.cell, who.seed, fold, "running", self.metric)
         s = self.settings
         run_id, created = tracking.open_child_run(
-            self.client, s["experiment_id"], s["parent_id"], spec.key, tags
+            self.client, s["experiment_id"], s["parent_id"], who.key, tags
         )
         self.runs[trial_id] = run_id
-        self.epochs[trial_id] = spec.config.train.epochs
+        self.epochs[trial_id] = spec.config.train.epochs if spec is not None else 0
         if created:
-            tracking.log_params(
-                self.client, run_id, tracking.flatten(spec.config.model_dump(mode="json"))
-            )
-            resolved = spec.config.to_yaml().encode()
-            tracking.log_bytes(self.client, run_id, resolved, "trial.yaml", "config")
+            params = spec.config.model_dump(mode="json") if spec is not None else who.config
+            tracking.log_params(self.client, run_id, tracking.flatten(params))
+            if spec is not None:
+                resolved = spec.config.to_yaml().encode()
+                tracking.log_bytes(self.client, run_id, resolved, "trial.yaml", "config")
         else:
             tracking.set_tags(
                 self.client, run_id, {"ablate.outcome": "running", NOTE_TAG: tags[NOTE_TAG]}

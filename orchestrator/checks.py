@@ -223,6 +223,49 @@ def _at(config: dict[str, Any], path: str) -> Any:
     return value
 
 
+# Combinations of sampled values probed together; beyond it, only the range ends are combined.
+MAX_SAMPLE_COMBINATIONS = 4096
+
+
+def check_sample_combinations(
+    space: SpaceFile, cell_overrides: dict[str, Any], base: dict[str, Any], errors: Problems
+) -> None:
+    """Sampled values must give a valid trial together, not only one axis at a time: a cosine's
+    ``schedule.min_lr`` sampled above a sampled ``optimizer.lr`` is invalid, and would fail that
+    Optuna trial instead of this check. Probes every combination of each axis's probe values
+    (ends only when there are too many); reports the first invalid one."""
+    import itertools
+    import math
+
+    from trainables.config.dotted import apply_overrides, format_value
+    from trainables.config.trial import parse_trial_config
+    from trainables.errors import InputError
+
+    paths = list(space.sample)
+    if len(paths) < 2:
+        return  # one axis at a time is already probed
+    values = [space.sample[p].probe_values() for p in paths]
+    if math.prod(len(v) for v in values) > MAX_SAMPLE_COMBINATIONS:
+        values = [[v[0], v[-1]] if len(v) > 1 else v for v in values]
+    forms = [space.sample[p].form for p in paths]
+    for combo in itertools.product(*values):
+        picked = {
+            p: int(v) if form == "int" else v
+            for p, form, v in zip(paths, forms, combo, strict=True)
+        }
+        try:
+            parse_trial_config(apply_overrides(base, {**cell_overrides, **picked}))
+        except (InputError, ValueError) as err:
+            shown = ", ".join(f"{p}={format_value(v)}" for p, v in picked.items())
+            problems = err.problems if isinstance(err, InputError) else None
+            why = "; ".join(f"{q.path}: {q.message}" for q in problems) if problems else err
+            errors.add(
+                f"sample: {shown} together give an invalid trial: {why}; every combination of "
+                "the sampled ranges must be valid (narrow the ranges)"
+            )
+            return
+
+
 def _leaf_paths(overrides: dict[str, Any], prefix: str = "") -> set[str]:
     """Dotted paths of the values an override mapping sets (nested sections flattened)."""
     paths: set[str] = set()

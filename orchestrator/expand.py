@@ -21,6 +21,7 @@ from orchestrator.checks import (
     check_metric_regions,
     check_paper,
     check_same_split,
+    check_sample_combinations,
     check_seed_overrides,
     check_unique,
 )
@@ -125,6 +126,8 @@ def plan_sweep(path: str | Path, data_root: Path | None = None, smoke: bool = Fa
             trials += cell_trials if space.is_grid else []
     if space.sample and cell_configs:
         _check_samples(space, cells[0], base, errors)
+        if not errors.lines:  # combinations only once each axis is valid on its own
+            check_sample_combinations(space, cells[0].overrides, base, errors)
     if not smoke:  # --smoke shrinks sizes, so cells that differ only in size look alike
         check_distinct_cells(cell_configs, errors)
     check_same_split(cell_configs, errors)

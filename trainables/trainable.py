@@ -77,22 +77,49 @@ class TrialSpec:
         return split.fold if isinstance(split, KFoldSplit) else None
 
 
-def resolve_trial(tune_config: dict[str, Any], trial_id: str) -> TrialSpec:
-    """The trial a Tune config describes (used by the worker and by the driver's callbacks)."""
-    meta = tune_config["ablate"]
+@dataclass(frozen=True)
+class TrialIdentity:
+    """Who a Tune trial is, read from its config without validating it (so a trial whose
+    sampled config is invalid can still be named and tracked).
+
+    Attributes:
+        key, cell, seed: as in :class:`TrialSpec`.
+        config: the unvalidated trial config dict (overrides and seed applied).
+        source: how errors name the trial (``trial <key>`` or ``sampled trial <id>``).
+    """
+
+    key: str
+    cell: str
+    seed: int
+    config: dict[str, Any]
+    source: str
+
+
+def trial_identity(tune_config: dict[str, Any], trial_id: str) -> TrialIdentity:
+    """The key, cell, seed and raw config a Tune config describes."""
     if "trial" in tune_config:  # grid search: resolved and validated in the driver
         t = tune_config["trial"]
-        cfg = parse_trial_config(t["config"], source=f"trial {t['key']}")
-        return TrialSpec(t["key"], t["cell"], int(t["seed"]), cfg)
-    cell = meta["cells"][int(tune_config.get("cell", 0))]
+        return TrialIdentity(t["key"], t["cell"], int(t["seed"]), t["config"], f"trial {t['key']}")
+    cell = tune_config["ablate"]["cells"][int(tune_config.get("cell", 0))]
     seed = int(tune_config.get("__trial_index__", 0))
     sampled: dict[str, Any] = tune_config.get("sample", {})
     data = apply_overrides(cell["config"], {**sampled, "seed": seed})
-    cfg = parse_trial_config(data, source=f"sampled trial {trial_id}")
     names = [f"{p.rsplit('.', 1)[-1]}={format_value(v)}" for p, v in sampled.items()]
     label = ",".join([cell["label"], *names])
-    key = f"{label}/seed{seed}#{trial_id}"
-    return TrialSpec(key, label, seed, cfg)
+    return TrialIdentity(
+        f"{label}/seed{seed}#{trial_id}", label, seed, data, f"sampled trial {trial_id}"
+    )
+
+
+def resolve_trial(tune_config: dict[str, Any], trial_id: str) -> TrialSpec:
+    """The trial a Tune config describes (used by the worker and by the driver's callbacks).
+
+    Raises:
+        InputError: the trial's config is invalid (a sampled combination no check foresaw).
+    """
+    who = trial_identity(tune_config, trial_id)
+    cfg = parse_trial_config(who.config, source=who.source)
+    return TrialSpec(who.key, who.cell, who.seed, cfg)
 
 
 class AblateTrainable(tune.Trainable):

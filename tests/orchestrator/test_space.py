@@ -112,6 +112,24 @@ def test_sampled_bounds_are_type_checked(tmp_path: Path) -> None:
         plan_sweep(space)
 
 
+def test_sampled_axes_are_checked_together(tmp_path: Path) -> None:
+    """Each range is valid against the base (lr 3e-3), but not every pair: min_lr above lr."""
+    sample = (
+        "sample:\n  optimizer.lr: {loguniform: [1.0e-4, 1.0e-2]}\n"
+        "  schedule.min_lr: {loguniform: [1.0e-5, 2.0e-3]}\n"
+    )
+    head = "name: s\nextends: trial.yaml\nbase: {schedule: {kind: cosine, min_lr: 1.0e-5}}\n"
+    space = write_space(tmp_path, head + sample + "search: {kind: optuna, num_samples: 2}\n")
+    with pytest.raises(InputError) as caught:
+        plan_sweep(space)
+    assert (
+        "sample: optimizer.lr=0.0001, schedule.min_lr=0.002 together give an invalid trial: "
+        "schedule.min_lr: 0.002 must not exceed optimizer.lr (0.0001)" in str(caught.value)
+    )
+    narrowed = sample.replace("1.0e-4, 1.0e-2", "2.0e-3, 1.0e-2")  # every pair valid now
+    space = write_space(tmp_path, head + narrowed + "search: {kind: optuna, num_samples: 2}\n")
+    assert plan_sweep(space).space.sample
+
 
 @pytest.mark.parametrize("form", ["uniform", "loguniform"])
 def test_a_continuous_range_on_an_integer_field_is_refused(tmp_path: Path, form: str) -> None:
@@ -123,6 +141,7 @@ def test_a_continuous_range_on_an_integer_field_is_refused(tmp_path: Path, form:
     )
     with pytest.raises(InputError, match=r"sample\.train\.epochs: train\.epochs: .*valid integer"):
         plan_sweep(space)
+
 
 def test_describe_plan_lists_trials_with_overrides(tmp_path: Path) -> None:
     space = write_space(tmp_path, "name: s\nextends: trial.yaml\ngrid: {optimizer.lr: [0.01]}\n")

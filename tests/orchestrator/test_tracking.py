@@ -161,3 +161,28 @@ def test_parent_tags_name_ablate_itself() -> None:
     assert tags["ablate.git_commit"] == "abc" and tags["ablate.version"] != "unknown"
     repo = Path(tracking.__file__).resolve().parent.parent
     assert tags["ablate.code_commit"] == tracking.git_commit(repo)  # "unknown" from a wheel
+
+
+def test_a_sampled_trial_whose_config_is_invalid_still_gets_its_failed_run(client) -> None:
+    import yaml
+    from ablate_sweep_helpers import REPO
+
+    base = yaml.safe_load((REPO / "search_spaces" / "base" / "tiny.yaml").read_text())
+    base["schedule"] = {"kind": "cosine", "min_lr": 1e-5}
+    sample = {"optimizer.lr": 1e-4, "schedule.min_lr": 2e-3}  # min_lr above lr: invalid
+    config = {"ablate": {"cells": [{"label": "base", "config": base}]}, "cell": 0, "sample": sample}
+    experiment = tracking.ensure_experiment(client, "joint")
+    parent = client.create_run(experiment, run_name="joint").info.run_id
+    callback = TrackingCallback(client.tracking_uri, experiment, parent, "val/dice_mean", "max")
+    callback.setup()
+    error = "InputError: sampled trial t1: schedule.min_lr: 0.002 must not exceed optimizer.lr"
+    callback._finish_run("t1", config, {}, error, None)  # what on_trial_error queues
+
+    (run,) = tracking.child_runs(client, client.get_run(parent))
+    assert run.info.run_name == "base,lr=0.0001,min_lr=0.002/seed0#t1"
+    assert run.info.status == "FAILED" and run.data.tags["ablate.outcome"] == "failed"
+    assert (
+        run.data.tags["ablate.error"] == error
+        and run.data.tags["ablate.cell"] == "base,lr=0.0001,min_lr=0.002"
+    )
+    assert run.data.params["optimizer.lr"] == "0.0001"  # the params as sampled
