@@ -3,15 +3,18 @@
 Every check raises :class:`~trainables.errors.CaseError` naming the case and the offending file:
 missing requested modality, corrupt or truncated file, wrong dimensionality (or channel count
 of an MSD 4-D file), modalities on different grids (shape or affine), a label on another grid,
-NaN/inf voxels, and label values outside the dataset's scheme.
+NaN/inf voxels, a constant (e.g. all-zero) image, and label values outside the dataset's
+scheme.
 
-Headers are checked before any voxel is decoded, so a bad case fails fast. Voxels are decoded
+Headers are checked before any voxel is cast, so a bad case fails fast; a gzipped file is
+decompressed whole when opened, so a corrupted one fails its CRC check. Voxels are decoded
 once and cast straight into the preallocated ``(C, X, Y, Z)`` float32 output, without the
 intermediate float copies ``np.stack([img.get_fdata(), ...])`` would make.
 """
 
 from __future__ import annotations
 
+import gzip
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -22,6 +25,7 @@ import nibabel as nib
 import numpy as np
 from nibabel.filebasedimages import ImageFileError
 from nibabel.spatialimages import HeaderDataError
+from nibabel.wrapstruct import WrapStructError
 
 from trainables.config.base import look_up_option
 from trainables.data.labels import LabelScheme, get_scheme, to_internal
@@ -32,6 +36,7 @@ from trainables.errors import CaseError
 READ_ERRORS: tuple[type[BaseException], ...] = (
     ImageFileError,
     HeaderDataError,
+    WrapStructError,  # a decompressed stream too short for a NIfTI header
     OSError,
     EOFError,
     ValueError,
@@ -128,14 +133,33 @@ def load_label(
     return _map_label(source, scheme, case_id, path), _spacing(img), np.asarray(img.affine)
 
 
-def open_nifti(path: Path, case_id: str) -> nib.Nifti1Image:
-    """Open a NIfTI header (voxels are read lazily); CaseError naming the file if unreadable."""
-    if not Path(path).is_file():
+def open_nifti(path: Path, case_id: str, header_only: bool = False) -> nib.Nifti1Image:
+    """Open a NIfTI file; CaseError naming the file if unreadable.
+
+    A gzipped file is decompressed whole here, which checks its CRC and length: nibabel alone
+    reads only the bytes the voxels need and never reaches the gzip trailer, so a corrupted
+    block would decode as garbage voxels without a word. ``header_only`` (the voxels are not
+    used) skips that and reads lazily.
+    """
+    path = Path(path)
+    if not path.is_file():
         raise CaseError(case_id, "file not found", path)
-    img = _guard(path, case_id, lambda: nib.load(path))
+    if path.stat().st_size == 0:
+        raise CaseError(case_id, "empty file (0 bytes)", path)
+    if path.name.endswith(".gz") and not header_only:
+        img = _guard(path, case_id, lambda: _from_gzip(path))
+    else:
+        img = _guard(path, case_id, lambda: nib.load(path))
     if not isinstance(img, nib.Nifti1Image | nib.Nifti2Image):
         raise CaseError(case_id, f"not a NIfTI image ({type(img).__name__})", path)
     return img
+
+
+def _from_gzip(path: Path) -> nib.Nifti1Image | nib.Nifti2Image:
+    """A gzipped NIfTI-1 or -2 file decompressed whole (gzip checks its CRC and length)."""
+    data = gzip.decompress(path.read_bytes())
+    nifti2 = int.from_bytes(data[:4], "little") == 540 or int.from_bytes(data[:4], "big") == 540
+    return (nib.Nifti2Image if nifti2 else nib.Nifti1Image).from_bytes(data)
 
 
 def _guard(path: Path, case_id: str, read: Callable[[], T]) -> T:
@@ -204,17 +228,44 @@ def _spatial_shape(
 
 
 def _check_grid(case_id: str, sources: list[_Source]) -> tuple[tuple[int, int, int], np.ndarray]:
-    """Every modality must share the first one's shape and affine; returns (shape, affine)."""
-    first = sources[0]
-    shape = _spatial_shape(first.img, first.path, case_id, first.file_channels)
-    affine = np.asarray(first.img.affine)
-    for src in sources[1:]:
-        other = _spatial_shape(src.img, src.path, case_id, src.file_channels)
-        if other != shape:
-            message = f"{src.modality} has shape {other} but {first.modality} has {shape}"
+    """Every modality must share one shape and affine; returns (shape, affine).
+
+    The reference is the grid most modalities share (the first one's on a tie), so the message
+    names the odd file out rather than whichever good file happened to be checked first.
+    """
+    shapes = [_spatial_shape(s.img, s.path, case_id, s.file_channels) for s in sources]
+    ref = _majority(sources, lambda a, b: shapes[a] == shapes[b])
+    for i, src in enumerate(sources):
+        if shapes[i] != shapes[ref]:
+            others = _names(sources, [j for j in range(len(sources)) if shapes[j] == shapes[ref]])
+            message = f"{src.modality} has shape {shapes[i]} but {others} {shapes[ref]}"
             raise CaseError(case_id, message, src.path)
-        _check_affine(case_id, src.path, f"{src.modality} and {first.modality}", src.img, affine)
-    return shape, affine
+    ref = _majority(sources, lambda a, b: _affine_gap(sources[a].img, sources[b].img) == 0.0)
+    reference = np.asarray(sources[ref].img.affine)
+    for src in sources:
+        _check_affine(case_id, src.path, f"{src.modality} and {sources[ref].modality}", src.img,
+                      reference)  # fmt: skip
+    return shapes[ref], reference
+
+
+def _majority(sources: list[_Source], same: Callable[[int, int], bool]) -> int:
+    """Index of the source the most others agree with under ``same``; the earliest on a tie."""
+    votes = [sum(same(i, j) for j in range(len(sources))) for i in range(len(sources))]
+    return votes.index(max(votes))
+
+
+def _names(sources: list[_Source], indices: list[int]) -> str:
+    """``t1 has`` or ``t1, t1ce and t2 have``, for a message."""
+    names = [sources[i].modality for i in indices]
+    if len(names) == 1:
+        return f"{names[0]} has"
+    return f"{', '.join(names[:-1])} and {names[-1]} have"
+
+
+def _affine_gap(a: nib.Nifti1Image, b: nib.Nifti1Image) -> float:
+    """Largest absolute difference of two affines (mm); 0 within :data:`AFFINE_TOLERANCE`."""
+    gap = float(np.max(np.abs(np.asarray(a.affine) - np.asarray(b.affine))))
+    return gap if gap > AFFINE_TOLERANCE else 0.0
 
 
 def _check_affine(
@@ -265,6 +316,7 @@ def _decode_images(case_id: str, sources: list[_Source], shape: tuple[int, int, 
         _apply_scaling(out[i], src.img)
         if src.img.get_data_dtype().kind == "f":  # integer voxels cannot be NaN or inf
             _check_finite(case_id, src, out[i])
+        _check_not_constant(case_id, src, out[i])
     return out
 
 
@@ -284,6 +336,15 @@ def _check_finite(case_id: str, src: _Source, channel: np.ndarray) -> None:
     n_nan, n_inf = int(np.isnan(channel).sum()), int(np.isinf(channel).sum())
     message = f"{src.modality} has {n_nan} NaN and {n_inf} infinite voxels"
     raise CaseError(case_id, message, src.path)
+
+
+def _check_not_constant(case_id: str, src: _Source, channel: np.ndarray) -> None:
+    """A scan whose voxels all hold one value (an all-zero volume, mostly) is an empty or broken
+    export: no scanner writes one, and training on its labels would teach noise."""
+    low = float(channel.min())
+    if low == float(channel.max()):
+        message = f"{src.modality} is constant (every voxel is {low:g}): an empty or broken file"
+        raise CaseError(case_id, message, src.path)
 
 
 def _decode_label(

@@ -215,10 +215,10 @@ def write_dataset_json(root: Path, meta: dict) -> Path:
 def truncate(path: Path, keep_bytes: int | None = None) -> Path:
     """Cut a file short, like an interrupted download.
 
-    By default only the last 16 bytes go (the gzip trailer and the end of the voxels). For a
-    factory image volume the header still reads and the error comes from the voxels
-    (``EOFError``; ``OSError`` for ``.nii``); a highly compressible ``.nii.gz`` such as a label
-    may lose its header too. ``keep_bytes=20`` always cuts into the header (``ImageFileError``).
+    By default only the last 16 bytes go (the gzip trailer and the end of the voxels): a
+    ``.nii.gz`` then fails to inflate (``EOFError``), a ``.nii`` to read its voxels
+    (``OSError``). ``keep_bytes=20`` always cuts into the header (``ImageFileError`` for a
+    ``.nii``, ``EOFError`` for a ``.nii.gz``).
     """
     data = path.read_bytes()
     path.write_bytes(data[: len(data) - 16 if keep_bytes is None else keep_bytes])

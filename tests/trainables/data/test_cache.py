@@ -196,7 +196,9 @@ def test_values_beyond_float16_are_a_case_error(tmp_path: Path) -> None:
     src = tmp_path / "src"
     padded_case(src, "ok")
     huge = brats_case(src, "huge", shape=SHAPE)
-    save_nifti(huge.files["t1"], np.full(SHAPE, 1e6, dtype=np.float32))
+    values = np.full(SHAPE, 1e6, dtype=np.float32)
+    values[0, 0, 0] = 0.0  # not constant: a constant scan is refused before the cast
+    save_nifti(huge.files["t1"], values)
     manifest = prepare(src, tmp_path / "cache", PreprocessConfig(normalization=NoNormalization()))
     assert [e.case_id for e in manifest.cases] == ["ok"]
     assert "does not fit the cache's float16" in manifest.skipped[0].message

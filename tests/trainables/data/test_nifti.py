@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gzip
+
 import nibabel as nib
 import numpy as np
 import pytest
@@ -137,13 +139,18 @@ def test_truncated_and_garbage_files_name_the_file(tmp_path):
     truncate(record.images["t1"], keep_bytes=20)  # the header itself is cut
     err = load_error(record, modalities=["t1"])
     assert err.path == str(record.images["t1"])
-    assert err.message.startswith("corrupt or truncated NIfTI file (ImageFileError:")
+    assert err.message.startswith("corrupt or truncated NIfTI file (EOFError: Compressed file")
     record.images["t2"].write_bytes(b"not a nifti at all" * 30)
     err = load_error(record, modalities=["t2"])
     assert err.path == str(record.images["t2"])
-    assert err.message.startswith("corrupt or truncated NIfTI file (ImageFileError:")
+    assert (
+        err.message == "corrupt or truncated NIfTI file (BadGzipFile: Not a gzipped file (b'no'))"
+    )
     record.images["flair"].write_bytes(b"")
-    assert "Empty file" in load_error(record, modalities=["flair"]).message
+    assert load_error(record, modalities=["flair"]).message == "empty file (0 bytes)"
+    record.images["flair"].write_bytes(gzip.compress(b"short"))  # a valid gzip of no NIfTI
+    err = load_error(record, modalities=["flair"])
+    assert err.message.startswith("corrupt or truncated NIfTI file (WrapStructError:")
 
 
 def test_truncated_label_names_the_label_file(tmp_path):
@@ -182,7 +189,54 @@ def test_modalities_with_different_shapes(tmp_path):
     err = load_error(record)
     assert (err.path, err.message) == (
         str(record.images["flair"]),
-        "flair has shape (8, 8, 5) but t1 has (8, 8, 6)",
+        "flair has shape (8, 8, 5) but t1, t1ce and t2 have (8, 8, 6)",
+    )
+
+
+def test_the_odd_file_out_is_named_not_the_first_one_checked(tmp_path):
+    """t1 is checked first; when it is the one on another grid, the message must name it."""
+    record, written = one_case(tmp_path)
+    save_nifti(record.images["t1"], np.zeros((8, 8, 5), np.int16))
+    err = load_error(record)
+    assert (err.path, err.message) == (
+        str(record.images["t1"]),
+        "t1 has shape (8, 8, 5) but t1ce, t2 and flair have (8, 8, 6)",
+    )
+    shifted = np.eye(4)
+    shifted[0, 3] = 5.0
+    save_nifti(record.images["t1"], written.images["t1"].astype(np.int16), affine=shifted)
+    err = load_error(record)
+    assert err.path == str(record.images["t1"])
+    assert err.message.startswith("affines of t1 and t1ce differ by up to 5 ")
+
+
+def test_a_gzip_block_corrupted_in_place_fails_its_crc(tmp_path):
+    """Bytes overwritten inside the stream still inflate (to garbage voxels); only the gzip
+    trailer's CRC tells, and nibabel alone never reads that far."""
+    record, _ = one_case(tmp_path)
+    big = np.random.default_rng(0).integers(0, 3000, (64, 64, 48)).astype(np.int16)
+    path = record.images["t2"]
+    save_nifti(path, big)
+    for name in ("t1", "t1ce", "flair"):
+        save_nifti(record.images[name], big)
+    assert record.label is not None
+    save_nifti(record.label, np.zeros(big.shape, np.uint8))
+    data = bytearray(path.read_bytes())
+    data[5000:5100] = bytes(100)  # deep inside the deflate stream, past the header
+    path.write_bytes(bytes(data))
+    err = load_error(record)
+    assert err.path == str(path)
+    assert "corrupt or truncated NIfTI file (BadGzipFile: CRC check failed)" in err.message
+
+
+@pytest.mark.parametrize("value", [0, 250])
+def test_a_constant_scan_is_refused(tmp_path, value):
+    record, _ = one_case(tmp_path)
+    save_nifti(record.images["flair"], np.full(SHAPE, value, np.int16))
+    err = load_error(record)
+    assert (err.path, err.message) == (
+        str(record.images["flair"]),
+        f"flair is constant (every voxel is {value}): an empty or broken file",
     )
 
 
