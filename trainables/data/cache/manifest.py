@@ -14,7 +14,7 @@ from trainables.errors import InputError
 
 # Bump when the on-disk layout or the manifest schema changes; older caches are then refused by
 # PreparedDataset and rebuilt by ensure_prepared.
-FORMAT_VERSION = 2  # 2: CaseEntry.source_shape
+FORMAT_VERSION = 3  # 2: CaseEntry.source_shape; 3: gzip CRC checked, constant scans refused
 MANIFEST = "manifest.json"
 
 Progress = Callable[[int, int, str], None]
