@@ -43,6 +43,7 @@ PROVENANCE_TAGS = {
     "ablate.version": "ablate",
     "ablate.code_commit": "ablate git commit",
     "ablate.split_hash": "split hash",
+    "ablate.left_out_cases": "cases left out",
     "ablate.space_file": "study file",
     "ablate.space_hash": "study file hash",
     "ablate.smoke": "smoke (shrunk trials)",

@@ -26,6 +26,7 @@ from orchestrator.checks import check_data_dir
 from orchestrator.commands.common import progress
 from orchestrator.expand import Plan, plan_sweep
 from orchestrator.space import SWEEP_NAME
+from orchestrator.sweep_data import prepare_sweep_data
 from orchestrator.tuner import TrackingSettings, TrialProblem, make_tuner, trial_outcomes
 from orchestrator.winners import PAPER_FILE
 from trainables.errors import InputError
@@ -70,23 +71,27 @@ class SweepResult:
     interrupted: bool
     experiment_id: str = ""
     problems: list[TrialProblem] = field(default_factory=list)
+    left_out: list[str] = field(default_factory=list)  # cases of --data no trial could use
 
     @property
     def exit_code(self) -> int:
-        """0 when every trial gave a result (diverged trials are results of their config), 2
-        when a trial met bad input or ran out of memory, 1 when one failed otherwise."""
+        """0 when every trial gave a result (diverged trials are results of their config) on
+        every case, 2 when a trial met bad input or ran out of memory or a case of the data was
+        left out, 1 when a trial failed otherwise."""
         failed = [p for p in self.problems if p.outcome != "diverged"]
-        if not failed:
-            return 0
-        return 2 if all(p.is_bad_input for p in failed) else 1
+        if failed and not all(p.is_bad_input for p in failed):
+            return 1
+        return 2 if failed or self.left_out else 0
 
 
 def run_sweep(opts: SweepOptions) -> SweepResult:
     """Plan, check, launch (or resume) and wait for a sweep; see the module docstring."""
     plan = plan_sweep(opts.space, opts.data.resolve() if opts.data else None, opts.smoke)
+    data_lines: list[str] = []
     if opts.data:
         joined = bool(opts.address or os.environ.get("RAY_ADDRESS"))
-        for line in check_data_dir(opts.data.resolve(), data_label_scheme(plan), joined):
+        data_lines = check_data_dir(opts.data.resolve(), data_label_scheme(plan), joined)
+        for line in data_lines:
             progress(line)
     if opts.name is not None and not re.fullmatch(SWEEP_NAME, opts.name):
         raise InputError(
@@ -101,11 +106,15 @@ def run_sweep(opts: SweepOptions) -> SweepResult:
     if not (opts.address or os.environ.get("RAY_ADDRESS") or _ray_running()):
         check_local_gpus(plan)  # a cluster's GPUs are checked once joined
     client = tracking.connect(uri)  # fails fast, before Ray starts
+    left_out = prepare_sweep_data(plan, data_lines) if opts.data else []
     _start_ray(opts.address, opts.verbose)
     check_cluster_resources(plan, joined=bool(opts.address or os.environ.get("RAY_ADDRESS")))
     experiment_id = tracking.ensure_experiment(client, name)
     mlflow_ui.setup_experiment(client, experiment_id, plan)
     parent_id = _parent_run(client, experiment_id, plan, name, path, opts)
+    if left_out:  # the case list the results are from is part of what they mean
+        shown = "\n".join(left_out)[: tracking.MAX_TAG]
+        tracking.set_tags(client, parent_id, {"ablate.left_out_cases": shown})
     for line in mlflow_ui.browse_lines(uri, experiment_id):
         progress(line)
     meta = {"space_file": str(plan.source), "space_hash": plan.space_hash, "tracking_uri": uri}
@@ -122,7 +131,9 @@ def run_sweep(opts: SweepOptions) -> SweepResult:
     )
     tuner.fit()
     counts, interrupted, problems = trial_outcomes(path)
-    return SweepResult(name, path, uri, parent_id, counts, interrupted, experiment_id, problems)
+    return SweepResult(
+        name, path, uri, parent_id, counts, interrupted, experiment_id, problems, left_out
+    )
 
 
 def data_label_scheme(plan: Plan) -> str:

@@ -42,19 +42,22 @@ from trainables.losses import output_channels
 from trainables.models import build_model
 
 Progress = Callable[[str], None]
+LEFT_OUT_TAG = f"ablate.{EXTERNAL}.left_out"  # on each run: the --data cases not tested
 CHECKPOINT_ARTIFACT = f"checkpoint/{BEST_MODEL_FILE}"
 
 
 @dataclass
 class EvaluationReport:
-    """What ``ablate test`` did: run keys tested, failed (``key: reason``), not finished, and
-    (with ``--missing``) left alone because they were tested before."""
+    """What ``ablate test`` did: run keys tested, failed (``key: reason``), not finished,
+    (with ``--missing``) left alone because they were tested before, and the cases of
+    ``--data`` left out (``<file>: <problem>``)."""
 
     prefix: str
     tested: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
     unfinished: int = 0
     already: int = 0
+    left_out: list[str] = field(default_factory=list)  # --data cases that could not be prepared
 
 
 def evaluate_sweep(
@@ -86,7 +89,7 @@ def evaluate_sweep(
         finished = [r for r in finished if not has_test(r, report.prefix)]
         report.already = len(done)
     _refuse_overwrite(finished, report.prefix, sweep, overwrite)
-    source = CaseSource(data.resolve() if data else None)
+    source = CaseSource(data.resolve() if data else None, progress)
     for index, run in enumerate(finished, start=1):
         key, start = run_key(run), time.perf_counter()
         try:
@@ -102,6 +105,7 @@ def evaluate_sweep(
             f"tested {index}/{len(finished)} {key}: {_summary(result, report.prefix)} "
             f"({time.perf_counter() - start:.1f} s)"
         )
+    report.left_out = source.left_out
     return report
 
 
@@ -140,6 +144,8 @@ def evaluate_run(
         result = evaluate_weights(cfg, checkpoint["model"], cases, prefix, progress)
         csv = write_per_case_csv(result.per_case, Path(tmp) / "per_case.csv")
         tags = {DATA_TAG: str(source.root)} if source.root else {}
+        if source.root and source.left_out:  # the metrics are over the other cases
+            tags[LEFT_OUT_TAG] = "\n".join(source.left_out)[: tracking.MAX_TAG]
         log_test(client, run_id, result.metrics, csv if result.per_case else None, prefix, tags)
     return result
 
@@ -178,8 +184,10 @@ class CaseSource:
     """The test cases of a run: its split's own (``root`` None) or every labelled case of
     ``root``; prepared data is reused across the runs that read the same data config."""
 
-    def __init__(self, root: Path | None) -> None:
+    def __init__(self, root: Path | None, progress: Progress | None = None) -> None:
         self.root = root
+        self.progress = progress
+        self.left_out: list[str] = []  # cases of ``root`` that could not be prepared
         self._prepared: dict[str, Any] = {}
 
     def cases(self, cfg: TrialConfig, split_hash: str | None) -> TestCases:
@@ -205,11 +213,21 @@ class CaseSource:
             raise InputError("test data directory not found", self.root)
         cache = Path(cfg.data.cache_dir) if cfg.data.cache_dir else default_cache_root()
         key = json.dumps([cfg.data.preprocess.model_dump(mode="json"), cfg.data.label_scheme])
-        dataset = self._prepared.get(key) or ensure_prepared(
-            self.root, cache, cfg.data.preprocess, cfg.data.label_scheme
-        )
+        dataset = self._prepared.get(key)
+        if dataset is None:
+            dataset = ensure_prepared(self.root, cache, cfg.data.preprocess, cfg.data.label_scheme)
+            self._note_left_out([case.message for case in dataset.manifest.skipped])
         self._prepared[key] = dataset
         labelled = [c for c in dataset.case_ids if dataset.entry(c).has_label]
         if not labelled:
             raise InputError("no labelled case to test on", self.root)
         return TestCases(dataset, labelled, dataset.scheme, tuple(cfg.data.modalities))
+
+    def _note_left_out(self, messages: list[str]) -> None:
+        """Name each newly left-out case once (several preprocessings may skip the same)."""
+        new = [m for m in messages if m not in self.left_out]
+        self.left_out += new
+        if new and self.progress:
+            self.progress(f"{len(new)} case(s) of {self.root} left out of the test:")
+            for message in new:
+                self.progress(f"  {message}")

@@ -5,7 +5,8 @@ survives ``--resume`` and retries: the parent carries ``ablate.sweep_path`` (the
 directory) and each child carries ``mlflow.parentRunId`` and ``ablate.trial_key``. Before a
 child run is created it is looked up by those tags.
 
-Tags used (``ablate.*``): kind (sweep|trial), space_file, space_hash, git_commit (the study
+Tags used (``ablate.*``): kind (sweep|trial), space_file, space_hash, left_out_cases (--data
+cases no trial could use), git_commit (the study
 file's folder), code_commit and version (ablate's own), split_hash,
 ray_version, torch_version, metric, mode, trial_key, cell, seed, fold (k-fold trials),
 tune_trial_id, outcome

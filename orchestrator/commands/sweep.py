@@ -154,6 +154,14 @@ def _sweep(args: argparse.Namespace) -> int:
         )
         for problem in result.problems:
             print(f"  {problem.key}: {problem.outcome}: {problem.message}", file=sys.stderr)
+    if result.left_out:
+        print(
+            f"ablate: {len(result.left_out)} case(s) of the data were left out of every trial "
+            "(the results are from the others):",
+            file=sys.stderr,
+        )
+        for message in result.left_out:
+            print(f"  {message}", file=sys.stderr)
     return result.exit_code
 
 

@@ -55,5 +55,6 @@ def _test(args: argparse.Namespace) -> int:
         progress(f"{len(report.failed)} runs could not be tested:")
         for line in report.failed:
             progress(f"  {line}")
-        return EXIT_BAD_INPUT
-    return 0
+    if report.left_out:  # named as they were found; the count again where the run ends
+        progress(f"{len(report.left_out)} case(s) of {args.data} were left out (bad input)")
+    return EXIT_BAD_INPUT if report.failed or report.left_out else 0

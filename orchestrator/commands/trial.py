@@ -92,8 +92,14 @@ def _train(args: argparse.Namespace) -> int:
             "best_epoch": result.best_epoch,
             "final": result.final,
             "history": history,
+            "left_out": result.left_out,
         }
     )
+    if result.left_out:  # trained on the others, but the data had bad input: say it again
+        progress(f"{len(result.left_out)} case(s) of the data were left out (bad input):")
+        for message in result.left_out:
+            progress(f"  {message}")
+        return 2
     return 0
 
 

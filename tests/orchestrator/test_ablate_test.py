@@ -6,6 +6,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import nibabel as nib
+import numpy as np
 import pytest
 import yaml
 from ablate_sweep_helpers import mlflow_uri, tiny_trial
@@ -97,12 +99,21 @@ def test_an_external_test_set_is_logged_under_its_own_prefix(
     checkpoint, _, split = trained
     uri = mlflow_uri(tmp_path)
     client, runs = _sweep(uri, checkpoint, split)
-    synthesize_dataset(tmp_path / "external", 2, seed=7, shape=(32, 32, 32))
+    synthesize_dataset(tmp_path / "external", 3, seed=7, shape=(32, 32, 32))
+    (blank,) = (tmp_path / "external").rglob("Synth_0002_flair.nii.gz")
+    image = nib.load(blank)
+    nib.save(nib.Nifti1Image(np.zeros(image.shape, np.float32), image.affine), blank)
     args = ["test", "study", "--tracking-uri", uri, "--data", str(tmp_path / "external")]
-    assert main(args) == 2
-    assert "test_ext/dice_mean" in capsys.readouterr().err
+    assert main(args) == 2  # run c has no checkpoint, and a case of --data is bad input
+    err = capsys.readouterr().err
+    assert "test_ext/dice_mean" in err and "on 2 cases" in err
+    left_out = f"{blank}: flair is constant (every voxel is 0): an empty or broken file"
+    assert f"1 case(s) of {(tmp_path / 'external').resolve()} left out of the test:" in err
+    assert err.count(left_out) == 1  # named once, not once per run
+    assert "1 case(s) of " in err.splitlines()[-1] and "were left out (bad input)" in err
     run = client.get_run(runs["b/seed0"])
     assert run.data.tags["ablate.test_ext.cases"] == "2"
+    assert run.data.tags["ablate.test_ext.left_out"] == left_out
     assert run.data.tags["ablate.test_ext.data"] == str((tmp_path / "external").resolve())
     assert "test_ext/dice_wt" in run.data.metrics and "test/dice_wt" not in run.data.metrics
     listed = {a.path for a in client.list_artifacts(runs["b/seed0"], "per_case")}

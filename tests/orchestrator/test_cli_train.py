@@ -153,3 +153,29 @@ def test_bench_sizes_a_ct_trial_for_its_binary_labels(capsys: pytest.CaptureFixt
     step = build_bench_step(cfg)
     assert step.train.model(step.image)[0].shape[1] == 2  # softmax over background and haemorrhage
     assert int(step.label.max()) <= 1
+
+
+def test_a_case_left_out_of_training_is_named_and_exits_2(
+    capsys: pytest.CaptureFixture, tmp_path: Path
+) -> None:
+    """Training goes on with the good cases; the bad one is named, in the JSON too, and the exit
+    code says the data had bad input."""
+    import nibabel as nib
+    import numpy as np
+
+    from trainables.data.synth import synthesize_dataset
+
+    synthesize_dataset(tmp_path / "data", 7, seed=3, shape=(32, 32, 32))
+    (bad,) = (tmp_path / "data").rglob("Synth_0006_t2.nii.gz")
+    image = nib.load(bad)
+    voxels = np.asarray(image.dataobj, dtype=np.float32)
+    voxels[0, 0, :4] = np.nan
+    nib.save(nib.Nifti1Image(voxels, image.affine), bad)
+    args = ["train", str(BASE_DIR / "tiny.yaml"), "--data", str(tmp_path / "data"), "--smoke"]
+    assert main([*args, "--epochs", "1"]) == 2
+    captured = capsys.readouterr()
+    problem = f"{bad}: t2 has 4 NaN and 0 infinite voxels"
+    assert json.loads(captured.out)["left_out"] == [problem]
+    assert "epoch 1/1" in captured.err  # trained on the 6 good cases
+    assert captured.err.rstrip().endswith(problem)
+    assert "1 case(s) of the data were left out (bad input):" in captured.err

@@ -17,10 +17,10 @@ from trainables.data.synth import synthesize_dataset
 from trainables.errors import InputError
 
 
-def _result(*problems: TrialProblem) -> SweepResult:
+def _result(*problems: TrialProblem, left_out: tuple[str, ...] = ()) -> SweepResult:
     counts = {"finished": 2}
     return SweepResult("study", "/runs/ray/study", "sqlite:///m.db", "p1", counts, False, "1",
-                       list(problems))  # fmt: skip
+                       list(problems), list(left_out))  # fmt: skip
 
 
 BAD_DATA = TrialProblem("a/seed0", "failed", "InputError: data.root: dataset directory x not found")
@@ -45,6 +45,45 @@ def test_exit_code_says_whether_every_trial_gave_a_result(
     problems: tuple[TrialProblem, ...], code: int
 ) -> None:
     assert _result(*problems).exit_code == code
+
+
+def test_a_case_left_out_of_every_trial_is_bad_input() -> None:
+    left_out = ("/d/Synth_0003/Synth_0003_t2.nii.gz: t2 has 4 NaN and 0 infinite voxels",)
+    assert _result(left_out=left_out).exit_code == 2  # every trial gave a result, on fewer cases
+    assert _result(CRASH, left_out=left_out).exit_code == 1
+
+
+def test_the_driver_prepares_the_data_and_names_each_case_left_out_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import nibabel as nib
+    import numpy as np
+    from ablate_sweep_helpers import write_space
+
+    from orchestrator.expand import plan_sweep
+    from orchestrator.sweep_data import prepare_sweep_data
+
+    root = tmp_path / "data"
+    synthesize_dataset(root, cases=5, shape=(32, 32, 32))
+    (root / "Synth_0002" / "Synth_0002_t2.nii.gz").unlink()  # found by listing files
+    bad = root / "Synth_0003" / "Synth_0003_flair.nii.gz"  # found only when decoded
+    image = nib.load(bad)
+    nib.save(nib.Nifti1Image(np.zeros(image.shape, np.float32), image.affine), bad)
+    space = write_space(
+        tmp_path, "name: s\nextends: trial.yaml\ngrid: {model.attention: [true, false]}\n"
+    )
+    plan = plan_sweep(space, data_root=root)
+    named = check_data_dir(root, "auto", joined=False)
+    left_out = prepare_sweep_data(plan, named)
+    missing = f"{root / 'Synth_0002'}: missing modality file(s): Synth_0002_t2.nii.gz"
+    constant = f"{bad}: flair is constant (every voxel is 0): an empty or broken file"
+    assert left_out == [missing, constant]
+    err = capsys.readouterr().err
+    assert "data: 1 case(s) could not be prepared and are left out:" in err
+    assert err.count(constant) == 1 and missing not in err  # the --data check named that one
+    assert f"data: preparing {root}: 4/4 cases read" in err  # once for both cells
+    assert prepare_sweep_data(plan, named) == left_out  # the trials' cache: reused, not redone
+    assert "preparing" not in capsys.readouterr().err
 
 
 def test_the_resume_hint_names_the_sweep_data_and_smoke(tmp_path: Path) -> None:

@@ -21,12 +21,14 @@ class TrainResult:
     Attributes:
         checkpoint: the best model file (``<checkpoint_dir>/best.pt``) when one was written.
         per_case: the best epoch's per-case validation rows.
+        left_out: ``<file>: <problem>`` of each case the data had but could not prepare.
     """
 
     history: list[dict[str, float]] = field(default_factory=list)
     best_epoch: int = 0
     checkpoint: Path | None = None
     per_case: list[dict[str, object]] = field(default_factory=list)
+    left_out: list[str] = field(default_factory=list)
 
     @property
     def final(self) -> dict[str, float]:
@@ -46,7 +48,7 @@ def train_trial(
     there after every epoch (:meth:`TrialRunner.save`).
     """
     runner = TrialRunner(cfg, progress=progress, metric=metric, mode=mode)
-    result = TrainResult()
+    result = TrainResult(left_out=[case.message for case in runner.data.dataset.manifest.skipped])
     for _ in range(cfg.train.epochs):
         metrics = runner.run_epoch()
         result.history.append(metrics)

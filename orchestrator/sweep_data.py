@@ -1,0 +1,73 @@
+"""A sweep's dataset, prepared once on the driver before Ray starts.
+
+Trials would prepare it too (under a file lock, the first one doing the work), but inside a Ray
+worker its progress goes to a log nobody reads, and the cases it leaves out (a corrupt file, NaN
+voxels, labels outside the scheme) are never named where the researcher looks. Preparing here
+shows the progress on the console, names every left-out case before any trial starts, and lets
+the sweep end with exit code 2 for them; the trials then reuse the cache (same key, same
+directory, ``data.cache_dir`` comes from the driver).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from orchestrator.commands.common import progress
+
+if TYPE_CHECKING:
+    from orchestrator.expand import Plan
+
+
+def prepare_sweep_data(plan: Plan, named: Iterable[str] = ()) -> list[str]:
+    """Prepare every distinct dataset directory the planned trials read (one per data root,
+    preprocessing and label scheme); synthetic data is left to the trials.
+
+    Args:
+        named: problems the console already shows (the ``--data`` check lists the cases that
+            lack a file); they are not printed twice.
+
+    Returns:
+        One line per case left out of every trial: ``<file>: <problem>``, in cache order.
+    """
+    from trainables.config.trial import parse_trial_config
+    from trainables.data.cache import default_cache_root, ensure_prepared
+
+    left_out: list[str] = []
+    shown = {line.strip() for line in named}
+    seen: set[str] = set()
+    for config in plan.cell_configs.values():
+        data = parse_trial_config(config).data
+        if data.root is None or not Path(data.root).is_dir():
+            continue  # synthetic cases, or a directory only the cluster's workers mount
+        key = json.dumps([str(data.root), data.preprocess.fingerprint(), data.label_scheme])
+        if key in seen:
+            continue
+        seen.add(key)
+        cache_root = Path(data.cache_dir) if data.cache_dir else default_cache_root()
+        dataset = ensure_prepared(
+            data.root, cache_root, data.preprocess, data.label_scheme, _counter(data.root),
+            workers=max(1, min(8, (os.cpu_count() or 1) - 1)),
+        )  # fmt: skip
+        skipped = [case.message for case in dataset.manifest.skipped]
+        new = [m for m in skipped if m not in left_out and m not in shown]
+        if new:
+            progress(f"data: {len(new)} case(s) could not be prepared and are left out:")
+            for message in new:
+                progress(f"  {message}")
+        left_out += [m for m in skipped if m not in left_out]
+    return left_out
+
+
+def _counter(root: str) -> Callable[[int, int, str], None]:
+    """Progress of the preparation: every case for a small dataset, every ~5% of a large one."""
+
+    def report(done: int, total: int, case_id: str) -> None:
+        step = max(1, total // 20)
+        if done == 1 or done == total or done % step == 0:
+            progress(f"data: preparing {root}: {done}/{total} cases read ({case_id})")
+
+    return report
