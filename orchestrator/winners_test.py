@@ -76,4 +76,3 @@ def caption(table: WinnersTable) -> str:
             "best by validation can have a low P(rank 1) when its lead does not hold on test"
         )
     return text
-

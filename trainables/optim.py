@@ -108,9 +108,7 @@ _OPTIMIZERS: dict[str, type[Optimizer]] = {
 }
 
 
-def build_optimizer(
-    cfg: OptimizerConfig, params: Iterable[Any], fused: bool = False
-) -> Optimizer:
+def build_optimizer(cfg: OptimizerConfig, params: Iterable[Any], fused: bool = False) -> Optimizer:
     """The torch optimizer for ``cfg``.
 
     Args:

@@ -120,7 +120,6 @@ def test_an_external_test_set_is_logged_under_its_own_prefix(
     assert listed == {"per_case/test_ext.csv"}
 
 
-
 def test_a_missing_external_test_set_is_refused_once_up_front(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -130,6 +129,7 @@ def test_a_missing_external_test_set_is_refused_once_up_front(
     err = capsys.readouterr().err
     assert err.count("test data directory not found") == 1
     assert f"--data: {missing}: test data directory not found" in err
+
 
 def test_a_run_on_another_split_is_refused_by_name(
     trained: tuple[Path, TrainResult, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]

@@ -78,7 +78,6 @@ def test_missing_file_and_cuda_without_gpu_exit_2(capsys: pytest.CaptureFixture)
         assert "device: CUDA was requested but no GPU is visible" in capsys.readouterr().err
 
 
-
 @pytest.mark.parametrize(
     ("flags", "message"),
     [
@@ -95,6 +94,7 @@ def test_bench_counts_and_shapes_are_checked_before_any_work(
         main(["bench", str(BASE_DIR / "tiny.yaml"), *flags])
     assert stop.value.code == 2
     assert message in capsys.readouterr().err
+
 
 def test_bench_reports_step_time_and_throughput(capsys: pytest.CaptureFixture) -> None:
     args = ["bench", str(BASE_DIR / "tiny.yaml"), "--steps", "2", "--warmup", "1", "--json"]

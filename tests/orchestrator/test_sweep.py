@@ -76,9 +76,7 @@ def test_smoke_sweep_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[st
         assert params["model.attention"] == key.split(",")[0].split("=")[1]
         assert params["seed"] == key[-1] and params["model.kind"] == "attention_unet"
         perf = {"perf/epoch_s", "perf/step_ms", "perf/data_wait_frac", "perf/voxels_per_s"}
-        assert EPOCH_METRICS | perf | {"best/val/dice_mean", "best/epoch"} <= set(
-            run.data.metrics
-        )
+        assert EPOCH_METRICS | perf | {"best/val/dice_mean", "best/epoch"} <= set(run.data.metrics)
         versions = {k: run.data.tags.get(k) for k in ("ablate.torch_version", "ablate.gpu_name")}
         gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "none"
         assert versions == {"ablate.torch_version": torch.__version__, "ablate.gpu_name": gpu}

@@ -120,4 +120,3 @@ def regions_from_labels(label: np.ndarray, scheme: LabelScheme = INTERNAL_BRATS)
         (R, *S) bool array, one mask per region in ``scheme.regions`` order.
     """
     return np.stack([np.isin(label, codes) for codes in scheme.regions.values()])
-

@@ -171,8 +171,7 @@ def _kfold_parts(ranked: list[str], cfg: KFoldSplit) -> tuple[list[str], ...]:
     if len(ranked) < cfg.folds:
         held_out = " outside the test set" if cfg.test is not None else ""
         message = (
-            f"{cfg.folds}-fold split needs at least {cfg.folds} cases{held_out}, "
-            f"got {len(ranked)}"
+            f"{cfg.folds}-fold split needs at least {cfg.folds} cases{held_out}, got {len(ranked)}"
         )
         raise InputError(message, where="data.split.folds")
     # Fold sizes differ by at most one: fold k takes every folds-th case starting at k.

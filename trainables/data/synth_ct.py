@@ -82,9 +82,7 @@ def synthesize_ct_dataset(
     for i in range(cases):
         case_id = f"SynthCT_{i:04d}"
         free = is_lesion_free(i, lesion_free_fraction, phase)
-        image, label = synthesize_ct_case(
-            case_id, shape, case_stream(seed, 2, i), lesion=not free
-        )
+        image, label = synthesize_ct_case(case_id, shape, case_stream(seed, 2, i), lesion=not free)
         paths.append(_save(out / "imagesTr" / f"{case_id}.nii.gz", image.astype(np.int16), affine))
         _save(out / "labelsTr" / f"{case_id}.nii.gz", label, affine)
         if progress is not None:

@@ -35,8 +35,10 @@ def write_per_case_csv(rows: Sequence[dict[str, Any]], path: str | Path) -> Path
 
 
 def _cell(value: Any) -> str:
-    return "nan" if value is None or (isinstance(value, float) and math.isnan(value)) else repr(
-        float(value)
+    return (
+        "nan"
+        if value is None or (isinstance(value, float) and math.isnan(value))
+        else repr(float(value))
     )
 
 

@@ -311,7 +311,7 @@ class SwinUNETRConfig(_ModelBase):
 
     @model_validator(mode="after")
     def _heads_divide_widths(self) -> SwinUNETRConfig:
-        widths = self.stage_filters[1:SWIN_STAGES + 1]
+        widths = self.stage_filters[1 : SWIN_STAGES + 1]
         bad = [(w, h) for w, h in zip(widths, self.num_heads, strict=True) if w % h]
         if bad:
             raise ValueError(

@@ -211,7 +211,6 @@ def test_no_usable_case_is_an_input_error(tmp_path: Path) -> None:
         prepare(tmp_path / "src", tmp_path / "cache", CFG)
 
 
-
 def test_a_failed_prepare_leaves_an_earlier_cache_whole(source: Path, tmp_path: Path) -> None:
     out = tmp_path / "cache"
     prepare(source, out, CFG)
@@ -225,6 +224,7 @@ def test_a_failed_prepare_leaves_an_earlier_cache_whole(source: Path, tmp_path: 
     assert all(dataset.load(case).label is not None for case in dataset.case_ids)
     prepare(source, out, CFG)  # and a later run replaces it as before
     assert sorted(p.name for p in out.iterdir()) == ["cases", "manifest.json"]
+
 
 def test_refuses_output_inside_source_and_source_inside_output(source: Path, tmp_path: Path):
     before = fingerprint(source)

@@ -148,7 +148,6 @@ def test_msd_label_without_image_and_duplicate_image(tmp_path):
     assert messages["BRATS_002"].startswith("duplicate files (image: BRATS_002.nii, BRATS_002")
 
 
-
 def test_msd_test_images_are_read_for_prediction_only(tmp_path):
     msd_dataset(tmp_path, ["BRATS_001", "BRATS_002"])
     (tmp_path / "imagesTs").mkdir()
@@ -161,6 +160,7 @@ def test_msd_test_images_are_read_for_prediction_only(tmp_path):
     assert index.cases[1].images["flair"] == tmp_path / "imagesTs" / "BRATS_485.nii.gz"
     (problem,) = index.problems
     assert problem.case_id == "BRATS_001" and problem.message.startswith("duplicate files")
+
 
 def test_bad_dataset_json(tmp_path):
     msd_dataset(tmp_path, ["BRATS_001"])
