@@ -91,7 +91,10 @@ def _cost(table: WinnersTable, done: list[Any]) -> list[Figure]:
         table.metric,
         table.mode,
     )
-    caption = "GPU-hours per run (epoch time x epochs x GPUs); green: no cell is cheaper and better"
+    caption = (
+        "GPU time per run (epoch time x epochs x GPUs; in hours, or minutes or seconds when "
+        "that small); green: no cell is cheaper and better"
+    )
     return [Figure(f"{table.metric} against GPU-hours", png, caption)]
 
 

@@ -93,6 +93,8 @@ def pareto_png(
     (the Pareto front) are joined. Points are numbered; the legend names them."""
     figure, axis = _figure(8.5, 4.6)
     front = pareto_front(gpu_hours, values, mode)
+    scale, unit = _cost_unit(gpu_hours)
+    gpu_hours = [h * scale for h in gpu_hours]  # tiny sweeps: minutes or seconds, not 0.0011 h
     ordered = sorted(front, key=lambda i: gpu_hours[i])
     axis.step(
         [gpu_hours[i] for i in ordered],
@@ -106,10 +108,18 @@ def pareto_png(
         color = "tab:green" if number - 1 in front else "tab:purple"
         axis.scatter([x], [y], color=color, zorder=3, label=f"{number}: {shorten(label, 36)}")
         axis.annotate(str(number), (x, y), textcoords="offset points", xytext=(5, 4))
-    axis.set(xlabel="GPU-hours per run", ylabel=metric)
+    axis.set(xlabel=f"GPU-{unit} per run", ylabel=metric)
     axis.grid(alpha=0.3)
     figure.legend(loc="outside right upper", fontsize="small", frameon=False)
     return _png(figure)
+
+
+def _cost_unit(gpu_hours: Sequence[float]) -> tuple[float, str]:
+    """(factor from hours, unit name) that keeps the largest cost at 1 or above."""
+    largest = max((h for h in gpu_hours if math.isfinite(h)), default=1.0)
+    if largest >= 1.0:
+        return 1.0, "hours"
+    return (60.0, "minutes") if largest * 60 >= 1.0 else (3600.0, "seconds")
 
 
 def pareto_front(costs: Sequence[float], values: Sequence[float], mode: str = "max") -> set[int]:

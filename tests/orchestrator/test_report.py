@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,7 @@ from ablate_sweep_helpers import log_sweep, mlflow_uri
 
 from orchestrator.cli import main
 from orchestrator.report import mean_curve, write_report
+from orchestrator.report_plots import _cost_unit
 from orchestrator.winners import find_winners
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -72,3 +74,18 @@ def test_mean_curve_averages_seeds_per_epoch(sweep) -> None:
     curve = mean_curve(client, list(cell.runs), "val/dice_mean")
     assert [s for s, _ in curve] == [1, 2, 3]
     assert curve[-1][1] == pytest.approx(0.81) and curve[0][1] == pytest.approx(0.405)
+
+
+@pytest.mark.parametrize(
+    ("hours", "expected"),
+    [
+        ([2.5, 0.4], (1.0, "hours")),
+        ([0.5, 0.02], (60.0, "minutes")),  # 30 and 1.2 minutes
+        ([0.00105, 0.00131], (3600.0, "seconds")),  # a CPU smoke sweep: 3.8 to 4.7 s
+        ([math.nan], (1.0, "hours")),
+    ],
+)
+def test_the_cost_axis_unit_keeps_tiny_costs_readable(
+    hours: list[float], expected: tuple[float, str]
+) -> None:
+    assert _cost_unit(hours) == expected
