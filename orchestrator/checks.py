@@ -73,6 +73,51 @@ def check_device(space: SpaceFile, configs: dict[str, dict[str, Any]], errors: P
             )
 
 
+# Metrics only a trial on a GPU logs (the engine measures CUDA memory).
+GPU_ONLY_METRICS = ("perf/peak_gpu_mem_gib",)
+
+
+def check_metric_on_device(
+    space: SpaceFile, written_gpu: float, configs: dict[str, dict[str, Any]], errors: Problems
+) -> None:
+    """A GPU-only metric is never logged by a trial without a GPU, so ranking by it would leave
+    an empty table. ``written_gpu`` is the file's ``resources.gpu`` (``--smoke`` on a CPU sets
+    0 on purpose: a plumbing check, not a measurement)."""
+    if space.metric not in GPU_ONLY_METRICS:
+        return
+    if written_gpu <= 0:
+        errors.add(
+            f"metric: {space.metric} is logged only by trials on a GPU, and resources.gpu is 0, "
+            "so no trial would log it; give the trials a GPU or rank by another metric"
+        )
+        return
+    for label, config in configs.items():
+        if config.get("device") == "cpu":
+            errors.add(
+                f"metric: {space.metric} is logged only by trials on a GPU, and cell {label!r} "
+                "has device: cpu"
+            )
+            return
+
+
+def check_synthetic_axes(
+    cells: list[Cell], configs: dict[str, dict[str, Any]], errors: Problems
+) -> None:
+    """With ``data.root`` set (``--data DIR``) ``data.synthetic`` is not read, so an axis over
+    it would give cells that differ only in their names, ranked as if they differed."""
+    for cell in cells:
+        root = ((configs.get(cell.label) or {}).get("data") or {}).get("root")
+        paths = [
+            p for p in cell.overrides if p == "data.synthetic" or p.startswith("data.synthetic.")
+        ]
+        if root and paths:
+            errors.add(
+                f"{cell.origins[paths[0]]}: has no effect: the trials read the cases in {root} "
+                "(data.root, or --data), not synthetic ones; drop the axis or run without --data"
+            )
+            return
+
+
 def check_asha(space: SpaceFile, configs: dict[str, dict[str, Any]], errors: Problems) -> None:
     """ASHA's rungs must lie within every trial's epochs (a trial ends at its ``train.epochs``)."""
     asha = space.effective_scheduler

@@ -18,11 +18,13 @@ from orchestrator.checks import (
     check_axis_overlap,
     check_device,
     check_distinct_cells,
+    check_metric_on_device,
     check_metric_regions,
     check_paper,
     check_same_split,
     check_sample_combinations,
     check_seed_overrides,
+    check_synthetic_axes,
     check_unique,
 )
 from orchestrator.folds import check_fold_count, count_cases, fold_splits
@@ -108,6 +110,7 @@ def plan_sweep(path: str | Path, data_root: Path | None = None, smoke: bool = Fa
     """
     source = Path(path).resolve()
     space, digest = load_space_file(source)
+    written_gpu = space.resources.gpu
     if smoke:
         space = smoke_space(space)
     base = _base_config(space, source)
@@ -128,9 +131,13 @@ def plan_sweep(path: str | Path, data_root: Path | None = None, smoke: bool = Fa
         _check_samples(space, cells[0], base, errors)
         if not errors.lines:  # combinations only once each axis is valid on its own
             check_sample_combinations(space, cells[0].overrides, base, errors)
-    if not smoke:  # --smoke shrinks sizes, so cells that differ only in size look alike
+    check_synthetic_axes(cells, cell_configs, errors)
+    # --smoke shrinks sizes, so cells that differ only in size look alike; after another error
+    # (a grid over seed, say) the cells may look alike for that reason alone
+    if not smoke and not errors.lines:
         check_distinct_cells(cell_configs, errors)
     check_same_split(cell_configs, errors)
+    check_metric_on_device(space, written_gpu, cell_configs, errors)
     check_metric_regions(space, cell_configs, errors)
     check_device(space, cell_configs, errors)
     check_asha(space, cell_configs, errors)

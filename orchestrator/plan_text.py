@@ -12,6 +12,11 @@ from trainables.config.dotted import format_value
 SMOKE_NOTE = "; smoke: every trial shrunk, overrides listed as the file writes them"
 
 
+def _count(n: int, noun: str) -> str:
+    """``1 cell``, ``2 cells``."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def describe_plan(plan: Plan) -> tuple[str, list[dict[str, Any]]]:
     """The one-line summary and the trial rows ``ablate validate`` prints.
 
@@ -19,13 +24,14 @@ def describe_plan(plan: Plan) -> tuple[str, list[dict[str, Any]]]:
     sampled ranges in place of values.
     """
     space, res = plan.space, plan.space.resources
+    cells, seeds = _count(len(plan.cells), "cell"), _count(space.seeds, "seed")
     if space.is_grid:
         folds = f" x {space.folds} folds" if space.folds else ""
-        count = f"{len(plan.cells)} cells{folds} x {space.seeds} seeds = {len(plan.trials)} trials"
+        count = f"{cells}{folds} x {seeds} = {_count(len(plan.trials), 'trial')}"
     else:
         samples = space.search.num_samples
-        count = f"{len(plan.cells)} cells, {samples} samples x {space.seeds} seeds"
-        count += f" = {samples * space.seeds} trials"
+        count = f"{cells}, {_count(samples, 'sample')} x {seeds}"
+        count += f" = {_count(samples * space.seeds, 'trial')}"
     summary = (
         f"{plan.source}: sweep {plan.name!r}, {count} ({space.search.kind} search, "
         f"{space.effective_scheduler.kind} scheduler, {space.metric} {space.mode}, "

@@ -84,6 +84,9 @@ def evaluate_sweep(
     report.unfinished = len(runs) - len(finished)
     if not finished:
         raise InputError(f"sweep {sweep!r} has no finished runs to test")
+    if not overwrite and all(has_test(r, report.prefix) for r in finished):
+        report.already = len(finished)  # nothing to do (the sweep tested every run): no error
+        return report
     if missing_only and not overwrite:
         done = [r for r in finished if has_test(r, report.prefix)]
         finished = [r for r in finished if not has_test(r, report.prefix)]

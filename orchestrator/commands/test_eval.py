@@ -51,6 +51,11 @@ def _test(args: argparse.Namespace) -> int:
     if report.unfinished:
         text += f"; {report.unfinished} runs not finished, not tested"
     progress(text)
+    if report.already and not report.tested and not report.failed:
+        progress(
+            f"nothing to test: every finished run already has {report.prefix}/ metrics (the sweep "
+            "tests each run's selected weights at its last epoch); --overwrite evaluates again"
+        )
     if report.failed:
         progress(f"{len(report.failed)} runs could not be tested:")
         for line in report.failed:

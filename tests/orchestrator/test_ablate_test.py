@@ -92,6 +92,13 @@ def test_ablate_test_logs_test_metrics_and_names_runs_without_a_checkpoint(
     assert main(["test", "study", "--tracking-uri", uri, "--overwrite"]) == 2
     assert "2 runs tested" in capsys.readouterr().err
 
+    # every finished run tested already (as a sweep leaves them): nothing to do, not an error
+    client.set_terminated(runs["c/seed0"], status="FAILED")
+    assert main(["test", "study", "--tracking-uri", uri]) == 0
+    err = capsys.readouterr().err
+    assert "0 runs tested (test/ metrics, per_case/test.csv); 2 tested before" in err
+    assert "nothing to test: every finished run already has test/ metrics" in err
+
 
 def test_an_external_test_set_is_logged_under_its_own_prefix(
     trained: tuple[Path, TrainResult, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]

@@ -146,7 +146,7 @@ def test_a_continuous_range_on_an_integer_field_is_refused(tmp_path: Path, form:
 def test_describe_plan_lists_trials_with_overrides(tmp_path: Path) -> None:
     space = write_space(tmp_path, "name: s\nextends: trial.yaml\ngrid: {optimizer.lr: [0.01]}\n")
     summary, rows = describe_plan(plan_sweep(space))
-    assert "sweep 's', 1 cells x 1 seeds = 1 trials (grid search, fifo scheduler" in summary
+    assert "sweep 's', 1 cell x 1 seed = 1 trial (grid search, fifo scheduler" in summary
     assert rows == [
         {
             "key": "lr=0.01/seed0",

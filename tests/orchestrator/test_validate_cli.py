@@ -455,3 +455,41 @@ def test_a_region_metric_the_labels_do_not_have_is_refused(
     ct = "base: {data.label_scheme: binary, data.modalities: [ct], data.synthetic.modality: ct}\n"
     space = write_space(tmp_path, "name: s\nextends: trial.yaml\nmetric: val/dice_fg\n" + ct)
     assert _validate(space, capsys)[0] == 0  # binary labels: the FG region is logged
+
+
+def test_a_synthetic_axis_with_data_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--data replaces the synthetic cases: the two cells would train on the same data."""
+    from trainables.data.synth import synthesize_dataset
+
+    synthesize_dataset(tmp_path / "data", 6, shape=(32, 32, 32))
+    space = write_space(tmp_path, "name: s\nextends: trial.yaml\ngrid: {data.synthetic.shape: "
+                        "[[32, 32, 32], [40, 40, 32]]}\n")  # fmt: skip
+    code, err = _validate(space, capsys, "--data", str(tmp_path / "data"))
+    assert code == 2
+    assert (
+        "grid.data.synthetic.shape: has no effect: the trials read the cases in "
+        f"{(tmp_path / 'data').resolve()} (data.root, or --data), not synthetic ones" in err
+    )
+    assert _validate(space, capsys)[0] == 0  # without --data the axis is real
+
+
+def test_a_gpu_only_metric_without_a_gpu_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = "name: s\nextends: trial.yaml\nmetric: perf/peak_gpu_mem_gib\nmode: min\n"
+    code, err = _validate(write_space(tmp_path, text), capsys)
+    assert code == 2 and (
+        "metric: perf/peak_gpu_mem_gib is logged only by trials on a GPU, and resources.gpu is "
+        "0, so no trial would log it" in err
+    )
+
+
+def test_a_grid_over_seed_gives_one_message_not_a_cascade(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    space = write_space(tmp_path, "name: s\nextends: trial.yaml\ngrid: {seed: [0, 1]}\n")
+    code, err = _validate(space, capsys)
+    assert code == 2 and "grid.seed: the trial seed is set by 'seeds:'" in err
+    assert "give the same trial config" not in err
