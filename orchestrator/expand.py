@@ -28,7 +28,7 @@ from orchestrator.checks import (
     check_unique,
 )
 from orchestrator.folds import check_fold_count, count_cases, fold_splits
-from orchestrator.space import AshaScheduler, Resources, SpaceFile, load_space_file
+from orchestrator.space import MAX_TRIALS, AshaScheduler, Resources, SpaceFile, load_space_file
 from trainables.config.dotted import apply_overrides, format_value, set_dotted
 from trainables.errors import ConfigProblem, InputError
 
@@ -100,13 +100,19 @@ class Plan:
         return int(next(iter(self.cell_configs.values()))["train"]["epochs"])
 
 
-def plan_sweep(path: str | Path, data_root: Path | None = None, smoke: bool = False) -> Plan:
+def plan_sweep(
+    path: str | Path,
+    data_root: Path | None = None,
+    smoke: bool = False,
+    max_trials: int = MAX_TRIALS,
+) -> Plan:
     """Load ``path`` and materialise every trial; raise one InputError listing all problems.
 
     Args:
         path: the space file.
         data_root: dataset directory for every trial (``--data``); None keeps the configs'.
         smoke: shrink every trial with the engine's ``smoke_config`` (``--smoke``).
+        max_trials: refuse a study planning more trials than this (``--max-trials``).
     """
     source = Path(path).resolve()
     space, digest = load_space_file(source)
@@ -115,6 +121,7 @@ def plan_sweep(path: str | Path, data_root: Path | None = None, smoke: bool = Fa
         space = smoke_space(space)
     base = _base_config(space, source)
     cells = make_cells(space)
+    check_trial_count(space, len(cells), max_trials, source)  # before materialising them all
     errors = _Errors()
     check_unique(cells, errors)
     check_seed_overrides(cells, errors)
@@ -143,6 +150,25 @@ def plan_sweep(path: str | Path, data_root: Path | None = None, smoke: bool = Fa
     check_asha(space, cell_configs, errors)
     errors.raise_if_any(source)
     return Plan(space, source, digest, base, cells, cell_configs, trials, smoke)
+
+
+def check_trial_count(space: SpaceFile, cells: int, max_trials: int, source: Path) -> None:
+    """Refuse a study of more than ``max_trials`` trials before any is built: a grid that large
+    is mostly a mistake (one axis too many), and Tune spends minutes scheduling it before the
+    first trial starts, deaf to Ctrl-C meanwhile."""
+    if space.is_grid:
+        trials = cells * space.seeds * (space.folds or 1)
+        shape = f"{cells} cells" + (f" x {space.folds} folds" if space.folds else "")
+    else:
+        trials = space.search.num_samples * space.seeds
+        shape = f"{space.search.num_samples} samples"
+    if trials > max_trials:
+        raise InputError(
+            f"the study plans {trials} trials ({shape} x {space.seeds} seeds), more than "
+            f"--max-trials {max_trials}; check the axes, or pass --max-trials {trials} to run "
+            "it as written",
+            source,
+        )
 
 
 def smoke_space(space: SpaceFile) -> SpaceFile:

@@ -25,7 +25,7 @@ from orchestrator import mlflow_ui, tracking
 from orchestrator.checks import check_data_dir
 from orchestrator.commands.common import progress
 from orchestrator.expand import Plan, plan_sweep
-from orchestrator.space import SWEEP_NAME
+from orchestrator.space import MAX_TRIALS, SWEEP_NAME
 from orchestrator.sweep_data import prepare_sweep_data
 from orchestrator.tuner import TrackingSettings, TrialProblem, make_tuner, trial_outcomes
 from orchestrator.winners import PAPER_FILE
@@ -53,6 +53,7 @@ class SweepOptions:
     address: str | None = None
     name: str | None = None
     verbose: bool = False
+    max_trials: int = MAX_TRIALS
     callbacks: list[Any] = field(default_factory=list)  # extra Tune callbacks (tests)
     # Test hook: a Trainable class to run instead of AblateTrainable (a subclass; the test suite's
     # fault injection). None: AblateTrainable. Pass the same class again to resume.
@@ -86,7 +87,8 @@ class SweepResult:
 
 def run_sweep(opts: SweepOptions) -> SweepResult:
     """Plan, check, launch (or resume) and wait for a sweep; see the module docstring."""
-    plan = plan_sweep(opts.space, opts.data.resolve() if opts.data else None, opts.smoke)
+    data = opts.data.resolve() if opts.data else None
+    plan = plan_sweep(opts.space, data, opts.smoke, opts.max_trials)
     data_lines: list[str] = []
     if opts.data:
         joined = bool(opts.address or os.environ.get("RAY_ADDRESS"))

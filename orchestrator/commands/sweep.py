@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from orchestrator.commands.common import print_json, progress
+from orchestrator.commands.common import positive_int, print_json, progress
 
 if TYPE_CHECKING:
     from orchestrator.sweep import SweepResult
@@ -30,6 +30,7 @@ def _add_validate(verbs: argparse._SubParsersAction) -> None:
     validate.add_argument("space", type=Path, help="search-space YAML (see search_spaces/)")
     validate.add_argument("--data", type=Path, help="dataset directory the sweep will use")
     validate.add_argument("--smoke", action="store_true", help="list the shrunk --smoke trials")
+    _max_trials_arg(validate)
     validate.add_argument("--tracking-uri", help="also check that this MLflow store answers")
     validate.add_argument(
         "--address",
@@ -49,6 +50,7 @@ def _add_sweep(verbs: argparse._SubParsersAction) -> None:
     )
     sweep.add_argument("--resume", action="store_true", help="continue an interrupted sweep")
     sweep.add_argument("--smoke", action="store_true", help="shrink every trial for a quick check")
+    _max_trials_arg(sweep)
     sweep.add_argument("--address", help="Ray cluster to join (default $RAY_ADDRESS, else local)")
     sweep.add_argument("--name", help="sweep name (default: the space's name, -smoke with --smoke)")
     sweep.add_argument("--verbose", action="store_true", help="show Ray's own logs and tables")
@@ -87,7 +89,8 @@ def _validate(args: argparse.Namespace) -> int:
     from orchestrator.plan_text import describe_plan
     from orchestrator.sweep import data_label_scheme, local_gpu_shortfall
 
-    plan = plan_sweep(args.space, args.data.resolve() if args.data else None, args.smoke)
+    data = args.data.resolve() if args.data else None
+    plan = plan_sweep(args.space, data, args.smoke, args.max_trials)
     joined = args.address is not None or bool(os.environ.get("RAY_ADDRESS"))
     data_lines = []
     if args.data:
@@ -121,6 +124,17 @@ def _where_to_run(space: Path, missing: str) -> str:
     )
 
 
+def _max_trials_arg(parser: argparse.ArgumentParser) -> None:
+    from orchestrator.space import MAX_TRIALS
+
+    parser.add_argument(
+        "--max-trials",
+        type=positive_int,
+        default=MAX_TRIALS,
+        help=f"refuse a study of more trials than this (default {MAX_TRIALS})",
+    )
+
+
 def _sweep(args: argparse.Namespace) -> int:
     from orchestrator.mlflow_ui import browse_lines
     from orchestrator.sweep import SweepOptions, run_sweep
@@ -135,6 +149,7 @@ def _sweep(args: argparse.Namespace) -> int:
         address=args.address,
         name=args.name,
         verbose=args.verbose,
+        max_trials=args.max_trials,
     )
     result = run_sweep(opts)
     counts = ", ".join(f"{n} {k}" for k, n in sorted(result.counts.items()))

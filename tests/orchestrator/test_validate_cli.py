@@ -493,3 +493,19 @@ def test_a_grid_over_seed_gives_one_message_not_a_cascade(
     code, err = _validate(space, capsys)
     assert code == 2 and "grid.seed: the trial seed is set by 'seeds:'" in err
     assert "give the same trial config" not in err
+
+
+def test_a_study_of_more_trials_than_max_trials_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lrs = ", ".join(f"{k}.0e-4" for k in range(1, 41))
+    grid = f"grid: {{optimizer.lr: [{lrs}], train.batch_size: [1, 2, 3, 4, 5]}}\nseeds: 6\n"
+    space = write_space(tmp_path, "name: s\nextends: trial.yaml\n" + grid)
+    code, err = _validate(space, capsys)  # the default cap: 1000
+    assert code == 2 and (
+        "the study plans 1200 trials (200 cells x 6 seeds), more than --max-trials 1000; check "
+        "the axes, or pass --max-trials 1200 to run it as written" in err
+    )
+    small = write_space(tmp_path, "name: s\nextends: trial.yaml\nseeds: 4\n", "small.yaml")
+    assert _validate(small, capsys, "--max-trials", "3")[0] == 2
+    assert _validate(small, capsys, "--max-trials", "4")[0] == 0
