@@ -171,3 +171,12 @@ def test_stop_takes_tune_counters_and_logged_metrics(tmp_path: Path) -> None:
     assert plan.space.stop == {
         "time_total_s": 60, "training_iteration": 3, "epoch": 2, "val/dice_mean": 0.9
     }  # fmt: skip
+
+
+def test_docs_study_files_describes_every_key() -> None:
+    """docs/study-files.md has one table row per study-file key, no more, no fewer."""
+    import re
+
+    text = (REPO / "docs" / "study-files.md").read_text()
+    documented = set(re.findall(r"^\| `(\w+)` \|", text, flags=re.MULTILINE))
+    assert documented == set(SpaceFile.model_fields)
