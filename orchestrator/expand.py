@@ -383,17 +383,21 @@ class _Errors:
 def _attribute(problem: ConfigProblem, origins: dict[str, str], context: str) -> str:
     """Prefix a ``field: reason`` problem with the space-file key that set ``field``.
 
-    The longest override path that is the field, contains it or lies inside it wins; a problem
-    no override explains (a rule about the whole config, or a base setting) gets the trial's
-    context.
+    The longest override path that is the field or contains it wins, else the one override
+    inside it; when several overrides lie inside the field (a rule about ``model`` when the grid
+    sets ``model.filters`` and ``model.spatial_dims``) the trial's context names the cell, and
+    the overrides are listed, since any of them may be the cause. A problem no override explains
+    (a rule about the whole config, or a base setting) gets the trial's context.
     """
     field_path = problem.path
-    matches = [
-        p
-        for p in origins
-        if field_path
-        and (field_path == p or field_path.startswith(p + ".") or p.startswith(field_path + "."))
-    ]
-    if matches:
-        return f"{origins[max(matches, key=len)]}: {problem}"
+    if not field_path:
+        return f"{context}: {problem}"
+    covering = [p for p in origins if field_path == p or field_path.startswith(p + ".")]
+    if covering:
+        return f"{origins[max(covering, key=len)]}: {problem}"
+    inside = [p for p in origins if p.startswith(field_path + ".")]
+    if len(inside) == 1:
+        return f"{origins[inside[0]]}: {problem}"
+    if inside:
+        return f"{context} ({', '.join(origins[p] for p in inside)}): {problem}"
     return f"{context}: {problem}"

@@ -509,3 +509,16 @@ def test_a_study_of_more_trials_than_max_trials_is_refused(
     small = write_space(tmp_path, "name: s\nextends: trial.yaml\nseeds: 4\n", "small.yaml")
     assert _validate(small, capsys, "--max-trials", "3")[0] == 2
     assert _validate(small, capsys, "--max-trials", "4")[0] == 0
+
+
+def test_a_section_rule_names_the_cell_when_several_axes_set_its_fields(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Two axes inside ``model``: either may be the cause, so both are named with the cell."""
+    grid = "grid: {model.filters: [[4, 8, 16, 32], [4, 8]], model.attention: [true, false]}\n"
+    space = write_space(tmp_path, "name: s\nextends: trial.yaml\n" + grid)
+    code, err = _validate(space, capsys)
+    assert code == 2 and (
+        "cell 'filters=[4,8],attention=true' (grid.model.filters, grid.model.attention): model: "
+        "deep_supervision=1 needs more decoder levels" in err
+    )
