@@ -74,6 +74,10 @@ def test_model_names_resolve_to_runs_cells_and_winners(tmp_path: Path, capsys) -
     assert main(args) == 0
     assert "2-model ensemble of attention_unet" in capsys.readouterr().err
     assert nib.load(out / "c0.nii.gz").shape == (30, 26, 22)
+    # a full --out is refused before the model is looked up (a sweep that does not exist)
+    assert main([*args[:1], "nosweep", *args[2:]]) == 2
+    err = capsys.readouterr().err
+    assert "the output folder already holds 1 files (c0.nii.gz)" in err and "nosweep" not in err
 
 
 @pytest.fixture(scope="module")

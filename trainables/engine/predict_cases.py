@@ -122,9 +122,12 @@ def check_compatible(predictor: Predictor, index: DatasetIndex, scheme: LabelSch
         )
 
 
-def check_output(out_dir: str | Path, input_root: Path, overwrite: bool) -> Path:
-    """The output folder, created; refused inside the input, or holding files without
-    ``overwrite`` (then only the files of the predicted cases are replaced)."""
+def check_output(
+    out_dir: str | Path, input_root: Path, overwrite: bool, create: bool = True
+) -> Path:
+    """The output folder, created unless ``create`` is False (a check before the model loads);
+    refused inside the input, or holding files without ``overwrite`` (then only the files of
+    the predicted cases are replaced)."""
     out = Path(out_dir).expanduser().absolute()
     if out == input_root or input_root in out.parents:
         raise InputError(f"the output folder is inside the input folder {input_root}", out)
@@ -140,7 +143,8 @@ def check_output(out_dir: str | Path, input_root: Path, overwrite: bool) -> Path
             "to replace predictions, or choose an empty folder",
             out,
         )
-    out.mkdir(parents=True, exist_ok=True)
+    if create:
+        out.mkdir(parents=True, exist_ok=True)
     return out
 
 

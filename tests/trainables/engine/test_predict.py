@@ -165,11 +165,12 @@ def test_refusals_name_the_problem(tmp_path, checkpoint, capsys) -> None:
     flair["model"] = random_checkpoint(tmp_path / "g.pt")["model"]  # 4-channel weights
     with pytest.raises(InputError, match="the weights do not fit the model its config describes"):
         build_predictor([("f.pt", flair)], "cpu")
+    fresh = tmp_path / "o3"
     assert (
-        main(["predict", str(tmp_path / "nope.pt"), str(tmp_path / "in"), "--out", str(out)]) == 2
+        main(["predict", str(tmp_path / "nope.pt"), str(tmp_path / "in"), "--out", str(fresh)]) == 2
     )
     assert "nope.pt: checkpoint not found" in capsys.readouterr().err
-    assert not (tmp_path / "o2").exists()
+    assert not (tmp_path / "o2").exists() and not fresh.exists()  # a refusal writes nothing
 
 
 def test_a_model_reading_channels_the_input_lacks_is_refused(tmp_path) -> None:
