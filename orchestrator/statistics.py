@@ -259,9 +259,12 @@ def analyse(
         result.comparison = compare(boot, index[best.index], index[result.index], keys)
     family = _other_pairs(boot, results, index, keys)
     _decide(results[1:], family, alpha, correction)
-    p_first = rank_probabilities(boot, index, mode)
-    for result in results:
-        result.p_rank1 = float(p_first[result.index])
+    # With one run a cell's seed-to-seed spread is unknown, and the case bootstrap alone would
+    # call a ranking certain that another seed could overturn: no P(rank 1) then, for any cell.
+    if min(len(i) for i in index) >= 2:
+        p_first = rank_probabilities(boot, index, mode)
+        for result in results:
+            result.p_rank1 = float(p_first[result.index])
     clip_intervals(results, value_range)
     return results
 

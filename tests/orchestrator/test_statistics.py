@@ -8,6 +8,8 @@ Monte Carlo error: coverage over 4,000 cells has a standard error of 0.0034 (the
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -137,6 +139,17 @@ def test_holm_and_rank_probabilities() -> None:
     assert sum(r.p_rank1 for r in results) == pytest.approx(1.0)
     single = analyse([[RunSample(("0", ""), 0.8)], [RunSample(("0", ""), 0.7)]])
     assert single[0].ci is None and single[1].status == "untested"
+
+
+def test_no_rank_probability_while_a_cell_has_one_run() -> None:
+    """Per-case values give a case bootstrap, but one run says nothing of seed-to-seed spread:
+    a P(rank 1) of 1.00 from the cases alone (as a --smoke sweep showed) would overstate it."""
+    rng = np.random.default_rng(1)
+    one_run = _study(rng, runs=1, delta=0.05)
+    assert all(len(cell) == 1 and cell[0].cases for cell in one_run)
+    assert all(math.isnan(r.p_rank1) for r in analyse(one_run))
+    two_runs = _study(rng, runs=2, delta=0.05)
+    assert sum(r.p_rank1 for r in analyse(two_runs)) == pytest.approx(1.0)
 
 
 def _fold_study(rng: np.random.Generator, delta: float, folds: int = 2, seeds: int = 3):
