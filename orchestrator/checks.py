@@ -256,8 +256,9 @@ def _split_inputs(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def _differs(a: Any, b: Any) -> bool:
-    """Two values at one path differ as leaves (sections are compared through their leaves)."""
-    return a != b and not (isinstance(a, dict) and isinstance(b, dict))
+    """Two values at one path differ as leaves (a section, even against a missing one, is
+    compared through its leaves)."""
+    return a != b and not isinstance(a, dict) and not isinstance(b, dict)
 
 
 def _at(config: dict[str, Any], path: str) -> Any:

@@ -180,13 +180,15 @@ def test_failing_and_out_of_memory_trials_are_recorded_while_others_finish(
 ) -> None:
     uri = mlflow_uri(tmp_path)
     tiny_trial(tmp_path)
-    # A dataset on disk whose cases lack the CT channel the "bad" cell asks for: validation
-    # cannot know what a directory holds, so the trial fails on the worker, as a real one would.
+    # A dataset on disk (every cell's, so all split the same cases) whose cases lack the CT
+    # channel the "bad" cell asks for: validation cannot know what a directory holds, so the
+    # trial fails on the worker, as a real one would.
     synthesize_dataset(tmp_path / "mri", cases=4, shape=(32, 32, 32))
     space = write_space(
         tmp_path,
-        "name: faults\nextends: trial.yaml\nmax_failures: 1\nvariants:\n  - {label: ok}\n"
-        f"  - {{label: bad, overrides: {{data.root: {tmp_path / 'mri'}, data.modalities: [ct]}}}}\n"
+        "name: faults\nextends: trial.yaml\nmax_failures: 1\n"
+        f"base: {{data.root: {tmp_path / 'mri'}}}\n"
+        "variants:\n  - {label: ok}\n  - {label: bad, overrides: {data.modalities: [ct]}}\n"
         # needs far more memory than any trial before it, so even an actor reused from those
         # (with freed heap to spare) hits the cap
         "  - {label: big, overrides: {train.batch_size: 16}}\n",
