@@ -224,11 +224,11 @@ class TrackingCallback(tune.Callback):
         gets its run, with the params as sampled, so the failure is found where the others are.
         """
         from trainables.errors import InputError
-        from trainables.trainable import resolve_trial, trial_identity
+        from trainables.trainable import trial_identity
 
         who = trial_identity(config, trial_id)
         try:
-            spec = resolve_trial(config, trial_id)
+            spec = who.validate()
         except InputError:
             spec = None  # the trial itself fails with the message; on_trial_error logs it
         fold = spec.fold if spec is not None else None

@@ -227,14 +227,18 @@ def check_same_split(configs: dict[str, dict[str, Any]], errors: Problems) -> No
     """Every cell must split the same cases: ``ablate winners`` compares cells case by case on
     one split and refuses results from different splits, so a sweep over the cases themselves
     (``data.root``, ``data.synthetic.cases``, ``data.split``) would train but never be ranked."""
-    first: tuple[str, dict[str, Any]] | None = None
+    from orchestrator.tracking import flatten
+
+    first: tuple[str, dict[str, str]] | None = None
     for label, config in configs.items():
-        inputs = _split_inputs(config)
+        inputs = flatten(_split_inputs(config))  # dotted path -> value, sections flattened
         if first is None:
             first = label, inputs
             continue
-        paths = _leaf_paths(first[1]) | _leaf_paths(inputs)
-        differ = sorted(p for p in paths if _differs(_at(first[1], p), _at(inputs, p)))
+        reference = first[1]
+        differ = sorted(
+            p for p in reference.keys() | inputs.keys() if reference.get(p) != inputs.get(p)
+        )
         if differ:
             errors.add(
                 f"cells {first[0]!r} and {label!r} split different cases (they differ in "
@@ -253,20 +257,6 @@ def _split_inputs(config: dict[str, Any]) -> dict[str, Any]:
     else:
         source = {"synthetic": {"cases": (data.get("synthetic") or {}).get("cases")}}
     return {"data": {**source, "split": data.get("split")}}
-
-
-def _differs(a: Any, b: Any) -> bool:
-    """Two values at one path differ as leaves (a section, even against a missing one, is
-    compared through its leaves)."""
-    return a != b and not isinstance(a, dict) and not isinstance(b, dict)
-
-
-def _at(config: dict[str, Any], path: str) -> Any:
-    """The value at a dotted path of a nested mapping, or None where a part is missing."""
-    value: Any = config
-    for part in path.split("."):
-        value = value.get(part) if isinstance(value, dict) else None
-    return value
 
 
 # Combinations of sampled values probed together; beyond it, only the range ends are combined.

@@ -90,9 +90,9 @@ def run_sweep(opts: SweepOptions) -> SweepResult:
     data = opts.data.resolve() if opts.data else None
     plan = plan_sweep(opts.space, data, opts.smoke, opts.max_trials)
     data_lines: list[str] = []
-    if opts.data:
+    if data is not None:
         joined = bool(opts.address or os.environ.get("RAY_ADDRESS"))
-        data_lines = check_data_dir(opts.data.resolve(), data_label_scheme(plan), joined)
+        data_lines = check_data_dir(data, data_label_scheme(plan), joined)
         for line in data_lines:
             progress(line)
     if opts.name is not None and not re.fullmatch(SWEEP_NAME, opts.name):

@@ -35,6 +35,7 @@ def prepare_sweep_data(plan: Plan, named: Iterable[str] = ()) -> list[str]:
     """
     from trainables.config.trial import parse_trial_config
     from trainables.data.cache import default_cache_root, ensure_prepared
+    from trainables.engine.data import report_left_out
 
     left_out: list[str] = []
     shown = {line.strip() for line in named}
@@ -52,12 +53,8 @@ def prepare_sweep_data(plan: Plan, named: Iterable[str] = ()) -> list[str]:
             data.root, cache_root, data.preprocess, data.label_scheme, _counter(data.root),
             workers=max(1, min(8, (os.cpu_count() or 1) - 1)),
         )  # fmt: skip
-        skipped = [case.message for case in dataset.manifest.skipped]
-        new = [m for m in skipped if m not in left_out and m not in shown]
-        if new:
-            progress(f"data: {len(new)} case(s) could not be prepared and are left out:")
-            for message in new:
-                progress(f"  {message}")
+        skipped = dataset.left_out
+        report_left_out([m for m in skipped if m not in left_out and m not in shown], progress)
         left_out += [m for m in skipped if m not in left_out]
     return left_out
 

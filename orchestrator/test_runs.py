@@ -219,7 +219,7 @@ class CaseSource:
         dataset = self._prepared.get(key)
         if dataset is None:
             dataset = ensure_prepared(self.root, cache, cfg.data.preprocess, cfg.data.label_scheme)
-            self._note_left_out([case.message for case in dataset.manifest.skipped])
+            self._note_left_out(dataset.left_out)
         self._prepared[key] = dataset
         labelled = [c for c in dataset.case_ids if dataset.entry(c).has_label]
         if not labelled:

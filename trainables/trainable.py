@@ -94,6 +94,11 @@ class TrialIdentity:
     config: dict[str, Any]
     source: str
 
+    def validate(self) -> TrialSpec:
+        """The validated trial. Raises InputError naming the trial when its config is invalid."""
+        cfg = parse_trial_config(self.config, source=self.source)
+        return TrialSpec(self.key, self.cell, self.seed, cfg)
+
 
 def trial_identity(tune_config: dict[str, Any], trial_id: str) -> TrialIdentity:
     """The key, cell, seed and raw config a Tune config describes."""
@@ -117,9 +122,7 @@ def resolve_trial(tune_config: dict[str, Any], trial_id: str) -> TrialSpec:
     Raises:
         InputError: the trial's config is invalid (a sampled combination no check foresaw).
     """
-    who = trial_identity(tune_config, trial_id)
-    cfg = parse_trial_config(who.config, source=who.source)
-    return TrialSpec(who.key, who.cell, who.seed, cfg)
+    return trial_identity(tune_config, trial_id).validate()
 
 
 class AblateTrainable(tune.Trainable):

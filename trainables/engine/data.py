@@ -65,7 +65,7 @@ def prepare_trial_data(cfg: DataConfig, progress: Progress | None = None) -> Tri
         raise InputError(f"dataset directory {source} not found", where="data.root")
     counter = _counter(progress, "prepare")
     dataset = ensure_prepared(source, cache_root, cfg.preprocess, cfg.label_scheme, counter)
-    _report_skipped(dataset, progress)
+    report_left_out(dataset.left_out, progress)
     cases = labelled_cases(dataset, source, progress)
     _check_modalities(dataset, cfg.modalities)
     split = make_split(cases, cfg.split)
@@ -107,13 +107,12 @@ def labelled_cases(
     return labelled
 
 
-def _report_skipped(dataset: PreparedDataset, progress: Progress | None) -> None:
-    """One line per case the cache could not prepare, with the file and problem."""
-    skipped = dataset.manifest.skipped
-    if skipped and progress:
-        progress(f"data: {len(skipped)} case(s) could not be prepared and are left out:")
-        for case in skipped:
-            progress(f"  {case.message}")
+def report_left_out(messages: list[str], progress: Progress | None) -> None:
+    """One line per case the cache could not prepare (``<file>: <problem>``), under a count."""
+    if messages and progress:
+        progress(f"data: {len(messages)} case(s) could not be prepared and are left out:")
+        for message in messages:
+            progress(f"  {message}")
 
 
 def synthetic_dataset(cfg: SyntheticConfig, cache_root: Path, progress: Progress | None) -> Path:

@@ -48,7 +48,7 @@ def train_trial(
     there after every epoch (:meth:`TrialRunner.save`).
     """
     runner = TrialRunner(cfg, progress=progress, metric=metric, mode=mode)
-    result = TrainResult(left_out=[case.message for case in runner.data.dataset.manifest.skipped])
+    result = TrainResult(left_out=runner.data.dataset.left_out)
     for _ in range(cfg.train.epochs):
         metrics = runner.run_epoch()
         result.history.append(metrics)

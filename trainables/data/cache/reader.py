@@ -48,6 +48,11 @@ class PreparedDataset:
         """Prepared case ids in manifest (discovery) order."""
         return tuple(self._entries)
 
+    @property
+    def left_out(self) -> list[str]:
+        """``<file>: <problem>`` of each case the source had but the cache could not prepare."""
+        return [case.message for case in self.manifest.skipped]
+
     def entry(self, case_id: str) -> CaseEntry:
         """The manifest entry of one case; InputError naming the cache for an unknown id."""
         if case_id not in self._entries:
