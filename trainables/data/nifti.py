@@ -240,8 +240,9 @@ def _check_grid(case_id: str, sources: list[_Source]) -> tuple[tuple[int, int, i
             others = _names(sources, [j for j in range(len(sources)) if shapes[j] == shapes[ref]])
             message = f"{src.modality} has shape {shapes[i]} but {others} {shapes[ref]}"
             raise CaseError(case_id, message, src.path)
-    ref = _majority(sources, lambda a, b: _affine_gap(sources[a].img, sources[b].img) == 0.0)
-    reference = np.asarray(sources[ref].img.affine)
+    affines = [np.asarray(s.img.affine) for s in sources]
+    ref = _majority(sources, lambda a, b: _affine_gap(affines[a], affines[b]) <= AFFINE_TOLERANCE)
+    reference = affines[ref]
     for src in sources:
         _check_affine(case_id, src.path, f"{src.modality} and {sources[ref].modality}", src.img,
                       reference)  # fmt: skip
@@ -262,16 +263,15 @@ def _names(sources: list[_Source], indices: list[int]) -> str:
     return f"{', '.join(names[:-1])} and {names[-1]} have"
 
 
-def _affine_gap(a: nib.Nifti1Image, b: nib.Nifti1Image) -> float:
-    """Largest absolute difference of two affines (mm); 0 within :data:`AFFINE_TOLERANCE`."""
-    gap = float(np.max(np.abs(np.asarray(a.affine) - np.asarray(b.affine))))
-    return gap if gap > AFFINE_TOLERANCE else 0.0
+def _affine_gap(a: np.ndarray, b: np.ndarray) -> float:
+    """Largest absolute difference of two affines (mm)."""
+    return float(np.max(np.abs(a - b)))
 
 
 def _check_affine(
     case_id: str, path: Path, what: str, img: nib.Nifti1Image, reference: np.ndarray
 ) -> None:
-    diff = float(np.max(np.abs(np.asarray(img.affine) - reference)))
+    diff = _affine_gap(np.asarray(img.affine), reference)
     if diff > AFFINE_TOLERANCE:
         message = (
             f"affines of {what} differ by up to {diff:.4g} (tolerance {AFFINE_TOLERANCE}): "
