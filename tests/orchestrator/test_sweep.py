@@ -250,3 +250,29 @@ def test_optuna_search_with_asha_pools_seeds_per_suggestion(tmp_path: Path) -> N
     table = find_winners(client, "search")
     assert {cell.label: cell.n for cell in table.cells} == complete
     assert table.missing == 4 - sum(complete.values())
+
+
+def test_a_case_left_out_of_every_trial_is_listed_at_the_end_and_exits_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import nibabel as nib
+    import numpy as np
+
+    uri = mlflow_uri(tmp_path)
+    root = tmp_path / "mri"
+    synthesize_dataset(root, cases=5, shape=(32, 32, 32))
+    bad = root / "Synth_0004" / "Synth_0004_t2.nii.gz"
+    image = nib.load(bad)
+    voxels = image.get_fdata(dtype=np.float32)
+    voxels[0, 0, :4] = np.nan
+    nib.save(nib.Nifti1Image(voxels, image.affine), bad)
+    space = write_space(tmp_path, "name: leftout\nextends: trial.yaml\nvariants: [{label: only}]\n")
+    args = ["sweep", str(space), "--data", str(root), "--tracking-uri", uri]
+    assert main([*args, "--storage", str(tmp_path / "ray")]) == 2  # trained, on fewer cases
+    err = capsys.readouterr().err
+    problem = f"{bad}: t2 has 4 NaN and 0 infinite voxels"
+    summary = "ablate: 1 case(s) of the data were left out of every trial (the results are from"
+    assert summary in err and err.rindex(problem) > err.index(summary), err  # listed at the end
+    _, parent, children = _runs(uri, "leftout")
+    assert [r.info.status for r in children] == ["FINISHED"]  # the trial ran on the other 4
+    assert parent.data.tags["ablate.left_out_cases"] == problem
