@@ -335,7 +335,7 @@ def load_space_file(path: str | Path) -> tuple[SpaceFile, str]:
     if not isinstance(data, dict):
         kind = "an empty file" if data is None else type(data).__name__
         raise InputError(f"expected a mapping of search-space settings, got {kind}", path)
-    space = validate_config(SpaceFile, data, path)
+    space = validate_config(SpaceFile, data, path, kind="search space")
     return space, hashlib.sha256(path.read_bytes()).hexdigest()
 
 

@@ -102,6 +102,7 @@ def test_unknown_keys_at_any_depth(
     space = write_space(tmp_path, "name: s\nextends: trial.yaml\n" + text)
     code, err = _validate(space, capsys)
     assert code == 2 and str(space) in err and expected in err
+    assert f"{space}: invalid search space:" in err  # one header, whichever part is wrong
 
 
 @pytest.mark.parametrize(

@@ -27,7 +27,9 @@ M = TypeVar("M", bound=BaseModel)
 CROSS_FIELD = "cross_field"
 
 
-def validate_config(model_cls: type[M], data: Any, source: str | Path | None = None) -> M:
+def validate_config(
+    model_cls: type[M], data: Any, source: str | Path | None = None, kind: str = "config"
+) -> M:
     """Validate ``data`` into ``model_cls`` or raise one :class:`InputError` listing every problem.
 
     The error's ``problems`` hold one :class:`ConfigProblem` per line of its message.
@@ -36,12 +38,14 @@ def validate_config(model_cls: type[M], data: Any, source: str | Path | None = N
         model_cls: the pydantic model to build.
         data: a mapping, usually parsed from YAML.
         source: the file the data came from, named in the message.
+        kind: what the file is, in the message's header (``invalid search space:``), so one
+            file gives one header whichever of its parts is wrong.
     """
     try:
         return model_cls.model_validate(data)
     except ValidationError as err:
         problems = [p for e in err.errors() for p in error_problems(model_cls, e)]
-        message = "invalid config:\n  " + "\n  ".join(map(str, problems))
+        message = f"invalid {kind}:\n  " + "\n  ".join(map(str, problems))
         raise InputError(message, where=source or None, problems=problems) from None
 
 
