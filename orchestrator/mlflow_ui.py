@@ -102,7 +102,7 @@ def trial_note(
     return "\n".join(lines)
 
 
-NOTE_COLUMNS = ("cell", "n", "mean", "95% CI", "Δ to best", "p (adj.)", "P(rank 1)", "test")
+NOTE_COLUMNS = ("cell", "n", "mean", "95% CI", "Δ to best", "p (adj.)", "P(rank 1)", "test", "val")
 NOTE_COLUMNS += ("GPU h", "paper", "status")  # the description pane is narrow
 
 
@@ -122,7 +122,7 @@ def parent_note(table: WinnersTable) -> str:
     best = table.cells[0] if table.cells and table.cells[0].status == "best" else None
     head = f"## Ablation table: {table.sweep}\n\n"
     if best is not None:
-        head += f"**Winner: `{best.label}`** ({table.metric} {best.mean:.4f})\n\n"
+        head += f"**Winner: `{best.label}`** ({table.ranked_metric} {best.mean:.4f})\n\n"
     note = head + markdown_table(table, NOTE_COLUMNS) + f"\n\n{describe(table)}.\n"
     if table.citation:
         note += f"\nPaper column: {table.citation}.\n"

@@ -73,11 +73,11 @@ def _per_cell(table: WinnersTable, done: list[Any]) -> Figure:
         [c.label for c in done],
         [c.mean for c in done],
         [c.ci or (math.nan, math.nan) for c in done],
-        table.metric,
+        table.ranked_metric,
         [c.paper for c in done],
     )
     caption = "dot: mean over runs; whisker: Student-t 95% interval; diamond: the paper's number"
-    return Figure(f"{table.metric} per cell (mean, 95% CI)", png, caption)
+    return Figure(f"{table.ranked_metric} per cell (mean, 95% CI)", png, caption)
 
 
 def _cost(table: WinnersTable, done: list[Any]) -> list[Figure]:
@@ -88,14 +88,14 @@ def _cost(table: WinnersTable, done: list[Any]) -> list[Figure]:
         [c.label for c in priced],
         [c.gpu_hours for c in priced],
         [c.mean for c in priced],
-        table.metric,
+        table.ranked_metric,
         table.mode,
     )
     caption = (
         "GPU time per run (epoch time x epochs x GPUs; in hours, or minutes or seconds when "
         "that small); green: no cell is cheaper and better"
     )
-    return [Figure(f"{table.metric} against GPU-hours", png, caption)]
+    return [Figure(f"{table.ranked_metric} against GPU-hours", png, caption)]
 
 
 def _segmentation(client: Any, table: WinnersTable) -> tuple[list[Figure], list[str]]:

@@ -106,8 +106,8 @@ def _winner(table: WinnersTable) -> str:
         return "<div class='winner'>No winner yet: no cell has a finished run.</div>"
     run = f" Run <code>{esc(table.winner_run_id)}</code>" if table.winner_run_id else ""
     return (
-        f"<div class='winner'>Winner: <strong>{esc(best.label)}</strong>, {esc(table.metric)} "
-        f"<strong>{best.mean:.4f}</strong> ({table.mode}).{run} (tagged "
+        f"<div class='winner'>Winner: <strong>{esc(best.label)}</strong>, "
+        f"{esc(table.ranked_metric)} <strong>{best.mean:.4f}</strong> ({table.mode}).{run} (tagged "
         "<code>winner=true</code> in MLflow).</div>"
     )
 

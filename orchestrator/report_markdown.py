@@ -36,7 +36,8 @@ def winner_line(table: WinnersTable) -> str:
     if best is None:
         return "No winner yet: no cell has a finished run."
     run = f" Run `{table.winner_run_id}` (tagged `winner=true`)." if table.winner_run_id else ""
-    return f"**Winner: {best.label}**, {table.metric} **{best.mean:.4f}** ({table.mode}).{run}"
+    ranked = f"{table.ranked_metric} **{best.mean:.4f}** ({table.mode})"
+    return f"**Winner: {best.label}**, {ranked}.{run}"
 
 
 def _intro(table: WinnersTable) -> list[str]:

@@ -2,13 +2,14 @@
 
 This module reads MLflow (runs, per-case CSVs, costs) and moves the ``winner`` tag; the maths is
 in :mod:`orchestrator.statistics` and the text table in :mod:`orchestrator.winners_format`.
-Per cell: n finished runs, the mean of each run's ``best/<metric>`` with a Student-t 95%
-interval, the difference to the best cell with its interval and a multiplicity-corrected p
-(case-paired when every paired run logged ``per_case/<split>.csv``, else run-level; on the
-test cases when every run has ``per_case/test.csv``, see :mod:`orchestrator.winners_test`), the
-mean of the test version of the metric (``test`` column), the
-probability of ranking first, the Dice of every region the runs logged, the cost in GPU-hours
-and the peak memory. Among the cells tied with the best (and the best) the cheapest is marked.
+Per cell: n complete runs, the mean of the ranked metric with a Student-t 95% interval (the
+test version of the metric on the split's test cases when every complete run has
+``per_case/test.csv``, else each run's ``best/<metric>``; see :mod:`orchestrator.winners_test`),
+the difference to the best cell with its interval and a multiplicity-corrected p (case-paired
+when every paired run logged per-case values, else run-level), the mean of the other split
+(``val`` or ``test`` column), the probability of ranking first, the Dice of every region the
+runs logged, the cost in GPU-hours and the peak memory. Among the cells tied with the best
+(and the best) the cheapest is marked.
 The best run of the best cell is tagged ``winner=true`` (the tag moves when the table changes).
 docs/statistics.md explains every number.
 """
@@ -53,6 +54,7 @@ class CellStats:
     mean: float = math.nan
     ci: tuple[float, float] | None = None
     test_mean: float = math.nan  # mean over runs of the test version of the metric
+    val_mean: float = math.nan  # mean over runs of the selection metric (validation cases)
     status: str = "no runs"  # best | tied | worse | untested | no runs
     comparison: statistics.Comparison | None = None
     p_rank1: float = math.nan
@@ -72,6 +74,7 @@ class CellStats:
         c = self.comparison
         row = {"cell": self.label, "n": self.n, "mean": _num(self.mean)}
         row |= {"ci95": list(self.ci) if self.ci else None, "test_mean": _num(self.test_mean)}
+        row |= {"val_mean": _num(self.val_mean)}
         row |= {"status": self.status}
         row |= {"cheapest_tie": self.cheapest, "delta": _num(c.delta) if c else None}
         row |= {"delta_ci95": list(c.ci) if c and c.ci else None}
@@ -102,6 +105,12 @@ class WinnersTable:
     test_note: str = ""  # why the test column is empty, if it is
 
     @property
+    def ranked_metric(self) -> str:
+        """The metric of the mean, CI, Δ, p and P(rank 1) columns: the test version of the
+        selection metric when the cells are compared on test cases, else the metric itself."""
+        return self.test_metric if self.case_split == winners_test.TEST else self.metric
+
+    @property
     def missing(self) -> int:
         """Runs not FINISHED over all cells: the table ranks the finished ones."""
         return sum(c.missing for c in self.cells)
@@ -112,6 +121,7 @@ class WinnersTable:
         head |= {"regions": list(self.regions), "missing_runs": self.missing}
         head |= {"winner_run_id": self.winner_run_id, "citation": self.citation}
         head |= {"test_metric": self.test_metric, "compared_on": self.case_split}
+        head |= {"ranked_metric": self.ranked_metric}
         head |= {"test_note": self.test_note or None}
         return head | {"cells": [c.to_json() for c in self.cells]}
 
@@ -173,6 +183,7 @@ def group_cells(
         cell.epoch_s = _mean(column.get("summary/epoch_s"))
         cell.gpu_hours = _mean(column.get("gpu_h"))
         cell.test_mean = _mean(column.get(test_key))
+        cell.val_mean = _mean(list(cell.runs.values()))
         dice = {r: column.get(names.best(f"val/dice_{r}")) for r in names.REGIONS}
         cell.dice = {r: float(np.mean(v)) for r, v in dice.items() if v}
     return list(cells.values())
@@ -188,20 +199,28 @@ def _add_run(client: Any, cell: CellStats, run: Any, metric: str, split: str) ->
     outcome = tags.get("ablate.outcome", run.info.status.lower())
     cell.outcomes[outcome] = cell.outcomes.get(outcome, 0) + 1
     value = metrics.get(names.best(metric))
-    complete = run.info.status == "FINISHED" and outcome == "finished"
-    if not complete or value is None or not math.isfinite(value):
-        cell.missing += 1
-        return False
-    cell.runs[run.info.run_id] = value
+    if not winners_test.complete(run) or value is None or not math.isfinite(value):
+        return _not_ranked(cell)
     key = (tags.get("ablate.seed", run.info.run_id), tags.get("ablate.fold", ""))
     cases = read_per_case(client, run.info.run_id, split)
     column = winners_test.case_column(metric, split)
     per_case = {c: v[column] for c, v in cases.items() if column in v} if cases else None
-    cell.samples.append(RunSample(key, value, per_case or None))
+    ranked = value
+    if split == winners_test.TEST:  # ranked on the cases the comparisons use
+        ranked = metrics.get(column, math.nan)
+        if not math.isfinite(ranked):
+            return _not_ranked(cell)
+    cell.runs[run.info.run_id] = value  # the selection metric: picks the winner run
+    cell.samples.append(RunSample(key, ranked, per_case or None))
     peak = metrics.get("summary/peak_gpu_mem_gib")
     if peak is not None:
         cell.peak_gib = max(cell.peak_gib or 0.0, peak)
     return True
+
+
+def _not_ranked(cell: CellStats) -> bool:
+    cell.missing += 1
+    return False
 
 
 def read_per_case(

@@ -16,7 +16,8 @@ NO_INTERVAL = "n=1: no interval"
 def columns(table: WinnersTable) -> list[str]:
     """Column names: the Dice columns are the regions the sweep's runs logged (WT/TC/ET, FG)."""
     regions = [r.upper() for r in table.regions]
-    head = ["cell", "n", "mean", "95% CI", "test", "Δ to best", "Δ 95% CI", "p (adj.)", "P(rank 1)"]
+    other = "val" if table.ranked_metric != table.metric else "test"  # the split not ranked on
+    head = ["cell", "n", "mean", "95% CI", other, "Δ to best", "Δ 95% CI", "p (adj.)", "P(rank 1)"]
     tail = ["epoch s", "GPU h", "peak GiB", "paper", "status", "method"]
     return head + regions + tail
 
@@ -26,10 +27,10 @@ def describe(table: WinnersTable) -> str:
     pairs = len(table.cells) * (len(table.cells) - 1) // 2
     adjust = f"Holm-adjusted over {pairs} pairs" if table.correction == "holm" else "unadjusted"
     text = (
-        f"sweep {table.sweep} (parent run {table.parent_run_id}): {table.metric} "
-        f"({table.mode}) at each run's selected epoch; mean and Student-t 95% CI over runs; "
-        f"Δ = cell - best with its own 95% CI; p two-sided, {adjust}; tied/worse at alpha "
-        f"{table.alpha:g} on the adjusted p; {caption(table)}"
+        f"sweep {table.sweep} (parent run {table.parent_run_id}): {caption(table)}; mean and "
+        "Student-t 95% CI over runs (over fold means when runs span folds); Δ = cell - best "
+        f"over the runs both have, with its own 95% CI; p two-sided, {adjust}; worse = below "
+        f"the best at alpha {table.alpha:g} on the adjusted p, else tied"
     )
     if table.missing:
         text += (
@@ -63,7 +64,7 @@ def cell_row(table: WinnersTable, c: CellStats) -> list[str]:
         str(c.n),
         format_number(c.mean),
         interval,
-        format_number(c.test_mean),
+        format_number(c.val_mean if table.ranked_metric != table.metric else c.test_mean),
         format_number(comp.delta) if comp else "-",
         _interval(comp.ci) if comp and comp.ci else "-",
         format_p(c.p_value),

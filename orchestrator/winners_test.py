@@ -1,12 +1,14 @@
 """The test side of the winners table: which cases the comparisons use, and the test caption.
 
-Selection and report are different data. The ``mean`` column is each run's selection metric on
-validation cases at its selected epoch; the ``test`` column is the mean over the cell's runs of
-the test version of that metric (:func:`orchestrator.test_tracking.test_metric`:
-``val/dice_mean`` -> ``test/dice_mean``; ``val/loss`` -> ``test/dice_mean``), i.e. the selected
-checkpoints evaluated once on the split's test cases. The per-case comparisons (Δ, p,
-P(rank 1)) use the test cases when every finished run logged ``per_case/test.csv`` and the test
-metric measures the selection metric's quantity; otherwise the validation cases, as before.
+Selection and report are different data: each run's checkpoint is selected on validation cases
+and evaluated once on the split's test cases (the test version of the metric,
+:func:`orchestrator.test_tracking.test_metric`: ``val/dice_mean`` -> ``test/dice_mean``;
+``val/loss`` -> ``test/dice_mean``). When every complete run logged ``per_case/test.csv`` and
+the test metric measures the selection metric's quantity, the cells are ranked and compared on
+the test cases (mean, CI, Δ, p and P(rank 1) all from one set of data, so a cell ahead on test
+is never "worse" than a best picked on validation) and the ``val`` column shows the selection
+metric; otherwise everything is on the validation cases and the ``test`` column shows the
+test metric.
 """
 
 from __future__ import annotations
@@ -22,11 +24,18 @@ NO_TEST_CASES = "no test cases in this split"
 NOT_TESTED = "not evaluated on test cases (ablate test SWEEP does it)"
 
 
+def complete(run: Any) -> bool:
+    """A run that trained all its epochs: FINISHED and not stopped early by a scheduler (ASHA,
+    ``stop:``), which MLflow also shows as FINISHED; only these are ranked and tested."""
+    outcome = run.data.tags.get("ablate.outcome", run.info.status.lower())
+    return run.info.status == "FINISHED" and outcome == "finished"
+
+
 def case_split(client: Any, runs: list[Any], metric: str) -> str:
-    """``test`` when every finished run has ``per_case/test.csv`` (and the test metric is the
+    """``test`` when every complete run has ``per_case/test.csv`` (and the test metric is the
     selection metric's quantity), else the selection metric's own split (``val``)."""
     own = metric.partition("/")[0]
-    finished = [r for r in runs if r.info.status == "FINISHED"]
+    finished = [r for r in runs if complete(r)]
     if not finished or not same_quantity(metric):
         return own
     for run in finished:
@@ -62,17 +71,18 @@ def mark_methods(cells: list[CellStats], split: str) -> None:
 
 
 def caption(table: WinnersTable) -> str:
-    """The caption's test part (appended to :func:`orchestrator.winners_format.describe`)."""
-    if table.test_note:
-        text = f"test: {table.test_note}"
-    else:
-        text = (
-            f"test = mean over runs of {table.test_metric} (each run's selected checkpoint, "
-            "evaluated once on the split's test cases)"
-        )
+    """What the ranked numbers are and what the other split's column holds (the start of
+    :func:`orchestrator.winners_format.describe`)."""
+    selected = f"{table.metric} ({table.mode}) at each run's selected epoch"
     if table.case_split == TEST:
-        text += (
-            f"; Δ, p and P(rank 1) compared on test cases ({table.test_metric} per case), so the "
-            "best by validation can have a low P(rank 1) when its lead does not hold on test"
+        return (
+            f"ranked on {table.test_metric} and compared on its test cases (each run's "
+            f"checkpoint selected by {selected} on validation cases, then evaluated once on the "
+            f"split's test cases); val = mean over runs of {table.metric}"
         )
-    return text
+    if table.test_note:
+        return f"ranked on {selected}; test: {table.test_note}"
+    return (
+        f"ranked on {selected}; test = mean over runs of {table.test_metric} (each run's "
+        "selected checkpoint, evaluated once on the split's test cases)"
+    )

@@ -83,6 +83,18 @@ def test_cell_interval_covers_the_true_mean_95_percent(n: int) -> None:
     assert abs(coverage - 0.95) <= 0.02
 
 
+@pytest.mark.parametrize(("a", "b", "n"), [(18, 2, 3), (18, 2, 5), (45, 2, 3)])
+def test_cell_interval_under_skewed_dice_like_values(a: float, b: float, n: int) -> None:
+    """Run values piled up near 1 (beta(18, 2): mean 0.9; beta(45, 2): 0.957), as a converged
+    Dice is: Student's t undercovers a little (docs/statistics.md states the figures)."""
+    rng = np.random.default_rng(n)
+    values = rng.beta(a, b, (4000, n))
+    low, high = t_intervals(values)
+    coverage = float(np.mean((low <= a / (a + b)) & (high >= a / (a + b))))
+    print(f"coverage beta({a}, {b}) n={n}: {coverage:.4f}")
+    assert 0.89 <= coverage <= 0.95
+
+
 @pytest.mark.parametrize(
     ("run_sd", "noise"), [(RUN_SD, NOISE_SD), (0.02, 0.03)], ids=["case-noise", "seed-noise"]
 )
@@ -114,19 +126,15 @@ def test_a_planted_difference_is_found() -> None:
 def test_rank_probabilities_are_calibrated() -> None:
     """P(rank 1) of identical cells averages 1/cells; a clearly better cell gets nearly all."""
     rng = np.random.default_rng(11)
-    shares = np.array(
-        [
-            [
-                r.p_rank1
-                for r in sorted(
-                    analyse(_study(rng, 3, 0.0), samples=200, seed=i), key=lambda r: r.index
-                )
-            ]
-            for i in range(200)
-        ]
-    )
-    print(f"P(rank 1) of 4 identical cells, mean over 200 studies: {shares.mean(0).round(3)}")
+    studies = [analyse(_study(rng, 3, 0.0), samples=200, seed=i) for i in range(200)]
+    shares = np.array([[r.p_rank1 for r in sorted(s, key=lambda r: r.index)] for s in studies])
+    observed_best = float(np.mean([s[0].p_rank1 for s in studies]))
+    print(f"P(rank 1) of 4 identical cells, mean over 200 studies: {shares.mean(0).round(3)}; "
+          f"of the cell ranked best: {observed_best:.3f}")  # fmt: skip
     assert np.allclose(shares.mean(0), 0.25, atol=0.05)
+    # The documented bias (docs/statistics.md): the cell that came out best is credited well
+    # above its true 1 in 4, since the same runs chose it.
+    assert 0.35 <= observed_best <= 0.75
     clear = analyse(_study(rng, 3, -0.1), samples=500)  # cell 1 planted 0.1 *above* the rest
     assert clear[0].index == 1 and clear[0].p_rank1 >= 0.95
 
@@ -152,35 +160,95 @@ def test_no_rank_probability_while_a_cell_has_one_run() -> None:
     assert sum(r.p_rank1 for r in analyse(two_runs)) == pytest.approx(1.0)
 
 
-def _fold_study(rng: np.random.Generator, delta: float, folds: int = 2, seeds: int = 3):
-    """4 cells x folds x seeds runs; fold k validates on its own 10 cases (cases nested in
-    folds, as in cross-validation); cell 1 lower by ``delta``."""
+def _fold_study(
+    rng: np.random.Generator,
+    delta: float,
+    folds: int = 2,
+    seeds: int = 3,
+    interaction: float = 0.0,
+    cells: int = 4,
+) -> list[list[RunSample]]:
+    """``cells`` cells x folds x seeds runs; fold k validates on its own 10 cases (cases nested
+    in folds, as in cross-validation); cell 1 lower by ``delta``. ``interaction`` is the sd of
+    a case-by-cell effect: how much better one configuration does on one case than another,
+    the same for every seed, so a fold's seeds share their cases' part of it."""
     hardness = rng.normal(0, CASE_SD, (folds, 10))
-    cells = []
-    for cell in range(4):
+    out = []
+    for cell in range(cells):
+        affinity = rng.normal(0, interaction, (folds, 10))
         runs = []
         for fold in range(folds):
             for seed in range(seeds):
-                v = 0.8 + hardness[fold] + rng.normal(0, RUN_SD) + rng.normal(0, NOISE_SD, 10)
-                v -= delta if cell == 1 else 0.0
+                v = 0.8 + hardness[fold] + affinity[fold] + rng.normal(0, RUN_SD)
+                v = v + rng.normal(0, NOISE_SD, 10) - (delta if cell == 1 else 0.0)
                 cases = {f"f{fold}c{k}": float(x) for k, x in enumerate(v)}
                 runs.append(RunSample((str(seed), str(fold)), float(v.mean()), cases))
-        cells.append(runs)
-    return cells
+        out.append(runs)
+    return out
 
 
-def test_folds_are_compared_by_case_paired_run_means() -> None:
+def _fold_false_calls(studies: int, seed: int, **design: float) -> float:
+    rng = np.random.default_rng(seed)
+    calls = 0
+    for i in range(studies):
+        results = analyse(_fold_study(rng, 0.0, **design), samples=20, seed=i)
+        calls += any(r.status == "worse" for r in results)
+    return calls / studies
+
+
+def test_folds_are_compared_by_their_fold_means() -> None:
     rng = np.random.default_rng(21)
-    planted = analyse(_fold_study(rng, delta=0.1))
+    planted = analyse(_fold_study(rng, delta=0.1, folds=5, seeds=2))
     worst = planted[-1]
     assert worst.index == 1 and worst.status == "worse"
-    assert worst.comparison.method == "case-paired means: t over 6 run pairs (folds)"
-    false_calls = sum(
-        any(r.status == "worse" for r in analyse(_fold_study(rng, 0.0), samples=100, seed=i))
-        for i in range(200)
-    )
-    print(f"family-wise false 'worse' rate, 2 folds x 3 seeds: {false_calls / 200:.3f}")
-    assert false_calls / 200 <= 0.05 + 0.03
+    assert worst.comparison.method == "case-paired means: t over 5 folds (10 run pairs)"
+    rates = {
+        (folds, seeds, sd): _fold_false_calls(300, 7, folds=folds, seeds=seeds, interaction=sd)
+        for folds, seeds, sd in ((2, 3, 0.0), (2, 3, 0.03), (5, 3, 0.05))
+    }
+    # counted as 6 or 15 independent runs, the last two gave 0.10 and 0.19
+    print(f"family-wise false 'worse' rate by (folds, seeds, case-by-cell sd): {rates}")
+    assert all(rate <= 0.05 + 0.03 for rate in rates.values())  # 300 studies: MC error 0.013
+
+
+def test_two_folds_cannot_call_a_difference() -> None:
+    """The price of honesty: 2 folds give 1 degree of freedom, so even a 0.1 Dice gap stays
+    tied (docs/statistics.md says to use 5 folds, as nnU-Net does)."""
+    rng = np.random.default_rng(21)
+    worst = analyse(_fold_study(rng, delta=0.1))[-1]
+    assert worst.index == 1 and worst.status == "tied"
+    assert worst.comparison.method == "case-paired means: t over 2 folds (6 run pairs)"
+
+
+@pytest.mark.parametrize(("folds", "seeds"), [(2, 3), (3, 2), (5, 3)])
+def test_a_folds_cell_interval_covers_the_mean_of_new_folds(folds: int, seeds: int) -> None:
+    """Run value = mean + fold effect (sd 0.02: which cases trained and validated it) + seed
+    noise (sd 0.01). Over the fold means the interval covers the cell's mean over new folds;
+    pooled as folds x seeds independent runs it covered 0.69 (2 x 3) to 0.82 (3 x 2)."""
+    rng = np.random.default_rng(folds * 10 + seeds)
+    hits = 0
+    for _ in range(2000):
+        fold_effect = rng.normal(0, 0.02, (folds, 1))
+        values = 0.8 + fold_effect + rng.normal(0, 0.01, (folds, seeds))
+        runs = [RunSample((str(s), str(f)), float(values[f, s]))
+                for f in range(folds) for s in range(seeds)]  # fmt: skip
+        (cell,) = analyse([runs], samples=2)
+        hits += cell.ci[0] <= 0.8 <= cell.ci[1]
+    print(f"coverage of a {folds} folds x {seeds} seeds cell: {hits / 2000:.3f}")
+    assert abs(hits / 2000 - 0.95) <= 0.02  # 2,000 cells: MC error 0.005
+
+
+def test_a_cell_ahead_on_its_paired_runs_is_not_called_worse() -> None:
+    """Δ pairs the runs both cells have: when the best leads only through a seed the other cell
+    lacks (it failed), a significant Δ in the other cell's favour is a tie, not "worse"."""
+    best = [RunSample((str(s), ""), v) for s, v in enumerate([0.80, 0.81, 0.99])]
+    other = [RunSample((str(s), ""), v) for s, v in enumerate([0.85, 0.86])]
+    results = analyse([best, other])
+    assert results[0].index == 0 and results[1].comparison.delta == pytest.approx(0.05)
+    assert results[1].comparison.p_value < 0.05 and results[1].status == "tied"
+    flipped = analyse([[RunSample(r.key, -r.value) for r in cell] for cell in (best, other)],
+                      mode="min")  # fmt: skip
+    assert flipped[1].status == "tied"
 
 
 @pytest.mark.parametrize(

@@ -83,4 +83,4 @@ def test_folds_sweep_pools_its_fold_runs(
     assert [c["n"] for c in table["cells"]] == [2, 2]
     other = table["cells"][1]
     assert other["status"] in ("tied", "worse")
-    assert other["method"] == "case-paired means: t over 2 run pairs (folds)", other
+    assert other["method"] == "case-paired means: t over 2 folds", other

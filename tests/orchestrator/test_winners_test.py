@@ -65,13 +65,20 @@ def test_comparisons_use_the_test_cases_when_every_run_has_them(
     )
     assert rows["b"].comparison.delta == pytest.approx(rows["b"].test_mean - rows["a"].test_mean)
     assert rows["b"].test_mean < 0.65 < rows["a"].test_mean
+    assert rows["a"].mean == pytest.approx(rows["a"].test_mean)  # ranked on what is compared
+    assert rows["b"].val_mean == pytest.approx(np.mean(list(rows["b"].runs.values())))
     text = format_table(table)
-    assert "compared on test cases (test/dice_mean per case)" in text.splitlines()[0]
+    assert text.splitlines()[0].startswith(
+        f"sweep study (parent run {parent}): ranked on test/dice_mean and compared on its test "
+        "cases (each run's checkpoint selected by val/dice_mean (max) at each run's selected "
+        "epoch on validation cases"
+    )
     header = text.splitlines()[1].split()
-    assert header[:6] == ["cell", "n", "mean", "95%", "CI", "test"]
+    assert header[:6] == ["cell", "n", "mean", "95%", "CI", "val"]
     assert main(["winners", "study", "--tracking-uri", uri, "--json"]) == 0
     payload = json.loads(capsys.readouterr().out)
     assert payload["compared_on"] == "test" and payload["test_note"] is None
+    assert payload["ranked_metric"] == "test/dice_mean"
     assert {r["cell"]: round(r["test_mean"], 6) for r in payload["cells"]} == {
         label: round(c.test_mean, 6) for label, c in rows.items()
     }
@@ -89,6 +96,43 @@ def test_one_run_without_test_cases_keeps_the_comparison_on_validation(tmp_path:
     assert "on test cases" not in table.cells[1].comparison.method
     caption = format_table(table).splitlines()[0]
     assert "test = mean over runs of test/dice_mean" in caption and "compared on" not in caption
+    assert "ranked on val/dice_mean (max) at each run's selected epoch" in caption
+    assert table.cells[0].mean == pytest.approx(np.mean(list(table.cells[0].runs.values())))
+
+
+def test_the_best_on_test_is_ranked_first_and_never_called_worse(tmp_path: Path) -> None:
+    """Validation picks "valbest" (0.85 vs 0.84), the test cases say "testbest" (0.80 vs 0.70):
+    ranked on validation and compared on test, "testbest" was shown 0.10 *above* the best and
+    labelled "worse" with P(rank 1) 1.00 (an acceptance audit's finding)."""
+    client, experiment, parent = _sweep(mlflow_uri(tmp_path))
+    rng = np.random.default_rng(1)
+    for cell, val_level, test_level in (("valbest", 0.85, 0.70), ("testbest", 0.84, 0.80)):
+        for seed in range(3):
+            val = val_level + rng.normal(0, 0.01, 10)
+            _run(client, experiment, parent, cell, seed, val, test_level + rng.normal(0, 0.01, 12))
+    table = find_winners(client, "study", tag=False)
+    best, other = table.cells
+    assert (best.label, best.status) == ("testbest", "best") and best.p_rank1 > 0.95
+    assert other.label == "valbest" and other.status == "worse"
+    assert other.comparison.delta == pytest.approx(other.mean - best.mean)
+    assert other.comparison.delta < 0
+
+
+def test_a_run_stopped_early_does_not_move_the_comparison_off_the_test_cases(
+    tmp_path: Path,
+) -> None:
+    """ASHA-stopped runs are FINISHED in MLflow but never tested (nor ranked): they must not
+    stand for "a run without test cases"."""
+    client, experiment, parent = _sweep(mlflow_uri(tmp_path))
+    for cell in ("a", "b"):
+        for seed in range(2):
+            val = np.full(4, 0.8 if cell == "a" else 0.7) + seed / 100
+            _run(client, experiment, parent, cell, seed, val, val - 0.1)
+    tags = {"ablate.cell": "b", "ablate.seed": "2", "ablate.outcome": "stopped"}
+    stopped, _ = tracking.open_child_run(client, experiment, parent, "b/2", tags)
+    client.set_terminated(stopped, status="FINISHED")
+    table = find_winners(client, "study", tag=False)
+    assert table.case_split == "test" and table.cells[1].missing == 1
 
 
 def test_a_split_without_test_cases_says_so_in_the_caption(tmp_path: Path) -> None:
