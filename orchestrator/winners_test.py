@@ -77,8 +77,9 @@ def caption(table: WinnersTable) -> str:
     if table.case_split == TEST:
         return (
             f"ranked on {table.test_metric} and compared on its test cases (each run's "
-            f"checkpoint selected by {selected} on validation cases, then evaluated once on the "
-            f"split's test cases); val = mean over runs of {table.metric}"
+            f"checkpoint selected by {table.metric} ({table.mode}) on validation cases, then "
+            f"evaluated once on the split's test cases); val = mean over runs of {table.metric} "
+            "at the selected epochs"
         )
     if table.test_note:
         return f"ranked on {selected}; test: {table.test_note}"

@@ -70,8 +70,9 @@ def test_comparisons_use_the_test_cases_when_every_run_has_them(
     text = format_table(table)
     assert text.splitlines()[0].startswith(
         f"sweep study (parent run {parent}): ranked on test/dice_mean and compared on its test "
-        "cases (each run's checkpoint selected by val/dice_mean (max) at each run's selected "
-        "epoch on validation cases"
+        "cases (each run's checkpoint selected by val/dice_mean (max) on validation cases, then "
+        "evaluated once on the split's test cases); val = mean over runs of val/dice_mean at the "
+        "selected epochs; "
     )
     header = text.splitlines()[1].split()
     assert header[:6] == ["cell", "n", "mean", "95%", "CI", "val"]
