@@ -91,6 +91,7 @@ class TrackingCallback(tune.Callback):
         self.writer: _Writer | None = None
         self.runs: dict[str, str] = {}  # Tune trial id -> MLflow run id
         self.epochs: dict[str, int] = {}  # Tune trial id -> planned epochs
+        self.logged: dict[str, set[int]] = {}  # Tune trial id -> epoch steps its run holds
         self.open: set[str] = set()  # trials started and not yet concluded
         self.split_hashes: set[str] = set()
         self.split_tagged: set[str] = set()  # trials whose run has its split hash tag
@@ -180,7 +181,7 @@ class TrackingCallback(tune.Callback):
             run_id = self.runs[trial.trial_id]
             frame = frames.get(trial.trial_id)
             if frame is not None:
-                self._backfill(trial.trial_id, run_id, frame.to_dict("records"))
+                self._backfill(trial.trial_id, frame.to_dict("records"))
             done = self.client.get_run(run_id).info.status in ("FINISHED", "FAILED")
             if trial.status == "TERMINATED" and not done:
                 self._finish_run(
@@ -189,12 +190,12 @@ class TrackingCallback(tune.Callback):
             elif trial.status == "ERROR" and not done:
                 self._finish_run(trial.trial_id, config, {}, trial_error(trial), trial.checkpoint)
 
-    def _backfill(self, trial_id: str, run_id: str, rows: list[dict[str, Any]]) -> None:
-        """Log the saved epochs whose step the run does not have yet."""
-        logged = {m.step for m in self.client.get_metric_history(run_id, "train/loss")}
+    def _backfill(self, trial_id: str, rows: list[dict[str, Any]]) -> None:
+        """Log the saved epochs whose step the run does not have yet (``_log_epoch`` skips
+        the others)."""
         for row in rows:
             step = int(row.get("epoch", row.get("training_iteration", 0)) or 0)
-            if step in logged or "train/loss" not in row:
+            if "train/loss" not in row:
                 continue
             metrics = {
                 k: float(v)
@@ -243,6 +244,9 @@ class TrackingCallback(tune.Callback):
         )
         self.runs[trial_id] = run_id
         self.epochs[trial_id] = spec.config.train.epochs if spec is not None else 0
+        self.logged[trial_id] = self.logged.get(trial_id, set()) | (
+            set() if created else logged_epochs(self.client, run_id)
+        )
         if created:
             params = spec.config.model_dump(mode="json") if spec is not None else who.config
             tracking.log_params(self.client, run_id, tracking.flatten(params))
@@ -257,9 +261,17 @@ class TrackingCallback(tune.Callback):
     def _log_epoch(
         self, trial_id: str, metrics: dict[str, float], step: int, split: str | None
     ) -> None:
+        """One epoch's metrics at ``step``, once: an epoch the run already holds is not logged
+        again. A trial restored from a checkpoint older than its last result (a retried trial,
+        or a driver killed between a result and its checkpoint) trains that epoch a second
+        time; MLflow cannot replace a logged point, and two points at one step would draw a
+        zig-zag in every curve, so the first values stay."""
         run_id = self.runs[trial_id]
         metrics, test = test_tracking.split_test(metrics)
-        tracking.log_metrics(self.client, run_id, metrics, step)
+        logged = self.logged.setdefault(trial_id, set())
+        if step not in logged:
+            tracking.log_metrics(self.client, run_id, metrics, step)
+            logged.add(step)
         if test:  # summaries of the selected weights: step 0, like best/ and summary/
             test_tracking.log_test(self.client, run_id, test)
         if split and trial_id not in self.split_tagged:
@@ -339,3 +351,8 @@ class TrackingCallback(tune.Callback):
                 self.client.set_terminated(self.runs[trial_id], status="KILLED")
         killed = bool(interrupted) or unfinished
         self.client.set_terminated(self.parent_id, status="KILLED" if killed else "FINISHED")
+
+
+def logged_epochs(client: Any, run_id: str) -> set[int]:
+    """The epoch steps a run already holds (every epoch logs ``train/loss``)."""
+    return {m.step for m in client.get_metric_history(run_id, "train/loss")}

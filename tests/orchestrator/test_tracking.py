@@ -186,3 +186,33 @@ def test_a_sampled_trial_whose_config_is_invalid_still_gets_its_failed_run(clien
         and run.data.tags["ablate.cell"] == "base,lr=0.0001,min_lr=0.002"
     )
     assert run.data.params["optimizer.lr"] == "0.0001"  # the params as sampled
+
+
+def test_an_epoch_trained_again_after_a_restore_is_logged_once(client) -> None:
+    """A driver killed after epoch 2's result but before its checkpoint: the resumed driver's
+    callback finds the run again, the trial retrains epoch 2 from epoch 1's checkpoint, and the
+    run keeps one point per epoch (the first epoch 2), not two."""
+    import yaml
+    from ablate_sweep_helpers import REPO
+
+    base = yaml.safe_load((REPO / "search_spaces" / "base" / "tiny.yaml").read_text())
+    config = {"ablate": {"cells": [{"label": "base", "config": base}]}, "cell": 0, "sample": {}}
+    experiment = tracking.ensure_experiment(client, "restored")
+    parent = client.create_run(experiment, run_name="restored").info.run_id
+    first = TrackingCallback(client.tracking_uri, experiment, parent, "val/dice_mean", "max")
+    first.client = client
+    first._start_run("t1", config)
+    for epoch, loss in ((1, 0.9), (2, 0.8)):
+        first._log_epoch("t1", {"train/loss": loss, "val/dice_mean": 1 - loss}, epoch, None)
+
+    resumed = TrackingCallback(client.tracking_uri, experiment, parent, "val/dice_mean", "max")
+    resumed.client = client
+    resumed._start_run("t1", config)  # found again, with its two epochs
+    for epoch, loss in ((2, 0.7), (3, 0.6)):  # epoch 2 again, from epoch 1's checkpoint
+        resumed._log_epoch("t1", {"train/loss": loss, "val/dice_mean": 1 - loss}, epoch, None)
+
+    run_id = resumed.runs["t1"]
+    assert first.runs["t1"] == run_id
+    history = client.get_metric_history(run_id, "train/loss")
+    assert sorted((m.step, m.value) for m in history) == [(1, 0.9), (2, 0.8), (3, 0.6)]
+    assert [m.step for m in client.get_metric_history(run_id, "val/dice_mean")] == [1, 2, 3]
