@@ -1,8 +1,9 @@
 """Launch, resume and follow a sweep: Ray Tune in the driver, MLflow through callbacks.
 
 Everything that can be checked is checked before Ray starts: the space file and every trial
-(:func:`orchestrator.expand.plan_sweep`), the tracking URI (one short probe), the resume state
-and the GPU request. The Tune experiment lives in ``<storage>/<name>`` with a small
+(:func:`orchestrator.expand.plan_sweep`), the Ray address and the storage folder
+(:mod:`orchestrator.preflight`), the tracking URI (one short probe), the resume state and the
+GPU request. The Tune experiment lives in ``<storage>/<name>`` with a small
 ``ablate_sweep.json`` beside Tune's own state: the space file's hash, the tracking URI and the
 MLflow parent run, so ``--resume`` continues the same parent run with the same trials.
 
@@ -25,6 +26,7 @@ from orchestrator import mlflow_ui, tracking
 from orchestrator.checks import check_data_dir
 from orchestrator.commands.common import progress
 from orchestrator.expand import Plan, plan_sweep
+from orchestrator.preflight import check_ray_address, check_storage
 from orchestrator.space import MAX_TRIALS, SWEEP_NAME
 from orchestrator.sweep_data import prepare_sweep_data
 from orchestrator.tuner import TrackingSettings, TrialProblem, make_tuner, trial_outcomes
@@ -89,10 +91,12 @@ def run_sweep(opts: SweepOptions) -> SweepResult:
     """Plan, check, launch (or resume) and wait for a sweep; see the module docstring."""
     data = opts.data.resolve() if opts.data else None
     plan = plan_sweep(opts.space, data, opts.smoke, opts.max_trials)
+    address = opts.address or os.environ.get("RAY_ADDRESS")
+    if address:  # before anything slow: a wrong address would hang ray.init
+        check_ray_address(address, "--address" if opts.address else "RAY_ADDRESS")
     data_lines: list[str] = []
     if data is not None:
-        joined = bool(opts.address or os.environ.get("RAY_ADDRESS"))
-        data_lines = check_data_dir(data, data_label_scheme(plan), joined)
+        data_lines = check_data_dir(data, data_label_scheme(plan), joined=bool(address))
         for line in data_lines:
             progress(line)
     if opts.name is not None and not re.fullmatch(SWEEP_NAME, opts.name):
@@ -104,13 +108,14 @@ def run_sweep(opts: SweepOptions) -> SweepResult:
     name = opts.name or (f"{plan.name}-smoke" if opts.smoke else plan.name)
     path = _experiment_path(opts.storage, name)
     meta = _check_resume(opts, plan, path, name)
+    check_storage(path)  # Tune's first write comes after Ray started and MLflow has a run
     uri = opts.tracking_uri or meta.get("tracking_uri") or tracking.default_tracking_uri()
-    if not (opts.address or os.environ.get("RAY_ADDRESS") or _ray_running()):
+    if not (address or _ray_running()):
         check_local_gpus(plan)  # a cluster's GPUs are checked once joined
     client = tracking.connect(uri)  # fails fast, before Ray starts
     left_out = prepare_sweep_data(plan, data_lines) if opts.data else []
-    _start_ray(opts.address, opts.verbose)
-    check_cluster_resources(plan, joined=bool(opts.address or os.environ.get("RAY_ADDRESS")))
+    _start_ray(address, opts.verbose)
+    check_cluster_resources(plan, joined=bool(address))
     experiment_id = tracking.ensure_experiment(client, name)
     mlflow_ui.setup_experiment(client, experiment_id, plan)
     parent_id = _parent_run(client, experiment_id, plan, name, path, opts)
@@ -308,7 +313,8 @@ def _ray_running() -> bool:
 
 
 def _start_ray(address: str | None, verbose: bool) -> None:
-    """Join ``address`` (or RAY_ADDRESS), else start a local Ray; keep Ray's own output quiet."""
+    """Join ``address`` (``--address`` or RAY_ADDRESS), else start a local Ray; keep Ray's own
+    output quiet."""
     for key, value in QUIET_ENV.items():
         os.environ.setdefault(key, value)
     import ray
@@ -319,7 +325,7 @@ def _start_ray(address: str | None, verbose: bool) -> None:
     if ray.is_initialized():
         return
     ray.init(
-        address=address or os.environ.get("RAY_ADDRESS"),
+        address=address,
         include_dashboard=False,
         log_to_driver=verbose,
         logging_level=logging.INFO if verbose else logging.ERROR,

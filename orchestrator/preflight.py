@@ -1,0 +1,77 @@
+"""Checks of where a sweep writes and which Ray it joins, made before Ray or MLflow start.
+
+Both fail late and badly without them: an unwritable ``--storage`` raised a bare OSError after
+Ray had started and the MLflow parent run was created (left RUNNING), and an address where no
+Ray head listens made ``ray.init`` retry for minutes while printing C++ connection errors.
+"""
+
+from __future__ import annotations
+
+import socket
+
+from trainables.errors import InputError
+
+# Seconds to wait for a Ray head's TCP port: a head on the same network answers in milliseconds.
+CONNECT_TIMEOUT_S = 5.0
+# Ray addresses that name no host:port (ray.init resolves them itself).
+SYMBOLIC_ADDRESSES = ("auto", "local")
+
+
+def check_storage(path: str) -> None:
+    """The sweep folder ``path`` (local path or URI) can be created and written.
+
+    Creates the folder (Tune would, moments later) and writes and removes one probe file.
+
+    Raises:
+        InputError: naming ``--storage``, with the operating system's reason.
+    """
+    from pyarrow import fs
+
+    probe = ".ablate_write_probe"
+    try:
+        filesystem, folder = fs.FileSystem.from_uri(path)
+        filesystem.create_dir(folder, recursive=True)
+        with filesystem.open_output_stream(f"{folder}/{probe}") as stream:
+            stream.write(b"ok")
+        filesystem.delete_file(f"{folder}/{probe}")
+    except (OSError, ValueError) as error:  # pyarrow: OSError subclasses; ValueError: bad URI
+        raise InputError(
+            f"cannot write the sweep's results to {path}: {_reason(error)} (pass a writable "
+            "folder or a storage URI such as s3://bucket/ablate)",
+            where="--storage",
+        ) from error
+
+
+def check_ray_address(address: str, where: str) -> None:
+    """A Ray head accepts TCP connections at ``address`` (``host:port`` or ``ray://host:port``).
+
+    Symbolic addresses (``auto``, ``local``) and addresses without a port are left to Ray.
+
+    Args:
+        address: as given to ``--address`` or in ``RAY_ADDRESS``.
+        where: which of the two it came from, for the message.
+
+    Raises:
+        InputError: nothing listens there, or the host name does not resolve.
+    """
+    target = address.split("://", 1)[-1].rstrip("/")
+    host, sep, port = target.rpartition(":")
+    if address in SYMBOLIC_ADDRESSES or not sep or not port.isdigit():
+        return
+    host = host.strip("[]")  # an IPv6 literal: [::1]:6379
+    try:
+        socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_S).close()
+    except OSError as error:
+        raise InputError(
+            f"no Ray head answers at {address} ({_reason(error)}); start the cluster first "
+            "(`ray up cluster.yaml`, or `ray start --head` on the head node) and pass its "
+            "address (the head's IP and GCS port, 6379 by default; ray://<head>:10001 for Ray "
+            "Client), or leave it out to start Ray on this machine",
+            where=where,
+        ) from error
+
+
+def _reason(error: OSError | ValueError) -> str:
+    if isinstance(error, TimeoutError):
+        return f"no answer within {CONNECT_TIMEOUT_S:g} s"
+    return getattr(error, "strerror", None) or str(error)

@@ -1,0 +1,78 @@
+"""Where a sweep writes and which Ray it joins are checked before Ray or MLflow start."""
+
+from __future__ import annotations
+
+import socket
+import time
+from pathlib import Path
+
+import pytest
+from ablate_sweep_helpers import mlflow_uri, write_space
+
+from orchestrator import tracking
+from orchestrator.cli import main
+from orchestrator.preflight import check_ray_address, check_storage
+from trainables.errors import InputError
+
+
+def _closed_port() -> int:
+    """A loopback port nothing listens on (bound, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_storage_that_is_a_file_is_named_with_the_reason(tmp_path: Path) -> None:
+    (tmp_path / "results").write_text("a file, not a folder\n")
+    with pytest.raises(InputError) as error:
+        check_storage(str(tmp_path / "results" / "study"))
+    assert str(error.value).startswith(
+        f"--storage: cannot write the sweep's results to {tmp_path}/results/study: "
+    )
+    assert "Not a directory" in str(error.value)
+
+
+def test_writable_storage_is_created_and_left_empty(tmp_path: Path) -> None:
+    check_storage(f"file://{tmp_path}/ray/study")
+    assert list((tmp_path / "ray" / "study").iterdir()) == []
+
+
+def test_address_without_a_ray_head_fails_at_once() -> None:
+    port = _closed_port()
+    for address in (f"127.0.0.1:{port}", f"ray://127.0.0.1:{port}"):
+        with pytest.raises(InputError, match=rf"^RAY_ADDRESS: no Ray head answers at {address} "):
+            check_ray_address(address, "RAY_ADDRESS")
+
+
+def test_symbolic_and_portless_addresses_are_left_to_ray() -> None:
+    for address in ("auto", "local", "10.0.0.1"):
+        check_ray_address(address, "--address")  # nothing raised, nothing waited for
+
+
+def test_sweep_refuses_bad_storage_before_mlflow_has_a_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    uri = mlflow_uri(tmp_path)
+    space = write_space(tmp_path, "name: nowhere\nextends: trial.yaml\nseeds: 1\n")
+    (tmp_path / "results").write_text("a file\n")
+    args = ["sweep", str(space), "--tracking-uri", uri, "--storage", str(tmp_path / "results")]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "--storage: cannot write the sweep's results to" in err and "Traceback" not in err
+    client = tracking.connect(uri)
+    assert client.search_experiments(filter_string="name = 'nowhere'") == []
+
+
+def test_sweep_with_a_wrong_address_exits_2_within_seconds(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    uri = mlflow_uri(tmp_path)
+    space = write_space(tmp_path, "name: unjoined\nextends: trial.yaml\nseeds: 1\n")
+    address = f"127.0.0.1:{_closed_port()}"
+    args = ["sweep", str(space), "--tracking-uri", uri, "--storage", str(tmp_path / "ray")]
+    started = time.monotonic()
+    assert main([*args, "--address", address]) == 2
+    assert time.monotonic() - started < 30  # ray.init would retry for minutes
+    err = capsys.readouterr().err
+    assert f"--address: no Ray head answers at {address} (Connection refused)" in err
+    assert not (tmp_path / "ray").exists()  # nothing written
