@@ -39,6 +39,9 @@ QUIET_ENV = {
     "TUNE_DISABLE_STRICT_METRIC_CHECKING": "1",  # epochs without validation lack val/ metrics
     "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0",
     "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0",
+    # MLflow prints two 'View run' lines per finished run on a tracking server; the sweep prints
+    # the experiment's address once at the start
+    "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "1",
 }
 
 

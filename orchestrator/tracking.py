@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import subprocess
 import time
 import urllib.error
@@ -61,6 +62,11 @@ def connect(uri: str, timeout_s: float = 5.0) -> MlflowClient:
     from mlflow.tracking import MlflowClient
 
     logging.getLogger("mlflow").setLevel(logging.WARNING)
+    if re.fullmatch(r"[\w.-]+:\d+(/.*)?", uri):  # MLflow would take it for a folder name
+        raise InputError(
+            f"MLflow tracking URI {uri!r} has no scheme; for a tracking server write "
+            f"http://{uri}, for a local store sqlite:///path/to/mlflow.db"
+        )
     scheme = urlparse(uri).scheme
     if scheme in ("http", "https"):
         _probe_http(uri, timeout_s)

@@ -35,6 +35,12 @@ def test_connect_rejects_an_unknown_store() -> None:
         tracking.connect("nosuch://x")
 
 
+def test_a_server_address_without_scheme_is_refused_with_the_fix() -> None:
+    for uri in ("127.0.0.1:15123", "mlflow-head:5000"):
+        with pytest.raises(InputError, match=rf"'{uri}' has no scheme; .* write http://{uri},"):
+            tracking.connect(uri)
+
+
 def test_experiment_artifacts_live_beside_the_sqlite_file(client, tmp_path: Path) -> None:
     first = tracking.ensure_experiment(client, "study")
     assert tracking.ensure_experiment(client, "study") == first
