@@ -48,11 +48,6 @@ def _predict(args: argparse.Namespace) -> int:
     check_output(args.out, Path(args.input_dir).expanduser().absolute(), args.overwrite, False)
     predictor = build_predictor(resolve_model(args.model, args.tracking_uri), args.device)
     progress(f"model: {predictor.describe()}{', with mirroring TTA' if args.tta else ''}")
-    if predictor.cfg.data.preprocess.normalization.kind == "foreground":
-        progress(
-            "note: 'foreground' normalisation used the labels in training; without labels "
-            "it falls back to the non-zero region"
-        )
     report = predict_directory(
         predictor, args.input_dir, args.out, args.tta, args.overwrite, args.label_scheme, progress
     )

@@ -11,8 +11,11 @@ training never repeats it. Every step is pure numpy on one :class:`LoadedCase`:
    - ``zscore`` (BraTS default): per-modality mean/std over the brain mask (voxels non-zero in any
      modality), optional clip to ``±clip`` std, optional min-max rescale to [0, 1]; background
      voxels are set to 0 (after the min-max rescale 0 is also the brain minimum).
-   - ``foreground`` (nnU-Net's CT scheme, per case): clip to percentiles of the intensities inside
-     the label's foreground, then z-score with the mean/std of those foreground intensities.
+   - ``foreground`` (nnU-Net's ``CTNormalization``): clip to ``[lower, upper]`` and z-score with
+     ``mean``/``std``, four numbers per modality computed *once per dataset* from the labelled
+     foreground of its cases (:mod:`trainables.data.fingerprint`) and stored in the config's
+     ``stats``; every case, labelled or not, is normalised with the same numbers and its own
+     label is never read.
    - ``ct_window``: clip Hounsfield units to ``[center - width/2, center + width/2]``, scale to
      [0, 1].
    - ``none``: only cast to float32.
@@ -28,6 +31,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import Annotated, Literal, assert_never
 
@@ -36,6 +40,7 @@ from pydantic import Field, model_validator
 
 from trainables.config import Frozen
 from trainables.data.types import LoadedCase
+from trainables.errors import InputError
 
 # Bump whenever the algorithm changes in a way that changes the output arrays: it is part of the
 # fingerprint, so every prepared cache made by the old code is rebuilt instead of silently reused.
@@ -61,17 +66,47 @@ class ZScoreNormalization(Frozen):
     minmax: bool = False
 
 
-class ForegroundNormalization(Frozen):
-    """nnU-Net CT normalisation, with statistics from this case's labelled foreground.
+class ForegroundIntensity(Frozen):
+    """One modality's dataset-level foreground intensity statistics (nnU-Net's fingerprint).
 
     Attributes:
-        lower_percentile: lower clip percentile (0-100) of the foreground intensities.
-        upper_percentile: upper clip percentile (0-100) of the foreground intensities.
+        modality: the channel these numbers normalise (``ct``, ``t1``...).
+        lower: clip bound, the ``lower_percentile`` of the pooled foreground intensities (source
+            units: HU for CT).
+        upper: clip bound, the ``upper_percentile`` of the same intensities.
+        mean: mean of the pooled (unclipped) foreground intensities.
+        std: their standard deviation (> 0).
+    """
+
+    modality: str
+    lower: float
+    upper: float
+    mean: float
+    std: float = Field(gt=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ForegroundIntensity:
+        if self.lower > self.upper:
+            raise ValueError(f"lower ({self.lower}) must not be above upper ({self.upper})")
+        return self
+
+
+class ForegroundNormalization(Frozen):
+    """nnU-Net's CT normalisation with dataset-level foreground statistics.
+
+    Attributes:
+        lower_percentile: lower clip percentile (0-100) of the pooled foreground intensities.
+        upper_percentile: upper clip percentile (0-100) of the pooled foreground intensities.
+        stats: the numbers applied, one entry per modality. None (the usual setting) = computed
+            when the dataset is prepared, from the labelled foreground of its cases; a trained
+            model's config carries the computed ones, so prediction and external tests apply
+            exactly the numbers training used. Written out, they are applied as given.
     """
 
     kind: Literal["foreground"] = "foreground"
     lower_percentile: float = Field(default=0.5, ge=0, le=100)
     upper_percentile: float = Field(default=99.5, ge=0, le=100)
+    stats: tuple[ForegroundIntensity, ...] | None = None
 
     @model_validator(mode="after")
     def _ordered(self) -> ForegroundNormalization:
@@ -80,7 +115,30 @@ class ForegroundNormalization(Frozen):
                 f"lower_percentile ({self.lower_percentile}) must be below "
                 f"upper_percentile ({self.upper_percentile})"
             )
+        names = [s.modality for s in self.stats or ()]
+        if len(set(names)) != len(names):
+            raise ValueError(f"stats name a modality more than once ({', '.join(names)})")
         return self
+
+    def stats_for(self, modality: str) -> ForegroundIntensity:
+        """The statistics of one modality.
+
+        Raises:
+            InputError: naming ``normalization.stats`` when they are unset or lack ``modality``.
+        """
+        where = "data.preprocess.normalization.stats"
+        if self.stats is None:
+            raise InputError(
+                "'foreground' normalisation has no dataset statistics: they are computed when a "
+                "dataset is prepared (a model trained before ablate did so cannot be applied; "
+                "retrain it, or write the stats into its config)",
+                where=where,
+            )
+        for entry in self.stats:
+            if entry.modality == modality:
+                return entry
+        have = ", ".join(s.modality for s in self.stats) or "none"
+        raise InputError(f"no statistics for modality {modality!r} (have: {have})", where=where)
 
 
 class CTWindowNormalization(Frozen):
@@ -131,28 +189,30 @@ class PreprocessConfig(Frozen):
 
 
 def preprocess(case: LoadedCase, cfg: PreprocessConfig) -> LoadedCase:
-    """Crop and normalise one case.
+    """Crop and normalise one case; the label is cropped but never read by the normalisation.
 
     Args:
         case: decoded case; image (C, X, Y, Z) any real dtype, label (X, Y, Z) uint8 or None.
-        cfg: what to do.
+        cfg: what to do (``foreground`` normalisation needs its ``stats`` set).
 
     Returns:
         A new case: image (C, X', Y', Z') float32, label cropped alike, ``bbox`` set to the crop
         in source-grid voxels when cropping (composed with an existing ``bbox``). ``affine`` stays
         the source files' affine.
     """
+    case = crop_case(case) if cfg.crop_to_nonzero else case
+    image = normalize(np.asarray(case.image, dtype=np.float32), case.modalities, cfg.normalization)
+    return replace(case, image=image)
+
+
+def crop_case(case: LoadedCase) -> LoadedCase:
+    """The case cropped to the box of voxels non-zero in any modality (image as float32)."""
     image = np.asarray(case.image, dtype=np.float32)
-    label = case.label
-    bbox = case.bbox
-    if cfg.crop_to_nonzero:
-        box = nonzero_bbox(image)
-        slices = tuple(slice(lo, hi) for lo, hi in box)
-        image = image[(slice(None), *slices)]
-        label = label[slices] if label is not None else None
-        bbox = _compose_bbox(bbox, box)
-    image = normalize(image, label, cfg.normalization)
-    return replace(case, image=image, label=label, bbox=bbox)
+    box = nonzero_bbox(image)
+    slices = tuple(slice(lo, hi) for lo, hi in box)
+    label = case.label[slices] if case.label is not None else None
+    bbox = _compose_bbox(case.bbox, box)
+    return replace(case, image=image[(slice(None), *slices)], label=label, bbox=bbox)
 
 
 def nonzero_bbox(image: np.ndarray) -> tuple[tuple[int, int], ...]:
@@ -183,12 +243,12 @@ def _compose_bbox(
     return tuple((o0 + i0, o0 + i1) for (o0, _), (i0, i1) in zip(outer, inner, strict=True))
 
 
-def normalize(image: np.ndarray, label: np.ndarray | None, cfg: NormalizationConfig) -> np.ndarray:
-    """Normalise intensities.
+def normalize(image: np.ndarray, modalities: Sequence[str], cfg: NormalizationConfig) -> np.ndarray:
+    """Normalise intensities (no variant reads a label).
 
     Args:
         image: (C, *S) float32; not modified.
-        label: (*S) internal label codes or None (used by ``foreground`` only).
+        modalities: the C channel names (``foreground`` looks its statistics up by name).
         cfg: the normalisation variant.
 
     Returns:
@@ -199,7 +259,7 @@ def normalize(image: np.ndarray, label: np.ndarray | None, cfg: NormalizationCon
         case ZScoreNormalization():
             return _zscore(image, cfg)
         case ForegroundNormalization():
-            return _foreground(image, label, cfg)
+            return _foreground(image, modalities, cfg)
         case CTWindowNormalization():
             return _ct_window(image, cfg)
         case NoNormalization():
@@ -247,27 +307,19 @@ def _minmax_in_place(channel: np.ndarray, mask: np.ndarray) -> None:
 
 
 def _foreground(
-    image: np.ndarray, label: np.ndarray | None, cfg: ForegroundNormalization
+    image: np.ndarray, modalities: Sequence[str], cfg: ForegroundNormalization
 ) -> np.ndarray:
-    """In place on ``image`` (C, *S): clip to foreground percentiles, z-score by foreground stats.
+    """In place on ``image`` (C, *S): clip to ``[lower, upper]``, then ``(x - mean) / std``.
 
-    As in nnU-Net's ``CTNormalization`` the mean/std are those of the (unclipped) foreground
-    intensities. nnU-Net gathers them over the whole training set; here they come from the case
-    itself, so no dataset-wide pass is needed. Cases with no labelled foreground (or no label) fall
-    back to the non-zero region, then to the whole image.
+    nnU-Net's ``CTNormalization``: the four numbers of each modality are the dataset's
+    (``cfg.stats``), the same for every case, so a case's normalised image depends on its
+    intensities only, never on its label.
     """
-    region = label > 0 if label is not None else np.zeros(image.shape[1:], dtype=bool)
-    if not region.any():
-        region = np.any(image != 0, axis=0)
-    if not region.any():
-        region = np.ones(image.shape[1:], dtype=bool)
-    for channel in image:
-        values = channel[region]
-        low, high = np.percentile(values, [cfg.lower_percentile, cfg.upper_percentile])
-        mean, std = _mean_std(values)
-        np.clip(channel, low, high, out=channel)
-        channel -= mean
-        channel /= std
+    for channel, modality in zip(image, modalities, strict=True):
+        stats = cfg.stats_for(modality)
+        np.clip(channel, stats.lower, stats.upper, out=channel)
+        channel -= stats.mean
+        channel /= stats.std
     return image
 
 

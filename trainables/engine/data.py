@@ -16,9 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-from trainables.config.trial import DataConfig, SyntheticConfig
+from trainables.config.trial import DataConfig, SyntheticConfig, TrialConfig
 from trainables.data.cache import PreparedDataset, default_cache_root, ensure_prepared
 from trainables.data.labels import LabelScheme
+from trainables.data.preprocess import PreprocessConfig
 from trainables.data.splits import Split, make_split
 from trainables.data.synth import synthesize_dataset
 from trainables.data.synth_ct import synthesize_ct_dataset
@@ -45,11 +46,26 @@ class TrialData:
     modalities: tuple[str, ...]
     source: Path
 
+    @property
+    def preprocess(self) -> PreprocessConfig:
+        """The preprocessing the cached arrays went through, dataset statistics included."""
+        return self.dataset.manifest.preprocess
+
     def load(self, case_id: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """(image (C, *S) float16 memmap, label (*S) uint8, foreground locations (N, 3))."""
         case = self.dataset.load(case_id, modalities=self.modalities, mmap=True)
         assert case.label is not None  # the split holds labelled cases only (labelled_cases)
         return case.image, case.label, self.dataset.foreground_locations(case_id)
+
+
+def applied_config(cfg: TrialConfig, data: TrialData) -> TrialConfig:
+    """``cfg`` with ``data.preprocess`` replaced by what the cache applied (for ``foreground``
+    normalisation: the dataset's statistics), so the checkpoints it saves make ``ablate
+    predict`` and ``ablate test --data`` normalise new cases with the training's numbers."""
+    if cfg.data.preprocess == data.preprocess:
+        return cfg
+    section = cfg.data.model_copy(update={"preprocess": data.preprocess})
+    return cfg.model_copy(update={"data": section})
 
 
 def prepare_trial_data(cfg: DataConfig, progress: Progress | None = None) -> TrialData:

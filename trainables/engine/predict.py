@@ -26,7 +26,7 @@ from torch import nn
 from trainables.config.trial import TrialConfig, parse_trial_config
 from trainables.data.labels import LabelScheme
 from trainables.data.nifti import load_case
-from trainables.data.preprocess import preprocess
+from trainables.data.preprocess import ForegroundNormalization, preprocess
 from trainables.data.types import CaseRecord, LoadedCase
 from trainables.engine.bench import configured_scheme
 from trainables.engine.precision import autocast_context, effective_precision, resolve_device
@@ -135,6 +135,7 @@ def build_predictor(
 
 def _member(source: str, checkpoint: dict[str, Any], device: torch.device) -> Member:
     cfg = parse_trial_config(checkpoint.get("config"), source)
+    _check_normalization(cfg, source)
     scheme = configured_scheme(cfg)
     model = build_model(cfg.model, len(cfg.data.modalities), output_channels(cfg.loss, scheme))
     try:
@@ -145,6 +146,18 @@ def _member(source: str, checkpoint: dict[str, Any], device: torch.device) -> Me
             f"the weights do not fit the model its config describes ({' '.join(first)})", source
         ) from None
     return Member(cfg, model.to(device).eval(), source)
+
+
+def _check_normalization(cfg: TrialConfig, source: str) -> None:
+    """A model must carry every dataset-level number its normalisation applies (``foreground``
+    needs the training dataset's statistics, which new images cannot provide)."""
+    norm = cfg.data.preprocess.normalization
+    if isinstance(norm, ForegroundNormalization):
+        try:
+            for modality in cfg.data.modalities:
+                norm.stats_for(modality)
+        except InputError as err:
+            raise InputError(f"{err.where}: {err.message}", source) from None
 
 
 def _check_members(members: list[Member]) -> None:

@@ -34,7 +34,7 @@ from trainables.engine.checkpoint import (
     make_checkpoint,
     save_checkpoint,
 )
-from trainables.engine.data import TrialData, prepare_trial_data
+from trainables.engine.data import TrialData, applied_config, prepare_trial_data
 from trainables.engine.held_out import (
     TEST_PER_CASE_FILE,
     TestResult,
@@ -65,7 +65,8 @@ class TrialRunner:
     epoch of one trial.
 
     Args:
-        cfg: the validated trial config.
+        cfg: the validated trial config (``self.cfg`` is it with the preprocessing the data
+            applied, :func:`~trainables.engine.data.applied_config`).
         progress: optional callback for human-readable progress lines.
         data: prepared data to reuse (e.g. when a Tune actor is reused for another trial).
         metric, mode: what selects the best epoch (the sweep's metric and mode).
@@ -79,9 +80,9 @@ class TrialRunner:
         metric: str = DEFAULT_METRIC,
         mode: str = DEFAULT_MODE,
     ) -> None:
-        self.cfg = cfg
         self.progress = progress
         self.data = data or prepare_trial_data(cfg.data, progress)
+        self.cfg = applied_config(cfg, self.data)  # what checkpoints record: the data's stats
         self.epoch = 0  # completed epochs
         self.trainer: TrainStep = build_train_step(
             cfg, self.data.scheme, len(self.data.modalities), progress=progress

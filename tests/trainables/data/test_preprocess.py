@@ -8,6 +8,7 @@ import pytest
 from trainables.config import Frozen, validate_config
 from trainables.data.preprocess import (
     CTWindowNormalization,
+    ForegroundIntensity,
     ForegroundNormalization,
     NoNormalization,
     PreprocessConfig,
@@ -67,7 +68,12 @@ def test_crop_of_an_already_cropped_case_reports_source_grid_box() -> None:
 
 def test_all_zero_image_keeps_full_extent_and_stays_finite() -> None:
     assert nonzero_bbox(np.zeros((2, 3, 4, 5))) == ((0, 3), (0, 4), (0, 5))
-    norms = (ZScoreNormalization(), ZScoreNormalization(minmax=True), ForegroundNormalization())
+    stats = tuple(_stats(m, 0.0, 1.0, 0.0, 1.0) for m in ("m0", "m1"))
+    norms = (
+        ZScoreNormalization(),
+        ZScoreNormalization(minmax=True),
+        ForegroundNormalization(stats=stats),
+    )
     for norm in norms:
         out = run(np.zeros((2, 3, 4, 5)), norm, crop=True)
         assert out.shape == (2, 3, 4, 5)
@@ -121,33 +127,55 @@ def test_zscore_constant_modality_gives_zeros_not_nan() -> None:
         np.testing.assert_array_equal(out[0], 0.0)
 
 
-def test_foreground_clips_to_label_percentiles_then_zscores_with_foreground_stats() -> None:
+def _stats(modality: str, lower: float, upper: float, mean: float, std: float):
+    return ForegroundIntensity(modality=modality, lower=lower, upper=upper, mean=mean, std=std)
+
+
+def test_foreground_clips_and_zscores_with_the_given_dataset_stats() -> None:
+    image = np.array([[[[-1000.0, 10.0, 20.0, 30.0, 40.0, 500.0]]], [[[1.0, 2, 3, 4, 5, 6]]]])
+    stats = (_stats("m1", 2.0, 5.0, 3.0, 2.0), _stats("m0", 10.0, 40.0, 25.0, 5.0))
+    out = run(image, ForegroundNormalization(stats=stats))
+    # looked up by modality name, not by position
+    np.testing.assert_allclose(out[0, 0, 0], (np.array([10.0, 10, 20, 30, 40, 40]) - 25) / 5)
+    np.testing.assert_allclose(out[1, 0, 0], (np.array([2.0, 2, 3, 4, 5, 5]) - 3) / 2)
+
+
+def test_foreground_never_reads_the_cases_label() -> None:
+    """The leak this guards against: clip range and z-score taken from the case's own mask."""
     image = np.array([[[[-1000.0, 10.0, 20.0, 30.0, 40.0, 500.0]]]])
-    label = np.array([[[0, 1, 1, 1, 1, 0]]], dtype=np.uint8)
-    out = run(image, ForegroundNormalization(lower_percentile=0, upper_percentile=100), label)
-    # foreground [10, 20, 30, 40]: clip range [10, 40], mean 25, std sqrt(125)
-    std = np.sqrt(125.0)
-    expected = (np.array([10.0, 10, 20, 30, 40, 40]) - 25.0) / std
-    np.testing.assert_allclose(out[0, 0, 0], expected, rtol=1e-6)
+    norm = ForegroundNormalization(stats=(_stats("m0", 0.0, 100.0, 50.0, 10.0),))
+    masks = [None, [0, 1, 1, 1, 1, 0], [1, 0, 0, 0, 0, 1], [0, 0, 0, 0, 0, 0]]
+    outs = [run(image, norm, None if m is None else np.array([[m]], dtype=np.uint8)) for m in masks]
+    for out in outs[1:]:
+        np.testing.assert_array_equal(out, outs[0])
+    np.testing.assert_allclose(outs[0][0, 0, 0], [-5.0, -4.0, -3.0, -2.0, -1.0, 5.0])
 
 
-def test_foreground_percentiles_are_interpolated() -> None:
-    image = np.arange(1.0, 6.0).reshape(1, 1, 1, 5)  # 1..5, all foreground
-    label = np.ones((1, 1, 5), dtype=np.uint8)
-    out = run(image, ForegroundNormalization(lower_percentile=25, upper_percentile=75), label)
-    std = np.sqrt(2.0)  # std of 1..5 (unclipped, as nnU-Net)
-    expected = (np.array([2.0, 2, 3, 4, 4]) - 3.0) / std
-    np.testing.assert_allclose(out[0, 0, 0], expected, rtol=1e-6)
+def test_foreground_without_stats_or_a_modalitys_stats_names_the_field() -> None:
+    image = np.ones((1, 1, 1, 3), dtype=np.float32)
+    with pytest.raises(
+        InputError, match=r"normalization\.stats: 'foreground' normalisation has no"
+    ):
+        run(image, ForegroundNormalization())
+    norm = ForegroundNormalization(stats=(_stats("ct", 0.0, 1.0, 0.0, 1.0),))
+    with pytest.raises(InputError, match=r"no statistics for modality 'm0' \(have: ct\)"):
+        run(image, norm)
 
 
-def test_foreground_without_foreground_falls_back_to_nonzero_region() -> None:
-    image = np.array([[[[0.0, 2.0, 4.0]]]])
-    norm = ForegroundNormalization(lower_percentile=0, upper_percentile=100)
-    out = run(image, norm, None)
-    # non-zero region [2, 4]: mean 3, std 1; the 0 voxel is clipped up to 2 first
-    np.testing.assert_allclose(out[0, 0, 0], [-1.0, -1.0, 1.0], rtol=1e-6)
-    out2 = run(image, norm, np.zeros((1, 1, 3), dtype=np.uint8))
-    np.testing.assert_array_equal(out, out2)
+def test_foreground_stats_are_validated() -> None:
+    twice = [{"modality": "ct", "lower": 0, "upper": 1, "mean": 0, "std": 1}] * 2
+    with pytest.raises(InputError, match="stats name a modality more than once"):
+        validate_config(PreprocessConfig, {"normalization": {"kind": "foreground", "stats": twice}})
+    flat = {"modality": "ct", "lower": 0, "upper": 1, "mean": 0, "std": 0}
+    with pytest.raises(InputError, match=r"normalization\.stats\.0\.std"):
+        validate_config(
+            PreprocessConfig, {"normalization": {"kind": "foreground", "stats": [flat]}}
+        )
+    upside = {"modality": "ct", "lower": 2, "upper": 1, "mean": 0, "std": 1}
+    with pytest.raises(InputError, match=r"lower \(2.0\) must not be above upper \(1.0\)"):
+        validate_config(
+            PreprocessConfig, {"normalization": {"kind": "foreground", "stats": [upside]}}
+        )
 
 
 def test_ct_window_default_is_haemorrhage_window() -> None:
@@ -220,10 +248,10 @@ def test_config_errors_name_the_field() -> None:
 
 def test_none_keeps_intensities_and_an_unhandled_kind_raises() -> None:
     image = np.arange(8, dtype=np.float32).reshape(1, 2, 2, 2)
-    np.testing.assert_array_equal(normalize(image, None, NoNormalization()), image)
+    np.testing.assert_array_equal(normalize(image, ("m0",), NoNormalization()), image)
 
     class _Histogram(Frozen):
         kind: str = "histogram"
 
     with pytest.raises(AssertionError, match=r"kind='histogram'"):
-        normalize(image, None, _Histogram())
+        normalize(image, ("m0",), _Histogram())

@@ -246,3 +246,46 @@ def test_inference_benchmark_reports_cases_per_minute(capsys) -> None:
     assert result["windows_per_case"] == 2 * 2 * 1 * 8 and result["windows_per_pass"] == 4
     assert result["cases_per_minute"] == pytest.approx(60 / result["seconds_per_case"], rel=0.01)
     assert result["precision"] == "fp32" and result["shape"] == [40, 36, 32]
+
+
+def test_foreground_normalisation_of_a_prediction_equals_trainings(tmp_path) -> None:
+    """A CT trial with nnU-Net's 'foreground' normalisation records the dataset's statistics in
+    its checkpoint; ``ablate predict`` normalises a case, whose label it never sees, to exactly
+    the array training read from the cache."""
+    from tests.trainables.engine.predict_helpers import TINY
+    from trainables.config.trial import load_trial_config, parse_trial_config
+    from trainables.data.layouts import discover
+    from trainables.engine.predict import prepare_input
+    from trainables.engine.runner import TrialRunner
+    from trainables.engine.smoke import smoke_config
+
+    cfg = smoke_config(load_trial_config(TINY)).model_dump(mode="json")
+    cfg["data"] |= {"modalities": ["ct"], "label_scheme": "binary"}
+    cfg["data"]["synthetic"]["modality"] = "ct"
+    cfg["data"]["preprocess"] = {"normalization": {"kind": "foreground"}}
+    runner = TrialRunner(parse_trial_config(cfg))
+    stats = runner.data.dataset.manifest.preprocess.normalization.stats
+    assert stats is not None and stats[0].modality == "ct" and stats[0].lower < stats[0].upper
+    runner.run_epoch()
+    runner.save(tmp_path / "ckpt")
+    ckpt = load_checkpoint(tmp_path / "ckpt" / "best.pt")
+    assert (
+        ckpt["config"]["data"]["preprocess"]["normalization"]["stats"][0]["mean"] == stats[0].mean
+    )
+    predictor = build_predictor([("best.pt", ckpt)], "cpu")
+    index = discover(runner.data.source)
+    case_id = runner.data.split.val[0]
+    record = next(r for r in index.cases if r.case_id == case_id)
+    assert record.label is not None  # predict drops it: the image alone decides
+    predicted = prepare_input(record, predictor)
+    trained = runner.data.dataset.load(case_id, modalities=("ct",), mmap=False)
+    assert predicted.bbox == trained.bbox
+    np.testing.assert_array_equal(predicted.image, trained.image.astype(np.float32))
+
+
+def test_a_foreground_model_without_dataset_statistics_is_refused(tmp_path) -> None:
+    ct = random_checkpoint(tmp_path / "ct.pt", data__modalities=["ct"],
+                           data__synthetic__modality="ct", data__label_scheme="binary",
+                           data__preprocess__normalization={"kind": "foreground"})  # fmt: skip
+    with pytest.raises(InputError, match=r"ct.pt: data.preprocess.normalization.stats: 'fore"):
+        build_predictor([("ct.pt", ct)], "cpu")

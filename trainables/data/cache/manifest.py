@@ -14,7 +14,9 @@ from trainables.errors import InputError
 
 # Bump when the on-disk layout or the manifest schema changes; older caches are then refused by
 # PreparedDataset and rebuilt by ensure_prepared.
-FORMAT_VERSION = 3  # 2: CaseEntry.source_shape; 3: gzip CRC checked, constant scans refused
+# 2: CaseEntry.source_shape; 3: gzip CRC checked, constant scans refused; 4: 'foreground'
+# normalisation with dataset-level statistics (preprocess holds them), never a case's own label
+FORMAT_VERSION = 4
 MANIFEST = "manifest.json"
 
 Progress = Callable[[int, int, str], None]
@@ -63,6 +65,9 @@ class Manifest(Frozen):
 
     ``source`` is the absolute dataset directory; ``label_scheme`` the scheme requested ("auto"
     or a name), ``internal_scheme`` the name of the internal scheme the stored labels use;
+    ``preprocess`` the preprocessing the stored arrays went through, dataset statistics included
+    (``foreground`` normalisation's ``stats``, computed from this dataset when the request left
+    them unset), and ``fingerprint`` that of the *requested* config (what the cache key uses);
     ``skipped`` lists cases that could not be prepared (discovery problems and CaseErrors).
     """
 

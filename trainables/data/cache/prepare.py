@@ -21,6 +21,7 @@ from trainables.data.cache.manifest import (
     SkippedCase,
     SourceFile,
 )
+from trainables.data.fingerprint import with_dataset_stats
 from trainables.data.labels import (
     get_scheme,
     internal_scheme,
@@ -52,13 +53,16 @@ def prepare(
     Args:
         source: dataset directory in any layout :func:`discover` knows.
         out: cache directory: new, empty, or an earlier cache (it is overwritten).
-        preprocess: preprocessing applied to each case.
+        preprocess: preprocessing applied to each case; ``foreground`` normalisation without
+            ``stats`` first gets them from the dataset's labelled cases
+            (:func:`~trainables.data.fingerprint.with_dataset_stats`, one more decoding pass).
         label_scheme: source label scheme name or "auto".
         progress: called as ``progress(done, total, case_id)`` after each case.
         workers: processes decoding cases in parallel (1 = in this process).
 
     Returns:
-        The manifest written to ``out/manifest.json``. Cases that fail are listed in
+        The manifest written to ``out/manifest.json`` (``preprocess``: the config applied, with
+        the statistics; ``fingerprint``: the requested config's). Cases that fail are listed in
         ``manifest.skipped`` with their CaseError text; the others are prepared.
 
     Raises:
@@ -67,8 +71,9 @@ def prepare(
     """
     source, out = _checked_paths(source, out)
     index = discover(source, label_scheme)
+    applied = with_dataset_stats(preprocess, index.cases, workers, progress)
     _claim_output(out)
-    jobs = [(record, out / "cases", preprocess) for record in index.cases]
+    jobs = [(record, out / "cases", applied) for record in index.cases]
     names = [record.case_id for record in index.cases]
     results = map_cases(_prepare_case, jobs, names, workers, progress)
     entries = [r for r in results if isinstance(r, CaseEntry)]
@@ -85,7 +90,7 @@ def prepare(
         layout=index.layout,
         label_scheme=label_scheme,
         internal_scheme=_internal_scheme_name(entries, source),
-        preprocess=preprocess,
+        preprocess=applied,
         fingerprint=preprocess.fingerprint(),
         created=datetime.now(UTC).isoformat(timespec="seconds"),
         cases=tuple(entries),
