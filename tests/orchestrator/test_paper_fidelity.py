@@ -1,0 +1,59 @@
+"""The shipped studies say what their papers say: each number checked here is quoted from the
+paper in the study's YAML comments and explained in docs/papers.md."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from orchestrator.expand import plan_sweep
+from trainables.config.trial import TrialConfig, load_trial_config, parse_trial_config
+
+SPACES = Path(__file__).resolve().parents[2] / "search_spaces"
+
+
+def cells(study: str) -> dict[str, TrialConfig]:
+    """Cell label -> its validated trial config (seed 0)."""
+    plan = plan_sweep(SPACES / f"{study}.yaml")
+    return {label: parse_trial_config(cfg) for label, cfg in plan.cell_configs.items()}
+
+
+# ---- paper 003: Different U-Nets on MRI --------------------------------------------------------
+
+
+@pytest.mark.parametrize("base", ["unet2d_penalty", "unet3d_small"])
+def test_paper_003_bases_use_table_1_and_no_normalisation(base: str) -> None:
+    cfg = load_trial_config(SPACES / "base" / f"{base}.yaml")
+    opt, sched = cfg.optimizer, cfg.schedule
+    assert (opt.kind, opt.lr, opt.momentum, opt.nesterov, opt.weight_decay) == (
+        "sgd", 0.1, 0.0, False, 0.0)  # fmt: skip
+    assert (sched.kind, sched.period_epochs, sched.min_lr, cfg.train.epochs) == (
+        "cosine", 100, 0.0, 30)  # fmt: skip
+    assert cfg.data.preprocess.normalization.kind == "none"
+
+
+def test_unet_penalty_rows_use_table_1_or_table_2() -> None:
+    studied = cells("unet_penalty")
+    assert len(studied) == 20
+    for label, cfg in studied.items():
+        if "-step" in label:  # Table 2: lr 0.05, StepLR step_size 3, gamma 0.8
+            assert cfg.optimizer.lr == 0.05, label
+            assert (cfg.schedule.kind, cfg.schedule.step_size, cfg.schedule.gamma) == (
+                "step", 3, 0.8)  # fmt: skip
+        else:  # Table 1: lr 0.1, CosineAnnealingLR T_max 100
+            assert cfg.optimizer.lr == 0.1, label
+            assert (cfg.schedule.kind, cfg.schedule.period_epochs) == ("cosine", 100), label
+        assert cfg.optimizer.momentum == 0.0 and cfg.data.preprocess.normalization.kind == "none"
+    assert {c.model.spatial_dims for c in studied.values()} == {2, 3}
+
+
+def test_unet_models_keeps_swin_unetrs_own_settings() -> None:
+    studied = cells("unet_models")
+    for label in ("unet2d", "unet3d"):
+        assert studied[label].data.preprocess.normalization.kind == "none"
+        assert studied[label].schedule.period_epochs == 100
+        assert studied[label].optimizer.momentum == 0.0
+    swin = studied["swin_unetr"]
+    assert swin.data.preprocess.normalization.kind == "zscore"  # MONAI's pipeline normalises
+    assert (swin.optimizer.kind, swin.schedule.period_epochs) == ("adamw", 100)
