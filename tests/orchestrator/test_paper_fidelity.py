@@ -57,3 +57,15 @@ def test_unet_models_keeps_swin_unetrs_own_settings() -> None:
     swin = studied["swin_unetr"]
     assert swin.data.preprocess.normalization.kind == "zscore"  # MONAI's pipeline normalises
     assert (swin.optimizer.kind, swin.schedule.period_epochs) == ("adamw", 100)
+
+
+# ---- paper 004: C-LSTM -------------------------------------------------------------------------
+
+
+def test_clstm_pretraining_draws_1000_random_slices_one_per_batch() -> None:
+    """ "for 1000 randomly picked slices with one slice per batch": no slice forced to hold
+    foreground (at batch 1 the share is a per-slice probability, test_loader checks it)."""
+    cfg = load_trial_config(SPACES / "base" / "clstm_pretrain_unet.yaml")
+    assert cfg.sampling.foreground_fraction == 0.0 and cfg.sampling.empty_slice_drop == 0.0
+    assert cfg.train.batch_size == 1
+    assert cfg.train.epochs * cfg.train.iterations_per_epoch == 1000

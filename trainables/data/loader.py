@@ -32,11 +32,12 @@ class PatchDataset(Dataset[Batch]):
     """``samples_per_epoch`` random patches per epoch, drawn from ``num_cases`` cases.
 
     Foreground forcing: with ``batch_size=None`` every item is forced with probability
-    ``cfg.foreground_fraction`` (Bernoulli). With ``batch_size`` given, the share is exact as in
-    nnU-Net: in each consecutive block of ``batch_size`` items the last
+    ``cfg.foreground_fraction`` (Bernoulli). With ``batch_size`` of 2 or more, the share is exact
+    as in nnU-Net: in each consecutive block of ``batch_size`` items the last
     ``batch_size - round(batch_size * (1 - fraction))`` are forced; this needs the loader to
     batch items in order (:func:`make_train_loader` does; items are random already, so there is
-    no shuffling).
+    no shuffling). A batch of 1 cannot hold a share (the rule would force every item at 0.5,
+    ``round(0.5) == 0``, and none at 0.33), so at ``batch_size=1`` items are Bernoulli too.
 
     Args:
         load: ``load(i)`` returns ``(image (C, *S), label (*S) uint8, fg_locations | None)`` of
@@ -45,7 +46,7 @@ class PatchDataset(Dataset[Batch]):
         samples_per_epoch: items per epoch.
         cfg: patch size (2 sizes select 2-D slices), foreground fraction, empty-slice drop.
         seed: non-negative base seed of the trial.
-        batch_size: enables the exact per-batch foreground share (see above).
+        batch_size: enables the exact per-batch foreground share from 2 up (see above).
         augment: augment each item here, in the loader's CPU workers, with a generator seeded
             from (seed, epoch, k); None leaves augmentation to the training device (the fast
             path; the CPU path is the baseline of FM-Net's data-pipeline comparison).
@@ -118,7 +119,7 @@ class PatchDataset(Dataset[Batch]):
     def _forced(self, k: int, draw: float) -> bool:
         """Whether item ``k`` must contain foreground (see the class docstring)."""
         fraction = self.cfg.foreground_fraction
-        if self.batch_size is None:
+        if self.batch_size is None or self.batch_size == 1:
             return draw < fraction
         unforced = round(self.batch_size * (1.0 - fraction))
         return k % self.batch_size >= unforced

@@ -73,6 +73,18 @@ def test_batch_foreground_share_is_exact_per_batch() -> None:
     assert all(ds[k][1].any() for k in range(2, 30, 3))
 
 
+@pytest.mark.parametrize("fraction", [0.0, 0.33, 0.5, 1.0])
+def test_at_batch_1_the_configured_foreground_share_is_sampled(fraction: float) -> None:
+    """The exact-share rule cannot split one item: at 0.5 it forced every item (round(0.5) is
+    0 unforced), at 0.33 none; one item per batch is forced with the configured probability."""
+    cfg = SamplingConfig(patch_size=(6, 6, 6), foreground_fraction=fraction)
+    ds = PatchDataset(ToyCases(), 3, 600, cfg, seed=0, batch_size=1)
+    share = np.mean([ds._forced(k, float(np.random.default_rng(k).random())) for k in range(600)])
+    assert share == pytest.approx(fraction, abs=0.06)
+    hits = np.mean([bool(ds[k][1].any()) for k in range(600)])
+    assert hits == pytest.approx(fraction, abs=0.06)  # random 6^3 patches hit ~0.4 %
+
+
 def test_loader_identical_for_0_and_2_workers_across_epochs() -> None:
     def batches(workers: int) -> list[list[torch.Tensor]]:
         ds = _dataset()
