@@ -69,3 +69,31 @@ def test_clstm_pretraining_draws_1000_random_slices_one_per_batch() -> None:
     assert cfg.sampling.foreground_fraction == 0.0 and cfg.sampling.empty_slice_drop == 0.0
     assert cfg.train.batch_size == 1
     assert cfg.train.epochs * cfg.train.iterations_per_epoch == 1000
+
+
+# ---- paper 000: BTRSeg -------------------------------------------------------------------------
+
+
+def test_btrseg_rows_see_one_pass_over_the_training_split_per_epoch() -> None:
+    """70 % of BraTS 2020's 369 cases is 258 training cases; every Table I row's epoch draws
+    258 patches whatever its batch size (a fixed 250 iterations gave batch 6 three times the
+    patches of batch 2)."""
+    from trainables.data.splits import holdout_counts
+
+    train_cases = holdout_counts(369, (0.7, 0.1, 0.2))[0]
+    assert train_cases == 258
+    rows = cells("btrseg_table1")
+    assert {c.train.batch_size for c in rows.values()} == {2, 3, 6}
+    for label, cfg in rows.items():
+        assert cfg.train.iterations_per_epoch * cfg.train.batch_size == train_cases, label
+    base = load_trial_config(SPACES / "base" / "btrseg.yaml")
+    assert base.train.iterations_per_epoch * base.train.batch_size == train_cases
+
+
+def test_btrseg_cites_its_single_author_and_title() -> None:
+    from orchestrator.space import load_space_file
+
+    space, _ = load_space_file(SPACES / "btrseg_table1.yaml")
+    assert space.paper is not None
+    assert space.paper.citation.startswith("Carmo D. Preliminary Results: Automated Glioma")
+    assert "Rittner" not in space.paper.citation and "Lotufo" not in space.paper.citation
