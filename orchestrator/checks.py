@@ -38,14 +38,15 @@ def check_seed_overrides(cells: Iterable[Cell], errors: Problems) -> None:
 
 
 def check_paper(space: SpaceFile, cells: list[Cell], errors: Problems) -> None:
-    """Paper numbers must be keyed by a cell or variant label and name a metric the trials log,
-    so they land in a table row."""
+    """Paper numbers must be keyed by a cell or variant label and name a metric the trials log
+    (per epoch, or ``test/...`` once on the test cases, for numbers a paper measured on test
+    cases), so they land in a table row."""
     if space.paper is None:
         return
-    from trainables.metrics.names import known_metrics
+    from trainables.metrics.names import known_metrics, test_metrics
 
     known = list(dict.fromkeys([c.variant for c in cells if c.variant] + [c.label for c in cells]))
-    metrics = list(known_metrics())
+    metrics = [*known_metrics(), *test_metrics()]
     for key, numbers in space.paper.reported.items():
         if key not in known:
             suggestion = did_you_mean(key, known)

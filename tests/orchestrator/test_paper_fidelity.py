@@ -97,3 +97,39 @@ def test_btrseg_cites_its_single_author_and_title() -> None:
     assert space.paper is not None
     assert space.paper.citation.startswith("Carmo D. Preliminary Results: Automated Glioma")
     assert "Rittner" not in space.paper.citation and "Lotufo" not in space.paper.citation
+
+
+# ---- reported numbers: filed where the paper measured them -------------------------------------
+
+
+def _paper(study: str):
+    from orchestrator.space import load_space_file
+
+    space, _ = load_space_file(SPACES / f"{study}.yaml")
+    assert space.paper is not None
+    return space.paper
+
+
+@pytest.mark.parametrize(
+    "study, row, metrics",
+    [
+        ("fmnet_architecture", "final", {"test/dice_wt", "test/dice_tc", "test/dice_et"}),
+        (
+            "nnunet_ct_haemorrhage",
+            "window,deep_supervision=true,foreground_fraction=0.333",
+            {"test/dice_fg", "test/nsd_fg", "test/rvd_fg"},
+        ),
+        ("clstm_memory", "checkpointing=true,patch_size=[512,512,320]",
+         {"perf/peak_gpu_mem_gib", "test/dice_fg"}),
+    ],
+)  # fmt: skip
+def test_test_set_numbers_are_not_filed_as_validation(study: str, row: str, metrics: set) -> None:
+    assert set(_paper(study).reported[row]) == metrics
+
+
+def test_fmnet_citations_quote_what_the_paper_reports() -> None:
+    inputs = _paper("fmnet_inputs").citation
+    assert "0.08-0.1" in inputs and "0.2-0.25" in inputs and "binary" in inputs
+    assert "no numbers reported" not in inputs
+    architecture = _paper("fmnet_architecture").citation
+    assert "Table II: TEST Dice" in architecture and "longer epochs" in architecture

@@ -381,6 +381,23 @@ def test_a_paper_number_for_a_metric_no_trial_logs_is_refused(
     assert "paper.reported.b" not in err
 
 
+def test_a_paper_number_measured_on_test_cases_is_filed_under_test(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A paper's test-set numbers go under the test/ names the trials log once on their test
+    cases; test/loss is no such name (only per-case region metrics are tested)."""
+    text = (
+        "variants: [{label: a}, {label: b, overrides: {model.attention: false}}]\n"
+        "paper: {citation: x, reported: {a: {test/dice_wt: 0.9, test/dice_mean: 0.8},"
+        " b: {test/loss: 0.3}}}\n"
+    )
+    space = write_space(tmp_path, "name: s\nextends: trial.yaml\n" + text)
+    code, err = _validate(space, capsys)
+    assert code == 2
+    assert "paper.reported.b.test/loss: not a metric the trials log" in err
+    assert "paper.reported.a" not in err
+
+
 def test_sweep_rejects_the_same_trial_before_ray_starts(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -70,6 +70,14 @@ def known_metrics() -> tuple[str, ...]:
     )
 
 
+def test_metrics() -> tuple[str, ...]:
+    """The region metrics and ``dice_mean`` a trial logs once, on its split's test cases
+    (``test/dice_wt``...): where a paper's numbers were measured on test cases, they are
+    filed under these names, not under ``val/``."""
+    names = (metric_name("test", "dice_mean"),)
+    return names + tuple(metric_name("test", m, r) for m in REGION_METRICS for r in REGIONS)
+
+
 def regions_for(scheme: Any) -> tuple[str, ...]:
     """The regions evaluated for a label scheme, in :data:`REGIONS` order.
 
