@@ -133,3 +133,19 @@ def test_fmnet_citations_quote_what_the_paper_reports() -> None:
     assert "no numbers reported" not in inputs
     architecture = _paper("fmnet_architecture").citation
     assert "Table II: TEST Dice" in architecture and "longer epochs" in architecture
+
+
+# ---- defaults the papers did not use -----------------------------------------------------------
+
+UNCLIPPED = ["btrseg", "fmnet", "unet2d_penalty", "unet3d_small", "swin_unetr",
+             "clstm_pretrain_unet", "clstm"]  # fmt: skip
+
+
+@pytest.mark.parametrize("base", UNCLIPPED)
+def test_papers_that_never_clip_gradients_do_not(base: str) -> None:
+    assert load_trial_config(SPACES / "base" / f"{base}.yaml").train.grad_clip is None
+
+
+@pytest.mark.parametrize("base", ["nnunet_brats", "nnunet_ct"])
+def test_nnunet_bases_keep_nnunets_gradient_clipping(base: str) -> None:
+    assert load_trial_config(SPACES / "base" / f"{base}.yaml").train.grad_clip == 12.0

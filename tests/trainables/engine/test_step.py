@@ -112,3 +112,25 @@ def test_other_checkpoint_versions_are_refused_naming_the_file(tmp_path: Path) -
     assert load_checkpoint(save_checkpoint(current, tmp_path / "ok.pt"))["best"]["epoch"] == 0
     with pytest.raises(ValueError, match="unknown checkpoint keys"):
         make_checkpoint({}, {}, 0, 0, optimiser={})
+
+
+def _update_norm(tiny: dict, grad_clip: float | None) -> float:
+    """Norm of one plain-SGD (lr 1, fp32) update of the tiny model's weights."""
+    tiny["optimizer"] = {"kind": "sgd", "lr": 1.0, "momentum": 0.0, "nesterov": False}
+    tiny["train"].update(precision="fp32", grad_clip=grad_clip, batch_size=1)
+    step = build_bench_step(parse_trial_config(tiny))
+    before = [p.detach().clone() for p in step.train.model.parameters()]
+    step.step()
+    after = list(step.train.model.parameters())
+    return math.sqrt(
+        sum(float((a - b).detach().pow(2).sum()) for a, b in zip(after, before, strict=True))
+    )
+
+
+def test_grad_clip_null_leaves_gradients_unclipped(tiny: dict) -> None:
+    """``train.grad_clip: null`` (the papers that never clip) vs nnU-Net's norm clipping: with
+    SGD at lr 1 the update is the gradient, so only the clipped step's norm is the cap."""
+    clipped = _update_norm(dict(tiny, train=dict(tiny["train"])), 1e-3)
+    free = _update_norm(tiny, None)
+    assert clipped == pytest.approx(1e-3, rel=1e-2)
+    assert free > 10 * clipped
