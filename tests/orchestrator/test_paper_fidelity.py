@@ -149,3 +149,15 @@ def test_papers_that_never_clip_gradients_do_not(base: str) -> None:
 @pytest.mark.parametrize("base", ["nnunet_brats", "nnunet_ct"])
 def test_nnunet_bases_keep_nnunets_gradient_clipping(base: str) -> None:
     assert load_trial_config(SPACES / "base" / f"{base}.yaml").train.grad_clip == 12.0
+
+
+def test_the_fidelity_page_covers_every_paper_study_and_is_linked() -> None:
+    root = SPACES.parent
+    page = (root / "docs" / "papers.md").read_text()
+    studies = sorted(p.name for p in SPACES.glob("*.yaml") if p.stem != "smoke")
+    bases = sorted(p.name for p in (SPACES / "base").glob("*.yaml"))
+    missing = [n for n in studies if f"`{n}`" not in page]
+    missing += [n for n in bases if n not in ("tiny.yaml", "nnunet_brats.yaml") and n not in page]
+    assert not missing, missing
+    assert "(docs/papers.md)" in (root / "README.md").read_text()
+    assert "(papers.md)" in (root / "docs" / "study-files.md").read_text()
