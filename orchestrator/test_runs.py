@@ -214,6 +214,14 @@ class CaseSource:
         assert self.root is not None
         if not self.root.is_dir():
             raise InputError("test data directory not found", self.root)
+        norm = cfg.data.preprocess.normalization
+        if norm.kind == "foreground" and norm.stats is None:  # never from the test cases' labels
+            raise InputError(
+                "the run's 'foreground' normalisation carries no training-set statistics (a "
+                "model trained before ablate stored them); they cannot be taken from the test "
+                "data's labels, so retrain it to test it on other data",
+                where="data.preprocess.normalization.stats",
+            )
         cache = Path(cfg.data.cache_dir) if cfg.data.cache_dir else default_cache_root()
         key = json.dumps([cfg.data.preprocess.model_dump(mode="json"), cfg.data.label_scheme])
         dataset = self._prepared.get(key)

@@ -148,3 +148,19 @@ def test_a_run_on_another_split_is_refused_by_name(
     err = capsys.readouterr().err
     assert "a/seed0: the data gives split " in err
     assert "the run trained on split 0123456789ab (the dataset changed?)" in err
+
+
+def test_an_old_foreground_model_is_not_normalised_with_the_test_datas_labels(
+    tmp_path: Path,
+) -> None:
+    """A run whose config lacks the training-set statistics of 'foreground' normalisation
+    (trained before they were stored) must not get them from the external test labels."""
+    from orchestrator.test_runs import CaseSource
+    from trainables.config.trial import parse_trial_config
+    from trainables.errors import InputError
+
+    data = yaml.safe_load(tiny_trial(tmp_path).read_text())
+    data["data"]["preprocess"] = {"normalization": {"kind": "foreground"}}
+    (tmp_path / "external").mkdir()
+    with pytest.raises(InputError, match=r"normalization.stats: the run's 'foreground' norm"):
+        CaseSource(tmp_path / "external").cases(parse_trial_config(data), None)
