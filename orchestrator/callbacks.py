@@ -41,6 +41,9 @@ VERSION_TAGS = {
 }
 
 
+CONCLUDED = ("TERMINATED", "ERROR")  # Tune trial statuses that end a trial
+
+
 class _Writer:
     """A single background thread running submitted calls in order; errors become warnings."""
 
@@ -93,6 +96,7 @@ class TrackingCallback(tune.Callback):
         self.epochs: dict[str, int] = {}  # Tune trial id -> planned epochs
         self.logged: dict[str, set[int]] = {}  # Tune trial id -> epoch steps its run holds
         self.open: set[str] = set()  # trials started and not yet concluded
+        self.unconcluded: set[str] = set()  # trials live or pending at the last loop step
         self.split_hashes: set[str] = set()
         self.split_tagged: set[str] = set()  # trials whose run has its split hash tag
         self.versions_tagged: set[str] = set()  # trials whose run has its version tags
@@ -135,14 +139,19 @@ class TrackingCallback(tune.Callback):
             self.versions_tagged.add(trial.trial_id)
             self._submit(self._tag, trial.trial_id, dict(trial.config), versions)
 
+    def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
+        self.unconcluded = {t.trial_id for t in trials if t.status not in CONCLUDED}
+
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.open.discard(trial.trial_id)
+        self.unconcluded.discard(trial.trial_id)
         last = dict(trial.last_result or {})
         args = (trial.trial_id, dict(trial.config), last, None, trial.checkpoint)
         self._submit(self._finish_run, *args)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.open.discard(trial.trial_id)
+        self.unconcluded.discard(trial.trial_id)
         args = (trial.trial_id, dict(trial.config), {}, trial_error(trial), trial.checkpoint)
         self._submit(self._finish_run, *args)
 
@@ -153,8 +162,12 @@ class TrackingCallback(tune.Callback):
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
         """Interrupted trials become KILLED (resumable); the parent FINISHED, or KILLED while any
-        trial is unfinished (running, or still pending when Ctrl-C came)."""
-        unfinished = any(t.status not in ("TERMINATED", "ERROR") for t in trials)
+        trial is unfinished (running, or still pending when Ctrl-C came).
+
+        On Ctrl-C Tune marks its live trials TERMINATED without a completion hook, so a trial
+        whose actor was still starting looks finished here; the trials the last loop step saw
+        live or pending, and no hook concluded since, are unfinished too."""
+        unfinished = any(t.status not in CONCLUDED for t in trials) or bool(self.unconcluded)
         self._submit(self._end, sorted(self.open), unfinished)
         if self.writer is not None:
             self.writer.close()

@@ -222,3 +222,33 @@ def test_an_epoch_trained_again_after_a_restore_is_logged_once(client) -> None:
     history = client.get_metric_history(run_id, "train/loss")
     assert sorted((m.step, m.value) for m in history) == [(1, 0.9), (2, 0.8), (3, 0.6)]
     assert [m.step for m in client.get_metric_history(run_id, "val/dice_mean")] == [1, 2, 3]
+
+
+def test_ctrl_c_while_a_trial_actor_starts_leaves_the_parent_killed(client) -> None:
+    """On Ctrl-C Tune marks live trials TERMINATED without a completion hook; a trial whose
+    actor was still starting (no run yet) must not make the interrupted sweep look FINISHED."""
+    import yaml
+    from ablate_sweep_helpers import REPO
+    from ray.tune.experiment import Trial
+
+    base = yaml.safe_load((REPO / "search_spaces" / "base" / "tiny.yaml").read_text())
+    config = {"ablate": {"cells": [{"label": "base", "config": base}]}, "cell": 0, "sample": {}}
+    experiment = tracking.ensure_experiment(client, "interrupted")
+    parent = client.create_run(experiment, run_name="interrupted").info.run_id
+    done, starting = (Trial("ablate", config=config, trial_id=i, stub=True) for i in ("t0", "t1"))
+    done.set_status(Trial.RUNNING)
+    starting.set_status(Trial.PENDING)
+    callback = TrackingCallback(client.tracking_uri, experiment, parent, "val/dice_mean", "max")
+    callback.setup()
+    callback.on_step_end(iteration=1, trials=[done, starting])
+    done.set_status(Trial.TERMINATED)
+    callback.on_trial_complete(iteration=2, trials=[done, starting], trial=done)
+    starting.set_status(Trial.TERMINATED)  # what Tune's cleanup does after Ctrl-C
+    callback.on_experiment_end(trials=[done, starting])
+    assert client.get_run(parent).info.status == "KILLED"
+
+    finished = TrackingCallback(client.tracking_uri, experiment, parent, "val/dice_mean", "max")
+    finished.setup()
+    finished.on_step_end(iteration=1, trials=[done])  # every trial concluded: a finished sweep
+    finished.on_experiment_end(trials=[done])
+    assert client.get_run(parent).info.status == "FINISHED"
