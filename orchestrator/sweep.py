@@ -111,11 +111,13 @@ def run_sweep(opts: SweepOptions) -> SweepResult:
     name = opts.name or (f"{plan.name}-smoke" if opts.smoke else plan.name)
     path = _experiment_path(opts.storage, name)
     meta = _check_resume(opts, plan, path, name)
-    check_storage(path)  # Tune's first write comes after Ray started and MLflow has a run
     uri = opts.tracking_uri or meta.get("tracking_uri") or tracking.default_tracking_uri()
     if not (address or _ray_running()):
         check_local_gpus(plan)  # a cluster's GPUs are checked once joined
     client = tracking.connect(uri)  # fails fast, before Ray starts
+    # Creates the sweep folder, so after the checks that refuse a sweep outright; before data
+    # preparation (slow) because Tune's first write comes after Ray and the MLflow parent run.
+    check_storage(path)
     left_out = prepare_sweep_data(plan, data_lines) if opts.data else []
     _start_ray(address, opts.verbose)
     check_cluster_resources(plan, joined=bool(address))
