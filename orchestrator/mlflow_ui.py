@@ -103,7 +103,7 @@ def trial_note(
 
 
 NOTE_COLUMNS = ("cell", "n", "mean", "95% CI", "Δ to best", "p (adj.)", "P(rank 1)", "test", "val")
-NOTE_COLUMNS += ("GPU h", "paper", "status")  # the description pane is narrow
+NOTE_COLUMNS += ("GPU h", "CPU h", "paper", "status")  # the description pane is narrow
 
 
 def markdown_table(table: WinnersTable, keep: tuple[str, ...] | None = None) -> str:

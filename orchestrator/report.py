@@ -81,21 +81,23 @@ def _per_cell(table: WinnersTable, done: list[Any]) -> Figure:
 
 
 def _cost(table: WinnersTable, done: list[Any]) -> list[Figure]:
-    priced = [c for c in done if math.isfinite(c.gpu_hours)]
+    priced = [c for c in done if math.isfinite(c.cost_hours)]
     if not priced:
         return []
     png = report_plots.pareto_png(
         [c.label for c in priced],
-        [c.gpu_hours for c in priced],
+        [c.cost_hours for c in priced],
         [c.mean for c in priced],
         table.ranked_metric,
         table.mode,
+        table.cost_device,
     )
+    device = table.cost_device
     caption = (
-        "GPU time per run (epoch time x epochs x GPUs; in hours, or minutes or seconds when "
-        "that small); green: no cell is cheaper and better"
+        f"{device} time per run (epoch time x epochs x {device}s per trial; in hours, or minutes "
+        "or seconds when that small); green: no cell is cheaper and better"
     )
-    return [Figure(f"{table.ranked_metric} against GPU-hours", png, caption)]
+    return [Figure(f"{table.ranked_metric} against {device}-hours", png, caption)]
 
 
 def _segmentation(client: Any, table: WinnersTable) -> tuple[list[Figure], list[str]]:

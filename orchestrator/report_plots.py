@@ -84,39 +84,40 @@ def band_curves_png(curves: dict[str, Band], metric: str) -> bytes:
 
 def pareto_png(
     labels: Sequence[str],
-    gpu_hours: Sequence[float],
+    cost_hours: Sequence[float],
     values: Sequence[float],
     metric: str,
     mode: str = "max",
+    device: str = "GPU",
 ) -> bytes:
-    """Each cell's metric against its GPU-hours per run; the cells no other cell beats on both
-    (the Pareto front) are joined. Points are numbered; the legend names them."""
+    """Each cell's metric against its ``device``-hours (GPU or CPU) per run; the cells no other
+    cell beats on both (the Pareto front) are joined. Points are numbered; the legend names them."""
     figure, axis = _figure(8.5, 4.6)
-    front = pareto_front(gpu_hours, values, mode)
-    scale, unit = _cost_unit(gpu_hours)
-    gpu_hours = [h * scale for h in gpu_hours]  # tiny sweeps: minutes or seconds, not 0.0011 h
-    ordered = sorted(front, key=lambda i: gpu_hours[i])
+    front = pareto_front(cost_hours, values, mode)
+    scale, unit = _cost_unit(cost_hours)
+    cost_hours = [h * scale for h in cost_hours]  # tiny sweeps: minutes or seconds, not 0.0011 h
+    ordered = sorted(front, key=lambda i: cost_hours[i])
     axis.step(
-        [gpu_hours[i] for i in ordered],
+        [cost_hours[i] for i in ordered],
         [values[i] for i in ordered],
         where="post",
         color="tab:gray",
         alpha=0.6,
         label="Pareto front",
     )
-    for number, (label, x, y) in enumerate(zip(labels, gpu_hours, values, strict=True), 1):
+    for number, (label, x, y) in enumerate(zip(labels, cost_hours, values, strict=True), 1):
         color = "tab:green" if number - 1 in front else "tab:purple"
         axis.scatter([x], [y], color=color, zorder=3, label=f"{number}: {shorten(label, 36)}")
         axis.annotate(str(number), (x, y), textcoords="offset points", xytext=(5, 4))
-    axis.set(xlabel=f"GPU-{unit} per run", ylabel=metric)
+    axis.set(xlabel=f"{device}-{unit} per run", ylabel=metric)
     axis.grid(alpha=0.3)
     figure.legend(loc="outside right upper", fontsize="small", frameon=False)
     return _png(figure)
 
 
-def _cost_unit(gpu_hours: Sequence[float]) -> tuple[float, str]:
+def _cost_unit(cost_hours: Sequence[float]) -> tuple[float, str]:
     """(factor from hours, unit name) that keeps the largest cost at 1 or above."""
-    largest = max((h for h in gpu_hours if math.isfinite(h)), default=1.0)
+    largest = max((h for h in cost_hours if math.isfinite(h)), default=1.0)
     if largest >= 1.0:
         return 1.0, "hours"
     return (60.0, "minutes") if largest * 60 >= 1.0 else (3600.0, "seconds")

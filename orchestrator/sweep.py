@@ -228,6 +228,9 @@ def _parent_params(plan: Plan, opts: SweepOptions) -> dict[str, str]:
         "cells": str(len(plan.cells)),
         "trials": str(trials),
         "data": _data(opts),
+        # what a trial holds, so `ablate winners` counts GPU-hours (or CPU-hours) correctly
+        "resources.cpu": f"{space.resources.cpu:g}",
+        "resources.gpu": f"{space.resources.gpu:g}",
     }
 
 

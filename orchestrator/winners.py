@@ -36,6 +36,7 @@ from trainables.metrics import names
 
 PAPER_FILE = "paper.json"  # parent-run artifact: {"citation", "rows": {cell: {metric: value}}}
 GPU_KEYS = ("resources.gpu", "ablate.gpus_per_trial")  # parent param or tag: GPUs per trial
+CPU_KEY = "resources.cpu"  # parent param: CPUs per trial (the cost unit of a CPU-only sweep)
 
 
 @dataclass
@@ -47,7 +48,7 @@ class CellStats:
     runs: dict[str, float] = field(default_factory=dict)  # run id -> metric
     dice: dict[str, float] = field(default_factory=dict)  # region -> mean Dice at best epochs
     epoch_s: float = math.nan
-    gpu_hours: float = math.nan  # mean per run
+    cost_hours: float = math.nan  # mean per run, in device-hours (WinnersTable.cost_device)
     peak_gib: float | None = None
     outcomes: dict[str, int] = field(default_factory=dict)
     missing: int = 0  # runs of this cell not ranked (running, failed, stopped early...)
@@ -81,7 +82,7 @@ class CellStats:
         row |= {"p_value": c.p_value if c else None, "p_adjusted": self.p_value}
         row |= {"method": c.method if c else None, "p_rank1": _num(self.p_rank1)}
         row |= {"dice": self.dice, "epoch_s": _num(self.epoch_s)}
-        row |= {"gpu_hours": _num(self.gpu_hours), "peak_gpu_mem_gib": self.peak_gib}
+        row |= {"cost_hours": _num(self.cost_hours), "peak_gpu_mem_gib": self.peak_gib}
         row |= {"paper": self.paper, "outcomes": self.outcomes, "missing": self.missing}
         return row | {"runs": self.runs}
 
@@ -103,6 +104,7 @@ class WinnersTable:
     test_metric: str = "test/dice_mean"  # the test column's metric
     case_split: str = "val"  # the cases the per-case comparisons use: val or test
     test_note: str = ""  # why the test column is empty, if it is
+    cost_device: str = "GPU"  # cost_hours are GPU-hours, or CPU-hours for a CPU-only sweep
 
     @property
     def ranked_metric(self) -> str:
@@ -122,7 +124,7 @@ class WinnersTable:
         head |= {"winner_run_id": self.winner_run_id, "citation": self.citation}
         head |= {"test_metric": self.test_metric, "compared_on": self.case_split}
         head |= {"ranked_metric": self.ranked_metric}
-        head |= {"test_note": self.test_note or None}
+        head |= {"test_note": self.test_note or None, "cost_unit": f"{self.cost_device}-hours"}
         return head | {"cells": [c.to_json() for c in self.cells]}
 
 
@@ -141,14 +143,15 @@ def find_winners(
     mode = parent.data.tags.get("ablate.mode", "max")
     runs = tracking.child_runs(client, parent)
     split = winners_test.case_split(client, runs, metric)
-    cells = group_cells(client, runs, metric, _gpus_per_trial(parent), split)
+    device, per_trial = trial_devices(parent)
+    cells = group_cells(client, runs, metric, per_trial, split)
     check_splits(runs, sweep)
     rank(cells, mode, alpha, correction, metric)
     winners_test.mark_methods(cells, split)
     citation = _attach_paper(client, parent.info.run_id, cells, metric)
     regions = names.regions_logged(k for r in runs for k in r.data.metrics)
     table = WinnersTable(sweep, parent.info.run_id, metric, mode, correction, alpha, cells, regions)
-    table.citation = citation
+    table.citation, table.cost_device = citation, device
     table.test_metric = winners_test.test_metric(metric)
     table.case_split, table.test_note = split, winners_test.test_note(runs, metric)
     table.winner_run_id = _best_run(cells[0], mode) if cells and cells[0].status == "best" else None
@@ -160,10 +163,11 @@ def find_winners(
 
 
 def group_cells(
-    client: Any, runs: list[Any], metric: str, gpus: float = 1.0, split: str | None = None
+    client: Any, runs: list[Any], metric: str, devices: float = 1.0, split: str | None = None
 ) -> list[CellStats]:
     """Cells in first-seen order with each finished run's metric, per-case values (from
-    ``per_case/<split>.csv``, default the metric's own split) and costs."""
+    ``per_case/<split>.csv``, default the metric's own split) and costs (``devices`` GPUs or
+    CPUs per trial, see :func:`trial_devices`)."""
     cells: dict[str, CellStats] = {}
     columns: dict[str, dict[str, list[float]]] = {}  # cell -> metric key -> values per run
     split = split or metric.split("/", 1)[0]
@@ -177,11 +181,11 @@ def group_cells(
         keys = ("summary/epoch_s", test_key, *(names.best(f"val/dice_{r}") for r in names.REGIONS))
         for key in keys:
             column.setdefault(key, []).extend(_finite([run.data.metrics.get(key)]))
-        column.setdefault("gpu_h", []).extend(_finite([gpu_hours(client, run, gpus)]))
+        column.setdefault("cost_h", []).extend(_finite([device_hours(client, run, devices)]))
     for label, cell in cells.items():
         column = columns.get(label, {})
         cell.epoch_s = _mean(column.get("summary/epoch_s"))
-        cell.gpu_hours = _mean(column.get("gpu_h"))
+        cell.cost_hours = _mean(column.get("cost_h"))
         cell.test_mean = _mean(column.get(test_key))
         cell.val_mean = _mean(list(cell.runs.values()))
         dice = {r: column.get(names.best(f"val/dice_{r}")) for r in names.REGIONS}
@@ -243,8 +247,9 @@ def read_per_case(
     return out
 
 
-def gpu_hours(client: Any, run: Any, gpus: float = 1.0) -> float:
-    """Mean epoch time x epochs run x GPUs per trial, in hours (NaN without timings).
+def device_hours(client: Any, run: Any, devices: float = 1.0) -> float:
+    """Mean epoch time x epochs run x devices (GPUs or CPUs) per trial, in hours (NaN without
+    timings).
 
     Epochs are the last step of ``perf/epoch_s`` (``best/epoch`` is the selected epoch, not the
     count), else the ``train.epochs`` param.
@@ -254,16 +259,23 @@ def gpu_hours(client: Any, run: Any, gpus: float = 1.0) -> float:
         return math.nan
     steps = [m.step for m in client.get_metric_history(run.info.run_id, names.perf("epoch_s"))]
     epochs = max(steps) if steps else _float(run.data.params.get("train.epochs", "nan"))
-    return epoch_s * epochs * gpus / 3600
+    return epoch_s * epochs * devices / 3600
 
 
-def _gpus_per_trial(parent: Any) -> float:
-    """GPUs per trial from the parent's param or tag (see :data:`GPU_KEYS`); 1 if not logged."""
+def trial_devices(parent: Any) -> tuple[str, float]:
+    """What a trial's cost is counted in: ("GPU", GPUs per trial), or ("CPU", CPUs per trial)
+    for a sweep whose trials got no GPU (wall hours are not GPU-hours there).
+
+    Read from the parent's params or tags (:data:`GPU_KEYS`, :data:`CPU_KEY`); sweeps logged
+    before these were recorded count one GPU per trial.
+    """
     for key in GPU_KEYS:
         value = _float(parent.data.params.get(key) or parent.data.tags.get(key) or "nan")
         if value > 0:
-            return value
-    return 1.0
+            return "GPU", value
+        if value == 0:
+            return "CPU", max(_float(parent.data.params.get(CPU_KEY) or "1"), 0.0) or 1.0
+    return "GPU", 1.0
 
 
 def check_splits(runs: list[Any], sweep: str) -> None:
@@ -303,10 +315,10 @@ def rank(
 
 
 def mark_cheapest(cells: list[CellStats]) -> None:
-    """Among the best and the cells tied with it, mark the lowest GPU-hours (then peak memory)."""
-    tied = [c for c in cells if c.status in ("best", "tied") and math.isfinite(c.gpu_hours)]
+    """Among the best and the cells tied with it, mark the lowest cost (then peak memory)."""
+    tied = [c for c in cells if c.status in ("best", "tied") and math.isfinite(c.cost_hours)]
     if len(tied) > 1:
-        pick = min(tied, key=lambda c: (c.gpu_hours, c.peak_gib or math.inf))
+        pick = min(tied, key=lambda c: (c.cost_hours, c.peak_gib or math.inf))
         pick.cheapest = True
 
 

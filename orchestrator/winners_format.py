@@ -18,7 +18,7 @@ def columns(table: WinnersTable) -> list[str]:
     regions = [r.upper() for r in table.regions]
     other = "val" if table.ranked_metric != table.metric else "test"  # the split not ranked on
     head = ["cell", "n", "mean", "95% CI", other, "Δ to best", "Δ 95% CI", "p (adj.)", "P(rank 1)"]
-    tail = ["epoch s", "GPU h", "peak GiB", "paper", "status", "method"]
+    tail = ["epoch s", f"{table.cost_device} h", "peak GiB", "paper", "status", "method"]
     return head + regions + tail
 
 
@@ -71,7 +71,7 @@ def cell_row(table: WinnersTable, c: CellStats) -> list[str]:
         format_number(c.p_rank1, 2),
         *(format_number(c.dice.get(r, math.nan)) for r in table.regions),
         format_number(c.epoch_s, 1),
-        format_number(c.gpu_hours, 3),
+        format_number(c.cost_hours, 3),
         format_number(c.peak_gib if c.peak_gib is not None else math.nan, 2),
         format_number(c.paper if c.paper is not None else math.nan),
         status_text(c),

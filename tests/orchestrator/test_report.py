@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from ablate_sweep_helpers import log_sweep, mlflow_uri
 
+from orchestrator import tracking
 from orchestrator.cli import main
 from orchestrator.report import mean_curve, write_report
 from orchestrator.report_plots import _cost_unit
@@ -54,6 +55,17 @@ def test_markdown_report_with_plots_and_the_paper_column(sweep, tmp_path: Path) 
     assert logged == {"report/report.md", "report/report_files"}
     plots = {a.path for a in client.list_artifacts(parent, "report/report_files")}
     assert plots == {f"report/report_files/{p.name}" for p in written[1:]}
+
+
+def test_a_cpu_only_sweep_plots_cpu_hours(sweep, tmp_path: Path) -> None:
+    _, client, parent = sweep
+    write_report(client, find_winners(client, "study"), tmp_path / "gpu.md")
+    assert "val/dice_mean against GPU-hours" in (tmp_path / "gpu.md").read_text()
+    tracking.log_params(client, parent, {"resources.cpu": "2", "resources.gpu": "0"})
+    write_report(client, find_winners(client, "study"), tmp_path / "cpu.md")
+    text = (tmp_path / "cpu.md").read_text()
+    assert "val/dice_mean against CPU-hours" in text and "x CPUs per trial" in text
+    assert "| CPU h |" in text and "GPU h" not in text
 
 
 def test_html_report_via_the_cli(sweep, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

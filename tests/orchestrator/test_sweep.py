@@ -108,6 +108,9 @@ def test_smoke_sweep_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert sorted(row["cell"] for row in table["cells"]) == sorted(cells)
     assert all(row["n"] == 2 for row in table["cells"]) and table["cells"][0]["status"] == "best"
     assert table["compared_on"] == "test" and table["test_metric"] == "test/dice_mean"
+    held = {k: parent.data.params[k] for k in ("resources.cpu", "resources.gpu")}
+    assert held == {"resources.cpu": "1", "resources.gpu": "0"}  # smoke.yaml: CPU trials
+    assert table["cost_unit"] == "CPU-hours" and table["cells"][0]["cost_hours"] > 0
     assert all(row["test_mean"] is not None for row in table["cells"])
     assert client.get_run(table["winner_run_id"]).data.tags["winner"] == "true"
     assert main(["report", "smoke", "--tracking-uri", uri, "--out", str(tmp_path / "r.md")]) == 0

@@ -170,7 +170,7 @@ def test_per_case_comparisons_single_runs_running_runs_and_the_cheapest_tie(
     assert rows["same"].comparison.method.startswith("case-paired: 3 run pairs x 19 cases")
     assert {rows["best"].status, rows["same"].status} == {"best", "tied"}
     cheap = [c.label for c in table.cells if c.cheapest]
-    assert cheap == ["same"] and rows["same"].gpu_hours == pytest.approx(5.0 * 4 / 3600)
+    assert cheap == ["same"] and rows["same"].cost_hours == pytest.approx(5.0 * 4 / 3600)
     assert rows["single"].ci is None and rows["single"].status == "untested"
     text = format_table(table)
     assert "n=1: no interval" in text and "cheapest tie" in text and "nan" not in text.lower()
@@ -184,6 +184,41 @@ def test_per_case_comparisons_single_runs_running_runs_and_the_cheapest_tie(
     single = next(r for r in payload["cells"] if r["cell"] == "single")
     assert single["ci95"] is None and single["delta_ci95"] is None and single["p_adjusted"] is None
     assert payload["missing_runs"] == 2 and payload["regions"] == []
+
+
+@pytest.mark.parametrize(
+    ("resources", "column", "per_trial"),
+    [
+        ({"resources.cpu": "2", "resources.gpu": "0"}, "CPU h", 2.0),  # a CPU-only sweep
+        ({"resources.cpu": "4", "resources.gpu": "0.5"}, "GPU h", 0.5),  # two trials per GPU
+        ({}, "GPU h", 1.0),  # a sweep logged before resources were: one GPU per trial
+    ],
+)
+def test_the_cost_column_counts_the_devices_a_trial_held(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    resources: dict[str, str],
+    column: str,
+    per_trial: float,
+) -> None:
+    uri = mlflow_uri(tmp_path)
+    client, experiment, parent = _sweep(uri, "cost")
+    tracking.log_params(client, parent, resources)
+    for cell, level in (("a", 0.8), ("b", 0.6)):
+        for seed in range(3):
+            _run(client, experiment, parent, cell, seed, {"val/dice_mean": level + seed / 100})
+    table = find_winners(client, "cost", tag=False)
+    hours = 10.0 * 4 * per_trial / 3600  # epoch_s x 4 epochs x devices per trial
+    assert table.cost_device == column.split()[0]
+    assert table.cells[0].cost_hours == pytest.approx(hours)
+    header = format_table(table).splitlines()[1]
+    assert f"  {column}  " in header
+    other = "GPU h" if column == "CPU h" else "CPU h"
+    assert other not in header
+    assert main(["winners", "cost", "--tracking-uri", uri, "--json"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["cost_unit"] == f"{column.split()[0]}-hours"
+    assert payload["cells"][0]["cost_hours"] == pytest.approx(hours)
 
 
 @pytest.mark.parametrize(
