@@ -13,8 +13,9 @@ the docs.) Without per-case data the comparison falls back to a paired t-test ov
 or Welch's test without pairs. With runs over several folds (``folds: K``) a fold's seeds
 share its training and validation cases, so runs are averaged per fold first and the fold is
 the unit of replication (intervals and run-pair terms on K - 1 degrees of freedom). p-values are
-corrected (Holm) over every pair of cells, since the best is picked from the same data. A run x
-case bootstrap gives each cell's probability of ranking first.
+corrected (Holm) over every pair of cells, since the best is picked from the same data. Cells
+that lost runs others have are ranked on estimated marginal means (:mod:`missing_runs`). A key
+x case bootstrap gives each cell's probability of ranking first.
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import stats
+
+from orchestrator.bootstrap import Bootstrap, rank_probabilities
+from orchestrator.missing_runs import Key, fill_missing_keys
 
 CORRECTIONS = ("holm", "none")
 BOOTSTRAP_SAMPLES = 2000
@@ -62,6 +66,7 @@ class CellResult:
     comparison: Comparison | None = None
     p_rank1: float = math.nan
     notes: list[str] = field(default_factory=list)
+    adjustment: float = 0.0  # marginal mean - plain mean, for a cell that lost runs
 
 
 def t_intervals(values: np.ndarray, level: float = LEVEL) -> tuple[np.ndarray, np.ndarray]:
@@ -94,42 +99,6 @@ def holm(p_values: Sequence[float | None]) -> list[float | None]:
 def adjust(p_values: Sequence[float | None], correction: str) -> list[float | None]:
     """p-values corrected for multiplicity by ``correction`` (one of :data:`CORRECTIONS`)."""
     return holm(p_values) if correction == "holm" else list(p_values)
-
-
-class Bootstrap:
-    """B resamples of every run's mean over cases, one case draw shared by all runs.
-
-    ``means`` is (B, R): run r's case-weighted mean in resample b (its logged value, constant,
-    when it has no per-case data); ``point`` (R,) the same without resampling.
-    """
-
-    def __init__(self, runs: Sequence[RunSample], samples: int, rng: np.random.Generator):
-        cases = sorted({c for r in runs if r.cases for c in r.cases})
-        col = {c: j for j, c in enumerate(cases)}
-        values = np.zeros((len(runs), len(cases)))
-        mask = np.zeros_like(values)
-        for i, run in enumerate(runs):
-            for case, v in (run.cases or {}).items():
-                if math.isfinite(v):
-                    values[i, col[case]], mask[i, col[case]] = v, 1.0
-        self.values, self.mask = values, mask
-        self.n_cases = mask.sum(1)
-        self.has_cases = self.n_cases > 0
-        fixed = np.array([r.value for r in runs], dtype=float)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            self.point = np.where(self.has_cases, values.sum(1) / mask.sum(1), fixed)
-            weights = _case_weights(len(cases), samples, rng)
-            means = (weights @ (values * mask).T) / (weights @ mask.T)
-        # a run none of whose cases was drawn keeps its point value; runs without cases too
-        self.means = np.where(np.isfinite(means), means, self.point)
-        self.rng = rng
-
-
-def _case_weights(cases: int, samples: int, rng: np.random.Generator) -> np.ndarray:
-    """(B, C) how often each case is drawn in each resample (C draws with replacement)."""
-    if not cases:
-        return np.zeros((samples, 0))
-    return rng.multinomial(cases, np.full(cases, 1 / cases), size=samples).astype(float)
 
 
 def compare(
@@ -248,27 +217,6 @@ def _t_comparison(delta: float, se: float, df: float, method: str) -> Comparison
     return Comparison(delta, (delta - half, delta + half), p, method)
 
 
-def rank_probabilities(boot: Bootstrap, cells: Sequence[Sequence[int]], mode: str) -> np.ndarray:
-    """Each cell's share of resamples in which it ranks first (ties split evenly).
-
-    Runs are resampled within each cell; cells listing runs in the same key order share the
-    draw (paired by seed). Each cell's spread is inflated by sqrt(n / (n - 1)) as in the tests.
-    """
-    samples = boot.means.shape[0]
-    widest = max(len(c) for c in cells)
-    uniform = boot.rng.random((samples, widest))
-    means = np.empty((samples, len(cells)))
-    for k, runs in enumerate(cells):
-        n = len(runs)
-        draw = (uniform[:, :n] * n).astype(int)
-        resampled = np.take_along_axis(boot.means[:, list(runs)], draw, 1).mean(1)
-        centre = boot.point[list(runs)].mean()
-        means[:, k] = centre + (resampled - centre) * (math.sqrt(n / (n - 1)) if n > 1 else 1)
-    signed = means if mode == "max" else -means
-    top = signed == signed.max(1, keepdims=True)
-    return (top / top.sum(1, keepdims=True)).mean(0)
-
-
 def analyse(
     cells: Sequence[Sequence[RunSample]],
     mode: str = "max",
@@ -288,6 +236,10 @@ def analyse(
     boot = Bootstrap(runs, samples, np.random.default_rng(seed))
     keys = [r.key for r in runs]
     results = [_cell_result(k, [runs[i] for i in index[k]]) for k in range(len(cells))]
+    filled = fill_missing_keys(np.array([r.value for r in runs]), index, keys)
+    if filled is not None:  # a cell lost runs: rank on estimated marginal means
+        for result in results:
+            _to_marginal_mean(result, [runs[i] for i in index[result.index]], filled)
     sign = -1.0 if mode == "max" else 1.0
     results.sort(key=lambda r: sign * r.mean)
     best = results[0]
@@ -299,7 +251,7 @@ def analyse(
     # With one run a cell's seed-to-seed spread is unknown, and the case bootstrap alone would
     # call a ranking certain that another seed could overturn: no P(rank 1) then, for any cell.
     if min(len(i) for i in index) >= 2:
-        p_first = rank_probabilities(boot, index, mode)
+        p_first = rank_probabilities(boot, index, keys, mode, filled)
         for result in results:
             result.p_rank1 = float(p_first[result.index])
     clip_intervals(results, value_range)
@@ -326,6 +278,23 @@ def _cell_result(index: int, runs: Sequence[RunSample]) -> CellResult:
     several folds (:func:`by_fold`)."""
     values = by_fold(np.array([r.value for r in runs]), [r.key[1] for r in runs])
     return CellResult(index, float(values.mean()), t_interval(list(values)))
+
+
+def _to_marginal_mean(
+    result: CellResult, runs: Sequence[RunSample], filled: Sequence[Mapping[Key, float]]
+) -> None:
+    """The cell's mean over every key of the sweep, its lost keys at their fitted values
+    (:mod:`orchestrator.missing_runs`); its interval moves with it, keeping its width."""
+    extra = filled[result.index]
+    if not extra:
+        return
+    values = np.array([r.value for r in runs] + list(extra.values()))
+    adjusted = float(by_fold(values, [r.key[1] for r in runs] + [k[1] for k in extra]).mean())
+    shift = adjusted - result.mean
+    result.mean = adjusted
+    if result.ci is not None:
+        result.ci = (result.ci[0] + shift, result.ci[1] + shift)
+    result.adjustment = shift
 
 
 def _other_pairs(

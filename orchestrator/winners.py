@@ -61,6 +61,7 @@ class CellStats:
     p_rank1: float = math.nan
     cheapest: bool = False
     paper: float | None = None
+    adjustment: float = 0.0  # mean - plain mean of its runs: the cell lost runs (statistics)
 
     @property
     def n(self) -> int:
@@ -76,7 +77,7 @@ class CellStats:
         row = {"cell": self.label, "n": self.n, "mean": _num(self.mean)}
         row |= {"ci95": list(self.ci) if self.ci else None, "test_mean": _num(self.test_mean)}
         row |= {"val_mean": _num(self.val_mean)}
-        row |= {"status": self.status}
+        row |= {"status": self.status, "mean_adjustment": self.adjustment}
         row |= {"cheapest_tie": self.cheapest, "delta": _num(c.delta) if c else None}
         row |= {"delta_ci95": list(c.ci) if c and c.ci else None}
         row |= {"p_value": c.p_value if c else None, "p_adjusted": self.p_value}
@@ -309,6 +310,7 @@ def rank(
         cell = done[result.index]
         cell.mean, cell.ci, cell.status = result.mean, result.ci, result.status
         cell.comparison, cell.p_rank1 = result.comparison, result.p_rank1
+        cell.adjustment = result.adjustment
     order = [done[r.index] for r in results]
     cells[:] = order + [c for c in cells if not c.samples]
     mark_cheapest(order)

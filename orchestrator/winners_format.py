@@ -32,6 +32,11 @@ def describe(table: WinnersTable) -> str:
         f"over the runs both have, with its own 95% CI; p two-sided, {adjust}; worse = below "
         f"the best at alpha {table.alpha:g} on the adjusted p, else tied"
     )
+    if any(c.adjustment for c in table.cells):
+        text += (
+            "; a cell that lost runs others have is ranked on its estimated marginal mean (fit "
+            "of cell + seed/fold effects over every seed and fold; status gives the shift)"
+        )
     if table.missing:
         text += (
             f"; {table.missing} runs not ranked (not finished, stopped early or without "
@@ -82,6 +87,8 @@ def cell_row(table: WinnersTable, c: CellStats) -> list[str]:
 def status_text(c: CellStats) -> str:
     """best / tied / worse / untested / no runs, the cheapest tie, and unfinished runs."""
     status = c.status + (", cheapest tie" if c.cheapest else "")
+    if c.adjustment:
+        status += f"; mean {c.adjustment:+.4f} for lost runs"
     unfinished = {k: n for k, n in c.outcomes.items() if k != "finished"}
     if unfinished:
         status += "; " + ", ".join(f"{n} {k}" for k, n in sorted(unfinished.items()))

@@ -186,6 +186,30 @@ def test_per_case_comparisons_single_runs_running_runs_and_the_cheapest_tie(
     assert payload["missing_runs"] == 2 and payload["regions"] == []
 
 
+def test_a_cell_that_lost_a_seed_is_ranked_on_its_marginal_mean(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Seed 2 is easy for every cell (+0.1) and ``b`` lost it: its plain mean (0.76) would
+    trail ``a`` (0.7867), though ``b`` is 0.02 ahead on each seed both have."""
+    uri = mlflow_uri(tmp_path)
+    client, experiment, parent = _sweep(uri, "lost")
+    for cell, level, seeds in (("a", 0.74, (0, 1, 2)), ("b", 0.76, (0, 1))):
+        for seed in seeds:
+            value = level + (0.1 if seed == 2 else 0.0)
+            _run(client, experiment, parent, cell, seed, {"val/dice_mean": value})
+    table = find_winners(client, "lost", tag=False)
+    b, a = table.cells
+    assert (b.label, b.status, a.status) == ("b", "best", "worse")
+    assert b.mean == pytest.approx((0.76 + 0.76 + 0.86) / 3)
+    assert b.adjustment == pytest.approx(0.1 / 3) and a.adjustment == 0.0
+    text = format_table(table)
+    assert "ranked on its estimated marginal mean" in text
+    assert "best; mean +0.0333 for lost runs" in text
+    assert main(["winners", "lost", "--tracking-uri", uri, "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)["cells"]
+    assert rows[0]["mean_adjustment"] == pytest.approx(0.1 / 3)
+
+
 @pytest.mark.parametrize(
     ("resources", "column", "per_trial"),
     [
