@@ -84,15 +84,15 @@ def _cost(table: WinnersTable, done: list[Any]) -> list[Figure]:
     priced = [c for c in done if math.isfinite(c.cost_hours)]
     if not priced:
         return []
+    device = table.cost_device
     png = report_plots.pareto_png(
         [c.label for c in priced],
         [c.cost_hours for c in priced],
         [c.mean for c in priced],
         table.ranked_metric,
         table.mode,
-        table.cost_device,
+        device,
     )
-    device = table.cost_device
     caption = (
         f"{device} time per run (epoch time x epochs x {device}s per trial; in hours, or minutes "
         "or seconds when that small); green: no cell is cheaper and better"

@@ -275,7 +275,8 @@ def trial_devices(parent: Any) -> tuple[str, float]:
         if value > 0:
             return "GPU", value
         if value == 0:
-            return "CPU", max(_float(parent.data.params.get(CPU_KEY) or "1"), 0.0) or 1.0
+            cpus = _float(parent.data.params.get(CPU_KEY) or "nan")
+            return "CPU", cpus if cpus > 0 else 1.0
     return "GPU", 1.0
 
 
