@@ -8,17 +8,18 @@ in one place. The cost on a multi-node cluster is that each trial's artifacts (t
 two PNGs, a YAML file) pass through the driver, read from the storage Tune already syncs
 checkpoints to; per-epoch metrics arrive with Tune's results anyway.
 
-All MLflow calls run on one background thread, so a slow tracking server never stalls Tune's
-event loop (the orchestration-overhead target); ``on_experiment_end`` waits for it to drain.
+All MLflow calls run on one background thread (:mod:`orchestrator.tracking_writer`), so a slow
+or absent tracking server never stalls Tune's event loop (the orchestration-overhead target);
+calls wait out an outage, and ``on_experiment_end`` waits for the queue to drain (for a server
+that stays down, a minute; what was not sent is counted in :data:`UNSENT_CALLS`, and ``--resume``
+sends it from Tune's record).
 Both callbacks are pickled into the Tune experiment (``tuner.pkl``) and come back on resume, so
 they pickle their settings only and rebuild clients and threads in ``setup``.
 """
 
 from __future__ import annotations
 
-import queue
-import threading
-import traceback
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -26,8 +27,8 @@ from typing import Any
 from ray import tune
 
 from orchestrator import test_tracking, tracking
-from orchestrator.commands.common import progress
 from orchestrator.mlflow_ui import NOTE_TAG, trial_note
+from orchestrator.tracking_writer import TrackingWriter
 from orchestrator.trial_events import finished_outcome, trial_error
 
 # best/: the engine's best epoch so far; test/: the last epoch's test pass (logged at step 0)
@@ -42,38 +43,19 @@ VERSION_TAGS = {
 
 
 CONCLUDED = ("TERMINATED", "ERROR")  # Tune trial statuses that end a trial
-
-
-class _Writer:
-    """A single background thread running submitted calls in order; errors become warnings."""
-
-    def __init__(self) -> None:
-        self.jobs: queue.Queue[tuple[Callable[..., Any], tuple[Any, ...]] | None] = queue.Queue()
-        self.thread = threading.Thread(target=self._loop, name="ablate-mlflow", daemon=True)
-        self.thread.start()
-
-    def submit(self, fn: Callable[..., Any], *args: Any) -> None:
-        self.jobs.put((fn, args))
-
-    def _loop(self) -> None:
-        while (job := self.jobs.get()) is not None:
-            fn, args = job
-            try:
-                fn(*args)
-            except Exception as err:  # tracking must never stop the sweep
-                progress(f"warning: MLflow {fn.__name__} failed: {type(err).__name__}: {err}")
-                traceback.print_exc()
-            finally:
-                self.jobs.task_done()
-        self.jobs.task_done()
-
-    def close(self) -> None:
-        self.jobs.put(None)
-        self.thread.join()
+# MLflow retries a failed request 7 times with doubling waits: about 4 minutes before the writer
+# learns that the server is down (measured: 248 s against a closed port). 3 retries (about 14 s)
+# still ride out a blip; the writer itself waits out longer outages. The user's setting wins.
+MLFLOW_RETRIES = "3"
+# Parent run id -> tracking calls the sweep's writer could not send (the server stayed down at
+# the end). Module-level because Tune may run a callback restored from its pickle, not ours.
+UNSENT_CALLS: dict[str, int] = {}
 
 
 class TrackingCallback(tune.Callback):
     """Mirrors the sweep into MLflow: child runs, per-epoch metrics, outcomes, artifacts.
+
+    At the end it waits for MLflow ``CLOSE_GRACE_S`` seconds at most while the server is down.
 
     Args:
         uri: MLflow tracking URI.
@@ -81,6 +63,8 @@ class TrackingCallback(tune.Callback):
         parent_id: the sweep's parent run.
         metric, mode: the sweep's metric, for the per-trial summary (``best/...``).
     """
+
+    CLOSE_GRACE_S = 60.0
 
     def __init__(
         self, uri: str, experiment_id: str, parent_id: str, metric: str, mode: str
@@ -91,7 +75,7 @@ class TrackingCallback(tune.Callback):
 
     def _reset(self) -> None:
         self.client: Any = None
-        self.writer: _Writer | None = None
+        self.writer: TrackingWriter | None = None
         self.runs: dict[str, str] = {}  # Tune trial id -> MLflow run id
         self.epochs: dict[str, int] = {}  # Tune trial id -> planned epochs
         self.logged: dict[str, set[int]] = {}  # Tune trial id -> epoch steps its run holds
@@ -116,8 +100,9 @@ class TrackingCallback(tune.Callback):
     def setup(self, **info: Any) -> None:
         from mlflow.tracking import MlflowClient
 
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", MLFLOW_RETRIES)
         self.client = MlflowClient(tracking_uri=self.settings["uri"])
-        self.writer = _Writer()
+        self.writer = TrackingWriter(self.settings["uri"])
         self.writer.submit(self.client.update_run, self.parent_id, "RUNNING")
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
@@ -170,7 +155,7 @@ class TrackingCallback(tune.Callback):
         unfinished = any(t.status not in CONCLUDED for t in trials) or bool(self.unconcluded)
         self._submit(self._end, sorted(self.open), unfinished)
         if self.writer is not None:
-            self.writer.close()
+            UNSENT_CALLS[self.parent_id] = self.writer.close(self.CLOSE_GRACE_S)
             self.writer = None
 
     # ------------------------------------------------------------------ resume repair
@@ -194,7 +179,9 @@ class TrackingCallback(tune.Callback):
             run_id = self.runs[trial.trial_id]
             frame = frames.get(trial.trial_id)
             if frame is not None:
-                self._backfill(trial.trial_id, frame.to_dict("records"))
+                rows = frame.to_dict("records")
+                self._backfill(trial.trial_id, rows)
+                self._tag_versions(run_id, rows[-1] if rows else {})
             done = self.client.get_run(run_id).info.status in ("FINISHED", "FAILED")
             if trial.status == "TERMINATED" and not done:
                 self._finish_run(
@@ -202,6 +189,14 @@ class TrackingCallback(tune.Callback):
                 )
             elif trial.status == "ERROR" and not done:
                 self._finish_run(trial.trial_id, config, {}, trial_error(trial), trial.checkpoint)
+
+    def _tag_versions(self, run_id: str, row: dict[str, Any]) -> None:
+        """The worker's torch/CUDA/cuDNN/GPU tags, where the run lacks them."""
+        have = self.client.get_run(run_id).data.tags
+        versions = {tag: str(row[k]) for k, tag in VERSION_TAGS.items() if k in row}
+        missing = {tag: value for tag, value in versions.items() if tag not in have}
+        if missing:
+            tracking.set_tags(self.client, run_id, missing)
 
     def _backfill(self, trial_id: str, rows: list[dict[str, Any]]) -> None:
         """Log the saved epochs whose step the run does not have yet (``_log_epoch`` skips
@@ -260,13 +255,14 @@ class TrackingCallback(tune.Callback):
         self.logged[trial_id] = self.logged.get(trial_id, set()) | (
             set() if created else logged_epochs(self.client, run_id)
         )
-        if created:
+        # a run found again may be half made: the server went away right after creating it
+        if created or not self.client.get_run(run_id).data.params:
             params = spec.config.model_dump(mode="json") if spec is not None else who.config
             tracking.log_params(self.client, run_id, tracking.flatten(params))
             if spec is not None:
                 resolved = spec.config.to_yaml().encode()
                 tracking.log_bytes(self.client, run_id, resolved, "trial.yaml", "config")
-        else:
+        if not created:
             tracking.set_tags(
                 self.client, run_id, {"ablate.outcome": "running", NOTE_TAG: tags[NOTE_TAG]}
             )

@@ -78,16 +78,18 @@ class SweepResult:
     experiment_id: str = ""
     problems: list[TrialProblem] = field(default_factory=list)
     left_out: list[str] = field(default_factory=list)  # cases of --data no trial could use
+    unsent_calls: int = 0  # MLflow calls not sent: the server was down when the sweep ended
 
     @property
     def exit_code(self) -> int:
         """0 when every trial gave a result (diverged trials are results of their config) on
-        every case, 2 when a trial met bad input or ran out of memory or a case of the data was
-        left out, 1 when a trial failed otherwise."""
+        every case, 2 when a trial met bad input or ran out of memory, a case of the data was
+        left out or MLflow missed results (its server stopped answering), 1 when a trial
+        failed otherwise."""
         failed = [p for p in self.problems if p.outcome != "diverged"]
         if failed and not all(p.is_bad_input for p in failed):
             return 1
-        return 2 if failed or self.left_out else 0
+        return 2 if failed or self.left_out or self.unsent_calls else 0
 
 
 def run_sweep(opts: SweepOptions) -> SweepResult:
@@ -142,10 +144,14 @@ def run_sweep(opts: SweepOptions) -> SweepResult:
         plan, path, mlflow, opts.resume, opts.verbose, opts.callbacks, opts.trainable
     )
     tuner.fit()
+    from orchestrator.callbacks import UNSENT_CALLS
+
     counts, interrupted, problems = trial_outcomes(path)
-    return SweepResult(
+    result = SweepResult(
         name, path, uri, parent_id, counts, interrupted, experiment_id, problems, left_out
     )
+    result.unsent_calls = UNSENT_CALLS.pop(parent_id, 0)
+    return result
 
 
 def data_label_scheme(plan: Plan) -> str:

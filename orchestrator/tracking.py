@@ -94,6 +94,20 @@ def _probe_http(uri: str, timeout_s: float) -> None:
         ) from None
 
 
+def answers(uri: str, timeout_s: float = 5.0) -> bool:
+    """Whether a tracking server answers at all (any HTTP status); a local store always does.
+
+    Used mid-sweep to tell an outage (wait for the server) from a call MLflow refused.
+    """
+    if urlparse(uri).scheme not in ("http", "https"):
+        return True
+    try:
+        _probe_http(uri, timeout_s)
+    except InputError:
+        return False
+    return True
+
+
 def _check_sqlite_path(uri: str) -> None:
     path = uri.removeprefix("sqlite:///")
     if not path or path == ":memory:" or uri.startswith("sqlite:////:memory:"):

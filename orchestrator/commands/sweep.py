@@ -157,6 +157,20 @@ def _sweep(args: argparse.Namespace) -> int:
     progress(f"MLflow parent run {result.parent_run_id} in {result.tracking_uri}")
     for line in browse_lines(result.tracking_uri, result.experiment_id):
         progress(line)
+    return _say_outcome(args, result)
+
+
+def _say_outcome(args: argparse.Namespace, result: SweepResult) -> int:
+    """What the user must know at the end (unsent results, an interruption, trials without a
+    result, cases left out) on stderr; the exit code."""
+    if result.unsent_calls:
+        print(
+            f"ablate: MLflow at {result.tracking_uri} stopped answering; "
+            f"{result.unsent_calls} tracking calls were not sent. Tune kept every result in "
+            f"{result.path}: once the server answers, {_resume_command(args, result)} sends "
+            "them (finished trials are not trained again)",
+            file=sys.stderr,
+        )
     if result.interrupted:
         print(f"ablate: interrupted; resume with: {_resume_command(args, result)}", file=sys.stderr)
         return EXIT_INTERRUPTED

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.checks import check_data_dir
-from orchestrator.commands.sweep import _resume_command
+from orchestrator.commands.sweep import _resume_command, _say_outcome
 from orchestrator.sweep import SweepResult
 from orchestrator.tuner import TrialProblem
 from trainables.data.synth import synthesize_dataset
@@ -51,6 +51,23 @@ def test_a_case_left_out_of_every_trial_is_bad_input() -> None:
     left_out = ("/d/Synth_0003/Synth_0003_t2.nii.gz: t2 has 4 NaN and 0 infinite voxels",)
     assert _result(left_out=left_out).exit_code == 2  # every trial gave a result, on fewer cases
     assert _result(CRASH, left_out=left_out).exit_code == 1
+
+
+def test_results_mlflow_did_not_get_are_bad_input_with_the_command_that_sends_them(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    result = _result()
+    result.tracking_uri, result.unsent_calls = "http://127.0.0.1:5000", 13
+    args = argparse.Namespace(space=Path("s.yaml"), data=None, address=None, smoke=False)
+    assert _say_outcome(args, result) == 2
+    assert capsys.readouterr().err == (
+        "ablate: MLflow at http://127.0.0.1:5000 stopped answering; 13 tracking calls were not "
+        "sent. Tune kept every result in /runs/ray/study: once the server answers, ablate sweep "
+        "s.yaml --resume --name study --storage /runs/ray sends them (finished trials are not "
+        "trained again)\n"
+    )
+    result.problems = [CRASH]
+    assert _say_outcome(args, result) == 1  # a crash is worse news than a missed write
 
 
 def test_the_driver_prepares_the_data_and_names_each_case_left_out_once(
