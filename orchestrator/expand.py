@@ -28,11 +28,10 @@ from orchestrator.checks import (
     check_unique,
 )
 from orchestrator.folds import check_fold_count, count_cases, fold_splits
+from orchestrator.plan_errors import PlanErrors
 from orchestrator.space import MAX_TRIALS, AshaScheduler, Resources, SpaceFile, load_space_file
 from trainables.config.dotted import apply_overrides, format_value, set_dotted
-from trainables.errors import ConfigProblem, InputError
-
-MAX_LINES = 20  # error lines shown; the rest is counted
+from trainables.errors import InputError
 
 
 @dataclass(frozen=True)
@@ -122,7 +121,7 @@ def plan_sweep(
     base = _base_config(space, source)
     cells = make_cells(space)
     check_trial_count(space, len(cells), max_trials, source)  # before materialising them all
-    errors = _Errors()
+    errors = PlanErrors()
     check_unique(cells, errors)
     check_seed_overrides(cells, errors)
     check_paper(space, cells, errors)
@@ -187,7 +186,7 @@ def _cell_trials(
     space: SpaceFile,
     base: dict[str, Any],
     cell: Cell,
-    errors: _Errors,
+    errors: PlanErrors,
     data_root: Path | None,
     smoke: bool,
 ) -> list[PlannedTrial]:
@@ -211,7 +210,7 @@ def _cell_trials(
 
 
 def _fold_overrides(
-    space: SpaceFile, cell: Cell, config: dict[str, Any], errors: _Errors
+    space: SpaceFile, cell: Cell, config: dict[str, Any], errors: PlanErrors
 ) -> list[tuple[int | None, dict[str, Any]]] | None:
     """``(fold, {"data.split": ...})`` per fold of ``folds:`` (one ``(None, {})`` without it),
     from the cell's resolved config; None after recording a problem."""
@@ -279,7 +278,7 @@ def _base_config(space: SpaceFile, source: Path) -> dict[str, Any]:
         data = apply_overrides(data, space.base)
     except ValueError as err:
         raise InputError(f"base: {err}", source) from None
-    errors = _Errors()
+    errors = PlanErrors()
     origins = {path: f"base.{path}" for path in space.base}
     errors.check(data, origins, context="base config")
     errors.raise_if_any(source)
@@ -290,7 +289,7 @@ def _trial_config(
     base: dict[str, Any],
     overrides: dict[str, Any],
     cell: Cell,
-    errors: _Errors,
+    errors: PlanErrors,
     data_root: Path | None,
     smoke: bool,
 ) -> dict[str, Any] | None:
@@ -333,7 +332,7 @@ def absolute_paths(config: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _check_samples(space: SpaceFile, cell: Cell, base: dict[str, Any], errors: _Errors) -> None:
+def _check_samples(space: SpaceFile, cell: Cell, base: dict[str, Any], errors: PlanErrors) -> None:
     """Every sampled path, at each bound or choice, must give a valid trial."""
     for path, rng in space.sample.items():
         for value in rng.probe_values():
@@ -348,56 +347,3 @@ def _check_samples(space: SpaceFile, cell: Cell, base: dict[str, Any], errors: _
             origins = {**cell.origins, path: f"sample.{path}"}
             if errors.check(data, origins, context=f"sample.{path}={format_value(value)}") is None:
                 break
-
-
-class _Errors:
-    """Problems collected over all trials, deduplicated, in the order found."""
-
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-
-    def add(self, line: str) -> None:
-        if line not in self.lines:
-            self.lines.append(line)
-
-    def check(self, data: dict[str, Any], origins: dict[str, str], context: str) -> Any:
-        """Validate one trial dict; on failure record each problem with its origin, return None."""
-        from trainables.config.trial import parse_trial_config
-
-        try:
-            return parse_trial_config(data)
-        except InputError as err:
-            for problem in err.problems or [ConfigProblem("", err.message)]:
-                self.add(_attribute(problem, origins, context))
-            return None
-
-    def raise_if_any(self, source: Path) -> None:
-        if not self.lines:
-            return
-        shown = self.lines[:MAX_LINES]
-        more = len(self.lines) - len(shown)
-        tail = f"\n  ... and {more} more" if more > 0 else ""
-        raise InputError("invalid search space:\n  " + "\n  ".join(shown) + tail, source)
-
-
-def _attribute(problem: ConfigProblem, origins: dict[str, str], context: str) -> str:
-    """Prefix a ``field: reason`` problem with the space-file key that set ``field``.
-
-    The longest override path that is the field or contains it wins, else the one override
-    inside it; when several overrides lie inside the field (a rule about ``model`` when the grid
-    sets ``model.filters`` and ``model.spatial_dims``) the trial's context names the cell, and
-    the overrides are listed, since any of them may be the cause. A problem no override explains
-    (a rule about the whole config, or a base setting) gets the trial's context.
-    """
-    field_path = problem.path
-    if not field_path:
-        return f"{context}: {problem}"
-    covering = [p for p in origins if field_path == p or field_path.startswith(p + ".")]
-    if covering:
-        return f"{origins[max(covering, key=len)]}: {problem}"
-    inside = [p for p in origins if p.startswith(field_path + ".")]
-    if len(inside) == 1:
-        return f"{origins[inside[0]]}: {problem}"
-    if inside:
-        return f"{context} ({', '.join(origins[p] for p in inside)}): {problem}"
-    return f"{context}: {problem}"

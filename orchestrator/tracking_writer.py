@@ -71,33 +71,40 @@ class TrackingWriter:
         """Calls submitted and not yet done (the one in progress included)."""
         return max(0, self.jobs.unfinished_tasks - self._closed)  # the end marker is no call
 
-    def close(self, grace_s: float = 60.0) -> int:
+    def close(self, grace_s: float = 60.0, quiet_s: float = 5.0) -> int:
         """Send what is queued and stop; the number of calls not sent (0 normally).
 
-        Waits as long as calls go through (a large artifact on a slow server is not cut off);
-        gives up once the server has not answered for ``grace_s`` seconds of this wait.
+        Waits as long as calls go through (a large artifact on a slow server is not cut off),
+        saying so after ``quiet_s`` seconds; gives up once the server has not answered for
+        ``grace_s`` seconds of this wait.
         """
         self._closed = 1
         self.jobs.put(None)
-        started = time.monotonic()
-        told = False
+        started, told = time.monotonic(), set[str]()
         while self.thread.is_alive():
             self.thread.join(timeout=0.5)
             down = self.down_since
-            if down is None or not self.thread.is_alive():
+            if not self.thread.is_alive():
+                break
+            if down is None:
+                if time.monotonic() - started > quiet_s:
+                    self._say_once(told, f"sending the last {self.waiting} tracking calls")
                 continue
-            if not told:
-                told = True
-                self.say(
-                    f"waiting up to {grace_s:g} s for MLflow at {self.uri} to answer "
-                    f"({self.waiting} tracking calls not sent yet)"
-                )
+            waits = f"({self.waiting} tracking calls not sent yet)"
+            self._say_once(told, f"waiting up to {grace_s:g} s for it to answer {waits}")
             if time.monotonic() - max(down, started) > grace_s:
                 self._abandon.set()
                 self.thread.join(timeout=grace_s)  # at most one MLflow call's own retries
                 break
         self._stopped.set()
         return self.unsent + self.waiting
+
+    def _say_once(self, told: set[str], what: str) -> None:
+        """``MLflow at URI: what``, once per kind of line (its first word)."""
+        kind = what.split()[0]
+        if kind not in told:
+            told.add(kind)
+            self.say(f"MLflow at {self.uri}: {what}")
 
     # ---------------------------------------------------------------- writer thread
     def _loop(self) -> None:

@@ -70,7 +70,7 @@ def _run(tmp_path: Path, server: MlflowServer, capsys: pytest.CaptureFixture[str
     assert first.counts == {"finished": 2} and not first.interrupted
     assert first.unsent_calls > 0 and first.exit_code == 2
     assert f"warning: MLflow at {server.uri} does not answer (Connection refused)" in err
-    assert f"waiting up to 3 s for MLflow at {server.uri} to answer" in err
+    assert f"MLflow at {server.uri}: waiting up to 3 s for it to answer (" in err
 
     server.start()  # the same store, back on the same port
     assert main(["sweep", str(space), "--storage", storage, "--resume"]) == 0

@@ -129,7 +129,10 @@ def test_close_gives_up_on_a_server_that_stays_down_and_counts_the_unsent(
     assert writer.close(grace_s=0.5) == 4
     assert time.monotonic() - started < 10
     assert not writer.thread.is_alive()
-    assert f"waiting up to 0.5 s for MLflow at {server.uri} to answer" in "\n".join(lines)
+    assert (
+        f"MLflow at {server.uri}: waiting up to 0.5 s for it to answer (4 tracking calls not "
+        "sent yet)"
+    ) in lines
 
 
 def test_a_call_that_hangs_is_reported_once_while_it_hangs(server: Server) -> None:
@@ -142,6 +145,16 @@ def test_a_call_that_hangs_is_reported_once_while_it_hangs(server: Server) -> No
         f"warning: MLflow at {server.uri} has not answered for 0.2 s (2 tracking calls "
         "waiting); training goes on and the calls are sent when it answers"
     ]
+    assert server.paths == ["/call/1"]
+
+
+def test_close_says_what_it_waits_for_when_the_last_calls_take_a_while(server: Server) -> None:
+    lines: list[str] = []
+    writer = writer_for(server.uri, lines)
+    writer.submit(time.sleep, 1.5)  # a large checkpoint upload, say
+    writer.submit(get, server.uri, "/call/1")
+    assert writer.close(quiet_s=0.2) == 0
+    assert lines == [f"MLflow at {server.uri}: sending the last 2 tracking calls"]
     assert server.paths == ["/call/1"]
 
 
