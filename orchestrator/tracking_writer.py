@@ -19,10 +19,10 @@ them into MLflow (:meth:`orchestrator.callbacks.TrackingCallback.reconcile`).
 from __future__ import annotations
 
 import queue
-import re
 import threading
 import time
 import traceback
+import urllib.error
 from collections.abc import Callable
 from typing import Any
 
@@ -30,6 +30,7 @@ from orchestrator import tracking
 from orchestrator.commands.common import progress
 
 Job = tuple[Callable[..., Any], tuple[Any, ...]]
+TRANSIENT_RETRIES = 3  # sends again of a call that got no answer from a server that answers
 
 
 class TrackingWriter:
@@ -116,8 +117,14 @@ class TrackingWriter:
         self.jobs.task_done()
 
     def _send(self, job: Job) -> None:
-        """Run one call; through an outage, again until the server answers or close gives up."""
+        """Run one call; through an outage, again until the server answers or close gives up.
+
+        A call that failed without an answer (a dropped connection, a 5xx) while the server
+        still answers its probe (it was shutting down, or is overloaded) is sent again up to
+        ``TRANSIENT_RETRIES`` times; an answer that refuses the call (a 4xx) is reported once.
+        """
         fn, args = job
+        transient = 0
         while not self._abandon.is_set():
             self._calls += 1
             self._busy_since = time.monotonic()
@@ -125,13 +132,17 @@ class TrackingWriter:
                 fn(*args)
                 return
             except Exception as err:  # tracking must never stop the sweep
-                if tracking.answers(self.uri):  # MLflow refused this call: report, go on
+                if not tracking.answers(self.uri):
+                    if not self._wait_for_server(err):
+                        break
+                    continue
+                transient += 1
+                if not is_transient(err) or transient > TRANSIENT_RETRIES:
                     name = getattr(fn, "__name__", "call")
                     self.say(f"warning: MLflow {name} failed: {type(err).__name__}: {err}")
                     traceback.print_exc()
                     return
-                if not self._wait_for_server(err):
-                    break
+                self._abandon.wait(self.retry_every_s)
             finally:
                 self._busy_since = None
         self.unsent += 1
@@ -175,11 +186,50 @@ class TrackingWriter:
                 )
 
 
-def _reason(err: Exception) -> str:
-    """The cause in a few words: the socket error where the message holds one (MLflow wraps it
-    in a long line naming the request), else the message's first line, cut short."""
+def is_transient(err: BaseException) -> bool:
+    """Whether a failed call may go through if sent again: no answer at all (refused, reset,
+    closed, timed out) or a 5xx; False for an answer that refuses the call (a 4xx)."""
+    for cause in _causes(err):
+        status = _http_status(cause)
+        if status is not None:
+            return status >= 500
+        if isinstance(cause, OSError):
+            return True
+    return False
+
+
+def _http_status(err: BaseException) -> int | None:
+    """The HTTP status of an error that carries a server's answer (MLflow's RestException,
+    requests' and urllib's HTTPError), else None."""
+    from mlflow.exceptions import RestException
+
+    if isinstance(err, RestException):
+        return err.get_http_status_code()
+    if isinstance(err, urllib.error.HTTPError):
+        return err.code
+    status = getattr(getattr(err, "response", None), "status_code", None)
+    return status if isinstance(status, int) else None
+
+
+def _causes(err: BaseException) -> list[BaseException]:
+    """The error and what it was raised from or during, outermost first."""
+    chain: list[BaseException] = []
+    current: BaseException | None = err
+    while current is not None and current not in chain:
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    return chain
+
+
+def _reason(err: BaseException) -> str:
+    """The cause in a few words: the innermost socket error (MLflow wraps it in a long line
+    naming the request), else the message's first line, cut short."""
+    for cause in reversed(_causes(err)):
+        if isinstance(cause, OSError) and cause.strerror:
+            return cause.strerror
+    for cause in reversed(_causes(err)):
+        text = str(cause).strip()
+        if text and len(text) <= 120 and isinstance(cause, OSError):
+            return text  # e.g. 'Remote end closed connection without response'
     text = str(err)
-    found = re.search(r"\[Errno -?\d+\] ([^'\")\]>]+)", text)
-    if found:
-        return found.group(1).strip()
     return text.splitlines()[0][:160] if text else type(err).__name__

@@ -69,7 +69,7 @@ def _run(tmp_path: Path, server: MlflowServer, capsys: pytest.CaptureFixture[str
     err = capsys.readouterr().err
     assert first.counts == {"finished": 2} and not first.interrupted
     assert first.unsent_calls > 0 and first.exit_code == 2
-    assert f"warning: MLflow at {server.uri} does not answer (Connection refused)" in err
+    assert f"warning: MLflow at {server.uri} does not answer (" in err, err
     assert f"MLflow at {server.uri}: waiting up to 3 s for it to answer (" in err
 
     server.start()  # the same store, back on the same port

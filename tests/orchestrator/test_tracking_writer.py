@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import pytest
 
 from orchestrator import tracking
-from orchestrator.tracking_writer import TrackingWriter
+from orchestrator.tracking_writer import TRANSIENT_RETRIES, TrackingWriter, _reason, is_transient
 from tests.cluster.cluster_harness import free_port
 
 
@@ -38,8 +38,20 @@ class Server:
             def do_GET(self) -> None:
                 if self.path != "/health":
                     served.append(self.path)
-                self.send_response(404 if self.path.startswith("/refuse") else 200)
+                busy = self.path.startswith("/busy") or (
+                    self.path.startswith("/flaky") and served.count(self.path) == 1
+                )
+                status = 503 if busy else 404 if self.path.startswith("/refuse") else 200
+                self.send_response(status)
                 self.end_headers()
+
+            def do_POST(self) -> None:  # MLflow's REST API, refusing every call
+                body = b'{"error_code": "INVALID_PARAMETER_VALUE", "message": "bad value"}'
+                self.send_response(400)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
 
             def log_message(self, *args: object) -> None:
                 pass
@@ -133,6 +145,34 @@ def test_close_gives_up_on_a_server_that_stays_down_and_counts_the_unsent(
         f"MLflow at {server.uri}: waiting up to 0.5 s for it to answer (4 tracking calls not "
         "sent yet)"
     ) in lines
+
+
+def test_a_call_without_an_answer_is_sent_again_while_the_server_answers(server: Server) -> None:
+    lines: list[str] = []
+    writer = writer_for(server.uri, lines)
+    writer.submit(get, server.uri, "/flaky/0")  # 503 once (a server shutting down), then 200
+    writer.submit(get, server.uri, "/busy/1")  # 503 every time: given up after 3 more tries
+    writer.submit(get, server.uri, "/call/2")
+    assert writer.close() == 0
+    assert server.paths == ["/flaky/0"] * 2 + ["/busy/1"] * (1 + TRANSIENT_RETRIES) + ["/call/2"]
+    assert lines == ["warning: MLflow get failed: HTTPError: HTTP Error 503: Service Unavailable"]
+
+
+def test_errors_are_told_apart_by_whether_the_server_answered(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    with pytest.raises(Exception) as refused:  # a real answer: 400 INVALID_PARAMETER_VALUE
+        MlflowClient(server.uri).log_metric("run", "val/dice", 0.5)
+    assert not is_transient(refused.value)
+    server.stop()
+    with pytest.raises(Exception) as unanswered:
+        MlflowClient(server.uri).log_metric("run", "val/dice", 0.5)
+    assert is_transient(unanswered.value)
+    assert _reason(unanswered.value) == "Connection refused"
+    assert not is_transient(ValueError("a bug in the call itself"))
 
 
 def test_a_call_that_hangs_is_reported_once_while_it_hangs(server: Server) -> None:
