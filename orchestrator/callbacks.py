@@ -19,7 +19,6 @@ they pickle their settings only and rebuild clients and threads in ``setup``.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -43,10 +42,6 @@ VERSION_TAGS = {
 
 
 CONCLUDED = ("TERMINATED", "ERROR")  # Tune trial statuses that end a trial
-# MLflow retries a failed request 7 times with doubling waits: about 4 minutes before the writer
-# learns that the server is down (measured: 248 s against a closed port). 3 retries (about 14 s)
-# still ride out a blip; the writer itself waits out longer outages. The user's setting wins.
-MLFLOW_RETRIES = "3"
 # Parent run id -> tracking calls the sweep's writer could not send (the server stayed down at
 # the end). Module-level because Tune may run a callback restored from its pickle, not ours.
 UNSENT_CALLS: dict[str, int] = {}
@@ -100,7 +95,6 @@ class TrackingCallback(tune.Callback):
     def setup(self, **info: Any) -> None:
         from mlflow.tracking import MlflowClient
 
-        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", MLFLOW_RETRIES)
         self.client = MlflowClient(tracking_uri=self.settings["uri"])
         self.writer = TrackingWriter(self.settings["uri"])
         self.writer.submit(self.client.update_run, self.parent_id, "RUNNING")

@@ -15,6 +15,7 @@ import traceback
 from collections.abc import Sequence
 
 from orchestrator.commands import data, predict, sweep, test_eval, trial
+from orchestrator.tracking_errors import lost_server_message
 from trainables.errors import InputError
 
 EXIT_OK, EXIT_ERROR, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -51,6 +52,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit flush
         return EXIT_BROKEN_PIPE
     except Exception as err:  # anything unexpected: say what, traceback on request
+        lost = lost_server_message(err)  # the tracking server went away mid-command
+        if lost is not None:
+            print(f"ablate: error: {lost}", file=sys.stderr)
+            return EXIT_BAD_INPUT
         if args.debug:
             traceback.print_exc()
         print(f"ablate: {type(err).__name__}: {err}", file=sys.stderr)

@@ -22,12 +22,12 @@ import queue
 import threading
 import time
 import traceback
-import urllib.error
 from collections.abc import Callable
 from typing import Any
 
 from orchestrator import tracking
 from orchestrator.commands.common import progress
+from orchestrator.tracking_errors import is_transient, reason
 
 Job = tuple[Callable[..., Any], tuple[Any, ...]]
 TRANSIENT_RETRIES = 3  # sends again of a call that got no answer from a server that answers
@@ -150,9 +150,9 @@ class TrackingWriter:
     def _wait_for_server(self, err: Exception) -> bool:
         """Block until the server answers (True) or close() gives up on it (False)."""
         self.down_since = time.monotonic()
-        reason = _reason(err)
+        why = reason(err)
         self.say(
-            f"warning: MLflow at {self.uri} does not answer ({reason}); training goes on, "
+            f"warning: MLflow at {self.uri} does not answer ({why}); training goes on, "
             f"and the {self.waiting} tracking calls waiting are sent when it answers "
             f"(checked every {self.retry_every_s:g} s)"
         )
@@ -184,52 +184,3 @@ class TrackingWriter:
                     f"({self.waiting} tracking calls waiting); training goes on and the calls "
                     "are sent when it answers"
                 )
-
-
-def is_transient(err: BaseException) -> bool:
-    """Whether a failed call may go through if sent again: no answer at all (refused, reset,
-    closed, timed out) or a 5xx; False for an answer that refuses the call (a 4xx)."""
-    for cause in _causes(err):
-        status = _http_status(cause)
-        if status is not None:
-            return status >= 500
-        if isinstance(cause, OSError):
-            return True
-    return False
-
-
-def _http_status(err: BaseException) -> int | None:
-    """The HTTP status of an error that carries a server's answer (MLflow's RestException,
-    requests' and urllib's HTTPError), else None."""
-    from mlflow.exceptions import RestException
-
-    if isinstance(err, RestException):
-        return err.get_http_status_code()
-    if isinstance(err, urllib.error.HTTPError):
-        return err.code
-    status = getattr(getattr(err, "response", None), "status_code", None)
-    return status if isinstance(status, int) else None
-
-
-def _causes(err: BaseException) -> list[BaseException]:
-    """The error and what it was raised from or during, outermost first."""
-    chain: list[BaseException] = []
-    current: BaseException | None = err
-    while current is not None and current not in chain:
-        chain.append(current)
-        current = current.__cause__ or current.__context__
-    return chain
-
-
-def _reason(err: BaseException) -> str:
-    """The cause in a few words: the innermost socket error (MLflow wraps it in a long line
-    naming the request), else the message's first line, cut short."""
-    for cause in reversed(_causes(err)):
-        if isinstance(cause, OSError) and cause.strerror:
-            return cause.strerror
-    for cause in reversed(_causes(err)):
-        text = str(cause).strip()
-        if text and len(text) <= 120 and isinstance(cause, OSError):
-            return text  # e.g. 'Remote end closed connection without response'
-    text = str(err)
-    return text.splitlines()[0][:160] if text else type(err).__name__

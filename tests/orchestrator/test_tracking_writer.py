@@ -6,64 +6,15 @@ outage is a refused connection, not a simulated exception; the writer probes ``/
 
 from __future__ import annotations
 
-import http.server
-import threading
 import time
 import urllib.request
 from collections.abc import Iterator
 
 import pytest
+from loopback_http import Server
 
 from orchestrator import tracking
-from orchestrator.tracking_writer import TRANSIENT_RETRIES, TrackingWriter, _reason, is_transient
-from tests.cluster.cluster_harness import free_port
-
-
-class Server:
-    """A tiny HTTP server on 127.0.0.1 that records the paths it served; stop() and start()."""
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.paths: list[str] = []
-        self.httpd: http.server.ThreadingHTTPServer | None = None
-
-    @property
-    def uri(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        served = self.paths
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                if self.path != "/health":
-                    served.append(self.path)
-                busy = self.path.startswith("/busy") or (
-                    self.path.startswith("/flaky") and served.count(self.path) == 1
-                )
-                status = 503 if busy else 404 if self.path.startswith("/refuse") else 200
-                self.send_response(status)
-                self.end_headers()
-
-            def do_POST(self) -> None:  # MLflow's REST API, refusing every call
-                body = b'{"error_code": "INVALID_PARAMETER_VALUE", "message": "bad value"}'
-                self.send_response(400)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def stop(self) -> None:
-        assert self.httpd is not None
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        self.httpd = None
+from orchestrator.tracking_writer import TRANSIENT_RETRIES, TrackingWriter
 
 
 @pytest.fixture
@@ -156,23 +107,6 @@ def test_a_call_without_an_answer_is_sent_again_while_the_server_answers(server:
     assert writer.close() == 0
     assert server.paths == ["/flaky/0"] * 2 + ["/busy/1"] * (1 + TRANSIENT_RETRIES) + ["/call/2"]
     assert lines == ["warning: MLflow get failed: HTTPError: HTTP Error 503: Service Unavailable"]
-
-
-def test_errors_are_told_apart_by_whether_the_server_answered(
-    server: Server, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from mlflow.tracking import MlflowClient
-
-    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-    with pytest.raises(Exception) as refused:  # a real answer: 400 INVALID_PARAMETER_VALUE
-        MlflowClient(server.uri).log_metric("run", "val/dice", 0.5)
-    assert not is_transient(refused.value)
-    server.stop()
-    with pytest.raises(Exception) as unanswered:
-        MlflowClient(server.uri).log_metric("run", "val/dice", 0.5)
-    assert is_transient(unanswered.value)
-    assert _reason(unanswered.value) == "Connection refused"
-    assert not is_transient(ValueError("a bug in the call itself"))
 
 
 def test_a_call_that_hangs_is_reported_once_while_it_hangs(server: Server) -> None:

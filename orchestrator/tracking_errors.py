@@ -1,0 +1,80 @@
+"""Which MLflow errors mean "the tracking server did not answer", and why, in a few words.
+
+MLflow wraps a failed request in one long ``MlflowException`` line naming the request; the cause
+(a refused or reset connection, a timeout, a 5xx after MLflow's own retries) is in the chain of
+exceptions it was raised from. The driver's writer waits out such errors
+(:mod:`orchestrator.tracking_writer`); a command meets one when its server goes away mid-way,
+and says so in one line (exit 2) instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import urllib.error
+
+
+def is_transient(err: BaseException) -> bool:
+    """Whether a failed call may go through if sent again: no answer at all (refused, reset,
+    closed, timed out) or a 5xx; False for an answer that refuses the call (a 4xx)."""
+    for cause in causes(err):
+        status = http_status(cause)
+        if status is not None:
+            return status >= 500
+        if isinstance(cause, OSError):
+            return True
+    return False
+
+
+def http_status(err: BaseException) -> int | None:
+    """The HTTP status of an error that carries a server's answer (MLflow's RestException,
+    requests' and urllib's HTTPError), else None."""
+    from mlflow.exceptions import RestException
+
+    if isinstance(err, RestException):
+        return err.get_http_status_code()
+    if isinstance(err, urllib.error.HTTPError):
+        return err.code
+    status = getattr(getattr(err, "response", None), "status_code", None)
+    return status if isinstance(status, int) else None
+
+
+def causes(err: BaseException) -> list[BaseException]:
+    """The error and what it was raised from or during, outermost first; urllib3 also keeps
+    the socket error as an argument (``ProtocolError('Connection aborted.', OSError(...))``)."""
+    chain: list[BaseException] = []
+    current: BaseException | None = err
+    while current is not None and current not in chain:
+        chain.append(current)
+        wrapped = [a for a in current.args if isinstance(a, BaseException)]
+        current = current.__cause__ or current.__context__ or (wrapped[0] if wrapped else None)
+    return chain
+
+
+def reason(err: BaseException) -> str:
+    """The cause in a few words: the innermost socket error (MLflow wraps it in a long line
+    naming the request), else the message's first line, cut short."""
+    for cause in reversed(causes(err)):
+        if isinstance(cause, OSError) and cause.strerror:
+            return cause.strerror
+    for cause in reversed(causes(err)):
+        text = str(cause).strip()
+        if text and len(text) <= 120 and isinstance(cause, OSError):
+            return text  # e.g. 'Remote end closed connection without response'
+    text = str(err)
+    return text.splitlines()[0][:160] if text else type(err).__name__
+
+
+def lost_server_message(err: BaseException) -> str | None:
+    """The one-line error of an MLflow request that got no answer, or None for other errors."""
+    mlflow_exceptions = sys.modules.get("mlflow.exceptions")  # not loaded: not an MLflow error
+    if mlflow_exceptions is None or not isinstance(err, mlflow_exceptions.MlflowException):
+        return None
+    if not is_transient(err):
+        return None
+    found = re.search(r"API request to (\S+?)(/api/\S+|/ajax-api/\S+) failed", str(err))
+    where = f"at {found.group(1)} " if found else ""
+    return (
+        f"the MLflow tracking server {where}stopped answering ({reason(err)}); start it again "
+        "(or check --tracking-uri / MLFLOW_TRACKING_URI) and rerun the command"
+    )
