@@ -79,6 +79,7 @@ class SweepResult:
     problems: list[TrialProblem] = field(default_factory=list)
     left_out: list[str] = field(default_factory=list)  # cases of --data no trial could use
     unsent_calls: int = 0  # MLflow calls not sent: the server was down when the sweep ended
+    restarted: int = 0  # trials Tune restarted after a failure (their runs: ablate.attempts)
 
     @property
     def exit_code(self) -> int:
@@ -146,10 +147,11 @@ def run_sweep(opts: SweepOptions) -> SweepResult:
     tuner.fit()
     from orchestrator.callbacks import UNSENT_CALLS
 
-    counts, interrupted, problems = trial_outcomes(path)
+    ended = trial_outcomes(path)
     result = SweepResult(
-        name, path, uri, parent_id, counts, interrupted, experiment_id, problems, left_out
+        name, path, uri, parent_id, ended.counts, ended.unfinished, experiment_id, ended.problems
     )
+    result.left_out, result.restarted = left_out, ended.restarted
     result.unsent_calls = UNSENT_CALLS.pop(parent_id, 0)
     return result
 

@@ -212,19 +212,30 @@ class TrialProblem:
         return self.outcome == "infeasible" or bad_input is not None
 
 
-def trial_outcomes(path: str) -> tuple[dict[str, int], bool, list[TrialProblem]]:
-    """Counts of trial outcomes from Tune's saved state, whether any trial is unfinished, and
-    the trials that failed, were infeasible or diverged (in Tune's trial order)."""
+@dataclass(frozen=True)
+class TrialOutcomes:
+    """How the trials of a sweep ended, from Tune's saved state."""
+
+    counts: dict[str, int]  # outcome -> trials
+    unfinished: bool  # any trial still to run or resume
+    problems: list[TrialProblem]  # failed, infeasible or diverged, in Tune's trial order
+    restarted: int = 0  # trials Tune restarted at least once after a failure (a lost worker)
+
+
+def trial_outcomes(path: str) -> TrialOutcomes:
+    """Counts of trial outcomes from Tune's saved state, whether any trial is unfinished, the
+    trials that failed, were infeasible or diverged, and how many were restarted."""
     from ray.tune import ExperimentAnalysis
 
     from orchestrator.trial_events import finished_outcome, trial_error, trial_label
 
     counts: dict[str, int] = {}
     problems: list[TrialProblem] = []
-    unfinished = False
+    unfinished, restarted = False, 0
     for trial in ExperimentAnalysis(path).trials:
         last = trial.last_result or {}
         key, epochs = trial_label(trial)
+        restarted += int(trial.run_metadata.num_failures > 0)
         if trial.status == "ERROR":
             outcome = "failed"
             problems.append(TrialProblem(key, outcome, trial_error(trial)))
@@ -235,4 +246,4 @@ def trial_outcomes(path: str) -> tuple[dict[str, int], bool, list[TrialProblem]]
         else:
             outcome, unfinished = "unfinished", True
         counts[outcome] = counts.get(outcome, 0) + 1
-    return counts, unfinished, problems
+    return TrialOutcomes(counts, unfinished, problems, restarted)

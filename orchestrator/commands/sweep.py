@@ -153,6 +153,8 @@ def _sweep(args: argparse.Namespace) -> int:
     )
     result = run_sweep(opts)
     counts = ", ".join(f"{n} {k}" for k, n in sorted(result.counts.items()))
+    if result.restarted:
+        counts += f" ({result.restarted} restarted after a failure: ablate.attempts on their runs)"
     progress(f"sweep {result.name}: {counts}; Tune state in {result.path}")
     progress(f"MLflow parent run {result.parent_run_id} in {result.tracking_uri}")
     for line in browse_lines(result.tracking_uri, result.experiment_id):

@@ -96,6 +96,9 @@ def test_c_worker_killed_mid_trial_resumes_from_checkpoint_elsewhere(
     after = trial_nodes(sweep)[victim][rows.index(resumed[0]) :]
     assert node not in after, f"{victim} resumed on the killed node {node}: {after}"
     assert children[victim].data.tags.get("ablate.attempts") == "2", children[victim].data.tags
+    assert "2 finished (1 restarted after a failure: ablate.attempts on their runs)" in (
+        sweep.output()
+    )
 
 
 def test_d_driver_killed_mid_sweep_resumes(

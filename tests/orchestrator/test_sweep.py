@@ -201,6 +201,7 @@ def test_failing_and_out_of_memory_trials_are_recorded_while_others_finish(
     result = run_sweep(opts)
     err = capsys.readouterr().err
     assert result.counts == {"failed": 1, "finished": 1, "infeasible": 1}, err
+    assert result.restarted == 1  # bad/seed0, once (max_failures: 1)
     assert "retrying  bad/seed0 after: " in err and "failed    bad/seed0: InputError: " in err
     _, parent, children = _runs(uri, "faults")
     runs = {r.data.tags["ablate.trial_key"]: r for r in children}
