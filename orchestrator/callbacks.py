@@ -153,8 +153,9 @@ class TrackingCallback(tune.Callback):
             self.writer = None
 
     # ------------------------------------------------------------------ resume repair
-    def reconcile(self, path: str) -> None:
-        """``--resume`` after a killed driver: replay what Tune saved into MLflow, synchronously.
+    def reconcile(self, path: str) -> tuple[int, int]:
+        """``--resume`` after a killed driver, or a tracking server that was down at the end:
+        replay what Tune saved into MLflow, synchronously. Returns (epochs, trial endings) sent.
 
         A killed driver loses whatever its writer thread had queued. Epochs missing from a
         child run are logged from Tune's saved results (steps MLflow already holds are skipped,
@@ -167,6 +168,7 @@ class TrackingCallback(tune.Callback):
         self.client = MlflowClient(tracking_uri=self.settings["uri"])
         analysis = ExperimentAnalysis(path)
         frames = analysis.trial_dataframes
+        epochs = endings = 0
         for trial in analysis.trials:
             config = dict(trial.config)
             self._start_run(trial.trial_id, config)  # finds the existing child by its key
@@ -174,15 +176,18 @@ class TrackingCallback(tune.Callback):
             frame = frames.get(trial.trial_id)
             if frame is not None:
                 rows = frame.to_dict("records")
+                held = len(self.logged[trial.trial_id])
                 self._backfill(trial.trial_id, rows)
+                epochs += len(self.logged[trial.trial_id]) - held
                 self._tag_versions(run_id, rows[-1] if rows else {})
-            done = self.client.get_run(run_id).info.status in ("FINISHED", "FAILED")
-            if trial.status == "TERMINATED" and not done:
-                self._finish_run(
-                    trial.trial_id, config, dict(trial.last_result or {}), None, trial.checkpoint
-                )
-            elif trial.status == "ERROR" and not done:
-                self._finish_run(trial.trial_id, config, {}, trial_error(trial), trial.checkpoint)
+            if self.client.get_run(run_id).info.status in ("FINISHED", "FAILED"):
+                continue
+            if trial.status in CONCLUDED:
+                endings += 1
+                last = dict(trial.last_result or {}) if trial.status == "TERMINATED" else {}
+                error = trial_error(trial) if trial.status == "ERROR" else None
+                self._finish_run(trial.trial_id, config, last, error, trial.checkpoint)
+        return epochs, endings
 
     def _tag_versions(self, run_id: str, row: dict[str, Any]) -> None:
         """The worker's torch/CUDA/cuDNN/GPU tags, where the run lacks them."""

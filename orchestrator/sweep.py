@@ -139,7 +139,10 @@ def run_sweep(opts: SweepOptions) -> SweepResult:
         from orchestrator.callbacks import TrackingCallback  # imports ray: only when sweeping
 
         metric, mode = plan.space.metric, plan.space.mode
-        TrackingCallback(uri, experiment_id, parent_id, metric, mode).reconcile(path)
+        progress(f"resume: checking MLflow against Tune's record of sweep {name}")
+        sent = TrackingCallback(uri, experiment_id, parent_id, metric, mode).reconcile(path)
+        if any(sent):
+            progress(f"resume: sent MLflow {sent[0]} missing epochs and {sent[1]} trial endings")
     mlflow = TrackingSettings(uri, experiment_id, parent_id)
     tuner = make_tuner(
         plan, path, mlflow, opts.resume, opts.verbose, opts.callbacks, opts.trainable

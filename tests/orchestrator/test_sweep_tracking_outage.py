@@ -9,6 +9,7 @@ tests/cluster/test_multinode.py::test_e_mlflow_server_restarted_mid_sweep_loses_
 from __future__ import annotations
 
 import os
+import re
 import signal
 from pathlib import Path
 from typing import Any
@@ -76,6 +77,8 @@ def _run(tmp_path: Path, server: MlflowServer, capsys: pytest.CaptureFixture[str
     assert main(["sweep", str(space), "--storage", storage, "--resume"]) == 0
     err = capsys.readouterr().err
     assert "started   lr=" not in err  # nothing trained again
+    sent = re.search(r"resume: sent MLflow (\d+) missing epochs and 2 trial endings", err)
+    assert sent and int(sent.group(1)) >= 2 * EPOCHS - 1, err  # the first may have gone through
     client = tracking.connect(server.uri)
     parent = tracking.find_sweep(client, "outage")
     assert parent.info.status == "FINISHED"
