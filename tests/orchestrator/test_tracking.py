@@ -252,3 +252,32 @@ def test_ctrl_c_while_a_trial_actor_starts_leaves_the_parent_killed(client) -> N
     finished.on_step_end(iteration=1, trials=[done])  # every trial concluded: a finished sweep
     finished.on_experiment_end(trials=[done])
     assert client.get_run(parent).info.status == "FINISHED"
+
+
+def test_a_run_the_server_lost_right_after_creating_gets_its_params_when_found_again(
+    client,
+) -> None:
+    """The server went away between creating the child run and logging its params: the call
+    is sent again (the writer) or replayed (``--resume``), finds the run by its key and fills
+    in what it lacks instead of leaving it without params."""
+    import yaml
+    from ablate_sweep_helpers import REPO
+
+    from trainables.trainable import trial_identity
+
+    base = yaml.safe_load((REPO / "search_spaces" / "base" / "tiny.yaml").read_text())
+    config = {"ablate": {"cells": [{"label": "base", "config": base}]}, "cell": 0, "sample": {}}
+    experiment = tracking.ensure_experiment(client, "halfmade")
+    parent = client.create_run(experiment, run_name="halfmade").info.run_id
+    key = trial_identity(config, "t1").key
+    run_id, created = tracking.open_child_run(client, experiment, parent, key, {})
+    assert created and not client.get_run(run_id).data.params  # what the server kept
+
+    callback = TrackingCallback(client.tracking_uri, experiment, parent, "val/dice_mean", "max")
+    callback.client = client
+    callback._start_run("t1", config)
+    assert callback.runs["t1"] == run_id  # the same run, not a second one
+    run = client.get_run(run_id)
+    assert run.data.params["optimizer.lr"] == str(base["optimizer"]["lr"])
+    assert [a.path for a in client.list_artifacts(run_id, "config")] == ["config/trial.yaml"]
+    assert run.data.tags["ablate.outcome"] == "running"
