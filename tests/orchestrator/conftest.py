@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from loopback_http import Server
 
 
 @pytest.fixture(scope="module")
@@ -31,3 +32,11 @@ def sweep_workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Run in ``tmp_path`` (mlflow.db and ray_results land there) with a private data cache."""
     monkeypatch.setenv("ABLATE_CACHE", str(tmp_path / "cache"))
     monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture
+def server() -> Iterator[Server]:
+    """A running loopback HTTP server (tests/orchestrator/loopback_http.py); stopped after,
+    unless the test already stopped it."""
+    with Server() as running:
+        yield running

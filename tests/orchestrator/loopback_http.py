@@ -74,3 +74,11 @@ class Server:
         self.httpd.shutdown()
         self.httpd.server_close()
         self.httpd = None
+
+    def __enter__(self) -> Server:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.httpd is not None:  # a test may have stopped it already
+            self.stop()

@@ -6,22 +6,11 @@ Real errors only: MLflow's client against a loopback server that refuses a call 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from loopback_http import Server
 
 from orchestrator.cli import main
 from orchestrator.tracking_errors import is_transient, lost_server_message, reason
-
-
-@pytest.fixture
-def server() -> Iterator[Server]:
-    running = Server()
-    running.start()
-    yield running
-    if running.httpd is not None:
-        running.stop()
 
 
 @pytest.fixture(autouse=True)
@@ -54,12 +43,8 @@ def test_errors_are_told_apart_by_whether_the_server_answered(
 def test_a_server_lost_mid_command_is_one_line_and_exit_2(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    dying = Server(drop_api=True)  # answers the connect check, then drops every request
-    dying.start()
-    try:
+    with Server(drop_api=True) as dying:  # answers the connect check, then drops every request
         code = main(["winners", "mysweep", "--tracking-uri", dying.uri])
-    finally:
-        dying.stop()
     err = capsys.readouterr().err
     assert code == 2, err
     assert err == (

@@ -8,22 +8,11 @@ from __future__ import annotations
 
 import time
 import urllib.request
-from collections.abc import Iterator
 
-import pytest
 from loopback_http import Server
 
 from orchestrator import tracking
 from orchestrator.tracking_writer import TRANSIENT_RETRIES, TrackingWriter
-
-
-@pytest.fixture
-def server() -> Iterator[Server]:
-    running = Server()
-    running.start()
-    yield running
-    if running.httpd is not None:
-        running.stop()
 
 
 def get(uri: str, path: str) -> None:
