@@ -113,7 +113,7 @@ class TrackingCallback(tune.Callback):
         }
         step = int(result.get("epoch", result.get("training_iteration", 0)))
         self._submit(self._log_epoch, trial.trial_id, metrics, step, result.get("split_hash"))
-        versions = {tag: str(result[k]) for k, tag in VERSION_TAGS.items() if k in result}
+        versions = version_tags(result)
         if versions and trial.trial_id not in self.versions_tagged:  # from the first result
             self.versions_tagged.add(trial.trial_id)
             self._submit(self._tag, trial.trial_id, dict(trial.config), versions)
@@ -174,13 +174,16 @@ class TrackingCallback(tune.Callback):
             self._start_run(trial.trial_id, config)  # finds the existing child by its key
             run_id = self.runs[trial.trial_id]
             frame = frames.get(trial.trial_id)
-            if frame is not None:
-                rows = frame.to_dict("records")
-                held = len(self.logged[trial.trial_id])
-                self._backfill(trial.trial_id, rows)
-                epochs += len(self.logged[trial.trial_id]) - held
-                self._tag_versions(run_id, rows[-1] if rows else {})
-            if self.client.get_run(run_id).info.status in ("FINISHED", "FAILED"):
+            rows = frame.to_dict("records") if frame is not None else []
+            held = len(self.logged[trial.trial_id])
+            self._backfill(trial.trial_id, rows)
+            epochs += len(self.logged[trial.trial_id]) - held
+            run = self.client.get_run(run_id)  # once: its tags and its status
+            versions = version_tags(rows[-1]) if rows else {}
+            missing = {tag: v for tag, v in versions.items() if tag not in run.data.tags}
+            if missing:  # the worker's versions, as on_trial_result tags them
+                tracking.set_tags(self.client, run_id, missing)
+            if run.info.status in ("FINISHED", "FAILED"):
                 continue
             if trial.status in CONCLUDED:
                 endings += 1
@@ -188,14 +191,6 @@ class TrackingCallback(tune.Callback):
                 error = trial_error(trial) if trial.status == "ERROR" else None
                 self._finish_run(trial.trial_id, config, last, error, trial.checkpoint)
         return epochs, endings
-
-    def _tag_versions(self, run_id: str, row: dict[str, Any]) -> None:
-        """The worker's torch/CUDA/cuDNN/GPU tags, where the run lacks them."""
-        have = self.client.get_run(run_id).data.tags
-        versions = {tag: str(row[k]) for k, tag in VERSION_TAGS.items() if k in row}
-        missing = {tag: value for tag, value in versions.items() if tag not in have}
-        if missing:
-            tracking.set_tags(self.client, run_id, missing)
 
     def _backfill(self, trial_id: str, rows: list[dict[str, Any]]) -> None:
         """Log the saved epochs whose step the run does not have yet (``_log_epoch`` skips
@@ -359,6 +354,11 @@ class TrackingCallback(tune.Callback):
                 self.client.set_terminated(self.runs[trial_id], status="KILLED")
         killed = bool(interrupted) or unfinished
         self.client.set_terminated(self.parent_id, status="KILLED" if killed else "FINISHED")
+
+
+def version_tags(result: dict[str, Any]) -> dict[str, str]:
+    """The worker's torch/CUDA/cuDNN/GPU versions in a Tune result, as run tags."""
+    return {tag: str(result[k]) for k, tag in VERSION_TAGS.items() if k in result}
 
 
 def logged_epochs(client: Any, run_id: str) -> set[int]:

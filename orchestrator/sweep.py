@@ -151,12 +151,19 @@ def run_sweep(opts: SweepOptions) -> SweepResult:
     from orchestrator.callbacks import UNSENT_CALLS
 
     ended = trial_outcomes(path)
-    result = SweepResult(
-        name, path, uri, parent_id, ended.counts, ended.unfinished, experiment_id, ended.problems
+    return SweepResult(
+        name,
+        path,
+        uri,
+        parent_id,
+        ended.counts,
+        interrupted=ended.unfinished,
+        experiment_id=experiment_id,
+        problems=ended.problems,
+        left_out=left_out,
+        unsent_calls=UNSENT_CALLS.pop(parent_id, 0),
+        restarted=ended.restarted,
     )
-    result.left_out, result.restarted = left_out, ended.restarted
-    result.unsent_calls = UNSENT_CALLS.pop(parent_id, 0)
-    return result
 
 
 def data_label_scheme(plan: Plan) -> str:

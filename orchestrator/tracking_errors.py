@@ -55,11 +55,12 @@ def reason(err: BaseException) -> str:
     """The cause in a few words: the innermost socket error (MLflow wraps it in a long line
     naming the request), else the message's first line, cut short."""
     for cause in reversed(causes(err)):
-        if isinstance(cause, OSError) and cause.strerror:
-            return cause.strerror
-    for cause in reversed(causes(err)):
+        if not isinstance(cause, OSError):
+            continue
+        if cause.strerror:
+            return cause.strerror  # e.g. 'Connection refused'
         text = str(cause).strip()
-        if text and len(text) <= 120 and isinstance(cause, OSError):
+        if text and len(text) <= 120:
             return text  # e.g. 'Remote end closed connection without response'
     text = str(err)
     return text.splitlines()[0][:160] if text else type(err).__name__
