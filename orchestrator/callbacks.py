@@ -19,6 +19,7 @@ they pickle their settings only and rebuild clients and threads in ``setup``.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -275,8 +276,8 @@ class TrackingCallback(tune.Callback):
         if step not in logged:
             tracking.log_metrics(self.client, run_id, metrics, step)
             logged.add(step)
-        if test:  # summaries of the selected weights: step 0, like best/ and summary/
-            test_tracking.log_test(self.client, run_id, test)
+        if test and not self._holds_step_zero(run_id, test):  # summaries of the selected
+            test_tracking.log_test(self.client, run_id, test)  # weights: step 0, like best/
         if split and trial_id not in self.split_tagged:
             self.split_tagged.add(trial_id)
             tracking.set_tags(self.client, run_id, {"ablate.split_hash": split})
@@ -300,7 +301,8 @@ class TrackingCallback(tune.Callback):
             outcome = "failed"
         error = error or last.get("error")
         summary = tracking.summarize(self.client, run_id, self.metric, self.mode)
-        tracking.log_metrics(self.client, run_id, summary, step=0)
+        if not self._holds_step_zero(run_id, summary):
+            tracking.log_metrics(self.client, run_id, summary, step=0)
         self._log_artifacts(run_id, checkpoint)
         tags = {"ablate.outcome": outcome, NOTE_TAG: self._note(run_id, outcome, summary)}
         if error:
@@ -310,6 +312,13 @@ class TrackingCallback(tune.Callback):
         tracking.set_tags(self.client, run_id, tags)
         ok = outcome in ("finished", "stopped_early")
         self.client.set_terminated(run_id, status="FINISHED" if ok else "FAILED")
+
+    def _holds_step_zero(self, run_id: str, metrics: dict[str, float]) -> bool:
+        """Whether the run already has this step-0 batch (summary or test metrics): a finish
+        half sent before the driver or the server went away is completed by ``--resume``
+        without a second point per key."""
+        finite = [k for k, v in metrics.items() if math.isfinite(v)]  # the ones logged
+        return bool(finite) and tracking.holds_at_step(self.client, run_id, finite[0], 0)
 
     def _log_artifacts(self, run_id: str, checkpoint: Any) -> None:
         """From the trial's last Tune checkpoint: the best model (``checkpoint/best.pt``), its

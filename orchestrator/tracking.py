@@ -270,6 +270,12 @@ def log_metrics(client: MlflowClient, run_id: str, metrics: dict[str, float], st
         client.log_batch(run_id, metrics=batch)
 
 
+def holds_at_step(client: MlflowClient, run_id: str, key: str, step: int) -> bool:
+    """Whether the run has a point of ``key`` at ``step``: a batch logged before (one
+    ``log_batch`` is stored whole, so one of its keys answers for all of them)."""
+    return any(m.step == step for m in client.get_metric_history(run_id, key))
+
+
 def set_tags(client: MlflowClient, run_id: str, tags: dict[str, str]) -> None:
     from mlflow.entities import RunTag
 

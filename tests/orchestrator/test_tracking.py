@@ -281,3 +281,43 @@ def test_a_run_the_server_lost_right_after_creating_gets_its_params_when_found_a
     assert run.data.params["optimizer.lr"] == str(base["optimizer"]["lr"])
     assert [a.path for a in client.list_artifacts(run_id, "config")] == ["config/trial.yaml"]
     assert run.data.tags["ablate.outcome"] == "running"
+
+
+def test_a_finish_half_sent_before_a_resume_leaves_one_point_per_summary_key(client) -> None:
+    """The first driver sent a trial's test metrics and summary (step 0) and then lost the
+    server before the run was marked finished; ``--resume`` replays the saved epochs and the
+    finish. The run ends FINISHED with one step-0 point per key, not two."""
+    import yaml
+    from ablate_sweep_helpers import REPO
+
+    base = yaml.safe_load((REPO / "search_spaces" / "base" / "tiny.yaml").read_text())
+    base["train"]["epochs"] = 2
+    config = {"ablate": {"cells": [{"label": "base", "config": base}]}, "cell": 0, "sample": {}}
+    experiment = tracking.ensure_experiment(client, "halfsent")
+    parent = client.create_run(experiment, run_name="halfsent").info.run_id
+    epochs = [
+        {"train/loss": 0.9, "val/dice_mean": 0.4, "best/epoch": 1.0, "perf/epoch_s": 2.0},
+        {"train/loss": 0.8, "val/dice_mean": 0.5, "best/epoch": 2.0, "perf/epoch_s": 3.0},
+    ]
+    epochs[-1] |= {"test/dice_mean": 0.45, "test/cases": 2.0}  # the selected weights, tested
+
+    def drive() -> TrackingCallback:
+        callback = TrackingCallback(client.tracking_uri, experiment, parent, "val/dice_mean", "max")
+        callback.client = client
+        callback._start_run("t1", config)
+        for step, metrics in enumerate(epochs, start=1):
+            callback._log_epoch("t1", dict(metrics), step, None)
+        callback._finish_run("t1", config, {"epoch": 2.0}, None, None)
+        return callback
+
+    run_id = drive().runs["t1"]
+    client.update_run(run_id, "RUNNING")  # what the server kept: no final status
+    assert drive().runs["t1"] == run_id  # the resumed driver finds it and finishes it
+
+    run = client.get_run(run_id)
+    assert run.info.status == "FINISHED" and run.data.tags["ablate.outcome"] == "finished"
+    for key in ("test/dice_mean", "test/cases", "summary/epoch_s", "best/val/dice_mean"):
+        assert [m.step for m in client.get_metric_history(run_id, key)] == [0], key
+    history = client.get_metric_history(run_id, "best/epoch")  # per epoch, then the summary
+    assert sorted(m.step for m in history) == [0, 1, 2]
+    assert run.data.metrics["summary/epoch_s"] == 2.5 and run.data.metrics["best/epoch"] == 2
