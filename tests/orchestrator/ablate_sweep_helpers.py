@@ -17,6 +17,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 TINY_TRIAL = REPO / "search_spaces" / "base" / "tiny.yaml"
+UNREACHABLE = "http://127.0.0.1:9"  # the discard port: nothing listens there
 
 
 def tiny_trial(folder: Path, **sections: dict[str, Any]) -> Path:
@@ -112,3 +113,11 @@ def _child(
     tracking.set_tags(client, run_id, {"ablate.outcome": "finished"})
     client.set_terminated(run_id, status="FINISHED")
     return run_id
+
+
+def run_validate(path: Path, capsys: Any, *extra: str) -> tuple[int, str]:
+    """``ablate validate PATH EXTRA...``: its exit code and what it wrote to stderr."""
+    from orchestrator.cli import main
+
+    code = main(["validate", str(path), *extra])
+    return code, capsys.readouterr().err

@@ -1,0 +1,277 @@
+"""``ablate validate``'s rules across components, cells and the study's own keys (schedule vs
+epochs, ASHA rungs, paper numbers, region metrics, cells that would train alike, trial caps):
+each broken rule exits 2, before Ray starts, with a message naming the cell or key and why."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from ablate_sweep_helpers import UNREACHABLE, run_validate, write_space
+
+from orchestrator.cli import main
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ABLATE_CACHE", str(tmp_path / "cache"))
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (  # tiny.yaml trains 2 epochs here (see tiny_trial)
+            "base: {schedule.warmup_epochs: 10}\n",
+            "base.schedule.warmup_epochs: schedule.warmup_epochs: 10 must be less than "
+            "train.epochs (2): the warm-up would leave no epochs for the schedule",
+        ),
+        (
+            "base: {schedule: {kind: cosine, min_lr: 0.5}}\n",
+            "base.schedule: schedule.min_lr: 0.5 must not exceed optimizer.lr (0.003): the cosine "
+            "anneals from the optimizer's lr down to min_lr",
+        ),
+        (
+            "grid: {schedule.warmup_epochs: [0, 2]}\n",  # one bad cell, named by its grid key
+            "grid.schedule.warmup_epochs: schedule.warmup_epochs: 2 must be less than "
+            "train.epochs (2)",
+        ),
+        (
+            "grid: {train.freeze: [{module: encodr, iterations: 1}]}\n",
+            "grid.train.freeze: train.freeze.module: 'encodr' is not a sub-module of model "
+            "'attention_unet' (top level: bottleneck, decoder, encoder, heads) (did you mean "
+            "'encoder'?)",
+        ),
+    ],
+)
+def test_cross_component_rules_fail_validate_before_any_worker(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, expected: str
+) -> None:
+    space = write_space(tmp_path, "name: s\nextends: trial.yaml\n" + text)
+    code, err = run_validate(space, capsys)
+    assert code == 2 and f"{space}:" in err and expected in err
+    assert not (tmp_path / "cache").exists()  # no data was generated or read
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "scheduler: {kind: asha, grace_period: 4, max_t: 4}\n",
+            "scheduler.grace_period: 4 must be less than max_t (4)",
+        ),
+        (
+            "scheduler: {kind: asha, max_t: 5}\n",
+            "scheduler.max_t: 5 exceeds train.epochs (2) of cell 'base': its trials end before "
+            "ASHA's last rung",
+        ),
+        (
+            "scheduler: {kind: asha, grace_period: 2}\n",
+            "scheduler.grace_period: 2 must be less than train.epochs (2), ASHA's default max_t",
+        ),
+        (
+            "scheduler: {kind: asha}\ngrid: {train.epochs: [4, 1]}\n",
+            "scheduler.max_t (default: the first cell's epochs): 4 exceeds train.epochs (1) of "
+            "cell 'epochs=1'",
+        ),
+        (
+            "base: {train.epochs: 3}\nscheduler: {kind: asha, max_t: 2}\n",
+            "scheduler.max_t: 2 is less than train.epochs (3) of cell 'base': ASHA would stop "
+            "every trial at epoch max_t, so none would finish or be tested",
+        ),
+    ],
+)
+def test_asha_rungs_must_fit_the_epochs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, expected: str
+) -> None:
+    space = write_space(tmp_path, "name: s\nextends: trial.yaml\n" + text)
+    code, err = run_validate(space, capsys)
+    assert code == 2 and expected in err
+
+
+def test_a_paper_label_typo_gets_the_shared_suggestion(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = (
+        "variants: [{label: no-attention, overrides: {model.attention: false}}]\n"
+        "paper: {citation: x, reported: {no-atention: {val/dice_mean: 0.8}}}\n"
+    )
+    space = write_space(tmp_path, "name: s\nextends: trial.yaml\n" + text)
+    code, err = run_validate(space, capsys)
+    assert code == 2
+    assert "paper.reported.no-atention: not a cell or variant label (did you mean " in err
+    assert "'no-attention'?)" in err
+
+
+def test_a_paper_number_for_a_metric_no_trial_logs_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = (
+        "variants: [{label: a}, {label: b, overrides: {model.attention: false}}]\n"
+        "paper: {citation: x, reported: {a: {val/dice: 0.8}, b: {val/dice_mean: 0.7}}}\n"
+    )
+    space = write_space(tmp_path, "name: s\nextends: trial.yaml\n" + text)
+    code, err = run_validate(space, capsys)
+    assert code == 2
+    assert "paper.reported.a.val/dice: not a metric the trials log (did you mean " in err
+    assert "paper.reported.b" not in err
+
+
+def test_a_paper_number_measured_on_test_cases_is_filed_under_test(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A paper's test-set numbers go under the test/ names the trials log once on their test
+    cases; test/loss is no such name (only per-case region metrics are tested)."""
+    text = (
+        "variants: [{label: a}, {label: b, overrides: {model.attention: false}}]\n"
+        "paper: {citation: x, reported: {a: {test/dice_wt: 0.9, test/dice_mean: 0.8},"
+        " b: {test/loss: 0.3}}}\n"
+    )
+    space = write_space(tmp_path, "name: s\nextends: trial.yaml\n" + text)
+    code, err = run_validate(space, capsys)
+    assert code == 2
+    assert "paper.reported.b.test/loss: not a metric the trials log" in err
+    assert "paper.reported.a" not in err
+
+
+def test_sweep_rejects_the_same_trial_before_ray_starts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    space = write_space(
+        tmp_path, "name: s\nextends: trial.yaml\nbase: {schedule.warmup_epochs: 10}\n"
+    )
+    storage = tmp_path / "ray_results"
+    code = main(["sweep", str(space), "--storage", str(storage), "--tracking-uri", UNREACHABLE])
+    err = capsys.readouterr().err
+    assert code == 2 and "schedule.warmup_epochs: 10 must be less than train.epochs (2)" in err
+    assert not storage.exists()
+
+
+def test_a_reader_that_leaves_early_ends_the_listing_quietly() -> None:
+    """``ablate validate STUDY | head -1``: the closed pipe ends the command without an error."""
+    import subprocess
+    import sys
+
+    study = Path(__file__).resolve().parents[2] / "search_spaces" / "fmnet_architecture.yaml"
+    command = [sys.executable, "-m", "orchestrator.cli", "validate", str(study)]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # the reader is gone before the first line is written
+    err = proc.stderr.read().decode()
+    assert proc.wait() == 141 and "BrokenPipeError" not in err, err
+
+
+def test_smoke_listing_says_the_trials_are_shrunk(capsys: pytest.CaptureFixture[str]) -> None:
+    study = Path(__file__).resolve().parents[2] / "search_spaces" / "smoke.yaml"
+    assert main(["validate", str(study), "--smoke"]) == 0
+    summary = capsys.readouterr().out.splitlines()[0]
+    note = "; smoke: every trial shrunk, overrides listed as the file writes them)"
+    assert summary.endswith(note)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "grid: {model.attention: [true, 'yes']}\n",
+            "cells 'attention=true' and 'attention=yes' give the same trial config",
+        ),
+        (
+            "grid: {optimizer.lr: [0.001, 0.01]}\nsearch: {kind: optuna, num_samples: 2}\n"
+            "sample: {optimizer.lr: {loguniform: [1.0e-4, 1.0e-2]}}\n",
+            "sample.optimizer.lr: also a grid axis; each trial's sampled value would replace",
+        ),
+        (
+            "variants: [{label: x, overrides: {model: {attention: false}}}]\n"
+            "grid: {model.attention: [true, false]}\n",
+            "variants[0].overrides.model.attention: also a grid axis, whose values replace the "
+            "variant's in every cell",
+        ),
+    ],
+)
+def test_cells_that_would_train_alike_are_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, expected: str
+) -> None:
+    space = write_space(tmp_path, "name: s\nextends: trial.yaml\n" + text)
+    code, err = run_validate(space, capsys)
+    assert code == 2 and expected in err, err
+
+
+def test_a_region_metric_the_labels_do_not_have_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    space = write_space(tmp_path, "name: s\nextends: trial.yaml\nmetric: val/dice_fg\n")
+    code, err = run_validate(space, capsys)
+    assert code == 2
+    assert (
+        "metric: val/dice_fg is never logged by cell 'base': its labels give the regions wt, tc, "
+        "et (e.g. val/dice_wt)" in err
+    )
+    ct = "base: {data.label_scheme: binary, data.modalities: [ct], data.synthetic.modality: ct}\n"
+    space = write_space(tmp_path, "name: s\nextends: trial.yaml\nmetric: val/dice_fg\n" + ct)
+    assert run_validate(space, capsys)[0] == 0  # binary labels: the FG region is logged
+
+
+def test_a_synthetic_axis_with_data_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--data replaces the synthetic cases: the two cells would train on the same data."""
+    from trainables.data.synth import synthesize_dataset
+
+    synthesize_dataset(tmp_path / "data", 6, shape=(32, 32, 32))
+    space = write_space(tmp_path, "name: s\nextends: trial.yaml\ngrid: {data.synthetic.shape: "
+                        "[[32, 32, 32], [40, 40, 32]]}\n")  # fmt: skip
+    code, err = run_validate(space, capsys, "--data", str(tmp_path / "data"))
+    assert code == 2
+    assert (
+        "grid.data.synthetic.shape: has no effect: the trials read the cases in "
+        f"{(tmp_path / 'data').resolve()} (data.root, or --data), not synthetic ones" in err
+    )
+    assert run_validate(space, capsys)[0] == 0  # without --data the axis is real
+
+
+def test_a_gpu_only_metric_without_a_gpu_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = "name: s\nextends: trial.yaml\nmetric: perf/peak_gpu_mem_gib\nmode: min\n"
+    code, err = run_validate(write_space(tmp_path, text), capsys)
+    assert code == 2 and (
+        "metric: perf/peak_gpu_mem_gib is logged only by trials on a GPU, and resources.gpu is "
+        "0, so no trial would log it" in err
+    )
+
+
+def test_a_grid_over_seed_gives_one_message_not_a_cascade(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    space = write_space(tmp_path, "name: s\nextends: trial.yaml\ngrid: {seed: [0, 1]}\n")
+    code, err = run_validate(space, capsys)
+    assert code == 2 and "grid.seed: the trial seed is set by 'seeds:'" in err
+    assert "give the same trial config" not in err
+
+
+def test_a_study_of_more_trials_than_max_trials_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lrs = ", ".join(f"{k}.0e-4" for k in range(1, 41))
+    grid = f"grid: {{optimizer.lr: [{lrs}], train.batch_size: [1, 2, 3, 4, 5]}}\nseeds: 6\n"
+    space = write_space(tmp_path, "name: s\nextends: trial.yaml\n" + grid)
+    code, err = run_validate(space, capsys)  # the default cap: 1000
+    assert code == 2 and (
+        "the study plans 1200 trials (200 cells x 6 seeds), more than --max-trials 1000; check "
+        "the axes, or pass --max-trials 1200 to run it as written" in err
+    )
+    small = write_space(tmp_path, "name: s\nextends: trial.yaml\nseeds: 4\n", "small.yaml")
+    assert run_validate(small, capsys, "--max-trials", "3")[0] == 2
+    assert run_validate(small, capsys, "--max-trials", "4")[0] == 0
+
+
+def test_a_section_rule_names_the_cell_when_several_axes_set_its_fields(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Two axes inside ``model``: either may be the cause, so both are named with the cell."""
+    grid = "grid: {model.filters: [[4, 8, 16, 32], [4, 8]], model.attention: [true, false]}\n"
+    space = write_space(tmp_path, "name: s\nextends: trial.yaml\n" + grid)
+    code, err = run_validate(space, capsys)
+    assert code == 2 and (
+        "cell 'filters=[4,8],attention=true' (grid.model.filters, grid.model.attention): model: "
+        "deep_supervision=1 needs more decoder levels" in err
+    )
