@@ -24,10 +24,11 @@ def register(verbs: argparse._SubParsersAction) -> None:
         help="external test set (any layout): all its labelled cases, logged as test_ext/",
     )
     test.add_argument("--tracking-uri", help=URI_HELP)
-    test.add_argument(
+    redo = test.add_mutually_exclusive_group()  # opposite answers to "tested already?"
+    redo.add_argument(
         "--overwrite", action="store_true", help="evaluate runs that already have test metrics"
     )
-    test.add_argument(
+    redo.add_argument(
         "--missing",
         action="store_true",
         help="test only the runs without test metrics (continue an interrupted `ablate test`)",

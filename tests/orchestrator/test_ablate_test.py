@@ -127,6 +127,14 @@ def test_an_external_test_set_is_logged_under_its_own_prefix(
     assert listed == {"per_case/test_ext.csv"}
 
 
+def test_overwrite_and_missing_together_are_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    """They answer "tested already?" oppositely: given both, say so (was: --overwrite won)."""
+    with pytest.raises(SystemExit) as exit_:
+        main(["test", "study", "--overwrite", "--missing"])
+    assert exit_.value.code == 2
+    assert "argument --missing: not allowed with argument --overwrite" in capsys.readouterr().err
+
+
 def test_a_missing_external_test_set_is_refused_once_up_front(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
