@@ -37,7 +37,7 @@ def count_fused(cfg: object) -> int:
 def main() -> None:
     torch.set_num_threads(1)
     result = {}
-    for precision in ("fp32", "bf16"):
+    for precision in ("fp32", "fp16", "bf16"):
         on_cfg = toy_config(precision, fused_norm_act=True)
         on = run_steps(on_cfg, STEPS, prepare=force_triton)
         off = run_steps(toy_config(precision), STEPS)

@@ -3,12 +3,16 @@ on CUDA, and in a subprocess with triton's CPU interpreter for the fused norm)."
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
+from unittest import mock
 
 import torch
 from torch import Tensor
 
 from trainables.config.trial import TrialConfig, parse_trial_config
+from trainables.engine import step as step_module
 from trainables.engine.bench import build_bench_step
 
 OPTIMIZERS = {
@@ -40,8 +44,11 @@ def run_steps(cfg: TrialConfig, steps: int, prepare: Any = None) -> dict[str, An
     gradients and every parameter's total update (all float64 on the CPU).
 
     ``prepare(model)`` runs after building (the fused-norm subprocess forces its backend).
+    The step runs the precision the config asks for, fp16 on a CPU too (see
+    :func:`literal_precision`); ``precision`` and ``grad_scaler`` say what it ran.
     """
-    bench = build_bench_step(cfg)
+    with literal_precision():
+        bench = build_bench_step(cfg)
     if prepare is not None:
         prepare(bench.train.model)
     start = {k: v.detach().double().cpu().clone() for k, v in _params(bench.train.model)}
@@ -52,7 +59,22 @@ def run_steps(cfg: TrialConfig, steps: int, prepare: Any = None) -> dict[str, An
         if i == 0:  # scaled (fp16) gradients are unscaled in place before the optimizer step
             grads = {k: _grad(p) for k, p in _params(bench.train.model) if p.grad is not None}
     update = {k: v.detach().double().cpu() - start[k] for k, v in _params(bench.train.model)}
-    return {"losses": losses, "grads": grads, "update": update}
+    return {
+        "losses": losses,
+        "grads": grads,
+        "update": update,
+        "precision": bench.train.precision,
+        "grad_scaler": bench.train.scaler.is_enabled(),
+    }
+
+
+@contextmanager
+def literal_precision() -> Iterator[None]:
+    """Steps built here run the precision their config asks for. Training maps fp16 on a CPU
+    to fp32 (CPU float16 is slow at real sizes); at toy size the CPU runs true float16 autocast
+    with the GradScaler, so every switch's fp16 numerics are checked without a GPU."""
+    with mock.patch.object(step_module, "effective_precision", lambda requested, device: requested):
+        yield
 
 
 def _params(model: torch.nn.Module) -> list[tuple[str, Tensor]]:
