@@ -105,13 +105,7 @@ def run_sweep(opts: SweepOptions) -> SweepResult:
         data_lines = check_data_dir(data, data_label_scheme(plan), joined=bool(address))
         for line in data_lines:
             progress(line)
-    if opts.name is not None and not re.fullmatch(SWEEP_NAME, opts.name):
-        raise InputError(
-            f"{opts.name!r} must start with a letter or digit and hold only letters, digits, "
-            "'_', '.' and '-' (it names a folder and an MLflow experiment)",
-            where="--name",
-        )
-    name = opts.name or (f"{plan.name}-smoke" if opts.smoke else plan.name)
+    name = _sweep_name(opts, plan)
     path = _experiment_path(opts.storage, name)
     meta = _check_resume(opts, plan, path, name)
     uri = opts.tracking_uri or meta.get("tracking_uri") or tracking.default_tracking_uri()
@@ -124,26 +118,12 @@ def run_sweep(opts: SweepOptions) -> SweepResult:
     left_out = prepare_sweep_data(plan, data_lines) if opts.data else []
     _start_ray(address, opts.verbose)
     check_cluster_resources(plan, joined=bool(address))
-    experiment_id = tracking.ensure_experiment(client, name)
-    mlflow_ui.setup_experiment(client, experiment_id, plan)
-    parent_id = _parent_run(client, experiment_id, plan, name, path, opts)
-    if left_out:  # the case list the results are from is part of what they mean
-        shown = "\n".join(left_out)[: tracking.MAX_TAG]
-        tracking.set_tags(client, parent_id, {"ablate.left_out_cases": shown})
-    for line in mlflow_ui.browse_lines(uri, experiment_id):
-        progress(line)
+    mlflow = _open_tracking(client, uri, plan, name, path, opts, left_out)
     meta = {"space_file": str(plan.source), "space_hash": plan.space_hash, "tracking_uri": uri}
-    meta |= {"experiment_id": experiment_id, "parent_run_id": parent_id, "data": _data(opts)}
-    _write_meta(path, meta)
+    meta |= {"experiment_id": mlflow.experiment_id, "parent_run_id": mlflow.parent_id}
+    _write_meta(path, meta | {"data": _data(opts)})
     if opts.resume:  # a killed driver may have lost queued MLflow writes: replay Tune's record
-        from orchestrator.callbacks import TrackingCallback  # imports ray: only when sweeping
-
-        metric, mode = plan.space.metric, plan.space.mode
-        progress(f"resume: checking MLflow against Tune's record of sweep {name}")
-        sent = TrackingCallback(uri, experiment_id, parent_id, metric, mode).reconcile(path)
-        if any(sent):
-            progress(f"resume: sent MLflow {sent[0]} missing epochs and {sent[1]} trial endings")
-    mlflow = TrackingSettings(uri, experiment_id, parent_id)
+        _replay_into_mlflow(mlflow, plan, name, path)
     tuner = make_tuner(
         plan, path, mlflow, opts.resume, opts.verbose, opts.callbacks, opts.trainable
     )
@@ -155,13 +135,13 @@ def run_sweep(opts: SweepOptions) -> SweepResult:
         name,
         path,
         uri,
-        parent_id,
+        mlflow.parent_id,
         ended.counts,
         interrupted=ended.unfinished,
-        experiment_id=experiment_id,
+        experiment_id=mlflow.experiment_id,
         problems=ended.problems,
         left_out=left_out,
-        unsent_calls=UNSENT_CALLS.pop(parent_id, 0),
+        unsent_calls=UNSENT_CALLS.pop(mlflow.parent_id, 0),
         restarted=ended.restarted,
     )
 
@@ -171,6 +151,51 @@ def data_label_scheme(plan: Plan) -> str:
     configs = list(plan.cell_configs.values())
     data = (configs[0].get("data") or {}) if configs else {}
     return str(data.get("label_scheme", "auto"))
+
+
+def _sweep_name(opts: SweepOptions, plan: Plan) -> str:
+    """``--name``, checked, else the study's name (``-smoke`` added for a smoke run)."""
+    if opts.name is not None and not re.fullmatch(SWEEP_NAME, opts.name):
+        raise InputError(
+            f"{opts.name!r} must start with a letter or digit and hold only letters, digits, "
+            "'_', '.' and '-' (it names a folder and an MLflow experiment)",
+            where="--name",
+        )
+    return opts.name or (f"{plan.name}-smoke" if opts.smoke else plan.name)
+
+
+def _open_tracking(
+    client: Any,
+    uri: str,
+    plan: Plan,
+    name: str,
+    path: str,
+    opts: SweepOptions,
+    left_out: list[str],
+) -> TrackingSettings:
+    """The sweep's experiment (with ablate's saved view) and parent run, and the link to them."""
+    experiment_id = tracking.ensure_experiment(client, name)
+    mlflow_ui.setup_experiment(client, experiment_id, plan)
+    parent_id = _parent_run(client, experiment_id, plan, name, path, opts)
+    if left_out:  # the case list the results are from is part of what they mean
+        shown = "\n".join(left_out)[: tracking.MAX_TAG]
+        tracking.set_tags(client, parent_id, {"ablate.left_out_cases": shown})
+    for line in mlflow_ui.browse_lines(uri, experiment_id):
+        progress(line)
+    return TrackingSettings(uri, experiment_id, parent_id)
+
+
+def _replay_into_mlflow(mlflow: TrackingSettings, plan: Plan, name: str, path: str) -> None:
+    """``--resume``: send MLflow what Tune recorded and the server never got."""
+    from orchestrator.callbacks import TrackingCallback  # imports ray: only when sweeping
+
+    progress(f"resume: checking MLflow against Tune's record of sweep {name}")
+    callback = TrackingCallback(
+        mlflow.uri, mlflow.experiment_id, mlflow.parent_id, plan.space.metric, plan.space.mode
+    )
+    epochs, endings = callback.reconcile(path)
+    if epochs or endings:
+        progress(f"resume: sent MLflow {epochs} missing epochs and {endings} trial endings")
 
 
 def _experiment_path(storage: str, name: str) -> str:
