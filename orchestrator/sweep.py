@@ -121,7 +121,8 @@ def run_sweep(opts: SweepOptions) -> SweepResult:
     mlflow = _open_tracking(client, uri, plan, name, path, opts, left_out)
     meta = {"space_file": str(plan.source), "space_hash": plan.space_hash, "tracking_uri": uri}
     meta |= {"experiment_id": mlflow.experiment_id, "parent_run_id": mlflow.parent_id}
-    _write_meta(path, meta | {"data": _data(opts)})
+    meta["data"] = _data(opts)
+    _write_meta(path, meta)
     if opts.resume:  # a killed driver may have lost queued MLflow writes: replay Tune's record
         _replay_into_mlflow(mlflow, plan, name, path)
     tuner = make_tuner(

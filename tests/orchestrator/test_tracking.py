@@ -7,7 +7,8 @@ import pickle
 from pathlib import Path
 
 import pytest
-from ablate_sweep_helpers import mlflow_uri
+import yaml
+from ablate_sweep_helpers import TINY_TRIAL, mlflow_uri
 
 from orchestrator import tracking
 from orchestrator.callbacks import TrackingCallback
@@ -18,6 +19,21 @@ from trainables.errors import InputError
 @pytest.fixture
 def client(tmp_path: Path):  # -> MlflowClient
     return tracking.connect(mlflow_uri(tmp_path))
+
+
+def _one_cell_trial(base: dict, sample: dict | None = None) -> dict:
+    """The config Tune hands a trial of a one-cell sweep over the trial config ``base``."""
+    return {
+        "ablate": {"cells": [{"label": "base", "config": base}]},
+        "cell": 0,
+        "sample": sample or {},
+    }
+
+
+def _sweep_parent(client, name: str) -> tuple[str, str]:  # client: MlflowClient
+    """A sweep's experiment ``name`` and its parent run: (experiment id, parent run id)."""
+    experiment = tracking.ensure_experiment(client, name)
+    return experiment, client.create_run(experiment, run_name=name).info.run_id
 
 
 def test_default_uri_is_an_sqlite_file_in_the_working_directory(
@@ -170,15 +186,11 @@ def test_parent_tags_name_ablate_itself() -> None:
 
 
 def test_a_sampled_trial_whose_config_is_invalid_still_gets_its_failed_run(client) -> None:
-    import yaml
-    from ablate_sweep_helpers import REPO
-
-    base = yaml.safe_load((REPO / "search_spaces" / "base" / "tiny.yaml").read_text())
+    base = yaml.safe_load(TINY_TRIAL.read_text())
     base["schedule"] = {"kind": "cosine", "min_lr": 1e-5}
     sample = {"optimizer.lr": 1e-4, "schedule.min_lr": 2e-3}  # min_lr above lr: invalid
-    config = {"ablate": {"cells": [{"label": "base", "config": base}]}, "cell": 0, "sample": sample}
-    experiment = tracking.ensure_experiment(client, "joint")
-    parent = client.create_run(experiment, run_name="joint").info.run_id
+    config = _one_cell_trial(base, sample)
+    experiment, parent = _sweep_parent(client, "joint")
     callback = TrackingCallback(client.tracking_uri, experiment, parent, "val/dice_mean", "max")
     callback.setup()
     error = "InputError: sampled trial t1: schedule.min_lr: 0.002 must not exceed optimizer.lr"
@@ -198,13 +210,9 @@ def test_an_epoch_trained_again_after_a_restore_is_logged_once(client) -> None:
     """A driver killed after epoch 2's result but before its checkpoint: the resumed driver's
     callback finds the run again, the trial retrains epoch 2 from epoch 1's checkpoint, and the
     run keeps one point per epoch (the first epoch 2), not two."""
-    import yaml
-    from ablate_sweep_helpers import REPO
-
-    base = yaml.safe_load((REPO / "search_spaces" / "base" / "tiny.yaml").read_text())
-    config = {"ablate": {"cells": [{"label": "base", "config": base}]}, "cell": 0, "sample": {}}
-    experiment = tracking.ensure_experiment(client, "restored")
-    parent = client.create_run(experiment, run_name="restored").info.run_id
+    base = yaml.safe_load(TINY_TRIAL.read_text())
+    config = _one_cell_trial(base)
+    experiment, parent = _sweep_parent(client, "restored")
     first = TrackingCallback(client.tracking_uri, experiment, parent, "val/dice_mean", "max")
     first.client = client
     first._start_run("t1", config)
@@ -227,14 +235,11 @@ def test_an_epoch_trained_again_after_a_restore_is_logged_once(client) -> None:
 def test_ctrl_c_while_a_trial_actor_starts_leaves_the_parent_killed(client) -> None:
     """On Ctrl-C Tune marks live trials TERMINATED without a completion hook; a trial whose
     actor was still starting (no run yet) must not make the interrupted sweep look FINISHED."""
-    import yaml
-    from ablate_sweep_helpers import REPO
     from ray.tune.experiment import Trial
 
-    base = yaml.safe_load((REPO / "search_spaces" / "base" / "tiny.yaml").read_text())
-    config = {"ablate": {"cells": [{"label": "base", "config": base}]}, "cell": 0, "sample": {}}
-    experiment = tracking.ensure_experiment(client, "interrupted")
-    parent = client.create_run(experiment, run_name="interrupted").info.run_id
+    base = yaml.safe_load(TINY_TRIAL.read_text())
+    config = _one_cell_trial(base)
+    experiment, parent = _sweep_parent(client, "interrupted")
     done, starting = (Trial("ablate", config=config, trial_id=i, stub=True) for i in ("t0", "t1"))
     done.set_status(Trial.RUNNING)
     starting.set_status(Trial.PENDING)
@@ -260,15 +265,11 @@ def test_a_run_the_server_lost_right_after_creating_gets_its_params_when_found_a
     """The server went away between creating the child run and logging its params: the call
     is sent again (the writer) or replayed (``--resume``), finds the run by its key and fills
     in what it lacks instead of leaving it without params."""
-    import yaml
-    from ablate_sweep_helpers import REPO
-
     from trainables.trainable import trial_identity
 
-    base = yaml.safe_load((REPO / "search_spaces" / "base" / "tiny.yaml").read_text())
-    config = {"ablate": {"cells": [{"label": "base", "config": base}]}, "cell": 0, "sample": {}}
-    experiment = tracking.ensure_experiment(client, "halfmade")
-    parent = client.create_run(experiment, run_name="halfmade").info.run_id
+    base = yaml.safe_load(TINY_TRIAL.read_text())
+    config = _one_cell_trial(base)
+    experiment, parent = _sweep_parent(client, "halfmade")
     key = trial_identity(config, "t1").key
     run_id, created = tracking.open_child_run(client, experiment, parent, key, {})
     assert created and not client.get_run(run_id).data.params  # what the server kept
@@ -287,14 +288,10 @@ def test_a_finish_half_sent_before_a_resume_leaves_one_point_per_summary_key(cli
     """The first driver sent a trial's test metrics and summary (step 0) and then lost the
     server before the run was marked finished; ``--resume`` replays the saved epochs and the
     finish. The run ends FINISHED with one step-0 point per key, not two."""
-    import yaml
-    from ablate_sweep_helpers import REPO
-
-    base = yaml.safe_load((REPO / "search_spaces" / "base" / "tiny.yaml").read_text())
+    base = yaml.safe_load(TINY_TRIAL.read_text())
     base["train"]["epochs"] = 2
-    config = {"ablate": {"cells": [{"label": "base", "config": base}]}, "cell": 0, "sample": {}}
-    experiment = tracking.ensure_experiment(client, "halfsent")
-    parent = client.create_run(experiment, run_name="halfsent").info.run_id
+    config = _one_cell_trial(base)
+    experiment, parent = _sweep_parent(client, "halfsent")
     epochs = [
         {"train/loss": 0.9, "val/dice_mean": 0.4, "best/epoch": 1.0, "perf/epoch_s": 2.0},
         {"train/loss": 0.8, "val/dice_mean": 0.5, "best/epoch": 2.0, "perf/epoch_s": 3.0},
