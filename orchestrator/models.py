@@ -15,9 +15,11 @@ a sweep name                its winner: the run tagged ``winner=true``, else the
 
 Each resolves to ``(source, checkpoint dict)`` pairs for
 :func:`trainables.engine.predict.build_predictor`. Registration logs the winner's network in
-MLflow's pytorch flavour into the winning run, with the resolved trial config as the model's
-extra file ``trial_config.json`` and an input example of one patch, registers a version and
-points the alias ``champion`` at it.
+MLflow's pytorch flavour into the winning run, with two extra files - the resolved trial config
+``trial_config.json`` and the weights as a plain state dict ``weights.pt`` - and an input example
+of one patch, registers a version and points the alias ``champion`` at it. ``ablate predict``
+reads the two extra files (``torch.load(weights_only=True)``), so it never unpickles the
+flavour's pickled module: it works where ``MLFLOW_ALLOW_PICKLE_DESERIALIZATION=false``.
 """
 
 from __future__ import annotations
@@ -29,11 +31,12 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator import tracking
-from trainables.engine.checkpoint import load_checkpoint, make_checkpoint
+from trainables.engine.checkpoint import load_checkpoint, make_checkpoint, read_torch_file
 from trainables.errors import InputError
 
 CHECKPOINT_ARTIFACT = "checkpoint/best.pt"
 CONFIG_FILE = "trial_config.json"  # the logged model's extra file: the resolved trial config
+WEIGHTS_FILE = "weights.pt"  # its other extra file: the state dict, loadable without pickle
 MODEL_NAME = "model"  # the logged model's name in the run
 CHAMPION = "champion"
 _RUN_ID = re.compile(r"[0-9a-f]{32}")
@@ -114,7 +117,6 @@ def load_registered(spec: str, tracking_uri: str | None = None) -> Checkpoint:
     """``models:/NAME@ALIAS`` (or ``/VERSION``): the logged network's weights and the trial
     config logged with it, as a checkpoint dict."""
     import mlflow
-    import mlflow.pytorch
 
     uri = tracking_uri or tracking.default_tracking_uri()
     client = tracking.connect(uri)
@@ -123,13 +125,36 @@ def load_registered(spec: str, tracking_uri: str | None = None) -> Checkpoint:
         local = mlflow.artifacts.download_artifacts(
             artifact_uri=f"models:/{version.name}/{version.version}", dst_path=tmp, tracking_uri=uri
         )
-        config_path = Path(local) / "extra_files" / CONFIG_FILE
-        if not config_path.is_file():
+        extra = Path(local) / "extra_files"
+        if not (extra / CONFIG_FILE).is_file():
             raise InputError(f"the model has no {CONFIG_FILE}: not registered by ablate", spec)
-        config = json.loads(config_path.read_text())
-        model = mlflow.pytorch.load_model(local, map_location="cpu")
-    checkpoint = make_checkpoint(config, model.state_dict(), epoch=0, iteration=0)
+        config = json.loads((extra / CONFIG_FILE).read_text())
+        if (extra / WEIGHTS_FILE).is_file():
+            weights = read_torch_file(extra / WEIGHTS_FILE)
+        else:  # registered before the weights were stored beside the pickled module
+            weights = _unpickled_weights(local, spec)
+    checkpoint = make_checkpoint(config, weights, epoch=0, iteration=0)
     return f"{spec} (version {version.version})", checkpoint
+
+
+def _unpickled_weights(local: str, spec: str) -> dict[str, Any]:
+    """The state dict of a version that holds only MLflow's pickled module; where MLflow
+    refuses to unpickle, an InputError that says how to go on."""
+    import mlflow.pytorch
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return mlflow.pytorch.load_model(local, map_location="cpu").state_dict()
+    except MlflowException as err:
+        if "pickle" not in str(err):
+            raise
+        raise InputError(
+            f"this version has no {WEIGHTS_FILE} (registered by an older ablate) and MLflow "
+            "refuses to unpickle its module (MLFLOW_ALLOW_PICKLE_DESERIALIZATION=false): "
+            "register the run again with `ablate winners SWEEP --register NAME`, or set "
+            "MLFLOW_ALLOW_PICKLE_DESERIALIZATION=true for this model if you trust its source",
+            spec,
+        ) from None
 
 
 def registered_version(client: Any, spec: str) -> Any:
@@ -159,8 +184,9 @@ def register_winner(client: Any, run_id: str, name: str, alias: str = CHAMPION) 
     point ``alias`` at the new version; returns the version.
 
     The network is rebuilt from the checkpoint's config (weights loaded, eval mode, CPU) and
-    logged into the run as ``model`` with ``trial_config.json`` and an input example of one
-    ``(1, C, *patch)`` float32 patch (from which MLflow infers the signature).
+    logged into the run as ``model`` with ``trial_config.json``, ``weights.pt`` (its state
+    dict, for loading without pickle) and an input example of one ``(1, C, *patch)`` float32
+    patch (from which MLflow infers the signature).
     """
     import mlflow
     import mlflow.pytorch
@@ -175,15 +201,16 @@ def register_winner(client: Any, run_id: str, name: str, alias: str = CHAMPION) 
     example = np.zeros((1, len(cfg.data.modalities), *cfg.sampling.patch_size), np.float32)
     mlflow.set_tracking_uri(client.tracking_uri)
     with tempfile.TemporaryDirectory() as tmp:
-        config_path = Path(tmp) / CONFIG_FILE
+        config_path, weights_path = Path(tmp) / CONFIG_FILE, Path(tmp) / WEIGHTS_FILE
         config_path.write_text(json.dumps(checkpoint["config"], indent=1))
+        torch.save(member.model.state_dict(), weights_path)
         with mlflow.start_run(run_id=run_id):
             info = mlflow.pytorch.log_model(
                 member.model,
                 name=MODEL_NAME,
                 registered_model_name=name,
                 input_example=example,
-                extra_files=[str(config_path)],
+                extra_files=[str(config_path), str(weights_path)],
                 serialization_format="pickle",  # pt2 would fix the window batch size
                 pip_requirements=[f"torch=={torch.__version__}"],  # no slow inference
             )

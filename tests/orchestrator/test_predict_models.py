@@ -3,6 +3,7 @@ registered in a real ``mlflow server``'s Model Registry, loaded back and predict
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,11 +11,12 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+import torch
 from ablate_sweep_helpers import mlflow_uri
 
 from orchestrator import tracking
 from orchestrator.cli import main
-from orchestrator.models import resolve_model
+from orchestrator.models import load_registered, register_winner, resolve_model
 from tests.cluster.cluster_harness import MlflowServer
 from tests.trainables.engine.predict_helpers import random_checkpoint, write_image_case
 from trainables.errors import InputError
@@ -91,9 +93,66 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         server.stop()
 
 
+def test_a_registered_model_loads_without_unpickling(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The registered version carries the state dict as ``weights.pt``: ``ablate predict``
+    reads it (and the trial config) where MLflow refuses pickle, with the winner's weights."""
+    uri = mlflow_uri(tmp_path)
+    client, exp, parent = _sweep(uri, "safe")
+    run = _trial(client, exp, parent, "a", 0, 0.5, _checkpoint(tmp_path, 4))
+    assert register_winner(client, run, "seg") == "1"
+    monkeypatch.setenv("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "false")
+    source, loaded = load_registered("models:/seg@champion", uri)
+    assert source == "models:/seg@champion (version 1)"
+    expected = resolve_model(str(tmp_path / "seed4" / "best.pt"))[0][1]
+    assert loaded["config"] == expected["config"]
+    assert loaded["model"].keys() == expected["model"].keys()
+    for key, tensor in expected["model"].items():
+        assert torch.equal(loaded["model"][key], tensor), key
+
+
+def test_a_pickle_only_version_names_the_way_on_where_pickle_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A version an older ablate registered (the pickled module and the config, no
+    weights.pt) still loads where MLflow allows pickle; where it does not, the message says
+    what to do instead of MLflow's exception."""
+    import mlflow
+    import mlflow.pytorch
+
+    from trainables.engine.predict import build_predictor
+
+    uri = mlflow_uri(tmp_path)
+    checkpoint = resolve_model(str(_checkpoint(tmp_path, 5)))[0][1]
+    model = build_predictor([("c", checkpoint)], device="cpu").members[0].model
+    config = tmp_path / "trial_config.json"
+    config.write_text(json.dumps(checkpoint["config"]))
+    mlflow.set_tracking_uri(uri)
+    with mlflow.start_run():
+        mlflow.pytorch.log_model(
+            model,
+            name="model",
+            registered_model_name="old",
+            extra_files=[str(config)],
+            serialization_format="pickle",
+            pip_requirements=["torch"],
+        )
+    tracking.connect(uri).set_registered_model_alias("old", "champion", "1")
+    _, loaded = load_registered("models:/old@champion", uri)
+    assert all(torch.equal(loaded["model"][k], v) for k, v in checkpoint["model"].items())
+    monkeypatch.setenv("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "false")
+    with pytest.raises(InputError) as err:
+        load_registered("models:/old@champion", uri)
+    assert "models:/old@champion: this version has no weights.pt (registered by an older " in (
+        str(err.value)
+    )
+    assert "register the run again with `ablate winners SWEEP --register NAME`" in str(err.value)
+
+
 @pytest.mark.slow  # starting mlflow server alone takes 10-50 s on a shared 2-core machine
 def test_the_winner_is_registered_loaded_and_predicts(
-    mlflow_server: str, tmp_path: Path, capsys
+    mlflow_server: str, tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     uri = mlflow_server
     client, exp, parent = _sweep(uri, "reg")
@@ -105,6 +164,7 @@ def test_the_winner_is_registered_loaded_and_predicts(
     version = client.get_model_version_by_alias("seg", "champion")
     assert version.version == "1" and version.tags["ablate.run_id"] == winner
     write_image_case(tmp_path / "in", "c0")
+    monkeypatch.setenv("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "false")  # predict needs none
     for spec, out in (("models:/seg@champion", "reg"), (str(ckpt), "ckpt")):
         args = ["predict", spec, str(tmp_path / "in"), "--out", str(tmp_path / out)]
         assert main([*args, "--tracking-uri", uri]) == 0
