@@ -3,8 +3,8 @@
 HTML is one self-contained file (:mod:`orchestrator.report_html`: styles and PNGs inline), so
 the file alone shows everything when sent. Markdown keeps its PNGs in ``<report stem>_files/``
 beside it. Figures: the metric per cell with its 95% interval and the paper's number, learning
-curves (mean over a cell's runs, shaded min..max), the metric against GPU-hours (the Pareto
-view of cost) and segmentations of one validation case by the winner and the worst cell.
+curves (mean over a cell's runs, shaded min..max), the metric against GPU-hours (CPU-hours for
+a sweep without GPUs: the Pareto view of cost) and segmentations of one validation case by the winner and the worst cell.
 """
 
 from __future__ import annotations
@@ -24,8 +24,6 @@ from orchestrator.report_segmentation import segmentation_png
 from orchestrator.winners import WinnersTable
 from trainables.errors import InputError
 
-FILE_NAMES = ("metric_per_cell.png", "learning_curves.png", "cost.png", "segmentation.png")
-
 
 def write_report(client: Any, table: WinnersTable, out: Path) -> list[Path]:
     """Write the report (and, for Markdown, its PNGs); log them to the parent run.
@@ -43,7 +41,7 @@ def write_report(client: Any, table: WinnersTable, out: Path) -> list[Path]:
         return [out]
     folder = out.parent / f"{out.stem}_files"
     folder.mkdir(exist_ok=True)
-    images = {f.title: _save(folder / _file_name(f), f.png) for f in figures}
+    images = {f.title: _save(folder / f.file, f.png) for f in figures}
     out.write_text(render_markdown(table, context, images, out.parent))
     client.log_artifact(table.parent_run_id, str(out), "report")
     for image in images.values():
@@ -62,7 +60,7 @@ def build_figures(client: Any, table: WinnersTable) -> tuple[list[Figure], list[
     if curves:
         png = report_plots.band_curves_png(curves, table.metric)
         caption = "mean over each cell's runs per epoch; the band spans their min..max"
-        figures.append(Figure("learning curves", png, caption))
+        figures.append(Figure("learning curves", png, caption, "learning_curves.png"))
     figures += _cost(table, done)
     segmentation, notes = _segmentation(client, table)
     return figures + segmentation, notes
@@ -77,7 +75,8 @@ def _per_cell(table: WinnersTable, done: list[Any]) -> Figure:
         [c.paper for c in done],
     )
     caption = "dot: mean over runs; whisker: Student-t 95% interval; diamond: the paper's number"
-    return Figure(f"{table.ranked_metric} per cell (mean, 95% CI)", png, caption)
+    title = f"{table.ranked_metric} per cell (mean, 95% CI)"
+    return Figure(title, png, caption, "metric_per_cell.png")
 
 
 def _cost(table: WinnersTable, done: list[Any]) -> list[Figure]:
@@ -97,7 +96,8 @@ def _cost(table: WinnersTable, done: list[Any]) -> list[Figure]:
         f"{device} time per run (epoch time x epochs x {device}s per trial; in hours, or minutes "
         "or seconds when that small); green: no cell is cheaper and better"
     )
-    return [Figure(f"{table.ranked_metric} against {device}-hours", png, caption)]
+    title = f"{table.ranked_metric} against {device}-hours"
+    return [Figure(title, png, caption, "cost.png")]
 
 
 def _segmentation(client: Any, table: WinnersTable) -> tuple[list[Figure], list[str]]:
@@ -111,7 +111,8 @@ def _segmentation(client: Any, table: WinnersTable) -> tuple[list[Figure], list[
         f"validation case {text}, middle axial slice through the tumour: FLAIR with WT (green), "
         "TC (yellow), ET (red); each model's best checkpoint, predicted on the CPU"
     )
-    return [Figure("segmentations: reference, winner, worst cell", png, caption)], []
+    title = "segmentations: reference, winner, worst cell"
+    return [Figure(title, png, caption, "segmentation.png")], []
 
 
 def band_curve(
@@ -154,14 +155,6 @@ def question(client: Any, table: WinnersTable) -> str:
 def provenance(client: Any, table: WinnersTable) -> dict[str, str]:
     """The parent run's tags (commit, split hash, versions...)."""
     return dict(client.get_run(table.parent_run_id).data.tags)
-
-
-def _file_name(figure: Figure) -> str:
-    titles = ("per cell", "learning curves", "against GPU-hours", "segmentations")
-    for title, name in zip(titles, FILE_NAMES, strict=True):
-        if title in figure.title:
-            return name
-    return "figure.png"
 
 
 def _save(path: Path, data: bytes) -> Path:

@@ -60,6 +60,7 @@ class Figure:
     title: str
     png: bytes
     caption: str = ""
+    file: str = "figure.png"  # the PNG's name beside a Markdown report
 
 
 @dataclass

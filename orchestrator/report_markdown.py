@@ -44,8 +44,8 @@ def _intro(table: WinnersTable) -> list[str]:
     lines = [
         describe(table) + ".",
         "Each cell pools its runs (seeds, folds); n counts finished runs. Method: how the cell "
-        "was compared with the best (see docs/statistics.md). Cheapest tie: the lowest GPU-hours "
-        "among the best and the cells tied with it.",
+        "was compared with the best (see docs/statistics.md). Cheapest tie: the lowest "
+        f"{table.cost_device}-hours among the best and the cells tied with it.",
     ]
     if table.citation:
         lines.append(f"Paper column: {table.citation}.")

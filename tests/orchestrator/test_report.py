@@ -60,12 +60,15 @@ def test_markdown_report_with_plots_and_the_paper_column(sweep, tmp_path: Path) 
 def test_a_cpu_only_sweep_plots_cpu_hours(sweep, tmp_path: Path) -> None:
     _, client, parent = sweep
     write_report(client, find_winners(client, "study"), tmp_path / "gpu.md")
-    assert "val/dice_mean against GPU-hours" in (tmp_path / "gpu.md").read_text()
+    gpu = (tmp_path / "gpu.md").read_text()
+    assert "val/dice_mean against GPU-hours" in gpu and "the lowest GPU-hours among" in gpu
     tracking.log_params(client, parent, {"resources.cpu": "2", "resources.gpu": "0"})
-    write_report(client, find_winners(client, "study"), tmp_path / "cpu.md")
+    written = write_report(client, find_winners(client, "study"), tmp_path / "cpu.md")
+    assert (tmp_path / "cpu_files" / "cost.png") in written  # named by what it plots
     text = (tmp_path / "cpu.md").read_text()
     assert "val/dice_mean against CPU-hours" in text and "x CPUs per trial" in text
-    assert "| CPU h |" in text and "GPU h" not in text
+    assert "| CPU h |" in text and "GPU h" not in text and "GPU-hours" not in text
+    assert "Cheapest tie: the lowest CPU-hours among the best and the cells tied" in text
 
 
 def test_html_report_via_the_cli(sweep, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
