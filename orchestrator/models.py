@@ -204,7 +204,11 @@ def register_winner(client: Any, run_id: str, name: str, alias: str = CHAMPION) 
         config_path, weights_path = Path(tmp) / CONFIG_FILE, Path(tmp) / WEIGHTS_FILE
         config_path.write_text(json.dumps(checkpoint["config"], indent=1))
         torch.save(member.model.state_dict(), weights_path)
-        with mlflow.start_run(run_id=run_id):
+        # start_run re-opens the finished run and its context manager would end it FAILED on
+        # an error: a failed registration must leave the trial as it was, so restore it
+        status = client.get_run(run_id).info.status
+        mlflow.start_run(run_id=run_id)
+        try:
             info = mlflow.pytorch.log_model(
                 member.model,
                 name=MODEL_NAME,
@@ -214,6 +218,8 @@ def register_winner(client: Any, run_id: str, name: str, alias: str = CHAMPION) 
                 serialization_format="pickle",  # pt2 would fix the window batch size
                 pip_requirements=[f"torch=={torch.__version__}"],  # no slow inference
             )
+        finally:
+            mlflow.end_run(status=status)
     version = str(info.registered_model_version)
     client.set_registered_model_alias(name, alias, version)
     client.set_model_version_tag(name, version, "ablate.run_id", run_id)

@@ -4,7 +4,8 @@ HTML is one self-contained file (:mod:`orchestrator.report_html`: styles and PNG
 the file alone shows everything when sent. Markdown keeps its PNGs in ``<report stem>_files/``
 beside it. Figures: the metric per cell with its 95% interval and the paper's number, learning
 curves (mean over a cell's runs, shaded min..max), the metric against GPU-hours (CPU-hours for
-a sweep without GPUs: the Pareto view of cost) and segmentations of one validation case by the winner and the worst cell.
+a sweep without GPUs: the Pareto view of cost) and segmentations of one validation case by the
+winner and the worst cell.
 """
 
 from __future__ import annotations

@@ -51,3 +51,19 @@ def _int_at_least(text: str, low: int) -> int:
     if value < low:
         raise argparse.ArgumentTypeError(f"must be an integer >= {low}, got {value}")
     return value
+
+
+def model_name(text: str) -> str:
+    """An argparse ``type``: a name the MLflow Model Registry accepts (not empty, no ``/`` or
+    ``:``, not ``.`` or ``..``), checked before anything is logged."""
+    import argparse
+
+    if not text.strip():
+        raise argparse.ArgumentTypeError("a registered model needs a name, got an empty one")
+    bad = [c for c in "/:" if c in text]
+    if bad or text.strip() in (".", ".."):
+        why = f"contains {' and '.join(repr(c) for c in bad)}" if bad else "is a path part"
+        raise argparse.ArgumentTypeError(
+            f"{text!r} {why}: MLflow model names cannot contain '/' or ':' (e.g. tumour-seg)"
+        )
+    return text

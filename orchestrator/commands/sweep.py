@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from orchestrator.commands.common import positive_int, print_json, progress
+from orchestrator.commands.common import model_name, positive_int, print_json, progress
 
 if TYPE_CHECKING:
     from orchestrator.sweep import SweepResult
@@ -76,6 +76,7 @@ def _add_results(verbs: argparse._SubParsersAction) -> None:
     winners.add_argument(
         "--register",
         metavar="NAME",
+        type=model_name,
         help="log the winner as an MLflow pytorch model, register it as NAME, alias champion",
     )
     winners.set_defaults(handler=_winners)

@@ -112,6 +112,26 @@ def test_a_registered_model_loads_without_unpickling(
         assert torch.equal(loaded["model"][key], tensor), key
 
 
+def test_a_failed_registration_leaves_the_run_finished(tmp_path: Path, capsys) -> None:
+    """A name MLflow refuses is refused by the CLI before anything is logged (exit 2); a
+    registration that fails inside MLflow anyway leaves the winning run FINISHED, not FAILED
+    (which would drop it from the table)."""
+    from mlflow.exceptions import MlflowException
+
+    uri = mlflow_uri(tmp_path)
+    client, exp, parent = _sweep(uri, "keep")
+    run = _trial(client, exp, parent, "a", 0, 0.5, _checkpoint(tmp_path, 6))
+    for name, why in [("a/b", "'a/b' contains '/'"), ("", "needs a name, got an empty one")]:
+        with pytest.raises(SystemExit) as exit_:
+            main(["winners", "keep", "--register", name, "--tracking-uri", uri])
+        assert exit_.value.code == 2 and why in capsys.readouterr().err
+    with pytest.raises(MlflowException, match="Names cannot contain"):
+        register_winner(client, run, "bad:name")
+    assert client.get_run(run).info.status == "FINISHED"
+    assert main(["winners", "keep", "--tracking-uri", uri]) == 0
+    assert "winner run: " + run[:8] in capsys.readouterr().out
+
+
 def test_a_pickle_only_version_names_the_way_on_where_pickle_is_refused(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
