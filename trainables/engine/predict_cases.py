@@ -92,8 +92,8 @@ def predict_record(
     predictor: Predictor, record: CaseRecord, scheme: LabelScheme, out: Path, tta: bool
 ) -> Path:
     """One case: preprocess, predict, undo the crop, map to ``scheme``'s values, write."""
+    case = prepare_input(record, predictor)  # first: names a missing modality (CaseError)
     reference = open_nifti(record.images[predictor.modalities[0]], record.case_id, header_only=True)
-    case = prepare_input(record, predictor)
     labels = predictor.predict(case.image, tta)
     full = restore_geometry(labels, reference.shape[:3], case.bbox)
     return write_label_nifti(

@@ -127,17 +127,20 @@ def test_tta_and_an_ensemble_average_probabilities(tmp_path, checkpoint) -> None
     assert len(flip_axes(3)) == 8 and flip_axes(3)[0] == () and len(flip_axes(2)) == 4
 
 
+@pytest.mark.parametrize(  # t1 is the model's first modality: its header gives the grid
+    ("missing", "has"), [("flair", "t1, t1ce, t2"), ("t1", "t1ce, t2, flair")]
+)
 def test_a_case_missing_a_modality_is_named_and_the_others_are_written(
-    tmp_path, checkpoint, capsys
+    tmp_path, checkpoint, capsys, missing: str, has: str
 ) -> None:
     path, _ = checkpoint
     write_image_case(tmp_path / "in", "good")
-    write_image_case(tmp_path / "in", "bad", skip=("flair",))
+    write_image_case(tmp_path / "in", "bad", skip=(missing,))
     out = tmp_path / "out"
     assert main(["predict", str(path), str(tmp_path / "in"), "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert (
-        "not predicted: bad:" in err and "missing modality flair (the case has t1, t1ce, t2)" in err
+        "not predicted: bad:" in err and f"missing modality {missing} (the case has {has})" in err
     )
     assert "predict 2/2 good: written" in err and "s left" in err
     assert sorted(p.name for p in out.iterdir()) == ["good.nii.gz"]
