@@ -29,6 +29,13 @@ from nibabel.wrapstruct import WrapStructError
 
 from trainables.config.base import look_up_option
 from trainables.data.labels import LabelScheme, get_scheme, to_internal
+from trainables.data.nifti_grid import (
+    AFFINE_TOLERANCE,
+    affine_gap,
+    check_affine,
+    check_header_grid,
+    spacing,
+)
 from trainables.data.types import MODALITIES, CaseRecord, LoadedCase
 from trainables.errors import CaseError
 
@@ -42,9 +49,6 @@ READ_ERRORS: tuple[type[BaseException], ...] = (
     ValueError,
     zlib.error,
 )
-
-# Largest absolute difference between two affines (mm) still counted as the same voxel grid.
-AFFINE_TOLERANCE = 1e-3
 
 T = TypeVar("T")
 
@@ -105,9 +109,9 @@ def _load(
         source = _decode_label(label_img, record.label, record.case_id, shape)
         values = tuple(int(v) for v in np.unique(source)) if want_values else None
         label = _map_label(source, get_scheme(record.label_scheme), record.case_id, record.label)
-    spacing = _spacing(sources[0].img)
+    spacing_mm = spacing(sources[0].img)
     mods = tuple(s.modality for s in sources)
-    return LoadedCase(record.case_id, image, label, mods, spacing, affine), values
+    return LoadedCase(record.case_id, image, label, mods, spacing_mm, affine), values
 
 
 def load_label(
@@ -129,8 +133,9 @@ def load_label(
     """
     img = open_nifti(path, case_id)
     shape = _spatial_shape(img, path, case_id, channels=0)
+    check_header_grid(case_id, path, "label map", img)
     source = _decode_label(img, path, case_id, shape)
-    return _map_label(source, scheme, case_id, path), _spacing(img), np.asarray(img.affine)
+    return _map_label(source, scheme, case_id, path), spacing(img), np.asarray(img.affine)
 
 
 def open_nifti(path: Path, case_id: str, header_only: bool = False) -> nib.Nifti1Image:
@@ -240,12 +245,14 @@ def _check_grid(case_id: str, sources: list[_Source]) -> tuple[tuple[int, int, i
             others = _names(sources, [j for j in range(len(sources)) if shapes[j] == shapes[ref]])
             message = f"{src.modality} has shape {shapes[i]} but {others} {shapes[ref]}"
             raise CaseError(case_id, message, src.path)
-    affines = [np.asarray(s.img.affine) for s in sources]
-    ref = _majority(sources, lambda a, b: _affine_gap(affines[a], affines[b]) <= AFFINE_TOLERANCE)
-    reference = affines[ref]
     for src in sources:
-        _check_affine(case_id, src.path, f"{src.modality} and {sources[ref].modality}", src.img,
-                      reference)  # fmt: skip
+        check_header_grid(case_id, src.path, src.modality, src.img)
+    affines = [np.asarray(s.img.affine) for s in sources]
+    ref = _majority(sources, lambda a, b: affine_gap(affines[a], affines[b]) <= AFFINE_TOLERANCE)
+    reference = affines[ref]
+    for src, affine in zip(sources, affines, strict=True):
+        check_affine(case_id, src.path, f"{src.modality} and {sources[ref].modality}", affine,
+                     reference)  # fmt: skip
     return shapes[ref], reference
 
 
@@ -261,23 +268,6 @@ def _names(sources: list[_Source], indices: list[int]) -> str:
     if len(names) == 1:
         return f"{names[0]} has"
     return f"{', '.join(names[:-1])} and {names[-1]} have"
-
-
-def _affine_gap(a: np.ndarray, b: np.ndarray) -> float:
-    """Largest absolute difference of two affines (mm)."""
-    return float(np.max(np.abs(a - b)))
-
-
-def _check_affine(
-    case_id: str, path: Path, what: str, img: nib.Nifti1Image, reference: np.ndarray
-) -> None:
-    diff = _affine_gap(np.asarray(img.affine), reference)
-    if diff > AFFINE_TOLERANCE:
-        message = (
-            f"affines of {what} differ by up to {diff:.4g} (tolerance {AFFINE_TOLERANCE}): "
-            "the files are not on one voxel grid"
-        )
-        raise CaseError(case_id, message, path)
 
 
 def _open_label(
@@ -297,7 +287,8 @@ def _open_label(
     if label_shape != shape:
         message = f"label shape {label_shape} does not match the image shape {shape}"
         raise CaseError(record.case_id, message, record.label)
-    _check_affine(record.case_id, record.label, "label and image", img, affine)
+    check_header_grid(record.case_id, record.label, "label", img)
+    check_affine(record.case_id, record.label, "label and image", img.affine, affine)
     return img
 
 
@@ -379,9 +370,3 @@ def _map_label(source: np.ndarray, scheme: LabelScheme, case_id: str, path: Path
         return to_internal(source, scheme)
     except ValueError as exc:  # to_internal lists the bad and the allowed values
         raise CaseError(case_id, str(exc), path) from None
-
-
-def _spacing(img: nib.Nifti1Image) -> tuple[float, float, float]:
-    """Voxel size in mm along (X, Y, Z) from the header zooms."""
-    zooms = img.header.get_zooms()
-    return float(zooms[0]), float(zooms[1]), float(zooms[2])

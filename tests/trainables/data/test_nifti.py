@@ -256,6 +256,31 @@ def test_modalities_with_different_affines(tmp_path):
     assert load_case(record).image.shape == (4, *SHAPE)
 
 
+def set_pixdim(path, axis: int, value: float) -> None:
+    """Write ``value`` into the header's pixdim[axis] in place (nibabel would recompute it
+    from the affine on save, so the gzip stream is patched: pixdim starts at byte 76)."""
+    raw = bytearray(gzip.decompress(path.read_bytes()))
+    raw[76 + 4 * axis : 80 + 4 * axis] = np.float32(value).tobytes()
+    path.write_bytes(gzip.compress(bytes(raw)))
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf])
+def test_a_header_spacing_that_is_not_a_positive_number_is_named(tmp_path, value):
+    """A NaN pixdim passed the grid checks and reached the cache's manifest (nibabel itself
+    turns a negative one positive and a zero one into 1, with a warning)."""
+    record, _ = one_case(tmp_path)
+    set_pixdim(record.images["t1ce"], 1, value)
+    err = load_error(record)
+    assert err.path == str(record.images["t1ce"])
+    assert err.message == (
+        f"t1ce has voxel spacing {value:g} x 1 x 1 mm in its header (pixdim): it must be > 0"
+    )
+    assert record.label is not None
+    set_pixdim(record.label, 2, value)
+    with pytest.raises(CaseError, match=f"label map has voxel spacing 1 x {value:g} x 1 mm"):
+        load_label(record.label, SCHEMES["brats2021"], "c0")
+
+
 def test_label_shape_mismatch(tmp_path):
     record, _ = one_case(tmp_path)
     assert record.label is not None
