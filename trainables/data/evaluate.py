@@ -7,8 +7,9 @@ mapped to internal codes and scored by :func:`trainables.metrics.case_metrics` p
 and (unless ``lesion_wise=False``) by :func:`trainables.metrics.lesion_metrics`: the BraTS 2023
 lesion-wise Dice and HD95 (glioma rule: dilation 3, lesions of at most 50 mm³ ignored).
 
-Cases that cannot be scored (missing prediction, prediction without reference, wrong shape,
-unknown label values, unreadable file) become problems; the rest are still scored.
+Cases that cannot be scored (missing prediction, prediction without reference, wrong shape or
+another voxel grid than the reference's, unknown label values, unreadable file) become
+problems; the rest are still scored.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any
 from trainables.data.labels import LabelScheme, get_scheme, internal_scheme
 from trainables.data.layouts import discover, nifti_files, nifti_stem
 from trainables.data.nifti import load_label
+from trainables.data.nifti_grid import check_affine
 from trainables.data.types import CaseRecord
 from trainables.errors import CaseError, InputError
 from trainables.metrics import METRIC_NAMES, case_metrics, lesion_metrics, mean_metrics
@@ -184,14 +186,16 @@ def _score_case(
         raise CaseError(case_id, "reference case has no label file", folder)
     if not pred_path.is_file():
         raise CaseError(case_id, "missing prediction for this reference case", pred_path)
-    ref, spacing, _ = load_label(record.label, scheme, case_id)
-    pred, _, _ = load_label(pred_path, scheme, case_id)
+    ref, spacing, ref_affine = load_label(record.label, scheme, case_id)
+    pred, _, pred_affine = load_label(pred_path, scheme, case_id)
     if pred.shape != ref.shape:
         message = (
             f"prediction shape {pred.shape} does not match the reference shape {ref.shape} "
             f"of {record.label}"
         )
         raise CaseError(case_id, message, pred_path)
+    # same shape on another grid (shifted, resampled) would be scored voxel by voxel, wrongly
+    check_affine(case_id, pred_path, "prediction and reference", pred_affine, ref_affine)
     metrics = case_metrics(pred, ref, spacing, internal_scheme(scheme), tolerance_mm)
     if lesion_wise:
         metrics.update(lesion_metrics(pred, ref, spacing, internal_scheme(scheme)))

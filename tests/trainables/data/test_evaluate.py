@@ -122,6 +122,26 @@ def test_problems_are_listed_and_good_cases_still_scored(tmp_path):
     assert report.mean["dice_wt"] == 1.0  # over the one scored case
 
 
+def test_a_prediction_on_another_voxel_grid_is_a_problem(tmp_path):
+    """Same shape, other grid (shifted 40 mm, voxels twice as large): scoring voxel by voxel
+    would compare different places, so the case is named instead; a float-rounding gap is
+    not a different grid."""
+    ref, pred = tmp_path / "ref", tmp_path / "pred"
+    cases = [brats_case(ref, f"c{i}", seed=i) for i in range(3)]
+    shifted, coarse, rounded = np.eye(4), np.diag([2.0, 2.0, 2.0, 1.0]), np.eye(4)
+    shifted[0, 3], rounded[0, 3] = 40.0, 1e-5
+    for case, affine in zip(cases, (shifted, coarse, rounded), strict=True):
+        save_nifti(pred / f"{case.case_id}.nii.gz", np.asarray(case.label), affine=affine)
+    report = evaluate_predictions(pred, ref)
+    assert [c["case_id"] for c in report.cases] == ["c2"]
+    problems = {p.case_id: p.message for p in report.problems}
+    assert problems == {
+        f"c{i}": f"affines of prediction and reference differ by up to {gap} (tolerance 0.001): "
+        "the files are not on one voxel grid"
+        for i, gap in ((0, 40), (1, 1))
+    }
+
+
 def test_to_dict_and_table(tmp_path):
     ref, pred = tmp_path / "ref", tmp_path / "pred"
     cases = [brats_case(ref, f"c{i}", seed=i) for i in range(2)]
