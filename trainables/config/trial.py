@@ -235,6 +235,9 @@ def parse_trial_config(data: Any, source: str | Path | None = None) -> TrialConf
     return validate_config(TrialConfig, data, source)
 
 
+MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
 class _UniqueKeyLoader(yaml.SafeLoader):
     """PyYAML's safe loader, refusing a key written twice in one mapping (PyYAML keeps the last
     silently, so a study's second ``model.attention:`` line would erase the first)."""
@@ -242,6 +245,8 @@ class _UniqueKeyLoader(yaml.SafeLoader):
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: set[Any] = set()
         for key_node, _ in node.value:
+            if key_node.tag == MERGE_TAG:  # `<<: *base`: its keys may be overridden here
+                continue
             key = self.construct_object(key_node, deep=deep)
             if key in seen:
                 raise yaml.constructor.ConstructorError(
@@ -253,18 +258,34 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 
 def load_yaml(path: str | Path) -> Any:
     """Read a YAML file; malformed YAML becomes an InputError naming the file, line and column."""
-    path = Path(path)
-    if path.is_dir():
-        raise InputError("is a directory, not a YAML file", path)
-    if not path.is_file():
-        raise InputError("file not found", path)
     try:
-        return yaml.load(path.read_text(), Loader=_UniqueKeyLoader)  # a SafeLoader subclass
+        return yaml.load(_read_text(Path(path)), Loader=_UniqueKeyLoader)  # a SafeLoader subclass
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
         problem = getattr(err, "problem", None) or str(err)
         raise InputError(f"malformed YAML: {problem}", where) from None
+
+
+def _read_text(path: Path) -> str:
+    """The file as UTF-8 text; anything else (a folder, a device, unreadable, not UTF-8) is an
+    InputError naming the file."""
+    if path.is_dir():
+        raise InputError("is a directory, not a YAML file", path)
+    if not path.exists():
+        raise InputError("file not found", path)
+    if not path.is_file():
+        raise InputError("is not a regular file (a device or a pipe), not a YAML file", path)
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise InputError(f"cannot read: {err.strerror or err}", path) from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        bad = data[err.start : err.start + 1].hex()
+        message = f"not UTF-8 text: byte 0x{bad} at offset {err.start}; save the file as UTF-8"
+        raise InputError(message, path) from None
 
 
 def load_trial_config(path: str | Path) -> TrialConfig:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from trainables.config.trial import load_trial_config, parse_trial_config
+from trainables.config.trial import load_trial_config, load_yaml, parse_trial_config
 from trainables.engine.smoke import smoke_config
 from trainables.errors import InputError
 
@@ -94,3 +94,27 @@ def test_malformed_yaml_names_file_line_and_column(tmp_path: Path) -> None:
     bad.write_text("name: x\nmodel: {kind: unet\n")
     with pytest.raises(InputError, match=r"bad.yaml:3:1: malformed YAML"):
         load_trial_config(bad)
+
+
+def test_a_file_that_is_not_utf8_text_is_named(tmp_path: Path) -> None:
+    bad = tmp_path / "latin1.yaml"
+    bad.write_bytes("name: x  # caf\u00e9\n".encode("latin-1"))
+    with pytest.raises(InputError) as err:
+        load_yaml(bad)
+    assert str(err.value) == (
+        f"{bad}: not UTF-8 text: byte 0xe9 at offset 14; save the file as UTF-8"
+    )
+    with pytest.raises(InputError, match="is not a regular file"):
+        load_yaml("/dev/null")
+
+
+def test_yaml_merge_keys_work_and_duplicates_are_still_refused(tmp_path: Path) -> None:
+    """``<<: *anchor`` merges (a key written after it overrides the merged one); a key
+    written twice in one mapping is still an error."""
+    merged = tmp_path / "merge.yaml"
+    merged.write_text("base: &b {lr: 0.1, momentum: 0.9}\nopt:\n  <<: *b\n  lr: 0.01\n")
+    assert load_yaml(merged)["opt"] == {"lr": 0.01, "momentum": 0.9}
+    twice = tmp_path / "twice.yaml"
+    twice.write_text("opt:\n  <<: {lr: 0.1}\n  lr: 0.01\n  lr: 0.02\n")
+    with pytest.raises(InputError, match=r"twice.yaml:4:3: malformed YAML: duplicate key 'lr'"):
+        load_yaml(twice)
