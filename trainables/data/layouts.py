@@ -136,7 +136,11 @@ def _check_root(root: str | Path) -> Path:
         )
     if not path.is_dir():
         raise InputError("is not a directory (expected a dataset directory)", where=path)
-    if not _visible(path):
+    try:
+        visible = _visible(path)
+    except OSError as err:
+        raise InputError(f"cannot read the dataset directory: {err.strerror}", path) from None
+    if not visible:
         raise InputError(f"dataset directory is empty; layouts understood:\n{layouts_help()}", path)
     return path
 
@@ -152,7 +156,11 @@ def detect_layout(root: Path) -> str:
         return "msd"
     votes: Counter[str] = Counter()
     for case_dir in _case_dirs(root):
-        for path in nifti_files(case_dir):
+        try:
+            files = nifti_files(case_dir)
+        except CaseError:  # an unreadable case has no vote; discovery names it
+            continue
+        for path in files:
             votes.update(name for name in _BRATS_TAGS if _brats_key(path, name) is not None)
     if votes:
         # Most votes wins; ties go to the older naming so the result is deterministic.
@@ -172,7 +180,10 @@ def nifti_files(folder: Path) -> list[Path]:
     """
     if not folder.is_dir():
         return []
-    return sorted(p for p in _visible(folder) if p.is_file() and nifti_stem(p) is not None)
+    try:
+        return sorted(p for p in _visible(folder) if p.is_file() and nifti_stem(p) is not None)
+    except OSError as err:  # a folder the user may not list or enter: that case, not all
+        raise CaseError(folder.name, f"cannot read the folder: {err.strerror}", folder) from None
 
 
 def nifti_stem(path: Path) -> str | None:

@@ -171,6 +171,8 @@ def _guard(path: Path, case_id: str, read: Callable[[], T]) -> T:
     """Run ``read``; turn decoder errors into a CaseError that names the file."""
     try:
         return read()
+    except PermissionError as exc:  # the file is fine, the user may not read it
+        raise CaseError(case_id, f"cannot read the file: {exc.strerror}", path) from exc
     except READ_ERRORS as exc:
         message = f"corrupt or truncated NIfTI file ({type(exc).__name__}: {exc})"
         raise CaseError(case_id, message, path) from exc

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import nibabel as nib
 import numpy as np
 import pytest
@@ -134,6 +136,33 @@ def test_per_case_problems_keep_the_good_cases(tmp_path):
         "duplicate files (t1: dup_t1.nii, dup_t1.nii.gz); keep one of each"
     )
     assert "no files named like stray_{t1,t1ce,t2,flair,seg}.nii.gz" in str(problems["stray"])
+
+
+def deny(monkeypatch, folder) -> None:
+    """Listing ``folder`` fails as a folder without read permission does (tests run as root,
+    for whom chmod 000 denies nothing)."""
+    listing = Path.iterdir
+
+    def iterdir(self):
+        if self == folder:
+            raise PermissionError(13, "Permission denied", str(self))
+        return listing(self)
+
+    monkeypatch.setattr(Path, "iterdir", iterdir)
+
+
+def test_an_unreadable_case_folder_is_named_and_the_others_kept(tmp_path, monkeypatch):
+    brats_case(tmp_path, "good")
+    brats_case(tmp_path, "locked")
+    deny(monkeypatch, tmp_path / "locked")
+    index = discover(tmp_path)
+    assert index.case_ids == ["good"]
+    assert [(p.case_id, p.message) for p in index.problems] == [
+        ("locked", "cannot read the folder: Permission denied")
+    ]
+    deny(monkeypatch, tmp_path)
+    with pytest.raises(InputError, match="cannot read the dataset directory: Permission denied"):
+        discover(tmp_path)
 
 
 def test_msd_label_without_image_and_duplicate_image(tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -151,6 +152,21 @@ def test_truncated_and_garbage_files_name_the_file(tmp_path):
     record.images["flair"].write_bytes(gzip.compress(b"short"))  # a valid gzip of no NIfTI
     err = load_error(record, modalities=["flair"])
     assert err.message.startswith("corrupt or truncated NIfTI file (WrapStructError:")
+
+
+def test_an_unreadable_file_is_named_as_unreadable_not_corrupt(tmp_path, monkeypatch):
+    record, _ = one_case(tmp_path)
+    locked = record.images["t2"]
+    read_bytes = Path.read_bytes
+
+    def deny(self):  # as a file without read permission (tests run as root)
+        if self == locked:
+            raise PermissionError(13, "Permission denied", str(self))
+        return read_bytes(self)
+
+    monkeypatch.setattr(Path, "read_bytes", deny)
+    err = load_error(record)
+    assert (err.path, err.message) == (str(locked), "cannot read the file: Permission denied")
 
 
 def test_truncated_label_names_the_label_file(tmp_path):
