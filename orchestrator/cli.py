@@ -1,6 +1,7 @@
 """The ``ablate`` command line.
 
-Exit codes: 0 success, 2 bad input (the message names the file or field), 1 anything else,
+Exit codes: 0 success, 2 bad input (the message names the file or field; also a path the
+system refuses: unwritable, not a folder, full disk), 1 anything else,
 130 interrupted, 141 output pipe closed by its reader. Verb groups live in
 :mod:`orchestrator.commands`; heavy imports (torch, ray, mlflow) happen inside the handlers so
 ``ablate --help`` stays instant.
@@ -55,6 +56,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         lost = lost_server_message(err)  # the tracking server went away mid-command
         if lost is not None:
             print(f"ablate: error: {lost}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        if isinstance(err, OSError) and err.filename:  # a path the user gave or controls
+            where = f"{err.filename} -> {err.filename2}" if err.filename2 else err.filename
+            print(f"ablate: error: {where}: {err.strerror or err}", file=sys.stderr)
             return EXIT_BAD_INPUT
         if args.debug:
             traceback.print_exc()

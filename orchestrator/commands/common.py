@@ -6,6 +6,7 @@ import json
 import math
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 _START = time.monotonic()
@@ -67,3 +68,22 @@ def model_name(text: str) -> str:
             f"{text!r} {why}: MLflow model names cannot contain '/' or ':' (e.g. tumour-seg)"
         )
     return text
+
+
+def writable_folder(path: Path, option: str) -> Path:
+    """``path`` created (with its parents) and shown to take a file, before the work that
+    will write there starts; an InputError naming ``option`` and the path otherwise."""
+    import tempfile
+
+    from trainables.errors import InputError
+
+    folder = Path(path).expanduser()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".ablate-write-check-"):
+            pass
+    except FileExistsError:
+        raise InputError(f"{option}: exists and is not a folder", folder) from None
+    except OSError as err:
+        raise InputError(f"{option}: cannot write here ({err.strerror})", folder) from None
+    return folder

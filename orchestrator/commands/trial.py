@@ -5,7 +5,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from orchestrator.commands.common import non_negative_int, positive_int, print_json, progress
+from orchestrator.commands.common import (
+    non_negative_int,
+    positive_int,
+    print_json,
+    progress,
+    writable_folder,
+)
 
 
 def register(verbs: argparse._SubParsersAction) -> None:
@@ -77,6 +83,8 @@ def _train(args: argparse.Namespace) -> int:
     from trainables.engine.train import train_trial
 
     cfg = load_for_cli(args)
+    if args.checkpoint_dir is not None:  # before training, not after it
+        writable_folder(args.checkpoint_dir, "--checkpoint-dir")
     progress(
         f"trial {cfg.name}: model {cfg.model.kind}, loss {cfg.loss.kind}, "
         f"{cfg.train.epochs} epochs x {cfg.train.iterations_per_epoch} iterations"

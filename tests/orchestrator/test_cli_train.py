@@ -78,6 +78,25 @@ def test_missing_file_and_cuda_without_gpu_exit_2(capsys: pytest.CaptureFixture)
         assert "device: CUDA was requested but no GPU is visible" in capsys.readouterr().err
 
 
+def test_an_unusable_output_path_exits_2_before_any_work(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """--checkpoint-dir is checked before training (it was refused after the last epoch); any
+    verb's path the system refuses is exit 2 with the path, not an OSError's exit 1."""
+    a_file = tmp_path / "afile"
+    a_file.write_text("x")
+    tiny = str(BASE_DIR / "tiny.yaml")
+    assert main(["train", tiny, "--smoke", "--checkpoint-dir", str(a_file)]) == 2
+    err = capsys.readouterr().err
+    assert f"ablate: error: {a_file}: --checkpoint-dir: exists and is not a folder" in err
+    assert "epoch" not in err  # refused before training
+    assert main(["train", tiny, "--smoke", "--checkpoint-dir", str(a_file / "sub")]) == 2
+    err = capsys.readouterr().err
+    assert f"{a_file / 'sub'}: --checkpoint-dir: cannot write here (Not a directory)" in err
+    assert main(["data", "synth", "--out", str(a_file / "sub"), "--cases", "1"]) == 2
+    assert f"ablate: error: {a_file / 'sub'}" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     ("flags", "message"),
     [
