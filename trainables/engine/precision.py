@@ -13,11 +13,19 @@ from trainables.errors import InputError
 
 
 def resolve_device(requested: str) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU. Asking for CUDA without one is an input error."""
+    """``auto`` -> CUDA when available, else CPU; also ``cpu``, ``cuda``, ``cuda:N``. Anything
+    else, CUDA without a GPU, or a GPU index torch does not see is an input error."""
     if requested == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if requested.startswith("cuda") and not torch.cuda.is_available():
+    kind, _, index = requested.partition(":")
+    if kind not in ("cpu", "cuda") or (index and (kind == "cpu" or not index.isdigit())):
+        message = f"unknown device {requested!r}: use auto, cpu, cuda or cuda:N (N a GPU index)"
+        raise InputError(message, where="device")
+    if kind == "cuda" and not torch.cuda.is_available():
         raise InputError("CUDA was requested but no GPU is visible to torch", where="device")
+    if index and int(index) >= torch.cuda.device_count():
+        count = torch.cuda.device_count()
+        raise InputError(f"{requested} was requested but torch sees {count} GPU(s)", "device")
     return torch.device(requested)
 
 

@@ -173,6 +173,15 @@ def test_refusals_name_the_problem(tmp_path, checkpoint, capsys) -> None:
         main(["predict", str(tmp_path / "nope.pt"), str(tmp_path / "in"), "--out", str(fresh)]) == 2
     )
     assert "nope.pt: checkpoint not found" in capsys.readouterr().err
+    args = ["predict", str(path), str(tmp_path / "in"), "--out", str(fresh)]
+    assert main([*args, "--device", "foo"]) == 2
+    assert (
+        "device: unknown device 'foo': use auto, cpu, cuda or cuda:N (N a GPU index)"
+        in capsys.readouterr().err
+    )
+    if not torch.cuda.is_available():
+        assert main([*args, "--device", "cuda:1"]) == 2
+        assert "CUDA was requested but no GPU is visible" in capsys.readouterr().err
     assert not (tmp_path / "o2").exists() and not fresh.exists()  # a refusal writes nothing
 
 
