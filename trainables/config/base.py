@@ -11,17 +11,24 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from trainables.errors import InputError
 
 
 class Frozen(BaseModel):
-    """Immutable config node that rejects unknown keys."""
+    """Immutable config node that rejects unknown keys and non-finite numbers (``.inf``,
+    ``.nan``, and ``1.0e400``, which YAML reads as a string that float() makes inf)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
+    model_config = ConfigDict(
+        frozen=True, extra="forbid", validate_default=True, allow_inf_nan=False
+    )
+
+
+# A random seed: numpy's generators and torch.manual_seed take 0 .. 2**32 - 1 alike.
+Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]
 
 
 # One similarity cut-off for every "did you mean" in the project (difflib ratio, 0..1): 0.5

@@ -31,6 +31,7 @@ def trial_problems(cfg: TrialConfig) -> list[ConfigProblem]:
     return [
         *data_problems(cfg.data),
         *patch_problems(cfg),
+        *batch_problems(cfg),
         *schedule_problems(cfg),
         *freeze_problems(cfg),
         *speed_problems(cfg),
@@ -56,6 +57,27 @@ def patch_problems(cfg: TrialConfig) -> list[ConfigProblem]:
         )
         return [ConfigProblem("sampling.patch_size", why)]
     return []
+
+
+# Input voxels of one training step (batch x channels x patch) no device holds: 2**31 is 8 GiB
+# of float32 input before a single activation (the first layer's are ~30x that), and the
+# limit of torch's 32-bit-indexed kernels. A typo (an extra zero or three) lands above it.
+MAX_STEP_VOXELS = 2**31
+
+
+def batch_problems(cfg: TrialConfig) -> list[ConfigProblem]:
+    """A step's input must be a size some device can hold (checked at validation, not as an
+    out-of-memory error, or an overflow inside torch, when the trial starts)."""
+    batch, patch = cfg.train.batch_size, list(cfg.sampling.patch_size)
+    voxels = batch * len(cfg.data.modalities) * math.prod(patch)
+    if voxels <= MAX_STEP_VOXELS:
+        return []
+    why = (
+        f"{batch} patches of {patch} x {len(cfg.data.modalities)} channels is {voxels:.3g} input "
+        f"voxels per step ({voxels * 4 / 2**30:.3g} GiB as float32 before any activation), "
+        "more than any device holds: lower train.batch_size or sampling.patch_size"
+    )
+    return [ConfigProblem("train.batch_size", why)]
 
 
 def schedule_problems(cfg: TrialConfig) -> list[ConfigProblem]:

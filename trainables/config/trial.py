@@ -9,19 +9,20 @@ impossible cell fails in ``ablate validate``, not on a GPU.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import Field, field_validator, model_validator
 
 from trainables.config import Frozen, raise_problems, validate_config
-from trainables.config.base import unknown_option_message
+from trainables.config.base import Seed, unknown_option_message
 from trainables.config.rules import trial_problems
 from trainables.data.augment import AugmentConfig
 from trainables.data.labels import SCHEMES
 from trainables.data.preprocess import PreprocessConfig
 from trainables.data.sampling import SamplingConfig
 from trainables.data.splits import HoldoutSplit, SplitConfig
+from trainables.data.synth_files import MIN_DIM
 from trainables.data.types import MODALITIES
 from trainables.errors import InputError
 from trainables.losses import LossConfig
@@ -29,6 +30,9 @@ from trainables.models import ModelConfig
 from trainables.optim import OptimizerConfig, ScheduleConfig
 
 Precision = Literal["fp32", "fp16", "bf16"]
+
+
+SynthDim = Annotated[int, Field(ge=MIN_DIM)]  # voxels per axis of a generated case
 
 
 class SyntheticConfig(Frozen):
@@ -40,8 +44,8 @@ class SyntheticConfig(Frozen):
 
     modality: Literal["mri", "ct"] = "mri"
     cases: int = Field(default=12, ge=2)
-    shape: tuple[int, int, int] = (64, 64, 48)
-    seed: int = 0
+    shape: tuple[SynthDim, SynthDim, SynthDim] = (64, 64, 48)
+    seed: Seed = 0
 
 
 class DataConfig(Frozen):
@@ -199,7 +203,7 @@ class TrialConfig(Frozen):
     """Everything one training run depends on; the unit a sweep varies by dotted paths."""
 
     name: str = "trial"
-    seed: int = 0
+    seed: Seed = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
     data: DataConfig = DataConfig()
     sampling: SamplingConfig = SamplingConfig()

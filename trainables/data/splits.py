@@ -21,7 +21,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, ValidationInfo, field_validator
 
-from trainables.config.base import Frozen
+from trainables.config.base import Frozen, Seed
 from trainables.errors import InputError
 
 
@@ -30,7 +30,7 @@ class HoldoutSplit(Frozen):
 
     kind: Literal["holdout"] = "holdout"
     fractions: tuple[float, float, float] = (0.7, 0.1, 0.2)
-    seed: int = 0
+    seed: Seed = 0
 
     @field_validator("fractions")
     @classmethod
@@ -56,7 +56,7 @@ class KFoldSplit(Frozen):
     kind: Literal["kfold"] = "kfold"
     folds: int = Field(default=5, ge=2)
     fold: int = Field(default=0, ge=0)
-    seed: int = 0
+    seed: Seed = 0
     test: HoldoutSplit | None = None
 
     @field_validator("fold")

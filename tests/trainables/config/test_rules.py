@@ -119,3 +119,29 @@ def test_smoke_keeps_warmup_and_freezing_inside_the_shrunk_run() -> None:
     cfg = parse_trial_config(_base(**{"train.epochs": 20, "schedule.warmup_epochs": 5}))
     smoke = smoke_config(cfg)
     assert (smoke.train.epochs, smoke.schedule.warmup_epochs) == (2, 1)
+
+
+def test_a_step_no_device_holds_is_rejected_at_validation() -> None:
+    """A batch size or patch with a few zeros too many failed inside torch (an overflow, an
+    allocation error) when the trial started; now validation names it."""
+    (problem,) = _problems(_base(**{"train.batch_size": 10**20}))
+    assert str(problem).startswith(
+        "train.batch_size: 100000000000000000000 patches of [32, 32, 32] x 4 channels is "
+        "1.31e+25 input voxels per step (4.88e+16 GiB as float32 before any activation), "
+        "more than any device holds"
+    )
+    (problem,) = _problems(_base(**{"sampling.patch_size": [4096, 4096, 4096]}))
+    assert problem.path == "train.batch_size"
+    assert "2 patches of [4096, 4096, 4096] x 4 channels is 5.5e+11 input voxels" in problem.message
+    assert parse_trial_config(_base(**{"train.batch_size": 64}))  # large but possible
+
+
+def test_seeds_and_floats_must_be_what_numpy_and_torch_take() -> None:
+    for overrides, message in [
+        ({"seed": 2**32}, "seed: Input should be less than or equal to 4294967295"),
+        ({"data.split.seed": -1}, "data.split.seed: Input should be greater than or equal to 0"),
+        ({"optimizer.lr": "1.0e400"}, "optimizer.lr: Input should be a finite number"),
+        ({"optimizer.lr": float("inf")}, "optimizer.lr: Input should be a finite number"),
+    ]:
+        (problem,) = _problems(_base(**overrides))
+        assert str(problem).startswith(message), str(problem)
