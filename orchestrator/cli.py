@@ -57,6 +57,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if lost is not None:
             print(f"ablate: error: {lost}", file=sys.stderr)
             return EXIT_BAD_INPUT
+        memory = _out_of_memory(err)
+        if memory is not None:  # the configuration or input is too large for this machine
+            print(f"ablate: error: {memory}", file=sys.stderr)
+            return EXIT_BAD_INPUT
         if isinstance(err, OSError) and err.filename:  # a path the user gave or controls
             where = f"{err.filename} -> {err.filename2}" if err.filename2 else err.filename
             print(f"ablate: error: {where}: {err.strerror or err}", file=sys.stderr)
@@ -65,6 +69,24 @@ def main(argv: Sequence[str] | None = None) -> int:
             traceback.print_exc()
         print(f"ablate: {type(err).__name__}: {err}", file=sys.stderr)
         return EXIT_ERROR
+
+
+def _out_of_memory(err: BaseException) -> str | None:
+    """The message for an out-of-memory failure (a trial's, or a raw one from torch or numpy
+    in bench, predict, test), else None. torch is consulted only when already loaded."""
+    if "torch" not in sys.modules and not isinstance(err, MemoryError):
+        return None
+    from trainables.engine.memory import allocation_figure, is_out_of_memory
+    from trainables.engine.runner import TrialOutOfMemory
+
+    if isinstance(err, TrialOutOfMemory):  # it says what did not fit, and where
+        return str(err)
+    if not is_out_of_memory(err):
+        return None
+    return (
+        f"out of memory: {allocation_figure(err)}; lower the batch size, the patch or the "
+        "volume size (--shape)"
+    )
 
 
 if __name__ == "__main__":

@@ -198,3 +198,25 @@ def test_a_case_left_out_of_training_is_named_and_exits_2(
     assert "epoch 1/1" in captured.err  # trained on the 6 good cases
     assert captured.err.rstrip().endswith(problem)
     assert "1 case(s) of the data were left out (bad input):" in captured.err
+
+
+def test_out_of_memory_is_bad_input_with_the_size(capsys: pytest.CaptureFixture) -> None:
+    """A volume too large for the host (a real failed allocation) is exit 2 with the figure,
+    not a MemoryError's exit 1; a trial's own out-of-memory message is kept whole."""
+    import torch
+
+    from orchestrator.cli import _out_of_memory
+    from trainables.engine.runner import TrialOutOfMemory
+
+    args = ["bench", str(BASE_DIR / "tiny.yaml"), "--inference", "--cases", "1"]
+    assert main([*args, "--shape", "100000", "100000", "100000"]) == 2
+    assert "ablate: error: out of memory: Unable to allocate 28.4 PiB" in capsys.readouterr().err
+    with pytest.raises(RuntimeError) as host:
+        torch.empty(2**44)  # 64 TiB of float32: refused at once by torch's CPU allocator
+    assert _out_of_memory(host.value) == (
+        "out of memory: tried to allocate 65536.00 GiB on the host; lower the batch size, the "
+        "patch or the volume size (--shape)"
+    )
+    trial = TrialOutOfMemory("out of memory: model unet with batch 2 does not fit on cuda:0")
+    assert _out_of_memory(trial) == str(trial)
+    assert _out_of_memory(RuntimeError("something else")) is None
