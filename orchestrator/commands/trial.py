@@ -48,10 +48,9 @@ def register(verbs: argparse._SubParsersAction) -> None:
         "--shape",
         type=positive_int,
         nargs=3,
-        default=(240, 240, 155),
-        help="--inference case shape",
+        help="--inference case shape (default 240 240 155, a BraTS volume)",
     )
-    bench.add_argument("--cases", type=positive_int, default=1, help="--inference: cases timed")
+    bench.add_argument("--cases", type=positive_int, help="--inference: cases timed (default 1)")
     bench.add_argument("--tta", action="store_true", help="--inference: with mirroring TTA")
     bench.add_argument("--json", action="store_true")
     bench.set_defaults(handler=_bench)
@@ -111,14 +110,38 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_bench_flags(args: argparse.Namespace) -> None:
+    """Refuse a flag the chosen benchmark would ignore: the user meant something else."""
+    from trainables.errors import InputError
+
+    if args.inference:
+        unused = [flag for flag, on in (("--pipeline", args.pipeline), ("--data", args.data)) if on]
+        if unused:
+            raise InputError(
+                f"{' and '.join(unused)} do(es) not apply to --inference (it times one "
+                "synthetic case of --shape)"
+            )
+        return
+    unused = [f for f, on in (("--shape", args.shape), ("--cases", args.cases), ("--tta", args.tta))
+              if on]  # fmt: skip
+    if unused:
+        raise InputError(f"{', '.join(unused)} apply only with --inference")
+    if args.data and not args.pipeline:
+        raise InputError(
+            "--data is read only with --pipeline (the step benchmark times random patches)"
+        )
+
+
 def _bench(args: argparse.Namespace) -> int:
     from trainables.engine.bench import benchmark_pipeline, benchmark_step
 
+    _check_bench_flags(args)
     cfg = load_for_cli(args)
     if args.inference:
         from trainables.engine.bench_inference import benchmark_inference
 
-        result = benchmark_inference(cfg, args.shape, args.cases, args.tta, progress)
+        shape = args.shape or (240, 240, 155)
+        result = benchmark_inference(cfg, shape, args.cases or 1, args.tta, progress)
     else:
         bench = benchmark_pipeline if args.pipeline else benchmark_step
         result = bench(cfg, steps=args.steps, warmup=args.warmup, progress=progress)

@@ -115,6 +115,21 @@ def test_bench_counts_and_shapes_are_checked_before_any_work(
     assert message in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--shape", "8", "8", "8", "--tta"], "--shape, --tta apply only with --inference"),
+        (["--data", "nowhere"], "--data is read only with --pipeline (the step benchmark"),
+        (["--inference", "--pipeline"], "--pipeline do(es) not apply to --inference"),
+    ],
+)
+def test_bench_refuses_flags_its_benchmark_would_ignore(
+    flags: list[str], message: str, capsys: pytest.CaptureFixture
+) -> None:
+    assert main(["bench", str(BASE_DIR / "tiny.yaml"), *flags]) == 2
+    assert f"ablate: error: {message}" in capsys.readouterr().err
+
+
 def test_bench_reports_step_time_and_throughput(capsys: pytest.CaptureFixture) -> None:
     args = ["bench", str(BASE_DIR / "tiny.yaml"), "--steps", "2", "--warmup", "1", "--json"]
     assert main(args) == 0
