@@ -265,7 +265,8 @@ def _discover_msd(
     (prediction) reads both, since every image there is one to segment."""
     dirs = [d for d in (root / "imagesTr", root / "imagesTs") if d.is_dir()]
     images_dir = dirs[0]
-    images = _group_by_case(nifti_files(images_dir))
+    labels = _group_by_case(nifti_files(root / "labelsTr"), strip_channel=False)
+    images = _group_by_case(nifti_files(images_dir), labelled=set(labels))
     if not images:
         raise InputError(f"{images_dir.name}/ holds no .nii.gz images", images_dir)
     for extra in dirs[1:] if partial else []:
@@ -273,7 +274,6 @@ def _discover_msd(
             images.setdefault(case_id, []).extend(paths)  # one id in both: a duplicate below
     channels = msd_channels(root, [paths[0] for paths in images.values()])
     scheme = override or _msd_scheme(root, channels)
-    labels = _group_by_case(nifti_files(root / "labelsTr"), strip_channel=False)
     cases: list[CaseRecord] = []
     problems: list[CaseError] = []
     for case_id, paths in images.items():
@@ -300,10 +300,15 @@ def _msd_record(
     return CaseRecord(case_id, "msd", images, label, scheme, channels=channel_map)
 
 
-def _group_by_case(paths: list[Path], strip_channel: bool = True) -> dict[str, list[Path]]:
-    """Case id -> files. nnU-Net's ``_0000`` channel suffix is dropped when every image has it."""
+def _group_by_case(
+    paths: list[Path], strip_channel: bool = True, labelled: set[str] | None = None
+) -> dict[str, list[Path]]:
+    """Case id -> files. nnU-Net's ``_0000`` channel suffix is dropped when every image has it,
+    unless the labels are named with it (``labelled``: the label stems), as they are for a
+    case whose id itself ends in ``_0000`` (one case ``SynthCT_0000`` of MSD naming)."""
     stems = {p: nifti_stem(p) or p.name for p in paths}
-    if strip_channel and stems and all(_NNUNET_CHANNEL.search(s) for s in stems.values()):
+    suffixed = stems and all(_NNUNET_CHANNEL.search(s) for s in stems.values())
+    if strip_channel and suffixed and not set(stems.values()) & (labelled or set()):
         stems = {p: _NNUNET_CHANNEL.sub("", s) for p, s in stems.items()}
     grouped: dict[str, list[Path]] = {}
     for path, stem in stems.items():

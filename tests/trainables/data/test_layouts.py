@@ -109,6 +109,15 @@ def test_nnunet_channel_suffix_is_dropped(tmp_path):
     assert record.label == tmp_path / "labelsTr" / "hem_001.nii.gz"
 
 
+def test_a_case_id_ending_in_0000_keeps_it_when_its_label_does(tmp_path):
+    """One MSD case named ``x_0000`` (``ablate data synth --modality ct --cases 1``): image and
+    label share the name, so ``_0000`` is part of the id, not nnU-Net's channel suffix."""
+    ct_dataset(tmp_path, ["SynthCT_0000"])
+    index = discover(tmp_path)
+    assert index.case_ids == ["SynthCT_0000"] and index.problems == []
+    assert index.cases[0].label == tmp_path / "labelsTr" / "SynthCT_0000.nii.gz"
+
+
 def test_label_scheme_override_and_bad_name(tmp_path):
     brats_case(tmp_path, "c0")
     assert discover(tmp_path, "brats2023").cases[0].label_scheme == "brats2023"
