@@ -272,6 +272,12 @@ def _base_config(space: SpaceFile, source: Path) -> dict[str, Any]:
         if not trial_path.is_file():
             raise InputError(f"extends: trial file {trial_path} not found", source)
         raw = load_yaml(trial_path)
+        if isinstance(raw, dict) and "extends" in raw:  # itself, or another study file
+            raise InputError(
+                f"extends: {space.extends} is a study file, not a trial config; extends names "
+                "a trial YAML such as base/tiny.yaml",
+                source,
+            )
         parse_trial_config(raw, source=trial_path)  # errors name the trial file itself
         data = raw
     try:

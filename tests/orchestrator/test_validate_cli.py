@@ -57,6 +57,19 @@ def test_a_key_written_twice_is_refused(tmp_path: Path, capsys: pytest.CaptureFi
     assert f"{space}:5:3: {message}" in err
 
 
+def test_extends_naming_a_study_file_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Itself or another study: the message is about extends, not about `ablate train`."""
+    space = write_space(tmp_path, "name: s\nextends: space.yaml\n")
+    code, err = run_validate(space, capsys)
+    assert code == 2
+    assert (
+        f"{space}: extends: space.yaml is a study file, not a trial config; extends names a "
+        "trial YAML such as base/tiny.yaml"
+    ) in err
+
+
 def test_a_sweep_name_that_is_no_folder_name_is_refused(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
