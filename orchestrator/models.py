@@ -5,7 +5,8 @@ MODEL is one of (tried in this order):
 ==========================  ==================================================================
 ``models:/NAME@ALIAS``      a registered model version (``ablate winners --register``); also
                             ``models:/NAME/VERSION``
-a ``.pt`` file              the engine's checkpoint (``best.pt``, trial config inside)
+a ``.pt`` file              the engine's checkpoint (``best.pt``, trial config inside), or
+                            a folder holding ``best.pt`` (``ablate train --checkpoint-dir``)
 ``SWEEP:CELL``              every finished run of that cell of the sweep, ensembled
 a run id                    a trial run's ``checkpoint/best.pt`` artifact (a sweep's parent
                             run id stands for the sweep)
@@ -31,7 +32,12 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator import tracking
-from trainables.engine.checkpoint import load_checkpoint, make_checkpoint, read_torch_file
+from trainables.engine.checkpoint import (
+    BEST_MODEL_FILE,
+    load_checkpoint,
+    make_checkpoint,
+    read_torch_file,
+)
 from trainables.errors import InputError
 
 CHECKPOINT_ARTIFACT = "checkpoint/best.pt"
@@ -49,6 +55,8 @@ def resolve_model(spec: str, tracking_uri: str | None = None) -> list[Checkpoint
     if spec.startswith("models:/"):
         return [load_registered(spec, tracking_uri)]
     path = Path(spec).expanduser()
+    if path.is_dir() and (path / BEST_MODEL_FILE).is_file():  # an `ablate train --checkpoint-dir`
+        path = path / BEST_MODEL_FILE
     if path.is_file() or path.suffix == ".pt":
         return [(str(path), load_checkpoint(path))]
     client = tracking.connect(tracking_uri or tracking.default_tracking_uri())

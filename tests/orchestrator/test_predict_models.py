@@ -56,6 +56,8 @@ def test_model_names_resolve_to_runs_cells_and_winners(tmp_path: Path, capsys) -
     best = _trial(client, exp, parent, "b", 0, 0.9, _checkpoint(tmp_path, 2))
     _trial(client, exp, parent, "c", 0, 0.1, None, status="FAILED")
     bare = _trial(client, exp, parent, "d", 0, 0.2, None)
+    folder = tmp_path / "seed0"  # a --checkpoint-dir: its best.pt
+    assert resolve_model(str(folder), uri)[0][0] == str(folder / "best.pt")
     cell = resolve_model("abl:a", uri)
     assert [source.split()[1] for source, _ in cell] == [a0, a1]
     assert resolve_model(best, uri)[0][0] == f"run {best} (b/0)"

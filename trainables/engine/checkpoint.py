@@ -86,7 +86,19 @@ def read_torch_file(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # torch raises many types for corrupt files
-        raise InputError(f"cannot read checkpoint: {err}", path) from None
+        raise InputError(f"cannot read checkpoint: {_load_failure(err)}", path) from None
+
+
+def _load_failure(err: Exception) -> str:
+    """torch.load's reason in one line (its own messages run to ten, with advice to unpickle
+    untrusted code, which ablate never does)."""
+    text = str(err).strip()
+    if "Weights only load failed" in text:
+        return (
+            "not an ablate checkpoint (torch.load with weights_only=True refused it: a corrupt "
+            "file, or one holding Python objects besides tensors and plain data)"
+        )
+    return (text.splitlines() or [type(err).__name__])[0]
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

@@ -110,6 +110,16 @@ def test_other_checkpoint_versions_are_refused_naming_the_file(tmp_path: Path) -
         load_checkpoint(tmp_path / "list.pt")
     current = make_checkpoint({}, {"w": torch.ones(1)}, 1, 1)
     assert load_checkpoint(save_checkpoint(current, tmp_path / "ok.pt"))["best"]["epoch"] == 0
+    torch.save({"hook": print}, tmp_path / "objects.pt")  # needs unpickling code: refused
+    (tmp_path / "garbage.pt").write_bytes(b"garbage" * 10)
+    for name in ("objects.pt", "garbage.pt"):
+        with pytest.raises(InputError) as err:
+            load_checkpoint(tmp_path / name)
+        assert str(err.value) == (
+            f"{tmp_path / name}: cannot read checkpoint: not an ablate checkpoint (torch.load "
+            "with weights_only=True refused it: a corrupt file, or one holding Python objects "
+            "besides tensors and plain data)"
+        )
     with pytest.raises(ValueError, match="unknown checkpoint keys"):
         make_checkpoint({}, {}, 0, 0, optimiser={})
 
