@@ -299,6 +299,10 @@ def _decode_images(case_id: str, sources: list[_Source], shape: tuple[int, int, 
     out = np.empty((len(sources), *shape), dtype=np.float32)
     raw_by_file: dict[Path, np.ndarray] = {}
     for i, src in enumerate(sources):
+        dtype = src.img.get_data_dtype()
+        if dtype.kind not in "iuf":  # complex, RGB, bool: casting would drop parts silently
+            message = f"{src.modality} has {dtype} voxels; ablate reads real-valued images"
+            raise CaseError(case_id, message, src.path)
         if src.path not in raw_by_file:
             raw_by_file[src.path] = _guard(src.path, case_id, src.img.dataobj.get_unscaled)
         raw = raw_by_file[src.path]

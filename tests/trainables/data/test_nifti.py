@@ -297,6 +297,17 @@ def test_a_header_spacing_that_is_not_a_positive_number_is_named(tmp_path, value
         load_label(record.label, SCHEMES["brats2021"], "c0")
 
 
+def test_complex_voxels_are_refused_not_cast(tmp_path):
+    """A complex image cast to float32 loses its imaginary part (numpy only warns)."""
+    record, written = one_case(tmp_path)
+    save_nifti(record.images["flair"], written.images["flair"].astype(np.complex64))
+    err = load_error(record)
+    assert (err.path, err.message) == (
+        str(record.images["flair"]),
+        "flair has complex64 voxels; ablate reads real-valued images",
+    )
+
+
 def test_label_shape_mismatch(tmp_path):
     record, _ = one_case(tmp_path)
     assert record.label is not None
