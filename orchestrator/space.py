@@ -211,8 +211,8 @@ class SpaceFile(Frozen):
     grid: dict[str, list[Any]] | None = None
     variants: list[Variant] | None = None
     sample: dict[str, SampleRange] = Field(default_factory=dict)
-    seeds: int = Field(default=1, ge=1)
-    folds: int | None = Field(default=None, ge=2)
+    seeds: int = Field(default=1, ge=1, strict=True)  # `seeds: true` is no count
+    folds: int | None = Field(default=None, ge=2, strict=True)
     search: Search = GridSearch()
     scheduler: Scheduler | None = None
     metric: str = "val/dice_mean"

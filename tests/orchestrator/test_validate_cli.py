@@ -228,6 +228,13 @@ def test_seeds_below_one(tmp_path: Path, capsys: pytest.CaptureFixture[str], see
     assert code == 2 and "seeds: Input should be greater than or equal to 1" in err
 
 
+@pytest.mark.parametrize("key", ["seeds", "folds"])
+def test_a_yes_is_no_count(tmp_path: Path, capsys: pytest.CaptureFixture[str], key: str) -> None:
+    space = write_space(tmp_path, f"name: s\nextends: trial.yaml\n{key}: true\n")
+    code, err = run_validate(space, capsys)
+    assert code == 2 and f"{key}: Input should be a valid integer (got True)" in err
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without GPUs")
 def test_gpu_request_without_gpus(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     space = write_space(tmp_path, "name: s\nextends: trial.yaml\nresources: {cpu: 1, gpu: 0.5}\n")
