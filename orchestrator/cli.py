@@ -16,7 +16,7 @@ import traceback
 from collections.abc import Sequence
 
 from orchestrator.commands import data, predict, sweep, test_eval, trial
-from orchestrator.tracking_errors import lost_server_message
+from orchestrator.tracking_errors import lost_server_message, read_only_store_message
 from trainables.errors import InputError
 
 EXIT_OK, EXIT_ERROR, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -53,9 +53,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit flush
         return EXIT_BROKEN_PIPE
     except Exception as err:  # anything unexpected: say what, traceback on request
-        lost = lost_server_message(err)  # the tracking server went away mid-command
-        if lost is not None:
-            print(f"ablate: error: {lost}", file=sys.stderr)
+        store = lost_server_message(err) or read_only_store_message(err)
+        if store is not None:  # the tracking server went away, or the store is read-only
+            print(f"ablate: error: {store}", file=sys.stderr)
             return EXIT_BAD_INPUT
         memory = _out_of_memory(err)
         if memory is not None:  # the configuration or input is too large for this machine

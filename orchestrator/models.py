@@ -59,7 +59,7 @@ def resolve_model(spec: str, tracking_uri: str | None = None) -> list[Checkpoint
         path = path / BEST_MODEL_FILE
     if path.is_file() or path.suffix == ".pt":
         return [(str(path), load_checkpoint(path))]
-    client = tracking.connect(tracking_uri or tracking.default_tracking_uri())
+    client = tracking.connect(tracking_uri or tracking.default_tracking_uri(), existing=True)
     if ":" in spec:
         sweep, cell = spec.split(":", 1)
         return [run_checkpoint(client, run) for run in cell_runs(client, sweep, cell)]
@@ -127,7 +127,7 @@ def load_registered(spec: str, tracking_uri: str | None = None) -> Checkpoint:
     import mlflow
 
     uri = tracking_uri or tracking.default_tracking_uri()
-    client = tracking.connect(uri)
+    client = tracking.connect(uri, existing=True)
     version = registered_version(client, spec)
     with tempfile.TemporaryDirectory() as tmp:
         local = mlflow.artifacts.download_artifacts(

@@ -8,6 +8,7 @@ Ray head listens made ``ray.init`` retry for minutes while printing C++ connecti
 from __future__ import annotations
 
 import socket
+from typing import Any
 
 from trainables.errors import InputError
 
@@ -40,6 +41,37 @@ def check_storage(path: str) -> None:
             "folder or a storage URI such as s3://bucket/ablate)",
             where="--storage",
         ) from error
+
+
+def check_no_earlier_runs(client: Any, name: str, path: str) -> None:
+    """A new sweep must not reopen the trial runs of an earlier one at the same storage path,
+    nor revive a deleted experiment of its name.
+
+    Without Tune's state in ``path`` (deleted, moved, another machine) the earlier sweep cannot
+    be resumed, and starting afresh would find its parent and trial runs by tag and overwrite
+    their checkpoints and per-case files under metrics from the first training.
+    """
+    from orchestrator import tracking
+
+    experiment = client.get_experiment_by_name(name)
+    if experiment is None:
+        return
+    if experiment.lifecycle_stage == "deleted":  # reviving it silently would surprise
+        raise InputError(
+            f"MLflow experiment {name!r} was deleted (its name stays taken until `mlflow gc`): "
+            "start the sweep with another --name, or restore it first with `mlflow experiments "
+            f"restore --experiment-id {experiment.experiment_id}`"
+        )
+    query = {"ablate.sweep_path": path, "ablate.kind": "sweep"}
+    for parent in tracking.search(client, experiment.experiment_id, query):
+        runs = tracking.child_runs(client, parent)
+        if runs:
+            raise InputError(
+                f"sweep {name!r} already has {len(runs)} trial runs in MLflow (parent run "
+                f"{parent.info.run_id}) but no Tune state in {path} to resume them from; a new "
+                f"sweep there would overwrite their checkpoints: start another with --name, or "
+                f"delete experiment {name!r} in MLflow first"
+            )
 
 
 def check_ray_address(address: str, where: str) -> None:

@@ -26,7 +26,7 @@ from orchestrator import mlflow_ui, tracking
 from orchestrator.checks import check_data_dir
 from orchestrator.commands.common import progress
 from orchestrator.expand import Plan, plan_sweep
-from orchestrator.preflight import check_ray_address, check_storage
+from orchestrator.preflight import check_no_earlier_runs, check_ray_address, check_storage
 from orchestrator.space import MAX_TRIALS, SWEEP_NAME
 from orchestrator.sweep_data import prepare_sweep_data
 from orchestrator.tuner import TrackingSettings, TrialProblem, make_tuner, trial_outcomes
@@ -112,6 +112,8 @@ def run_sweep(opts: SweepOptions) -> SweepResult:
     if not (address or _ray_running()):
         check_local_gpus(plan)  # a cluster's GPUs are checked once joined
     client = tracking.connect(uri)  # fails fast, before Ray starts
+    if not opts.resume:
+        check_no_earlier_runs(client, name, path)
     # Creates the sweep folder, so after the checks that refuse a sweep outright; before data
     # preparation (slow) because Tune's first write comes after Ray and the MLflow parent run.
     check_storage(path)

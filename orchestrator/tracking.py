@@ -56,32 +56,41 @@ def default_tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
 
 
-def connect(uri: str, timeout_s: float = 5.0) -> MlflowClient:
+def connect(uri: str, timeout_s: float = 5.0, existing: bool = False) -> MlflowClient:
     """A client for ``uri`` after checking it answers; InputError naming the URI otherwise.
 
     Remote servers are probed with one short HTTP request first, because MLflow's own client
-    retries for minutes before giving up.
+    retries for minutes before giving up. ``existing``: the verb reads a sweep, so an SQLite
+    file that is not there is a wrong folder or a typo, not a store to create.
     """
     import logging
 
     from mlflow.tracking import MlflowClient
 
     logging.getLogger("mlflow").setLevel(logging.WARNING)
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)  # raised anyway
+    origin = " (from MLFLOW_TRACKING_URI)" if os.environ.get("MLFLOW_TRACKING_URI") == uri else ""
     if re.fullmatch(r"[\w.-]+:\d+(/.*)?", uri):  # MLflow would take it for a folder name
         raise InputError(
-            f"MLflow tracking URI {uri!r} has no scheme; for a tracking server write "
+            f"MLflow tracking URI {uri!r}{origin} has no scheme; for a tracking server write "
             f"http://{uri}, for a local store sqlite:///path/to/mlflow.db"
         )
     scheme = urlparse(uri).scheme
+    if scheme in ("", "file"):  # MLflow's file store: in maintenance mode, never ablate's
+        raise InputError(
+            f"MLflow tracking URI {uri!r}{origin} is a folder, not a store ablate uses: write "
+            "sqlite:///path/to/mlflow.db for a local store, http://host:port for a server"
+        )
     if scheme in ("http", "https"):
         _probe_http(uri, timeout_s)
     elif scheme == "sqlite":
-        _check_sqlite_path(uri)
+        _check_sqlite_path(uri, existing)
     try:
         client = MlflowClient(tracking_uri=uri)
         client.search_experiments(max_results=1)
     except Exception as err:  # MLflow raises many types for a bad store
-        raise InputError(f"cannot use MLflow tracking URI {uri!r}: {_one_line(err)}") from None
+        message = f"cannot use MLflow tracking URI {uri!r}{origin}: {_one_line(err)}"
+        raise InputError(message) from None
     return client
 
 
@@ -113,10 +122,15 @@ def answers(uri: str, timeout_s: float = 5.0) -> bool:
     return True
 
 
-def _check_sqlite_path(uri: str) -> None:
+def _check_sqlite_path(uri: str, existing: bool) -> None:
     path = uri.removeprefix("sqlite:///")
     if not path or path == ":memory:" or uri.startswith("sqlite:////:memory:"):
         return
+    if existing and not Path(path).expanduser().is_file():
+        raise InputError(
+            f"no MLflow store at {path}: run ablate in the folder the sweep ran in, or point "
+            "--tracking-uri (or MLFLOW_TRACKING_URI) at the sweep's store"
+        )
     folder = Path(path).expanduser().parent
     if not folder.is_dir():
         raise InputError(f"MLflow tracking URI {uri!r}: folder {folder} does not exist")

@@ -79,3 +79,15 @@ def lost_server_message(err: BaseException) -> str | None:
         f"the MLflow tracking server {where}stopped answering ({reason(err)}); start it again "
         "(or check --tracking-uri / MLFLOW_TRACKING_URI) and rerun the command"
     )
+
+
+def read_only_store_message(err: BaseException) -> str | None:
+    """The one-line error of a write to an SQLite store the user may not write (the file or
+    its folder read-only), or None for other errors."""
+    if not any("attempt to write a readonly database" in str(c) for c in causes(err)):
+        return None
+    return (
+        "the MLflow store (its SQLite file) is read-only here, and this command writes to it "
+        "(tags, metrics, artifacts): run it where the file and its folder are writable, or on "
+        "a copy of them"
+    )

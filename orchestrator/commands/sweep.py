@@ -216,7 +216,7 @@ def _winners(args: argparse.Namespace) -> int:
     from orchestrator.winners import find_winners
     from orchestrator.winners_format import format_table
 
-    client = tracking.connect(args.tracking_uri or tracking.default_tracking_uri())
+    client = tracking.connect(args.tracking_uri or tracking.default_tracking_uri(), existing=True)
     table = find_winners(client, args.sweep, alpha=args.alpha, correction=args.correction, tag=True)
     if args.json:
         print_json(table.to_json())
@@ -242,7 +242,7 @@ def _report(args: argparse.Namespace) -> int:
     from orchestrator.report import write_report
     from orchestrator.winners import find_winners
 
-    client = tracking.connect(args.tracking_uri or tracking.default_tracking_uri())
+    client = tracking.connect(args.tracking_uri or tracking.default_tracking_uri(), existing=True)
     table = find_winners(client, args.sweep, alpha=args.alpha, correction=args.correction, tag=True)
     written = write_report(client, table, args.out)
     beside = f", {len(written) - 1} PNGs beside it" if len(written) > 1 else " (self-contained)"

@@ -40,7 +40,7 @@ def _test(args: argparse.Namespace) -> int:
     from orchestrator import tracking
     from orchestrator.test_runs import evaluate_sweep
 
-    client = tracking.connect(args.tracking_uri or tracking.default_tracking_uri())
+    client = tracking.connect(args.tracking_uri or tracking.default_tracking_uri(), existing=True)
     report = evaluate_sweep(
         client, args.sweep, args.data, args.overwrite, progress, missing_only=args.missing
     )

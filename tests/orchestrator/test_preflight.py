@@ -63,6 +63,35 @@ def test_sweep_refuses_bad_storage_before_mlflow_has_a_run(
     assert client.search_experiments(filter_string="name = 'nowhere'") == []
 
 
+def test_a_new_sweep_never_reopens_an_earlier_ones_runs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Tune's folder gone, MLflow still holding the finished sweep: starting again under the
+    name found its parent and trial runs and overwrote their checkpoints. A deleted
+    experiment of the name is not revived either."""
+    uri = mlflow_uri(tmp_path)
+    space = write_space(tmp_path, "name: again\nextends: trial.yaml\nseeds: 1\n")
+    storage = tmp_path / "ray"
+    client = tracking.connect(uri)
+    experiment = tracking.ensure_experiment(client, "again")
+    parent = tracking.open_parent_run(client, experiment, "again", str(storage / "again"), {})
+    tracking.open_child_run(client, experiment, parent, "a/seed0", {})
+    args = ["sweep", str(space), "--tracking-uri", uri, "--storage", str(storage)]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert (
+        f"sweep 'again' already has 1 trial runs in MLflow (parent run {parent}) but no Tune "
+        f"state in {storage / 'again'} to resume them from; a new sweep there would overwrite"
+    ) in err
+    client.delete_experiment(experiment)
+    assert main(args) == 2
+    assert (
+        "MLflow experiment 'again' was deleted (its name stays taken until `mlflow gc`): start "
+        "the sweep with another --name"
+    ) in capsys.readouterr().err
+    assert client.get_experiment(experiment).lifecycle_stage == "deleted"
+
+
 def test_sweep_with_a_wrong_address_exits_2_within_seconds(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -57,6 +57,47 @@ def test_a_server_address_without_scheme_is_refused_with_the_fix() -> None:
             tracking.connect(uri)
 
 
+def test_a_folder_uri_and_a_missing_store_to_read_are_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reading verb does not create an empty store in the wrong folder (winners, test,
+    report, predict pass existing=True); a folder is MLflow's file store, which ablate never
+    uses; a URI from the environment says so."""
+    missing = tmp_path / "mlfow.db"  # a typo
+    with pytest.raises(InputError, match=f"no MLflow store at {missing}: run ablate in the"):
+        tracking.connect(f"sqlite:///{missing}", existing=True)
+    assert not missing.exists()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "garbage")
+    with pytest.raises(InputError) as err:
+        tracking.connect("garbage")
+    assert str(err.value) == (
+        "MLflow tracking URI 'garbage' (from MLFLOW_TRACKING_URI) is a folder, not a store "
+        "ablate uses: write sqlite:///path/to/mlflow.db for a local store, http://host:port "
+        "for a server"
+    )
+
+
+def test_a_write_to_a_read_only_store_is_named(tmp_path: Path) -> None:
+    """A real sqlite3 refusal, wrapped as MLflow wraps it, becomes one line."""
+    import sqlite3
+
+    from mlflow.exceptions import MlflowException
+
+    from orchestrator.tracking_errors import read_only_store_message
+
+    sqlite3.connect(tmp_path / "s.db").execute("create table t (x)").connection.commit()
+    read_only = sqlite3.connect(f"file:{tmp_path / 's.db'}?mode=ro", uri=True)
+    with pytest.raises(sqlite3.OperationalError) as refused:
+        read_only.execute("insert into t values (1)")
+    try:
+        raise MlflowException("(sqlite3.OperationalError) ...") from refused.value
+    except MlflowException as wrapped:
+        assert read_only_store_message(wrapped).startswith(
+            "the MLflow store (its SQLite file) is read-only here, and this command writes"
+        )
+    assert read_only_store_message(MlflowException("another problem")) is None
+
+
 def test_experiment_artifacts_live_beside_the_sqlite_file(client, tmp_path: Path) -> None:
     first = tracking.ensure_experiment(client, "study")
     assert tracking.ensure_experiment(client, "study") == first
