@@ -84,6 +84,8 @@ def evaluate_sweep(
     report.unfinished = len(runs) - len(finished)
     if not finished:
         raise InputError(f"sweep {sweep!r} has no finished runs to test")
+    if data is not None and not overwrite:
+        _refuse_other_external(finished, data.resolve(), sweep)
     if not overwrite and all(has_test(r, report.prefix) for r in finished):
         report.already = len(finished)  # nothing to do (the sweep tested every run): no error
         return report
@@ -119,6 +121,18 @@ def _refuse_overwrite(runs: list[Any], prefix: str, sweep: str, overwrite: bool)
             f"{len(done)} of {len(runs)} finished runs of sweep {sweep!r} already have "
             f"{prefix}/ metrics (e.g. {done[0]}); pass --overwrite to evaluate them again, or "
             "--missing to test only the others"
+        )
+
+
+def _refuse_other_external(runs: list[Any], data: Path, sweep: str) -> None:
+    """Runs hold one external test set (``test_ext/``): one tested on another folder is
+    neither 'already tested' on ``data`` nor to be replaced without being asked."""
+    other = [r for r in runs if has_test(r, EXTERNAL) and r.data.tags.get(DATA_TAG) != str(data)]
+    if other:
+        raise InputError(
+            f"{len(other)} finished runs of sweep {sweep!r} hold {EXTERNAL}/ results on "
+            f"{other[0].data.tags.get(DATA_TAG, 'another folder')}, not {data}; a run keeps one "
+            f"external test set: pass --overwrite to replace them with {data}'s"
         )
 
 

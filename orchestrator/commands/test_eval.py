@@ -53,9 +53,14 @@ def _test(args: argparse.Namespace) -> int:
         text += f"; {report.unfinished} runs not finished, not tested"
     progress(text)
     if report.already and not report.tested and not report.failed:
+        why = (
+            f"on {args.data}"
+            if args.data
+            else "(the sweep tests each run's selected weights at its last epoch)"
+        )
         progress(
-            f"nothing to test: every finished run already has {report.prefix}/ metrics (the sweep "
-            "tests each run's selected weights at its last epoch); --overwrite evaluates again"
+            f"nothing to test: every finished run already has {report.prefix}/ metrics {why}; "
+            "--overwrite evaluates again"
         )
     if report.failed:
         progress(f"{len(report.failed)} runs could not be tested:")

@@ -125,6 +125,18 @@ def test_an_external_test_set_is_logged_under_its_own_prefix(
     assert "test_ext/dice_wt" in run.data.metrics and "test/dice_wt" not in run.data.metrics
     listed = {a.path for a in client.list_artifacts(runs["b/seed0"], "per_case")}
     assert listed == {"per_case/test_ext.csv"}
+    assert main([*args, "--missing"]) == 2  # the same folder: a and b left; c still fails
+    assert "0 runs tested (test_ext/ metrics, per_case/test_ext.csv); 2 tested before" in (
+        capsys.readouterr().err
+    )
+    other = tmp_path / "other"  # another folder: not 'already tested', not silently replaced
+    synthesize_dataset(other, 2, seed=8, shape=(32, 32, 32))
+    assert main([*args[:-1], str(other)]) == 2
+    assert (
+        f"2 finished runs of sweep 'study' hold test_ext/ results on "
+        f"{(tmp_path / 'external').resolve()}, not {other.resolve()}; a run keeps one external "
+        "test set: pass --overwrite"
+    ) in capsys.readouterr().err
 
 
 def test_overwrite_and_missing_together_are_refused(capsys: pytest.CaptureFixture[str]) -> None:
