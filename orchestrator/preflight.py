@@ -1,4 +1,5 @@
-"""Checks of where a sweep writes and which Ray it joins, made before Ray or MLflow start.
+"""Checks of where a sweep writes (its storage, its SQLite store, earlier runs under its name)
+and which Ray it joins, made before Ray or MLflow start.
 
 Both fail late and badly without them: an unwritable ``--storage`` raised a bare OSError after
 Ray had started and the MLflow parent run was created (left RUNNING), and an address where no
@@ -7,7 +8,9 @@ Ray head listens made ``ray.init`` retry for minutes while printing C++ connecti
 
 from __future__ import annotations
 
+import os
 import socket
+from pathlib import Path
 from typing import Any
 
 from trainables.errors import InputError
@@ -107,3 +110,21 @@ def _reason(error: OSError | ValueError) -> str:
     if isinstance(error, TimeoutError):
         return f"no answer within {CONNECT_TIMEOUT_S:g} s"
     return getattr(error, "strerror", None) or str(error)
+
+
+def check_sqlite_store(uri: str, existing: bool) -> None:
+    """An SQLite tracking URI's folder exists and is writable; with ``existing`` (a verb that
+    reads a sweep) the file itself exists."""
+    path = uri.removeprefix("sqlite:///")
+    if not path or path == ":memory:" or uri.startswith("sqlite:////:memory:"):
+        return
+    if existing and not Path(path).expanduser().is_file():
+        raise InputError(
+            f"no MLflow store at {path}: run ablate in the folder the sweep ran in, or point "
+            "--tracking-uri (or MLFLOW_TRACKING_URI) at the sweep's store"
+        )
+    folder = Path(path).expanduser().parent
+    if not folder.is_dir():
+        raise InputError(f"MLflow tracking URI {uri!r}: folder {folder} does not exist")
+    if not os.access(folder, os.W_OK):
+        raise InputError(f"MLflow tracking URI {uri!r}: folder {folder} is not writable")

@@ -29,6 +29,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
+from orchestrator.preflight import check_sqlite_store
+from orchestrator.tracking_errors import no_parent_message
 from trainables.errors import InputError
 from trainables.metrics import names
 
@@ -84,7 +86,7 @@ def connect(uri: str, timeout_s: float = 5.0, existing: bool = False) -> MlflowC
     if scheme in ("http", "https"):
         _probe_http(uri, timeout_s)
     elif scheme == "sqlite":
-        _check_sqlite_path(uri, existing)
+        check_sqlite_store(uri, existing)
     try:
         client = MlflowClient(tracking_uri=uri)
         client.search_experiments(max_results=1)
@@ -120,22 +122,6 @@ def answers(uri: str, timeout_s: float = 5.0) -> bool:
     except InputError:
         return False
     return True
-
-
-def _check_sqlite_path(uri: str, existing: bool) -> None:
-    path = uri.removeprefix("sqlite:///")
-    if not path or path == ":memory:" or uri.startswith("sqlite:////:memory:"):
-        return
-    if existing and not Path(path).expanduser().is_file():
-        raise InputError(
-            f"no MLflow store at {path}: run ablate in the folder the sweep ran in, or point "
-            "--tracking-uri (or MLFLOW_TRACKING_URI) at the sweep's store"
-        )
-    folder = Path(path).expanduser().parent
-    if not folder.is_dir():
-        raise InputError(f"MLflow tracking URI {uri!r}: folder {folder} does not exist")
-    if not os.access(folder, os.W_OK):
-        raise InputError(f"MLflow tracking URI {uri!r}: folder {folder} is not writable")
 
 
 def ensure_experiment(client: MlflowClient, name: str) -> str:
@@ -358,6 +344,7 @@ def find_sweep(client: MlflowClient, sweep: str) -> Run:
         parents = search(client, experiment.experiment_id, {"ablate.kind": "sweep"})
         if parents:
             return parents[-1]
+        raise InputError(no_parent_message(client, sweep, experiment.experiment_id))
     try:
         run = client.get_run(sweep)
     except Exception:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 import sys
 import urllib.error
+from typing import Any
 
 
 def is_transient(err: BaseException) -> bool:
@@ -91,3 +92,19 @@ def read_only_store_message(err: BaseException) -> str | None:
         "(tags, metrics, artifacts): run it where the file and its folder are writable, or on "
         "a copy of them"
     )
+
+
+def no_parent_message(client: Any, sweep: str, experiment_id: str) -> str:
+    """Why experiment ``sweep`` yields no sweep: its parent run deleted (named, with the way
+    back), or never created (a sweep stopped before it started)."""
+    from mlflow.entities import ViewType
+
+    query = "tags.`ablate.kind` = 'sweep'"
+    deleted = client.search_runs([experiment_id], query, run_view_type=ViewType.DELETED_ONLY)
+    if deleted:
+        run_id = deleted[0].info.run_id
+        return (
+            f"sweep {sweep!r}: its parent run {run_id} was deleted in MLflow; restore it with "
+            f"`mlflow runs restore --run-id {run_id}` to read the sweep again"
+        )
+    return f"sweep {sweep!r}: MLflow experiment {sweep!r} holds no sweep (no parent run)"

@@ -77,6 +77,22 @@ def test_a_folder_uri_and_a_missing_store_to_read_are_refused(
     )
 
 
+def test_a_deleted_sweep_parent_is_named_with_the_way_back(tmp_path: Path) -> None:
+    client = tracking.connect(mlflow_uri(tmp_path))
+    experiment, _ = _sweep_parent(client, "empty")  # an experiment without a sweep parent
+    with pytest.raises(InputError, match="sweep 'empty': MLflow experiment 'empty' holds no"):
+        tracking.find_sweep(client, "empty")
+    experiment = tracking.ensure_experiment(client, "gone")
+    parent = tracking.open_parent_run(client, experiment, "gone", "/r", {})
+    client.delete_run(parent)
+    with pytest.raises(InputError) as err:
+        tracking.find_sweep(client, "gone")
+    assert str(err.value) == (
+        f"sweep 'gone': its parent run {parent} was deleted in MLflow; restore it with "
+        f"`mlflow runs restore --run-id {parent}` to read the sweep again"
+    )
+
+
 def test_a_write_to_a_read_only_store_is_named(tmp_path: Path) -> None:
     """A real sqlite3 refusal, wrapped as MLflow wraps it, becomes one line."""
     import sqlite3
