@@ -12,7 +12,7 @@ import html
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from orchestrator.winners_format import cell_row, columns, describe
+from orchestrator.winners_format import cell_row, columns, describe, sweep_state_note
 
 if TYPE_CHECKING:
     from orchestrator.winners import WinnersTable
@@ -106,10 +106,11 @@ def _winner(table: WinnersTable) -> str:
     if best is None:
         return "<div class='winner'>No winner yet: no cell has a finished run.</div>"
     run = f" Run <code>{esc(table.winner_run_id)}</code>" if table.winner_run_id else ""
+    note = sweep_state_note(table)
     return (
         f"<div class='winner'>Winner: <strong>{esc(best.label)}</strong>, "
         f"{esc(table.ranked_metric)} <strong>{best.mean:.4f}</strong> ({table.mode}).{run} (tagged "
-        "<code>winner=true</code> in MLflow).</div>"
+        "<code>winner=true</code> in MLflow)." + (f" Note: {esc(note)}." if note else "") + "</div>"
     )
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from orchestrator.mlflow_ui import markdown_table
 from orchestrator.report_html import PROVENANCE_TAGS, ReportContext
 from orchestrator.winners import WinnersTable
-from orchestrator.winners_format import describe
+from orchestrator.winners_format import describe, sweep_state_note
 
 
 def render_markdown(
@@ -37,7 +37,8 @@ def winner_line(table: WinnersTable) -> str:
         return "No winner yet: no cell has a finished run."
     run = f" Run `{table.winner_run_id}` (tagged `winner=true`)." if table.winner_run_id else ""
     ranked = f"{table.ranked_metric} **{best.mean:.4f}** ({table.mode})"
-    return f"**Winner: {best.label}**, {ranked}.{run}"
+    note = sweep_state_note(table)
+    return f"**Winner: {best.label}**, {ranked}.{run}" + (f" Note: {note}." if note else "")
 
 
 def _intro(table: WinnersTable) -> list[str]:

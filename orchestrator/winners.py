@@ -106,6 +106,7 @@ class WinnersTable:
     case_split: str = "val"  # the cases the per-case comparisons use: val or test
     test_note: str = ""  # why the test column is empty, if it is
     cost_device: str = "GPU"  # cost_hours are GPU-hours, or CPU-hours for a CPU-only sweep
+    sweep_status: str = "FINISHED"  # the parent run's: RUNNING while the sweep goes on
 
     @property
     def ranked_metric(self) -> str:
@@ -124,7 +125,7 @@ class WinnersTable:
         head |= {"regions": list(self.regions), "missing_runs": self.missing}
         head |= {"winner_run_id": self.winner_run_id, "citation": self.citation}
         head |= {"test_metric": self.test_metric, "compared_on": self.case_split}
-        head |= {"ranked_metric": self.ranked_metric}
+        head |= {"ranked_metric": self.ranked_metric, "sweep_status": self.sweep_status}
         head |= {"test_note": self.test_note or None, "cost_unit": f"{self.cost_device}-hours"}
         return head | {"cells": [c.to_json() for c in self.cells]}
 
@@ -153,6 +154,7 @@ def find_winners(
     regions = names.regions_logged(k for r in runs for k in r.data.metrics)
     table = WinnersTable(sweep, parent.info.run_id, metric, mode, correction, alpha, cells, regions)
     table.citation, table.cost_device = citation, device
+    table.sweep_status = parent.info.status
     table.test_metric = winners_test.test_metric(metric)
     table.case_split, table.test_note = split, winners_test.test_note(runs, metric)
     table.winner_run_id = _best_run(cells[0], mode) if cells and cells[0].status == "best" else None

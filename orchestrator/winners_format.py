@@ -57,7 +57,25 @@ def format_table(table: WinnersTable) -> str:
         lines.append(f"paper: {table.citation}")
     if table.winner_run_id:
         lines.append(f"winner run: {table.winner_run_id} (tagged winner=true)")
-    return "\n".join(lines)
+    else:
+        lines.append(f"no winner: no run finished with {table.metric}")
+    note = sweep_state_note(table)
+    return "\n".join(lines + ([f"note: {note}"] if note else []))
+
+
+def sweep_state_note(table: WinnersTable) -> str | None:
+    """What the table cannot say yet: the sweep is still running, or stopped before its end."""
+    if table.sweep_status == "RUNNING":
+        return (
+            "the sweep is still running: this ranks the runs finished so far, and the winner "
+            "may change; run winners again when it ends"
+        )
+    if table.sweep_status in ("KILLED", "FAILED"):
+        return (
+            f"the sweep stopped before its end (parent run {table.sweep_status}): trials it "
+            "never ran are missing; `ablate sweep STUDY --resume --name NAME` completes it"
+        )
+    return None
 
 
 def cell_row(table: WinnersTable, c: CellStats) -> list[str]:

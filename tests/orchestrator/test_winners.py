@@ -121,6 +121,31 @@ def _run(client, experiment, parent, cell, seed, best, cases=None, epoch_s=10.0,
     return run_id
 
 
+def test_a_running_a_stopped_and_an_empty_sweep_say_so(tmp_path: Path) -> None:
+    """A table read mid-sweep or after Ctrl-C ranks only what finished: it says so; a sweep
+    where nothing finished has no winner and says that too."""
+    client, experiment, parent = _sweep(mlflow_uri(tmp_path), "state")
+    _run(client, experiment, parent, "a", 0, {"val/dice_mean": 0.5})
+    _run(client, experiment, parent, "b", 0, {"val/dice_mean": 0.4}, finish=False)
+    text = format_table(find_winners(client, "state"))  # the parent run is RUNNING
+    assert text.endswith(
+        "note: the sweep is still running: this ranks the runs finished so far, and the winner "
+        "may change; run winners again when it ends"
+    )
+    client.set_terminated(parent, status="KILLED")
+    table = find_winners(client, "state")
+    assert table.to_json()["sweep_status"] == "KILLED"
+    assert "note: the sweep stopped before its end (parent run KILLED): trials it never ran " in (
+        format_table(table)
+    )
+    (tmp_path / "2").mkdir()
+    client, experiment, parent = _sweep(mlflow_uri(tmp_path / "2"), "none")
+    _run(client, experiment, parent, "a", 0, {}, finish=False)
+    client.set_terminated(parent, status="FINISHED")
+    text = format_table(find_winners(client, "none"))
+    assert text.splitlines()[-1] == "no winner: no run finished with val/dice_mean"
+
+
 def test_a_ct_sweep_shows_the_fg_dice_column(tmp_path: Path) -> None:
     client, experiment, parent = _sweep(mlflow_uri(tmp_path), "ct")
     for cell, base in (("a", 0.70), ("b", 0.60)):
