@@ -32,6 +32,7 @@ from orchestrator import tracking
 from orchestrator.test_tracking import DATA_TAG, EXTERNAL, TEST, has_test, log_test
 from trainables.config.trial import TrialConfig, parse_trial_config
 from trainables.data.cache import default_cache_root, ensure_prepared
+from trainables.data.layouts import discover
 from trainables.engine.checkpoint import BEST_MODEL_FILE, load_checkpoint
 from trainables.engine.data import prepare_trial_data
 from trainables.engine.held_out import TestCases, TestResult, evaluate_cases, split_test_cases
@@ -77,6 +78,8 @@ def evaluate_sweep(
     """
     if data is not None and not data.is_dir():
         raise InputError(f"{data}: test data directory not found", where="--data")
+    if data is not None:  # an empty or unknown folder is said once, not once per run
+        discover(data)
     parent = tracking.find_sweep(client, sweep)
     runs = tracking.child_runs(client, parent)
     report = EvaluationReport(EXTERNAL if data else TEST)
@@ -188,10 +191,13 @@ def evaluate_weights(
     model = build_model(cfg.model, len(cases.modalities), channels).to(device)
     try:
         model.load_state_dict(weights)
-    except RuntimeError as err:
+    except RuntimeError as err:  # torch's first line is a header ending in ':'
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+        detail = next((line for line in lines if "size mismatch" in line), lines[-1])
+        kind = "binary (foreground)" if cases.scheme.name.endswith("binary") else "BraTS"
         raise InputError(
             f"the checkpoint does not fit a {cfg.model.kind} with {channels} outputs for the "
-            f"{cases.scheme.name} labels of the test data: {str(err).splitlines()[0]}"
+            f"{kind} labels of the test data: the run was trained on other labels ({detail})"
         ) from None
     autocast = lambda: autocast_context(precision, device)  # noqa: E731
     return evaluate_cases(model, cfg, cases, device, autocast, prefix=prefix, progress=progress)

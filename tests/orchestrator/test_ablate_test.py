@@ -158,6 +158,30 @@ def test_a_missing_external_test_set_is_refused_once_up_front(
     assert f"--data: {missing}: test data directory not found" in err
 
 
+def test_test_data_of_another_kind_is_named_by_what_it_lacks(
+    trained: tuple[Path, TrainResult, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An empty folder is refused once, not once per run; CT cases for a BraTS model name the
+    labels and the weights that do not fit (was torch's header line, ending in a colon)."""
+    from trainables.data.synth_ct import synthesize_ct_dataset
+
+    checkpoint, _, split = trained
+    uri = mlflow_uri(tmp_path)
+    _sweep(uri, checkpoint, split)
+    (tmp_path / "empty").mkdir()
+    args = ["test", "study", "--tracking-uri", uri, "--data"]
+    assert main([*args, str(tmp_path / "empty")]) == 2
+    assert capsys.readouterr().err.count("dataset directory is empty") == 1
+    synthesize_ct_dataset(tmp_path / "ct", 2, 0, (32, 32, 32))
+    assert main([*args, str(tmp_path / "ct")]) == 2
+    err = capsys.readouterr().err
+    assert (
+        "failed 1/3 a/seed0: the checkpoint does not fit a attention_unet with 2 outputs for the "
+        "binary (foreground) labels of the test data: the run was trained on other labels "
+        "(size mismatch for heads.0.weight: copying a param with shape torch.Size([4, 4, 1, 1, 1])"
+    ) in err
+
+
 def test_a_run_on_another_split_is_refused_by_name(
     trained: tuple[Path, TrainResult, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
