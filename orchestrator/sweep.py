@@ -123,7 +123,7 @@ def run_sweep(opts: SweepOptions) -> SweepResult:
     mlflow = _open_tracking(client, uri, plan, name, path, opts, left_out)
     meta = {"space_file": str(plan.source), "space_hash": plan.space_hash, "tracking_uri": uri}
     meta |= {"experiment_id": mlflow.experiment_id, "parent_run_id": mlflow.parent_id}
-    meta["data"] = _data(opts)
+    meta |= {"data": _data(opts), "smoke": opts.smoke}
     _write_meta(path, meta)
     if opts.resume:  # a killed driver may have lost queued MLflow writes: replay Tune's record
         _replay_into_mlflow(mlflow, plan, name, path)
@@ -233,6 +233,9 @@ def _check_resume(opts: SweepOptions, plan: Plan, path: str, name: str) -> dict[
         raise InputError(f"--resume: sweep {name!r} logs to {stored}, not {opts.tracking_uri}")
     if meta.get("data") not in (None, _data(opts)):
         raise InputError(f"--resume: sweep {name!r} trains on {meta['data']}, not {_data(opts)}")
+    if meta.get("smoke") not in (None, opts.smoke):  # shrunk trials and full ones do not mix
+        given = "with" if meta["smoke"] else "without"
+        raise InputError(f"--resume: sweep {name!r} was started {given} --smoke; resume it so")
     return meta
 
 

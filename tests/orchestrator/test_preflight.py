@@ -92,6 +92,24 @@ def test_a_new_sweep_never_reopens_an_earlier_ones_runs(
     assert client.get_experiment(experiment).lifecycle_stage == "deleted"
 
 
+def test_a_smoke_sweep_resumes_only_with_smoke(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Shrunk and full-size trials do not mix in one sweep (checked before Ray starts)."""
+    import json
+
+    space = write_space(tmp_path, "name: shrunk\nextends: trial.yaml\nseeds: 1\n")
+    folder = tmp_path / "ray" / "shrunk"
+    folder.mkdir(parents=True)
+    (folder / "tuner.pkl").write_bytes(b"")  # what Tuner.can_restore looks for
+    (folder / "ablate_sweep.json").write_text(json.dumps({"smoke": True}))
+    args = ["sweep", str(space), "--resume", "--storage", str(tmp_path / "ray")]
+    assert main([*args, "--tracking-uri", mlflow_uri(tmp_path)]) == 2
+    assert "--resume: sweep 'shrunk' was started with --smoke; resume it so" in (
+        capsys.readouterr().err
+    )
+
+
 def test_sweep_with_a_wrong_address_exits_2_within_seconds(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
