@@ -214,7 +214,7 @@ def register_winner(client: Any, run_id: str, name: str, alias: str = CHAMPION) 
         torch.save(member.model.state_dict(), weights_path)
         # start_run re-opens the finished run and its context manager would end it FAILED on
         # an error: a failed registration must leave the trial as it was, so restore it
-        status = client.get_run(run_id).info.status
+        before = client.get_run(run_id).info
         mlflow.start_run(run_id=run_id)
         try:
             info = mlflow.pytorch.log_model(
@@ -226,8 +226,9 @@ def register_winner(client: Any, run_id: str, name: str, alias: str = CHAMPION) 
                 serialization_format="pickle",  # pt2 would fix the window batch size
                 pip_requirements=[f"torch=={torch.__version__}"],  # no slow inference
             )
-        finally:
-            mlflow.end_run(status=status)
+        finally:  # the run's status and end time as they were (MLflow's Duration column)
+            mlflow.end_run(status=before.status)
+            client.set_terminated(run_id, status=before.status, end_time=before.end_time)
     version = str(info.registered_model_version)
     client.set_registered_model_alias(name, alias, version)
     client.set_model_version_tag(name, version, "ablate.run_id", run_id)

@@ -103,7 +103,10 @@ def test_a_registered_model_loads_without_unpickling(
     uri = mlflow_uri(tmp_path)
     client, exp, parent = _sweep(uri, "safe")
     run = _trial(client, exp, parent, "a", 0, 0.5, _checkpoint(tmp_path, 4))
+    ended = client.get_run(run).info.end_time
     assert register_winner(client, run, "seg") == "1"
+    info = client.get_run(run).info
+    assert (info.status, info.end_time) == ("FINISHED", ended)  # its Duration is unchanged
     monkeypatch.setenv("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "false")
     source, loaded = load_registered("models:/seg@champion", uri)
     assert source == "models:/seg@champion (version 1)"
