@@ -129,6 +129,14 @@ class Sweep:
         trials = ExperimentAnalysis(str(self.path)).trials
         return {t.config["trial"]["key"]: t.status for t in trials}
 
+    def checkpointed(self) -> set[str]:
+        """Trial keys whose checkpoint the saved experiment state already names (what
+        ``--resume`` restores from; a trial that reported an epoch may not be there yet)."""
+        from ray.tune import ExperimentAnalysis
+
+        trials = ExperimentAnalysis(str(self.path)).trials
+        return {t.config["trial"]["key"] for t in trials if t.checkpoint is not None}
+
     def wait_until(self, check: Any, timeout_s: float = 180.0, what: str = "") -> Any:
         """Poll ``check()`` until it returns something truthy while the driver runs."""
         deadline = time.monotonic() + timeout_s

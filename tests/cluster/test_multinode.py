@@ -116,10 +116,15 @@ def test_d_driver_killed_mid_sweep_resumes(
     def one_done_one_running() -> tuple[set[str], set[str]] | None:
         try:
             statuses = sweep.statuses()  # the saved state: what --resume will see
+            saved = sweep.checkpointed()  # a reported epoch reaches it up to a second later
         except Exception:  # not written yet, or being replaced
             return None
         done = {key for key, status in statuses.items() if status == "TERMINATED"}
-        running = {k for k, e in epochs_done(sweep).items() if k not in done and 1 <= e < epochs}
+        running = {
+            k
+            for k, e in epochs_done(sweep).items()
+            if k not in done and 1 <= e < epochs and k in saved
+        }
         return (done, running) if done and running else None
 
     done, running = sweep.wait_until(one_done_one_running, what="a finished and a running trial")
