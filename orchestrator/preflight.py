@@ -118,12 +118,13 @@ def check_sqlite_store(uri: str, existing: bool) -> None:
     path = uri.removeprefix("sqlite:///")
     if not path or path == ":memory:" or uri.startswith("sqlite:////:memory:"):
         return
-    if existing and not Path(path).expanduser().is_file():
+    store = Path(path).expanduser()
+    if existing and not store.is_file():
         raise InputError(
             f"no MLflow store at {path}: run ablate in the folder the sweep ran in, or point "
             "--tracking-uri (or MLFLOW_TRACKING_URI) at the sweep's store"
         )
-    folder = Path(path).expanduser().parent
+    folder = store.parent
     if not folder.is_dir():
         raise InputError(f"MLflow tracking URI {uri!r}: folder {folder} does not exist")
     if not os.access(folder, os.W_OK):

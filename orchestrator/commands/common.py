@@ -62,11 +62,13 @@ def model_name(text: str) -> str:
     if not text.strip():
         raise argparse.ArgumentTypeError("a registered model needs a name, got an empty one")
     bad = [c for c in "/:" if c in text]
-    if bad or text.strip() in (".", ".."):
-        why = f"contains {' and '.join(repr(c) for c in bad)}" if bad else "is a path part"
+    if bad:
         raise argparse.ArgumentTypeError(
-            f"{text!r} {why}: MLflow model names cannot contain '/' or ':' (e.g. tumour-seg)"
+            f"{text!r} contains {' and '.join(repr(c) for c in bad)}: MLflow model names cannot "
+            "contain '/' or ':' (e.g. tumour-seg)"
         )
+    if text.strip() in (".", ".."):
+        raise argparse.ArgumentTypeError(f"{text!r} is a path part, not a name (e.g. tumour-seg)")
     return text
 
 

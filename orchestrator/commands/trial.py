@@ -115,21 +115,25 @@ def _check_bench_flags(args: argparse.Namespace) -> None:
     from trainables.errors import InputError
 
     if args.inference:
-        unused = [flag for flag, on in (("--pipeline", args.pipeline), ("--data", args.data)) if on]
+        unused = _given({"--pipeline": args.pipeline, "--data": args.data})
         if unused:
             raise InputError(
                 f"{' and '.join(unused)} do(es) not apply to --inference (it times one "
                 "synthetic case of --shape)"
             )
         return
-    unused = [f for f, on in (("--shape", args.shape), ("--cases", args.cases), ("--tta", args.tta))
-              if on]  # fmt: skip
+    unused = _given({"--shape": args.shape, "--cases": args.cases, "--tta": args.tta})
     if unused:
         raise InputError(f"{', '.join(unused)} apply only with --inference")
     if args.data and not args.pipeline:
         raise InputError(
             "--data is read only with --pipeline (the step benchmark times random patches)"
         )
+
+
+def _given(flags: dict[str, object]) -> list[str]:
+    """The flags of ``flags`` (name -> parsed value) that were given on the command line."""
+    return [flag for flag, value in flags.items() if value]
 
 
 def _bench(args: argparse.Namespace) -> int:
