@@ -12,6 +12,7 @@ from ablate_sweep_helpers import log_sweep, mlflow_uri
 
 from orchestrator import tracking
 from orchestrator.cli import main
+from orchestrator.report_markdown import winner_line
 from orchestrator.winners import find_winners, format_table
 from trainables.errors import InputError
 
@@ -127,7 +128,11 @@ def test_a_running_a_stopped_and_an_empty_sweep_say_so(tmp_path: Path) -> None:
     client, experiment, parent = _sweep(mlflow_uri(tmp_path), "state")
     _run(client, experiment, parent, "a", 0, {"val/dice_mean": 0.5})
     _run(client, experiment, parent, "b", 0, {"val/dice_mean": 0.4}, finish=False)
-    text = format_table(find_winners(client, "state"))  # the parent run is RUNNING
+    table = find_winners(client, "state")  # the parent run is RUNNING
+    assert "Note: the sweep is still running: this ranks the runs finished so far" in (
+        winner_line(table)  # the report's winner line says it too
+    )
+    text = format_table(table)
     assert text.endswith(
         "note: the sweep is still running: this ranks the runs finished so far, and the winner "
         "may change; run winners again when it ends"
