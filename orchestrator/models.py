@@ -68,14 +68,27 @@ def resolve_model(spec: str, tracking_uri: str | None = None) -> list[Checkpoint
 
 
 def _trial_run(client: Any, spec: str) -> Any | None:
-    """The trial run whose id is ``spec``; None for a sweep's parent run or a non-id."""
+    """The trial run whose id is ``spec``; None for a sweep's parent run or a non-id.
+
+    InputError for a run in MLflow's trash (it would predict from a run the user deleted) and
+    for a run id the store does not hold (not a sweep name either: said as a run id).
+    """
     if not _RUN_ID.fullmatch(spec):
         return None
     try:
         run = client.get_run(spec)
     except Exception:  # MLflow raises MlflowException for an unknown id
-        return None
-    return None if run.data.tags.get("ablate.kind") == "sweep" else run
+        if client.get_experiment_by_name(spec) is not None:
+            return None  # a sweep named like a run id
+        raise InputError(f"no run with id {spec} in {client.tracking_uri}") from None
+    if run.data.tags.get("ablate.kind") == "sweep":
+        return None  # the sweep stands for its winner (find_sweep refuses a deleted one)
+    if run.info.lifecycle_stage == "deleted":
+        raise InputError(
+            f"run {spec} ({run.info.run_name}) was deleted in MLflow; restore it with "
+            f"`mlflow runs restore --run-id {spec}` to predict with it"
+        )
+    return run
 
 
 def run_checkpoint(client: Any, run: Any) -> Checkpoint:

@@ -350,6 +350,11 @@ def find_sweep(client: MlflowClient, sweep: str) -> Run:
     except Exception:
         run = None
     if run is not None and run.data.tags.get("ablate.kind") == "sweep":
+        if run.info.lifecycle_stage == "deleted":  # a parent in the trash, named by its id
+            raise InputError(
+                f"sweep parent run {sweep} was deleted in MLflow; restore it with "
+                f"`mlflow runs restore --run-id {sweep}` to read the sweep again"
+            )
         return run
     names = sorted(e.name for e in client.search_experiments() if e.name != "Default")
     known = ", ".join(names) or "none yet"

@@ -48,11 +48,14 @@ def _predict(args: argparse.Namespace) -> int:
     check_output(args.out, Path(args.input_dir).expanduser().absolute(), args.overwrite, False)
     predictor = build_predictor(resolve_model(args.model, args.tracking_uri), args.device)
     progress(f"model: {predictor.describe()}{', with mirroring TTA' if args.tta else ''}")
+    sources = [member.source for member in predictor.members]  # which run(s) MODEL resolved to
+    progress(f"from {sources[0]}" if len(sources) == 1 else f"from {'; '.join(sources)}")
     report = predict_directory(
         predictor, args.input_dir, args.out, args.tta, args.overwrite, args.label_scheme, progress
     )
     summary = {
         "out": str(report.out_dir),
+        "model": sources,
         "label_scheme": report.label_scheme,
         "written": [str(p) for p in report.written],
         "seconds_per_case": sum(report.seconds) / max(1, len(report.seconds)),

@@ -76,12 +76,39 @@ def test_model_names_resolve_to_runs_cells_and_winners(tmp_path: Path, capsys) -
     out = tmp_path / "out"
     args = ["predict", "abl:a", str(tmp_path / "in"), "--out", str(out), "--tracking-uri", uri]
     assert main(args) == 0
-    assert "2-model ensemble of attention_unet" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "2-model ensemble of attention_unet" in err
+    assert f"from run {a0} (a/0); run {a1} (a/1)" in err  # the runs used, named
     assert nib.load(out / "c0.nii.gz").shape == (30, 26, 22)
+    args = ["predict", "abl", str(tmp_path / "in"), "--out", str(out), "--tracking-uri", uri]
+    assert main([*args, "--overwrite", "--json"]) == 0
+    captured = capsys.readouterr()
+    assert f"from run {a1} (a/1)" in captured.err  # the sweep's winner, named
+    assert json.loads(captured.out)["model"] == [f"run {a1} (a/1)"]
     # a full --out is refused before the model is looked up (a sweep that does not exist)
     assert main([*args[:1], "nosweep", *args[2:]]) == 2
     err = capsys.readouterr().err
     assert "the output folder already holds 1 files (c0.nii.gz)" in err and "nosweep" not in err
+
+
+def test_deleted_and_unknown_run_ids_are_refused(tmp_path: Path) -> None:
+    """A run in MLflow's trash is not predicted from (nor a deleted sweep read by its parent
+    id); an id the store does not hold is said to be a run id, not a sweep name."""
+    uri = mlflow_uri(tmp_path)
+    client, exp, parent = _sweep(uri)
+    run = _trial(client, exp, parent, "a", 0, 0.5, _checkpoint(tmp_path, 0))
+    client.delete_run(run)
+    restore = f"`mlflow runs restore --run-id {run}` to predict with it"
+    with pytest.raises(InputError, match=f"run {run} \\(a/0\\) was deleted in MLflow; restore"):
+        resolve_model(run, uri)
+    with pytest.raises(InputError, match=restore.replace("`", ".")):
+        resolve_model(run, uri)
+    client.delete_run(parent)
+    with pytest.raises(InputError, match=f"sweep parent run {parent} was deleted in MLflow"):
+        resolve_model(parent, uri)
+    unknown = "0" * 32
+    with pytest.raises(InputError, match=f"no run with id {unknown} in "):
+        resolve_model(unknown, uri)
 
 
 @pytest.fixture(scope="module")
