@@ -172,7 +172,9 @@ class TrackingCallback(tune.Callback):
         epochs = endings = 0
         for trial in analysis.trials:
             config = dict(trial.config)
-            self._start_run(trial.trial_id, config)  # finds the existing child by its key
+            ended = self._ended_run(trial.trial_id, config) if trial.status in CONCLUDED else None
+            if ended is None:
+                self._start_run(trial.trial_id, config)  # finds the existing child by its key
             run_id = self.runs[trial.trial_id]
             frame = frames.get(trial.trial_id)
             rows = frame.to_dict("records") if frame is not None else []
@@ -192,6 +194,20 @@ class TrackingCallback(tune.Callback):
                 error = trial_error(trial) if trial.status == "ERROR" else None
                 self._finish_run(trial.trial_id, config, last, error, trial.checkpoint)
         return epochs, endings
+
+    def _ended_run(self, trial_id: str, config: dict[str, Any]) -> str | None:
+        """The trial's child run where it already ended (FINISHED or FAILED), noted as the
+        trial's run without re-opening it: re-opened and ended again, its end time (MLflow's
+        Duration column) would become the time of the resume."""
+        from trainables.trainable import trial_identity
+
+        key, s = trial_identity(config, trial_id).key, self.settings
+        run = tracking.find_child_run(self.client, s["experiment_id"], s["parent_id"], key)
+        if run is None or run.info.status not in ("FINISHED", "FAILED"):
+            return None
+        run_id = self.runs[trial_id] = run.info.run_id
+        self.logged[trial_id] = logged_epochs(self.client, run_id)
+        return run_id
 
     def _backfill(self, trial_id: str, rows: list[dict[str, Any]]) -> None:
         """Log the saved epochs whose step the run does not have yet (``_log_epoch`` skips

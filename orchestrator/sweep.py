@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from orchestrator import mlflow_ui, tracking
+from orchestrator import mlflow_ui, provenance, tracking
 from orchestrator.checks import check_data_dir
 from orchestrator.commands.common import progress
 from orchestrator.expand import Plan, plan_sweep
@@ -250,13 +250,13 @@ def _parent_run(
     tags = {
         "ablate.space_file": str(plan.source),
         "ablate.space_hash": plan.space_hash,
-        "ablate.git_commit": tracking.git_commit(plan.source.parent),
+        "ablate.git_commit": provenance.git_commit(plan.source.parent),
         "ablate.metric": plan.space.metric,
         "ablate.mode": plan.space.mode,
         "ablate.smoke": str(opts.smoke).lower(),
     }
     parent_id = tracking.open_parent_run(
-        client, experiment_id, name, path, tracking.parent_tags(tags)
+        client, experiment_id, name, path, provenance.parent_tags(tags)
     )
     tracking.log_params(client, parent_id, _parent_params(plan, opts))
     if not client.list_artifacts(parent_id, "space"):

@@ -20,7 +20,6 @@ import json
 import math
 import os
 import re
-import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -142,54 +141,6 @@ def ensure_experiment(client: MlflowClient, name: str) -> str:
     return client.create_experiment(name, artifact_location=location)
 
 
-def parent_tags(plan_tags: dict[str, str]) -> dict[str, str]:
-    """Tags of a sweep's parent run: the caller's plus code and library versions."""
-    import mlflow
-    import ray
-    import torch
-
-    return {
-        "ablate.kind": "sweep",
-        "ablate.version": ablate_version(),
-        "ablate.code_commit": git_commit(Path(__file__).resolve().parent.parent),
-        "ablate.ray_version": ray.__version__,
-        "ablate.torch_version": torch.__version__,
-        "ablate.mlflow_version": mlflow.__version__,
-        **plan_tags,
-    }
-
-
-def ablate_version() -> str:
-    """The installed ablate distribution's version (``unknown`` when run from an uninstalled
-    source tree)."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("ablate")
-    except PackageNotFoundError:
-        return "unknown"
-
-
-def git_commit(folder: Path) -> str:
-    """The commit checked out in ``folder``, with ``-dirty`` when tracked files differ from it
-    (the results then came from code no commit holds); ``unknown`` outside git or before the
-    first commit (an installed wheel's folder, say)."""
-    head = _git(folder, "rev-parse", "HEAD")
-    if head is None:
-        return "unknown"
-    dirty = _git(folder, "status", "--porcelain", "--untracked-files=no")
-    return f"{head}-dirty" if dirty else head
-
-
-def _git(folder: Path, *args: str) -> str | None:
-    """``git args`` in ``folder``: its stripped output, or None when git fails or is missing."""
-    try:
-        out = subprocess.run(["git", *args], cwd=folder, capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() if out.returncode == 0 else None
-
-
 def open_parent_run(
     client: MlflowClient, experiment_id: str, name: str, sweep_path: str, tags: dict[str, str]
 ) -> str:
@@ -208,13 +159,21 @@ def open_child_run(
     client: MlflowClient, experiment_id: str, parent_id: str, key: str, tags: dict[str, str]
 ) -> tuple[str, bool]:
     """(run id, created) of the trial ``key`` under ``parent_id``: found by tag, else created."""
-    found = search(client, experiment_id, {PARENT_TAG: parent_id, "ablate.trial_key": key})
+    found = find_child_run(client, experiment_id, parent_id, key)
     if found:
-        run_id = found[0].info.run_id
+        run_id = found.info.run_id
         client.update_run(run_id, status="RUNNING")
         return run_id, False
     tags = {**tags, PARENT_TAG: parent_id, "ablate.kind": "trial", "ablate.trial_key": key}
     return client.create_run(experiment_id, tags=tags, run_name=key).info.run_id, True
+
+
+def find_child_run(
+    client: MlflowClient, experiment_id: str, parent_id: str, key: str
+) -> Run | None:
+    """The run of the trial ``key`` under ``parent_id``, if there is one."""
+    found = search(client, experiment_id, {PARENT_TAG: parent_id, "ablate.trial_key": key})
+    return found[0] if found else None
 
 
 def search(client: MlflowClient, experiment_id: str, tags: dict[str, str]) -> list[Run]:

@@ -73,11 +73,11 @@ def log_sweep(uri: str, name: str, cells: dict[str, list[float]], **kwargs: Any)
     Keyword args: ``split`` (split hash per cell, default the same for all), ``failed`` (cell ->
     outcome of one extra failed run), ``paper`` (the parent's paper.json payload).
     """
-    from orchestrator import tracking
+    from orchestrator import provenance, tracking
 
     client = tracking.connect(uri)
     experiment = tracking.ensure_experiment(client, name)
-    tags = tracking.parent_tags({"ablate.metric": "val/dice_mean", "ablate.mode": "max"})
+    tags = provenance.parent_tags({"ablate.metric": "val/dice_mean", "ablate.mode": "max"})
     parent = tracking.open_parent_run(client, experiment, name, f"/ray/{name}", tags)
     for cell, values in cells.items():
         for seed, best in enumerate(values):

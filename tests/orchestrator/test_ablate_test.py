@@ -12,7 +12,7 @@ import pytest
 import yaml
 from ablate_sweep_helpers import mlflow_uri, tiny_trial
 
-from orchestrator import tracking
+from orchestrator import provenance, tracking
 from orchestrator.cli import main
 from trainables.config.trial import load_trial_config
 from trainables.data.synth import synthesize_dataset
@@ -40,7 +40,7 @@ def _sweep(uri: str, checkpoint: Path, split: str) -> tuple[object, dict[str, st
     ``c/seed0`` has no best model. Returns (client, run key -> run id)."""
     client = tracking.connect(uri)
     experiment = tracking.ensure_experiment(client, "study")
-    tags = tracking.parent_tags({"ablate.metric": "val/dice_mean", "ablate.mode": "max"})
+    tags = provenance.parent_tags({"ablate.metric": "val/dice_mean", "ablate.mode": "max"})
     parent = tracking.open_parent_run(client, experiment, "study", "/r", tags)
     runs = {}
     for cell in ("a", "b", "c"):

@@ -14,7 +14,7 @@ import pytest
 import torch
 from ablate_sweep_helpers import mlflow_uri
 
-from orchestrator import tracking
+from orchestrator import provenance, tracking
 from orchestrator.cli import main
 from orchestrator.models import load_registered, register_winner, resolve_model
 from tests.cluster.cluster_harness import MlflowServer
@@ -25,7 +25,7 @@ from trainables.errors import InputError
 def _sweep(uri: str, name: str = "abl") -> tuple[object, str, str]:
     client = tracking.connect(uri)
     experiment = tracking.ensure_experiment(client, name)
-    tags = tracking.parent_tags({"ablate.metric": "val/dice_mean", "ablate.mode": "max"})
+    tags = provenance.parent_tags({"ablate.metric": "val/dice_mean", "ablate.mode": "max"})
     return client, experiment, tracking.open_parent_run(client, experiment, name, "/r", tags)
 
 

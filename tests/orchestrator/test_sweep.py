@@ -156,6 +156,7 @@ def test_interrupted_sweep_resumes_without_rerunning_finished_trials(
         for r in children
         if r.info.status == "FINISHED"
     }
+    ended = {r.info.run_id: r.info.end_time for r in children if r.info.status == "FINISHED"}
     assert 1 <= len(done) < 4
     assert all(r.info.status == "KILLED" for r in children if r.info.run_id not in done.values())
     capsys.readouterr()
@@ -176,6 +177,7 @@ def test_interrupted_sweep_resumes_without_rerunning_finished_trials(
             run_id
         ]
         assert [m.step for m in client.get_metric_history(run_id, "val/dice_mean")] == [1, 2]
+        assert client.get_run(run_id).info.end_time == ended[run_id]  # Duration unchanged
 
 
 def test_failing_and_out_of_memory_trials_are_recorded_while_others_finish(

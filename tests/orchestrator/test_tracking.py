@@ -213,35 +213,6 @@ def test_outcome_of_a_trial_ended_before_its_epochs() -> None:
     assert finished_outcome({"epoch": 1.0}, planned=3) == "stopped_early"
 
 
-def test_git_commit_names_the_checkout_and_marks_uncommitted_changes(tmp_path: Path) -> None:
-    import subprocess
-
-    def git(*args: str) -> str:
-        return subprocess.run(
-            ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args],
-            cwd=tmp_path, check=True, capture_output=True, text=True,
-        ).stdout.strip()  # fmt: skip
-
-    assert tracking.git_commit(tmp_path) == "unknown"  # not a repository (or no commit yet)
-    git("init", "-q")
-    (tmp_path / "study.yaml").write_text("name: a\n")
-    git("add", "study.yaml")
-    git("commit", "-qm", "study")
-    head = git("rev-parse", "HEAD")
-    assert tracking.git_commit(tmp_path) == head
-    (tmp_path / "notes.txt").write_text("untracked files do not change the results\n")
-    assert tracking.git_commit(tmp_path) == head
-    (tmp_path / "study.yaml").write_text("name: b\n")
-    assert tracking.git_commit(tmp_path) == f"{head}-dirty"
-
-
-def test_parent_tags_name_ablate_itself() -> None:
-    tags = tracking.parent_tags({"ablate.git_commit": "abc"})
-    assert tags["ablate.git_commit"] == "abc" and tags["ablate.version"] != "unknown"
-    repo = Path(tracking.__file__).resolve().parent.parent
-    assert tags["ablate.code_commit"] == tracking.git_commit(repo)  # "unknown" from a wheel
-
-
 def test_a_sampled_trial_whose_config_is_invalid_still_gets_its_failed_run(client) -> None:
     base = yaml.safe_load(TINY_TRIAL.read_text())
     base["schedule"] = {"kind": "cosine", "min_lr": 1e-5}

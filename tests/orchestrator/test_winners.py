@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from ablate_sweep_helpers import log_sweep, mlflow_uri
 
-from orchestrator import tracking
+from orchestrator import provenance, tracking
 from orchestrator.cli import main
 from orchestrator.report_markdown import winner_line
 from orchestrator.winners import find_winners, format_table
@@ -99,7 +99,7 @@ def _sweep(uri: str, name: str) -> tuple[object, str, str]:
     """An empty sweep: (client, experiment id, parent run id)."""
     client = tracking.connect(uri)
     experiment = tracking.ensure_experiment(client, name)
-    tags = tracking.parent_tags({"ablate.metric": "val/dice_mean", "ablate.mode": "max"})
+    tags = provenance.parent_tags({"ablate.metric": "val/dice_mean", "ablate.mode": "max"})
     return client, experiment, tracking.open_parent_run(client, experiment, name, "/r", tags)
 
 

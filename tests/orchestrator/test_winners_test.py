@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from ablate_sweep_helpers import mlflow_uri
 
-from orchestrator import tracking
+from orchestrator import provenance, tracking
 from orchestrator.cli import main
 from orchestrator.winners import find_winners, format_table
 
@@ -18,7 +18,7 @@ from orchestrator.winners import find_winners, format_table
 def _sweep(uri: str) -> tuple[object, str, str]:
     client = tracking.connect(uri)
     experiment = tracking.ensure_experiment(client, "study")
-    tags = tracking.parent_tags({"ablate.metric": "val/dice_mean", "ablate.mode": "max"})
+    tags = provenance.parent_tags({"ablate.metric": "val/dice_mean", "ablate.mode": "max"})
     return client, experiment, tracking.open_parent_run(client, experiment, "study", "/r", tags)
 
 
