@@ -20,17 +20,14 @@ files) become :class:`~trainables.errors.CaseError` entries while the good cases
 
 from __future__ import annotations
 
-import json
 import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import nibabel as nib
-
 from trainables.data.labels import get_scheme
-from trainables.data.nifti import READ_ERRORS
-from trainables.data.types import BRATS_MODALITIES, CT_MODALITY, CaseRecord
+from trainables.data.msd_json import msd_channels, msd_scheme
+from trainables.data.types import BRATS_MODALITIES, CaseRecord
 from trainables.errors import CaseError, InputError
 
 NIFTI_SUFFIXES: tuple[str, ...] = (".nii.gz", ".nii")
@@ -42,29 +39,11 @@ LAYOUT_HELP: dict[str, str] = {
     "msd": "Medical Segmentation Decathlon: imagesTr/<case>.nii.gz, labelsTr/, dataset.json",
 }
 
-# Lower-case modality names used by the supported datasets -> canonical names.
-MODALITY_ALIASES: dict[str, str] = {
-    "t1": "t1",
-    "t1ce": "t1ce",
-    "t2": "t2",
-    "flair": "flair",
-    "t1n": "t1",  # BraTS 2023+
-    "t1c": "t1ce",
-    "t2w": "t2",
-    "t2f": "flair",
-    "t1w": "t1",  # MSD Task01 dataset.json
-    "t1gd": "t1ce",
-    "ct": CT_MODALITY,
-}
-
 # Separator between case id and file tag, and tag -> canonical key ("seg" for the label).
 _BRATS_TAGS: dict[str, tuple[str, dict[str, str]]] = {
     "brats2021": ("_", {"t1": "t1", "t1ce": "t1ce", "t2": "t2", "flair": "flair", "seg": "seg"}),
     "brats2023": ("-", {"t1n": "t1", "t1c": "t1ce", "t2w": "t2", "t2f": "flair", "seg": "seg"}),
 }
-
-# MSD Task01's channel order, used when dataset.json is absent or has no modality entry.
-MSD_DEFAULT_CHANNELS: dict[str, int] = {"flair": 0, "t1": 1, "t1ce": 2, "t2": 3}
 
 _NNUNET_CHANNEL = re.compile(r"_0000$")
 
@@ -273,7 +252,7 @@ def _discover_msd(
         for case_id, paths in _group_by_case(nifti_files(extra)).items():
             images.setdefault(case_id, []).extend(paths)  # one id in both: a duplicate below
     channels = msd_channels(root, [paths[0] for paths in images.values()])
-    scheme = override or _msd_scheme(root, channels)
+    scheme = override or msd_scheme(root, channels)
     cases: list[CaseRecord] = []
     problems: list[CaseError] = []
     for case_id, paths in images.items():
@@ -314,71 +293,3 @@ def _group_by_case(
     for path, stem in stems.items():
         grouped.setdefault(stem, []).append(path)
     return dict(sorted(grouped.items()))
-
-
-def read_dataset_json(root: Path) -> dict:
-    """``root/dataset.json`` as a dict ({} when absent); InputError naming it when invalid."""
-    path = root / "dataset.json"
-    if not path.is_file():
-        return {}
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(f"cannot read dataset.json ({exc})", path) from None
-    if not isinstance(meta, dict):
-        raise InputError("dataset.json must hold a JSON object", path)
-    return meta
-
-
-def msd_channels(root: Path, images: list[Path]) -> dict[str, int]:
-    """Canonical modality -> channel index of an MSD folder's images.
-
-    From dataset.json's "modality" (MSD) or "channel_names" (nnU-Net v2) entry when present;
-    otherwise from the first readable image header: 3-D means single-channel CT, 4-D means
-    Task01's order (FLAIR, T1w, t1gd, T2w).
-    """
-    meta = read_dataset_json(root)
-    names = meta.get("modality") or meta.get("channel_names")
-    if names:
-        return _channels_from_json(names, root / "dataset.json")
-    return {CT_MODALITY: 0} if _first_image_is_3d(images) else dict(MSD_DEFAULT_CHANNELS)
-
-
-def _channels_from_json(names: object, where: Path) -> dict[str, int]:
-    if not isinstance(names, dict):
-        raise InputError('"modality" must map channel index to name, e.g. {"0": "FLAIR"}', where)
-    if sorted(str(k) for k in names) != sorted(str(i) for i in range(len(names))):
-        raise InputError(
-            f'"modality" keys must be "0".."{len(names) - 1}", got {list(names)}', where
-        )
-    channels: dict[str, int] = {}
-    for index, name in sorted(names.items(), key=lambda kv: int(kv[0])):
-        canonical = MODALITY_ALIASES.get(str(name).lower())
-        if canonical is None:
-            known = ", ".join(sorted(MODALITY_ALIASES))
-            raise InputError(f"modality {name!r} is not one of the known names ({known})", where)
-        if canonical in channels:
-            raise InputError(f"two channels are the same modality {canonical!r}", where)
-        channels[canonical] = int(index)
-    return channels
-
-
-def _first_image_is_3d(images: list[Path]) -> bool:
-    """Whether the first image whose header reads is 3-D (trailing singleton axes ignored)."""
-    for path in images:
-        try:
-            shape = nib.load(path).shape  # header only: voxels are not decoded
-        except READ_ERRORS:  # a corrupt file is reported when its case is loaded
-            continue
-        while len(shape) > 3 and shape[-1] == 1:
-            shape = shape[:-1]
-        return len(shape) == 3
-    raise InputError("no readable NIfTI header in imagesTr/", images[0].parent)
-
-
-def _msd_scheme(root: Path, channels: dict[str, int]) -> str:
-    """CT or a two-label dataset.json -> binary; otherwise Task01's BraTS labels."""
-    labels = read_dataset_json(root).get("labels")
-    if CT_MODALITY in channels or (isinstance(labels, dict) and len(labels) == 2):
-        return "binary"
-    return "msd_brats"

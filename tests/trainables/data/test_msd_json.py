@@ -1,0 +1,64 @@
+"""An MSD folder's dataset.json: channel entries and the label scheme its labels imply, and the
+message for each malformed entry (naming the file and the entry)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.trainables.data.nifti_factory import msd_dataset, write_dataset_json
+from trainables.data.layouts import discover
+from trainables.errors import InputError
+
+TASK01 = {"0": "FLAIR", "1": "T1w", "2": "t1gd", "3": "T2w"}
+
+
+def _refused(root: Path, meta: dict) -> str:
+    write_dataset_json(root, meta)
+    with pytest.raises(InputError) as err:
+        discover(root)
+    text = str(err.value)
+    assert text.startswith(f"{root / 'dataset.json'}: ")
+    return text.removeprefix(f"{root / 'dataset.json'}: ")
+
+
+def test_label_counts_decide_the_scheme_in_both_dialects(tmp_path: Path) -> None:
+    msd_dataset(tmp_path, ["BRATS_001"])
+    for labels, scheme in [
+        ({"0": "background", "1": "edema", "2": "non-enhancing", "3": "enhancing"}, "msd_brats"),
+        ({"background": 0, "tumour": 1}, "binary"),  # nnU-Net v2: name -> value
+    ]:
+        write_dataset_json(tmp_path, {"channel_names": TASK01, "labels": labels})
+        assert discover(tmp_path).cases[0].label_scheme == scheme
+    write_dataset_json(tmp_path, {"modality": TASK01})  # no labels entry: Task01's
+    assert discover(tmp_path).cases[0].label_scheme == "msd_brats"
+
+
+def test_malformed_entries_are_named(tmp_path: Path) -> None:
+    msd_dataset(tmp_path, ["BRATS_001"])
+    assert _refused(tmp_path, {"modality": None}) == (
+        '"modality" must map channel index to name, e.g. {"0": "FLAIR"}, got null; remove '
+        "the key to read the channels from the image header"
+    )
+    assert _refused(tmp_path, {"channel_names": {}}).startswith('"channel_names" must map')
+    assert _refused(tmp_path, {"modality": {"1": "CT"}}) == (
+        '"modality" keys must be "0".."0", got [\'1\']'
+    )
+    assert _refused(tmp_path, {"modality": TASK01, "labels": "oops"}) == (
+        '"labels" must map label value to name (MSD: {"0": "background", "1": "tumour"}; '
+        'nnU-Net v2: name to value), got "oops"'
+    )
+    three = {"0": "background", "1": "left", "2": "right"}
+    assert _refused(tmp_path, {"modality": TASK01, "labels": three}) == (
+        '"labels" lists 3 labels (0, 1, 2); without a given scheme ablate reads 2 (background '
+        "+ one: binary) or 4 (MSD Task01's BraTS labels): set data.label_scheme (ablate "
+        "predict: --label-scheme) to say which"
+    )
+
+
+def test_a_given_scheme_reads_any_label_count(tmp_path: Path) -> None:
+    msd_dataset(tmp_path, ["BRATS_001"])
+    three = {"0": "background", "1": "left", "2": "right"}
+    write_dataset_json(tmp_path, {"modality": TASK01, "labels": three})
+    assert discover(tmp_path, label_scheme="msd_brats").cases[0].label_scheme == "msd_brats"
