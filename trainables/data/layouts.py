@@ -20,6 +20,7 @@ files) become :class:`~trainables.errors.CaseError` entries while the good cases
 
 from __future__ import annotations
 
+import os
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -174,6 +175,28 @@ def nifti_stem(path: Path) -> str | None:
     return None
 
 
+def broken_links(folder: Path) -> list[Path]:
+    """NIfTI-named symbolic links in ``folder`` that lead to no file (target gone, or a loop):
+    reported, where the listing above leaves them out, since a link is meant to be data."""
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in _visible(folder) if _is_broken_link(p) and nifti_stem(p) is not None)
+
+
+def link_problem(path: Path) -> str:
+    """What is wrong with a broken link, for a case problem: its target and why."""
+    try:
+        path.stat()
+        reason = "unknown"  # repaired since it was listed
+    except OSError as err:  # ENOENT for a target gone, ELOOP for a loop
+        reason = err.strerror or type(err).__name__
+    return f"{path.name} is a symbolic link to {os.readlink(path)}, which cannot be read ({reason})"
+
+
+def _is_broken_link(path: Path) -> bool:
+    return path.is_symlink() and not path.exists()
+
+
 def _visible(folder: Path) -> list[Path]:
     return [p for p in folder.iterdir() if not p.name.startswith(".")]
 
@@ -201,6 +224,8 @@ def _discover_brats(
             cases.append(_brats_case(case_dir, layout, scheme, partial))
         except CaseError as err:
             problems.append(err)
+    for link in sorted(p for p in _visible(root) if _is_broken_link(p)):  # case folders gone
+        problems.append(CaseError(link.name, link_problem(link), link))
     return cases, problems
 
 
@@ -208,8 +233,12 @@ def _brats_case(case_dir: Path, layout: str, scheme: str, partial: bool = False)
     """One BraTS case folder -> record; raises CaseError naming the folder and the files."""
     case_id = case_dir.name
     sep, tags = _BRATS_TAGS[layout]
+    files = nifti_files(case_dir)  # first: a folder that cannot be listed is said so
+    broken = broken_links(case_dir)
+    if broken:
+        raise CaseError(case_id, "; ".join(map(link_problem, broken)), case_dir)
     found: dict[str, list[Path]] = {}
-    for path in nifti_files(case_dir):
+    for path in files:
         key = _brats_key(path, layout)
         if key is not None:
             found.setdefault(key, []).append(path)
@@ -254,7 +283,7 @@ def _discover_msd(
     channels = msd_channels(root, [paths[0] for paths in images.values()])
     scheme = override or msd_scheme(root, channels)
     cases: list[CaseRecord] = []
-    problems: list[CaseError] = []
+    problems = _broken_msd_cases(root, dirs if partial else dirs[:1], images, labels)
     for case_id, paths in images.items():
         try:
             _check_duplicates(case_id, {"image": paths, "label": labels.get(case_id, [])})
@@ -268,6 +297,23 @@ def _discover_msd(
             message = f"label has no image in {images_dir.name}/"
             problems.append(CaseError(case_id, message, paths[0]))
     return cases, problems
+
+
+def _broken_msd_cases(
+    root: Path, image_dirs: list[Path], images: dict[str, list[Path]], labels: dict[str, list[Path]]
+) -> list[CaseError]:
+    """One problem per case with a broken image or label link; the case is dropped from
+    ``images`` and ``labels`` (an image whose label link is broken is not unlabelled)."""
+    links = [(p, False) for d in image_dirs for p in broken_links(d)]
+    links += [(p, True) for p in broken_links(root / "labelsTr")]
+    problems: list[CaseError] = []
+    for path, is_label in links:
+        stem = nifti_stem(path) or path.name
+        case_id = stem if is_label or stem in labels else _NNUNET_CHANNEL.sub("", stem)
+        images.pop(case_id, None)
+        labels.pop(case_id, None)
+        problems.append(CaseError(case_id, link_problem(path), path))
+    return problems
 
 
 def _msd_record(

@@ -262,3 +262,38 @@ def test_real_brats_sample_is_found(brats_sample_dir):
         label, spacing, _ = load_label(record.label, scheme, record.case_id)
         assert set(np.unique(label).tolist()) == {0, 1, 2, 3}
         assert spacing == (1.0, 1.0, 1.0)
+
+
+def test_broken_links_are_case_problems_naming_the_target(tmp_path):
+    """A case folder or file linked to storage that is gone (or to itself) is reported with
+    its target; the other cases load. A broken label link does not leave an unlabelled case."""
+    root = tmp_path / "brats"
+    for case_id in ("c1", "c2"):
+        brats_case(root, case_id)
+    (root / "c3").symlink_to("/nonexistent/c3")
+    (root / "c4").symlink_to(root / "c4")  # a loop
+    t1 = root / "c2" / "c2_t1.nii.gz"
+    t1.unlink()
+    t1.symlink_to("/nonexistent/c2_t1.nii.gz")
+    index = discover(root)
+    assert index.case_ids == ["c1"]
+    assert [str(p) for p in index.problems] == [
+        f"{root / 'c2'}: c2_t1.nii.gz is a symbolic link to /nonexistent/c2_t1.nii.gz, which "
+        "cannot be read (No such file or directory)",
+        f"{root / 'c3'}: c3 is a symbolic link to /nonexistent/c3, which cannot be read (No "
+        "such file or directory)",
+        f"{root / 'c4'}: c4 is a symbolic link to {root / 'c4'}, which cannot be read (Too many "
+        "levels of symbolic links)",
+    ]
+    msd = tmp_path / "msd"
+    msd_dataset(msd, ["B1", "B2", "B3"])
+    (msd / "imagesTr" / "B4.nii.gz").symlink_to("/nonexistent/B4.nii.gz")
+    label = msd / "labelsTr" / "B2.nii.gz"
+    label.unlink()
+    label.symlink_to("/nonexistent/B2.nii.gz")
+    index = discover(msd)
+    assert index.case_ids == ["B1", "B3"]
+    assert [(p.case_id, p.message.split(" is a ")[0]) for p in index.problems] == [
+        ("B2", "B2.nii.gz"),
+        ("B4", "B4.nii.gz"),
+    ]
