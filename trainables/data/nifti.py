@@ -34,6 +34,7 @@ from trainables.data.nifti_grid import (
     affine_gap,
     check_affine,
     check_header_grid,
+    header_repairs,
     spacing,
 )
 from trainables.data.types import MODALITIES, CaseRecord, LoadedCase
@@ -151,10 +152,11 @@ def open_nifti(path: Path, case_id: str, header_only: bool = False) -> nib.Nifti
         raise CaseError(case_id, "file not found", path)
     if path.stat().st_size == 0:
         raise CaseError(case_id, "empty file (0 bytes)", path)
-    if path.name.endswith(".gz") and not header_only:
-        img = _guard(path, case_id, lambda: _from_gzip(path))
-    else:
-        img = _guard(path, case_id, lambda: nib.load(path))
+    with header_repairs(case_id, path):
+        if path.name.endswith(".gz") and not header_only:
+            img = _guard(path, case_id, lambda: _from_gzip(path))
+        else:
+            img = _guard(path, case_id, lambda: nib.load(path))
     if not isinstance(img, nib.Nifti1Image | nib.Nifti2Image):
         raise CaseError(case_id, f"not a NIfTI image ({type(img).__name__})", path)
     return img

@@ -4,7 +4,11 @@ compared. Used by case loading (every modality and the label on one grid) and by
 
 from __future__ import annotations
 
+import logging
 import math
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import nibabel as nib
@@ -33,6 +37,47 @@ def check_header_grid(case_id: str, path: Path, what: str, img: nib.Nifti1Image)
         raise CaseError(case_id, message, path)
     if not np.isfinite(np.asarray(img.affine)).all():
         raise CaseError(case_id, f"{what} has a non-finite affine in its header", path)
+
+
+class _Caught(logging.Filter):
+    """Keeps (and holds back) the messages nibabel logs from one thread."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.thread, self.messages = threading.get_ident(), []
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.thread != self.thread:
+            return True
+        self.messages.append(record.getMessage())
+        return False
+
+
+@contextmanager
+def header_repairs(case_id: str, path: Path) -> Iterator[None]:
+    """Around a NIfTI read: what nibabel repairs in the header, said with the file's name.
+
+    nibabel sets a zero spacing (pixdim[1..3]) to 1 mm and a negative one to its absolute value
+    while reading, and says so on stderr without naming the file. A zero spacing is unknown,
+    not 1 mm (every resampling and distance would use a made-up size): a CaseError. Other
+    repairs (a negative pixdim is only a sign, kept in qfac) are logged again with the path.
+    """
+    logger = logging.getLogger("nibabel.global")
+    caught = _Caught()
+    logger.addFilter(caught)
+    try:
+        yield
+    finally:
+        logger.removeFilter(caught)
+    for message in caught.messages:
+        if "non-zero" in message:
+            raise CaseError(
+                case_id,
+                "the header's voxel spacing (pixdim[1..3]) holds 0, so the spacing is unknown "
+                "(nibabel would read it as 1 mm): write the true spacing into the header",
+                path,
+            )
+        logger.warning("%s: %s", path, message)
 
 
 def affine_gap(a: np.ndarray, b: np.ndarray) -> float:

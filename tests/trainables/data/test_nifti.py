@@ -297,6 +297,29 @@ def test_a_header_spacing_that_is_not_a_positive_number_is_named(tmp_path, value
         load_label(record.label, SCHEMES["brats2021"], "c0")
 
 
+def test_a_zero_header_spacing_is_refused_and_other_repairs_named(tmp_path, caplog):
+    """nibabel reads a zero pixdim as 1 mm and a negative one as its absolute value, saying so
+    on stderr without the file: a zero spacing is unknown (refused), a sign is named."""
+    record, _ = one_case(tmp_path)
+    set_pixdim(record.images["t2"], 2, 0.0)
+    err = load_error(record)
+    assert (err.path, err.message) == (
+        str(record.images["t2"]),
+        "the header's voxel spacing (pixdim[1..3]) holds 0, so the spacing is unknown "
+        "(nibabel would read it as 1 mm): write the true spacing into the header",
+    )
+    set_pixdim(record.images["t2"], 2, -1.0)
+    caplog.clear()
+    assert load_case(record).spacing == (1.0, 1.0, 1.0)
+    assert [(r.name, r.getMessage()) for r in caplog.records] == [
+        (
+            "nibabel.global",
+            f"{record.images['t2']}: pixdim[1,2,3] should be positive; setting to abs of "
+            "pixdim values",
+        )
+    ]
+
+
 def test_complex_voxels_are_refused_not_cast(tmp_path):
     """A complex image cast to float32 loses its imaginary part (numpy only warns)."""
     record, written = one_case(tmp_path)
