@@ -28,7 +28,7 @@ from nibabel.spatialimages import HeaderDataError
 from nibabel.wrapstruct import WrapStructError
 
 from trainables.config.base import look_up_option
-from trainables.data.labels import LabelScheme, get_scheme, to_internal
+from trainables.data.labels import LabelScheme, get_scheme
 from trainables.data.nifti_grid import (
     AFFINE_TOLERANCE,
     affine_gap,
@@ -36,6 +36,14 @@ from trainables.data.nifti_grid import (
     check_header_grid,
     header_repairs,
     spacing,
+)
+from trainables.data.nifti_voxels import (
+    apply_scaling,
+    check_finite,
+    check_not_constant,
+    check_real_valued,
+    label_codes,
+    map_label,
 )
 from trainables.data.types import MODALITIES, CaseRecord, LoadedCase
 from trainables.errors import CaseError
@@ -109,7 +117,7 @@ def _load(
     if label_img is not None and record.label is not None:
         source = _decode_label(label_img, record.label, record.case_id, shape)
         values = tuple(int(v) for v in np.unique(source)) if want_values else None
-        label = _map_label(source, get_scheme(record.label_scheme), record.case_id, record.label)
+        label = map_label(source, get_scheme(record.label_scheme), record.case_id, record.label)
     spacing_mm = spacing(sources[0].img)
     mods = tuple(s.modality for s in sources)
     return LoadedCase(record.case_id, image, label, mods, spacing_mm, affine), values
@@ -136,7 +144,7 @@ def load_label(
     shape = _spatial_shape(img, path, case_id, channels=0)
     check_header_grid(case_id, path, "label map", img)
     source = _decode_label(img, path, case_id, shape)
-    return _map_label(source, scheme, case_id, path), spacing(img), np.asarray(img.affine)
+    return map_label(source, scheme, case_id, path), spacing(img), np.asarray(img.affine)
 
 
 def open_nifti(path: Path, case_id: str, header_only: bool = False) -> nib.Nifti1Image:
@@ -152,21 +160,40 @@ def open_nifti(path: Path, case_id: str, header_only: bool = False) -> nib.Nifti
         raise CaseError(case_id, "file not found", path)
     if path.stat().st_size == 0:
         raise CaseError(case_id, "empty file (0 bytes)", path)
+    size = None if header_only else path.stat().st_size  # of the voxels' bytes, once known
     with header_repairs(case_id, path):
         if path.name.endswith(".gz") and not header_only:
-            img = _guard(path, case_id, lambda: _from_gzip(path))
+            img, size = _guard(path, case_id, lambda: _from_gzip(path))
         else:
             img = _guard(path, case_id, lambda: nib.load(path))
     if not isinstance(img, nib.Nifti1Image | nib.Nifti2Image):
         raise CaseError(case_id, f"not a NIfTI image ({type(img).__name__})", path)
+    if size is not None:
+        _check_voxel_bytes(img, size, path, case_id)
     return img
 
 
-def _from_gzip(path: Path) -> nib.Nifti1Image | nib.Nifti2Image:
-    """A gzipped NIfTI-1 or -2 file decompressed whole (gzip checks its CRC and length)."""
+def _check_voxel_bytes(img: nib.Nifti1Image, size: int, path: Path, case_id: str) -> None:
+    """The file must hold the voxels its header promises: checked before any array of the
+    header's shape is allocated (a wrong shape would otherwise read as out of memory)."""
+    shape, dtype = img.header.get_data_shape(), img.get_data_dtype()
+    needed = (
+        int(img.header.get_data_offset()) + int(np.prod(shape, dtype=np.float64)) * dtype.itemsize
+    )
+    if size < needed:
+        message = (
+            f"the header promises {'x'.join(map(str, shape))} {dtype} voxels ({needed:,} bytes) "
+            f"but the file holds {size:,}: truncated, or a wrong header"
+        )
+        raise CaseError(case_id, message, path)
+
+
+def _from_gzip(path: Path) -> tuple[nib.Nifti1Image | nib.Nifti2Image, int]:
+    """A gzipped NIfTI-1 or -2 file decompressed whole (gzip checks its CRC and length), and
+    its decompressed size in bytes."""
     data = gzip.decompress(path.read_bytes())
     nifti2 = int.from_bytes(data[:4], "little") == 540 or int.from_bytes(data[:4], "big") == 540
-    return (nib.Nifti2Image if nifti2 else nib.Nifti1Image).from_bytes(data)
+    return (nib.Nifti2Image if nifti2 else nib.Nifti1Image).from_bytes(data), len(data)
 
 
 def _guard(path: Path, case_id: str, read: Callable[[], T]) -> T:
@@ -233,6 +260,8 @@ def _spatial_shape(
     if ndim == 4 and (len(shape) != 4 or shape[3] != channels):
         message = f"expected a 4-D image with {channels} channels, got shape {shape}"
         raise CaseError(case_id, message, path)
+    if 0 in shape:
+        raise CaseError(case_id, f"has a zero-length axis (shape {shape}): no voxels", path)
     return shape[0], shape[1], shape[2]
 
 
@@ -301,80 +330,25 @@ def _decode_images(case_id: str, sources: list[_Source], shape: tuple[int, int, 
     out = np.empty((len(sources), *shape), dtype=np.float32)
     raw_by_file: dict[Path, np.ndarray] = {}
     for i, src in enumerate(sources):
-        dtype = src.img.get_data_dtype()
-        if dtype.kind not in "iuf":  # complex, RGB, bool: casting would drop parts silently
-            message = f"{src.modality} has {dtype} voxels; ablate reads real-valued images"
-            raise CaseError(case_id, message, src.path)
+        check_real_valued(case_id, src.path, src.modality, src.img.get_data_dtype())
         if src.path not in raw_by_file:
             raw_by_file[src.path] = _guard(src.path, case_id, src.img.dataobj.get_unscaled)
         raw = raw_by_file[src.path]
-        if src.channel is None:
-            out[i] = raw.reshape(shape)
-        else:
-            out[i] = raw.reshape(*shape, src.file_channels)[..., src.channel]
-        _apply_scaling(out[i], src.img)
-        if src.img.get_data_dtype().kind == "f":  # integer voxels cannot be NaN or inf
-            _check_finite(case_id, src, out[i])
-        _check_not_constant(case_id, src, out[i])
+        with np.errstate(over="ignore"):  # an overflow to inf is reported by check_finite
+            if src.channel is None:
+                out[i] = raw.reshape(shape)
+            else:
+                out[i] = raw.reshape(*shape, src.file_channels)[..., src.channel]
+            apply_scaling(out[i], src.img)
+        check_finite(case_id, src.path, src.modality, out[i], src.img)
+        check_not_constant(case_id, src.path, src.modality, out[i])
     return out
-
-
-def _apply_scaling(channel: np.ndarray, img: nib.Nifti1Image) -> None:
-    """Apply the header's scl_slope/scl_inter in place (nibabel already sanitised them)."""
-    slope, inter = float(img.dataobj.slope), float(img.dataobj.inter)
-    if slope != 1.0:
-        channel *= np.float32(slope)
-    if inter != 0.0:
-        channel += np.float32(inter)
-
-
-def _check_finite(case_id: str, src: _Source, channel: np.ndarray) -> None:
-    # A float64 sum of finite float32 values cannot overflow, so this is an exact, cheap test.
-    if np.isfinite(channel.sum(dtype=np.float64)):
-        return
-    n_nan, n_inf = int(np.isnan(channel).sum()), int(np.isinf(channel).sum())
-    message = f"{src.modality} has {n_nan} NaN and {n_inf} infinite voxels"
-    raise CaseError(case_id, message, src.path)
-
-
-def _check_not_constant(case_id: str, src: _Source, channel: np.ndarray) -> None:
-    """A scan whose voxels all hold one value (an all-zero volume, mostly) is an empty or broken
-    export: no scanner writes one, and training on its labels would teach noise."""
-    low = float(channel.min())
-    if low == float(channel.max()):
-        message = f"{src.modality} is constant (every voxel is {low:g}): an empty or broken file"
-        raise CaseError(case_id, message, src.path)
 
 
 def _decode_label(
     img: nib.Nifti1Image, path: Path, case_id: str, shape: tuple[int, int, int]
 ) -> np.ndarray:
-    """Label voxels as an integer array of ``shape`` in source codes.
-
-    Float files are accepted when every value is a whole number (some tools save labels as
-    float32); NaN, inf and fractional values are errors.
-    """
+    """Label voxels as an integer array of ``shape`` in source codes (:func:`label_codes`)."""
     # C order like the images; it also spares np.unique a flattening copy of an F-order array.
     data = np.ascontiguousarray(_guard(path, case_id, lambda: np.asanyarray(img.dataobj)))
-    data = data.reshape(shape)
-    if data.dtype.kind == "b":
-        return data.view(np.uint8)
-    if data.dtype.kind != "f":
-        return data
-    n_bad = int(np.count_nonzero(~np.isfinite(data)))
-    if n_bad:
-        raise CaseError(case_id, f"label has {n_bad} NaN or infinite voxels", path)
-    fractional = data[data != np.round(data)]
-    if fractional.size:
-        examples = ", ".join(f"{v:g}" for v in np.unique(fractional)[:5])
-        message = f"label has {fractional.size} non-integer voxels (values {examples})"
-        raise CaseError(case_id, message, path)
-    return data.astype(np.int64)
-
-
-def _map_label(source: np.ndarray, scheme: LabelScheme, case_id: str, path: Path) -> np.ndarray:
-    """Source codes -> internal uint8 codes; values outside the scheme name the file."""
-    try:
-        return to_internal(source, scheme)
-    except ValueError as exc:  # to_internal lists the bad and the allowed values
-        raise CaseError(case_id, str(exc), path) from None
+    return label_codes(data.reshape(shape), path, case_id)
