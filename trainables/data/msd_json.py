@@ -4,9 +4,10 @@ MSD writes ``"modality": {"0": "FLAIR", ...}`` and ``"labels": {"0": "background
 nnU-Net v2 writes ``"channel_names"`` and ``"labels": {"background": 0, ...}``. Either is
 read. Without the file (or without a channel entry) the channels come from the first image
 header: 3-D is single-channel CT, 4-D is Task01's order. ablate reads two label sets: binary
-(two labels: background and one foreground) and Task01's BraTS labels (four); any other count
-is refused unless the scheme is given (``data.label_scheme``, ``--label-scheme``), since reading
-it as either would train on the wrong classes.
+(two labels: background and one foreground) and BraTS tumour labels (four, whose codes - Task01's,
+BraTS 2021's or 2023's - are read from their names); any other count, or names that do not say,
+is refused unless the scheme is given (``data.label_scheme``, ``--label-scheme``), since a
+guess would train on the wrong classes. Without labels listed, Task01's codes are assumed.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ MODALITY_ALIASES: dict[str, str] = {
 # MSD Task01's channel order, used when dataset.json is absent or has no modality entry.
 MSD_DEFAULT_CHANNELS: dict[str, int] = {"flair": 0, "t1": 1, "t1ce": 2, "t2": 3}
 CHANNEL_KEYS = ("modality", "channel_names")  # MSD's, nnU-Net v2's
-LABEL_COUNT_SCHEMES = {2: "binary", 4: "msd_brats"}
+LABEL_COUNTS = (2, 4)  # binary; BraTS tumour classes (read from their names)
 
 
 def read_dataset_json(root: Path) -> dict:
@@ -120,11 +121,85 @@ def msd_scheme(root: Path, channels: dict[str, int]) -> str:
         )
     if CT_MODALITY in channels:
         return "binary"
-    if labels and len(labels) not in LABEL_COUNT_SCHEMES:
+    if labels and len(labels) not in LABEL_COUNTS:
         raise InputError(
             f'"labels" lists {len(labels)} labels ({", ".join(map(str, labels))}); without a '
-            "given scheme ablate reads 2 (background + one: binary) or 4 (MSD Task01's BraTS "
-            "labels): set data.label_scheme (ablate predict: --label-scheme) to say which",
+            "given scheme ablate reads 2 (background + one: binary) or 4 (BraTS tumour labels): "
+            "set data.label_scheme (ablate predict: --label-scheme) to say which",
             where,
         )
-    return LABEL_COUNT_SCHEMES[len(labels)] if labels else "msd_brats"
+    if not labels:
+        return "msd_brats"
+    return "binary" if len(labels) == 2 else tumour_scheme(labels, where)
+
+
+def tumour_scheme(labels: dict, where: Path) -> str:
+    """The BraTS scheme whose codes the four named labels use, read from their names.
+
+    Task01 codes oedema 1 and necrosis 2; BraTS 2023 the other way round; BraTS <= 2021 codes
+    enhancing tumour 4. Reading the codes by count alone swapped necrosis and oedema for a
+    dataset in BraTS order. nnU-Net v2's region form (``"whole tumor": [1, 2, 3]``, ``"tumor
+    core": [2, 3]``, ``"enhancing tumor": 3``) gives the classes as region differences.
+    """
+    codes = _class_codes(labels)
+    scheme = {(1, 2, 4): "brats2021", (1, 2, 3): "brats2023", (2, 1, 3): "msd_brats"}.get(codes)
+    if scheme is None:
+        raise InputError(
+            f'cannot tell the tumour classes from the "labels" names {json.dumps(labels)}: '
+            "expected names for necrosis (necrotic, non-enhancing, NCR), oedema (edema, ED) and "
+            "enhancing tumour (enhancing, ET) with the codes of BraTS 2021 (1, 2, 4), BraTS 2023 "
+            "(1, 2, 3) or MSD Task01 (2, 1, 3); set data.label_scheme to say which",
+            where,
+        )
+    return scheme
+
+
+def _class_codes(labels: dict) -> tuple[int, ...] | None:
+    """(necrosis, oedema, enhancing) codes of MSD's value -> name or nnU-Net v2's name -> value
+    labels; None when the names do not say."""
+    pairs = [(v, k) if not str(k).lstrip("-").isdigit() else (k, v) for k, v in labels.items()]
+    if any(isinstance(value, list) for value, _ in pairs):  # nnU-Net v2 regions
+        regions = {_word(name, _REGION_WORDS): set(_ints(v)) for v, name in pairs}
+        if not {"wt", "tc", "et"} <= set(regions):
+            return None
+        wt, tc, et = regions["wt"], regions["tc"], regions["et"]
+        classes = {"ncr": tc - et, "ed": wt - tc, "et": et}
+    else:
+        classes = {}
+        for value, name in pairs:
+            classes.setdefault(_word(name, _CLASS_WORDS), set()).update(_ints(value))
+    found = [classes.get(c, set()) for c in ("ncr", "ed", "et")]
+    return tuple(next(iter(f)) for f in found) if all(len(f) == 1 for f in found) else None
+
+
+# Words in label names for each tumour class (checked in this order: "non-enhancing" holds
+# "enhancing") and for nnU-Net v2's regions.
+_CLASS_WORDS = {
+    "ncr": ("necro", "non enhancing", "nonenhancing", "ncr", "net"),
+    "ed": ("edema", "oedema", "ed"),
+    "et": ("enhancing", "et"),
+}
+_REGION_WORDS = {"wt": ("whole", "wt"), "tc": ("core", "tc"), "et": ("enhancing", "et")}
+
+
+def _word(name: object, words: dict[str, tuple[str, ...]]) -> str | None:
+    """The key of ``words`` whose word starts one of the name's words (``"NCR/NET"`` -> ncr)."""
+    tokens = str(name).lower().replace("_", " ").replace("/", " ").replace("-", " ").split()
+    text = " ".join(tokens)
+    for key, options in words.items():
+        for option in options:
+            if " " in option and option in text:
+                return key
+            if any(token.startswith(option) and (len(option) > 3 or token == option)
+                   for token in tokens):  # fmt: skip
+                return key
+    return None
+
+
+def _ints(value: object) -> list[int]:
+    """A label code or a list of them, as ints (``"1"`` too); [] for anything else."""
+    items = value if isinstance(value, list) else [value]
+    try:
+        return [int(v) for v in items]
+    except (TypeError, ValueError):
+        return []

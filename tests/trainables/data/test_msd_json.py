@@ -52,8 +52,8 @@ def test_malformed_entries_are_named(tmp_path: Path) -> None:
     three = {"0": "background", "1": "left", "2": "right"}
     assert _refused(tmp_path, {"modality": TASK01, "labels": three}) == (
         '"labels" lists 3 labels (0, 1, 2); without a given scheme ablate reads 2 (background '
-        "+ one: binary) or 4 (MSD Task01's BraTS labels): set data.label_scheme (ablate "
-        "predict: --label-scheme) to say which"
+        "+ one: binary) or 4 (BraTS tumour labels): set data.label_scheme (ablate predict: "
+        "--label-scheme) to say which"
     )
 
 
@@ -62,3 +62,34 @@ def test_a_given_scheme_reads_any_label_count(tmp_path: Path) -> None:
     three = {"0": "background", "1": "left", "2": "right"}
     write_dataset_json(tmp_path, {"modality": TASK01, "labels": three})
     assert discover(tmp_path, label_scheme="msd_brats").cases[0].label_scheme == "msd_brats"
+
+
+@pytest.mark.parametrize(
+    ("labels", "scheme"),
+    [
+        ({"0": "background", "1": "edema", "2": "non-enhancing tumor", "3": "enhancing tumour"},
+         "msd_brats"),  # Task01's own
+        ({"background": 0, "necrotic": 1, "edema": 2, "enhancing": 3}, "brats2023"),
+        ({"0": "Background", "1": "necrotic tumor core", "2": "peritumoral edematous tissue",
+          "4": "GD-enhancing tumor"}, "brats2021"),
+        ({"0": "background", "1": "NCR/NET", "2": "ED", "4": "ET"}, "brats2021"),
+        ({"background": 0, "whole tumor": [1, 2, 3], "tumor core": [2, 3],
+          "enhancing tumor": 3}, "msd_brats"),  # nnU-Net v2 regions: ED = WT - TC = 1
+    ],
+)  # fmt: skip
+def test_four_labels_are_read_by_their_names(tmp_path: Path, labels: dict, scheme: str) -> None:
+    """By count alone a dataset in BraTS order had necrosis and oedema swapped."""
+    msd_dataset(tmp_path, ["BRATS_001"])
+    write_dataset_json(tmp_path, {"modality": TASK01, "labels": labels})
+    assert discover(tmp_path).cases[0].label_scheme == scheme
+
+
+def test_four_unnamed_labels_are_refused(tmp_path: Path) -> None:
+    msd_dataset(tmp_path, ["BRATS_001"])
+    labels = {"0": "bg", "1": "a", "2": "b", "3": "c"}
+    assert _refused(tmp_path, {"modality": TASK01, "labels": labels}) == (
+        'cannot tell the tumour classes from the "labels" names {"0": "bg", "1": "a", "2": "b", '
+        '"3": "c"}: expected names for necrosis (necrotic, non-enhancing, NCR), oedema (edema, '
+        "ED) and enhancing tumour (enhancing, ET) with the codes of BraTS 2021 (1, 2, 4), BraTS "
+        "2023 (1, 2, 3) or MSD Task01 (2, 1, 3); set data.label_scheme to say which"
+    )
