@@ -246,6 +246,7 @@ def _brats_case(case_dir: Path, layout: str, scheme: str, partial: bool = False)
         names = ",".join(tags)
         raise CaseError(case_id, f"no files named like {case_id}{sep}{{{names}}}.nii.gz", case_dir)
     _check_duplicates(case_id, found)
+    _check_one_case(case_id, case_dir, [p for paths in found.values() for p in paths], sep)
     file_tag = {key: tag for tag, key in tags.items()}
     missing = [f"{case_id}{sep}{file_tag[m]}.nii.gz" for m in BRATS_MODALITIES if m not in found]
     if missing and not (partial and any(m in found for m in BRATS_MODALITIES)):
@@ -253,6 +254,20 @@ def _brats_case(case_dir: Path, layout: str, scheme: str, partial: bool = False)
     images = {m: found[m][0] for m in BRATS_MODALITIES if m in found}
     label = found["seg"][0] if "seg" in found else None
     return CaseRecord(case_id, layout, images=images, label=label, label_scheme=scheme)
+
+
+def _check_one_case(case_id: str, case_dir: Path, files: list[Path], sep: str) -> None:
+    """Every file in a case folder must name one case: a label copied in from another case
+    (``case1/case2_seg.nii.gz``) would otherwise train as this case's label."""
+    prefixes = {path: (nifti_stem(path) or "").rsplit(sep, 1)[0] for path in files}
+    counts = Counter(prefixes.values())
+    if len(counts) < 2:
+        return
+    # the folder's own name wins; otherwise the prefix most files share
+    main = case_id if case_id in counts else counts.most_common(1)[0][0]
+    odd = sorted(path.name for path, prefix in prefixes.items() if prefix != main)
+    message = f"{', '.join(odd)}: named for another case than {main} (two cases in one folder)"
+    raise CaseError(case_id, message, case_dir)
 
 
 def _check_duplicates(case_id: str, found: dict[str, list[Path]]) -> None:

@@ -297,3 +297,20 @@ def test_broken_links_are_case_problems_naming_the_target(tmp_path):
         ("B2", "B2.nii.gz"),
         ("B4", "B4.nii.gz"),
     ]
+
+
+def test_a_file_of_another_case_in_a_case_folder_is_refused(tmp_path):
+    """A label copied in from another case trained as this case's label without a word."""
+    for case_id in ("c0", "c1", "c2"):
+        brats_case(tmp_path, case_id)
+    (tmp_path / "c0" / "c0_seg.nii.gz").unlink()
+    (tmp_path / "c1" / "c1_seg.nii.gz").rename(tmp_path / "c0" / "c1_seg.nii.gz")
+    index = discover(tmp_path)
+    assert index.case_ids == ["c1", "c2"]  # c1 is unlabelled now, not refused
+    assert [str(p) for p in index.problems] == [
+        f"{tmp_path / 'c0'}: c1_seg.nii.gz: named for another case than c0 (two cases in one "
+        "folder)"
+    ]
+    for path in (tmp_path / "c2").iterdir():  # a folder renamed, its files not: still one case
+        path.rename(path.with_name(path.name.replace("c2_", "old_")))
+    assert discover(tmp_path).case_ids == ["c1", "c2"]
