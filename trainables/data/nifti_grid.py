@@ -18,6 +18,8 @@ from trainables.errors import CaseError
 
 # Largest absolute difference between two affines (mm) still counted as the same voxel grid.
 AFFINE_TOLERANCE = 1e-3
+# Largest relative difference between pixdim and the affine's voxel size still taken as one.
+SPACING_RTOL = 1e-3
 
 
 def spacing(img: nib.Nifti1Image) -> tuple[float, float, float]:
@@ -37,6 +39,26 @@ def check_header_grid(case_id: str, path: Path, what: str, img: nib.Nifti1Image)
         raise CaseError(case_id, message, path)
     if not np.isfinite(np.asarray(img.affine)).all():
         raise CaseError(case_id, f"{what} has a non-finite affine in its header", path)
+    _check_spacing_matches_affine(case_id, path, what, img, size)
+
+
+def _check_spacing_matches_affine(
+    case_id: str, path: Path, what: str, img: nib.Nifti1Image, size: tuple[float, ...]
+) -> None:
+    """The spacing (pixdim, what ablate resamples and measures distances with) must be the
+    voxel size of the affine (what predictions are written with): an sform of 3 mm voxels
+    over a pixdim of 1 mm scored HD95 in the wrong unit and wrote predictions whose header
+    said another size than the input's."""
+    voxel = np.linalg.norm(np.asarray(img.affine)[:3, :3], axis=0)
+    if np.allclose(size, voxel, rtol=SPACING_RTOL, atol=0.0):
+        return
+    which = "sform" if int(img.header["sform_code"]) > 0 else "qform"
+    shown = " x ".join(f"{s:g}" for s in size), " x ".join(f"{v:g}" for v in voxel)
+    message = (
+        f"{what}'s header spacing (pixdim) {shown[0]} mm is not its affine's ({which}) voxel "
+        f"size {shown[1]} mm: the header contradicts itself; rewrite it with one spacing"
+    )
+    raise CaseError(case_id, message, path)
 
 
 class _Caught(logging.Filter):

@@ -131,7 +131,8 @@ def test_a_prediction_on_another_voxel_grid_is_a_problem(tmp_path):
     shifted, coarse, rounded = np.eye(4), np.diag([2.0, 2.0, 2.0, 1.0]), np.eye(4)
     shifted[0, 3], rounded[0, 3] = 40.0, 1e-5
     for case, affine in zip(cases, (shifted, coarse, rounded), strict=True):
-        save_nifti(pred / f"{case.case_id}.nii.gz", np.asarray(case.label), affine=affine)
+        spacing = tuple(np.diag(affine)[:3])  # pixdim as the affine says
+        save_nifti(pred / f"{case.case_id}.nii.gz", np.asarray(case.label), spacing, affine)
     report = evaluate_predictions(pred, ref)
     assert [c["case_id"] for c in report.cases] == ["c2"]
     problems = {p.case_id: p.message for p in report.problems}

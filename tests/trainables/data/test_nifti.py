@@ -408,3 +408,23 @@ def test_real_case_loads(brats_sample_dir):
     assert case.image.shape == (4, 240, 240, 155)
     assert case.spacing == (1.0, 1.0, 1.0)
     assert set(np.unique(case.label)) == {0, 1, 2, 3}
+
+
+def test_a_header_whose_pixdim_contradicts_its_affine_is_refused(tmp_path):
+    """pixdim 1 mm under an sform of 3 mm voxels: distances (HD95, NSD) were measured in the
+    pixdim while predictions were written with the affine."""
+    record, written = one_case(tmp_path)
+    save_nifti(record.images["t1"], written.images["t1"], (1.0, 1.0, 1.0), np.diag([3, 3, 3, 1.0]))
+    err = load_error(record)
+    assert (err.path, err.message) == (
+        str(record.images["t1"]),
+        "t1's header spacing (pixdim) 1 x 1 x 1 mm is not its affine's (sform) voxel size "
+        "3 x 3 x 3 mm: the header contradicts itself; rewrite it with one spacing",
+    )
+    oblique = np.eye(4)
+    oblique[:3, :3] = [[0.8, -0.6, 0], [0.6, 0.8, 0], [0, 0, 1]]  # rotated: column norms 1
+    for mod in ("t1", "t1ce", "t2", "flair"):
+        save_nifti(record.images[mod], written.images[mod], (1.0, 1.0, 1.0), oblique)
+    assert record.label is not None
+    save_nifti(record.label, written.label, (1.0, 1.0, 1.0), oblique)
+    assert load_case(record).spacing == (1.0, 1.0, 1.0)
