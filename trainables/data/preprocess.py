@@ -40,7 +40,7 @@ from pydantic import Field, model_validator
 
 from trainables.config import Frozen
 from trainables.data.types import LoadedCase
-from trainables.errors import InputError
+from trainables.errors import CaseError, InputError
 
 # Bump whenever the algorithm changes in a way that changes the output arrays: it is part of the
 # fingerprint, so every prepared cache made by the old code is rebuilt instead of silently reused.
@@ -211,6 +211,14 @@ def crop_case(case: LoadedCase) -> LoadedCase:
     box = nonzero_bbox(image)
     slices = tuple(slice(lo, hi) for lo, hi in box)
     label = case.label[slices] if case.label is not None else None
+    if label is not None and case.label is not None:
+        lost = int(np.count_nonzero(case.label)) - int(np.count_nonzero(label))
+        if lost:  # a misregistered label: its tumour would vanish from training without a word
+            message = (
+                f"the label has {lost} foreground voxels where every image is 0 (outside the "
+                "images' non-zero box): label and images do not match"
+            )
+            raise CaseError(case.case_id, message)
     bbox = _compose_bbox(case.bbox, box)
     return replace(case, image=image[(slice(None), *slices)], label=label, bbox=bbox)
 

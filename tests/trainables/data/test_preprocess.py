@@ -18,7 +18,7 @@ from trainables.data.preprocess import (
     preprocess,
 )
 from trainables.data.types import LoadedCase
-from trainables.errors import InputError
+from trainables.errors import CaseError, InputError
 
 
 def make_case(image: np.ndarray, label: np.ndarray | None = None, bbox=None) -> LoadedCase:
@@ -56,6 +56,24 @@ def test_crop_bbox_covers_nonzero_voxels_of_any_modality() -> None:
     assert out.image[0, 0, 0, 0] == 5.0 and out.image[1, 3, 3, 3] == -2.0
     assert out.label[3, 3, 3] == 3
     assert out.image.dtype == np.float32
+
+
+def test_label_foreground_outside_the_images_is_a_case_error() -> None:
+    """A misregistered label's tumour outside the crop box vanished from training silently."""
+    image = np.zeros((1, 6, 7, 8), dtype=np.float32)
+    image[0, 2:5, 2:5, 2:5] = 1.0
+    label = np.zeros((6, 7, 8), dtype=np.uint8)
+    label[0, 0, 0:2] = 2  # where every image is 0
+    label[3, 3, 3] = 1
+    cfg = PreprocessConfig(normalization=NoNormalization())
+    with pytest.raises(CaseError) as err:
+        preprocess(make_case(image, label), cfg)
+    assert str(err.value) == (
+        "c0: the label has 2 foreground voxels where every image is 0 (outside the images' "
+        "non-zero box): label and images do not match"
+    )
+    uncropped = PreprocessConfig(crop_to_nonzero=False, normalization=NoNormalization())
+    assert preprocess(make_case(image, label), uncropped).label.sum() == 5
 
 
 def test_crop_of_an_already_cropped_case_reports_source_grid_box() -> None:
