@@ -75,8 +75,20 @@ class EvaluationReport:
             "num_cases": len(self.cases),
             "cases": [{k: _json_value(v) for k, v in case.items()} for case in self.cases],
             "mean": {k: _json_value(v) for k, v in self.mean.items()},
+            "mean_cases": self.mean_cases(),
             "problems": [_problem_dict(p) for p in self.problems],
         }
+
+    def mean_cases(self) -> dict[str, int]:
+        """How many cases a mean is over, for the keys where it is fewer than the scored
+        cases (a value undefined for a case, e.g. its RVD, is left out of the mean)."""
+        counts: dict[str, int] = {}
+        for case in self.cases:
+            for key, value in case.items():
+                if key != "case_id" and not (isinstance(value, float) and math.isnan(value)):
+                    counts[key] = counts.get(key, 0) + 1
+        keys = [k for k in self.mean if k != "case_id"]
+        return {k: counts.get(k, 0) for k in keys if counts.get(k, 0) < len(self.cases)}
 
     def format_table(self) -> str:
         """Summary, one line per case (Dice, HD95, NSD, lesion Dice by region), means, problems."""
@@ -99,9 +111,15 @@ class EvaluationReport:
     def _mean_table(self) -> str:
         """Every metric's mean as a metric x region grid, then the mean Dice over regions."""
         rows = [(f"mean over {len(self.cases)} cases", *self.regions)]
+        fewer = self.mean_cases()  # "0.250 (1 case)" where a value is undefined for some
+
+        def cell(key: str) -> str:
+            n = fewer.get(key)
+            return _fmt(self.mean[key]) + ("" if n is None else f" ({n} case{'s' * (n != 1)})")
+
         for metric in METRIC_NAMES + (_LESION_METRICS if self.lesion_wise else ()):
             unit = " (mm)" if metric.endswith("hd95") else ""
-            rows.append((metric + unit, *(_fmt(self.mean[f"{metric}_{r}"]) for r in self.regions)))
+            rows.append((metric + unit, *(cell(f"{metric}_{r}") for r in self.regions)))
         text = _align(rows)
         if "dice_mean" in self.mean:
             text += f"\ndice_mean {_fmt(self.mean['dice_mean'])}"
@@ -203,13 +221,22 @@ def _score_case(
 
 
 def _orphans(preds: dict[str, Path], known: list[str], ref_root: Path) -> list[CaseError]:
-    """Predictions whose case id is not in the reference dataset."""
+    """Predictions whose case id is not in the reference dataset; one named like a case plus
+    a suffix (``c0_seg``, nnU-Net's ``c0_0000``) says which name would be read."""
     known_ids = set(known)
-    return [
-        CaseError(case_id, f"prediction has no reference case in {ref_root}", path)
-        for case_id, path in preds.items()
-        if case_id not in known_ids
-    ]
+    problems = []
+    for case_id, path in preds.items():
+        if case_id in known_ids:
+            continue
+        message = f"prediction has no reference case in {ref_root}"
+        stems = [
+            k for k in known if case_id.startswith(k) and case_id[len(k) : len(k) + 1] in "_-."
+        ]
+        if stems:
+            stem = max(stems, key=len)
+            message += f"; for case {stem} name it {stem}.nii.gz (without {case_id[len(stem) :]!r})"
+        problems.append(CaseError(case_id, message, path))
+    return problems
 
 
 def _problem_dict(err: CaseError) -> dict[str, str | None]:

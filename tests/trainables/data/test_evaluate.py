@@ -176,6 +176,33 @@ def test_to_dict_and_table(tmp_path):
     )
 
 
+def test_a_mean_over_fewer_cases_says_how_many(tmp_path):
+    """An RVD undefined for one case (empty reference ET) was left out of a mean headed 'mean
+    over 2 cases' without a word."""
+    ref, pred = tmp_path / "ref", tmp_path / "pred"
+    cases = [brats_case(ref, f"c{i}", seed=i) for i in range(2)]
+    perfect_predictions(cases, pred)
+    empty_et = np.array(cases[0].label)
+    save_nifti(ref / "c0" / "c0_seg.nii.gz", np.where(empty_et == 4, 1, empty_et).astype(np.uint8))
+    report = evaluate_predictions(pred, ref, lesion_wise=False)
+    assert report.to_dict()["mean_cases"] == {"rvd_et": 1}
+    (row,) = [line for line in report.format_table().splitlines() if line.startswith("rvd ")]
+    assert row.split()[-3:] == ["0.000", "(1", "case)"]
+
+
+def test_a_prediction_named_with_a_suffix_says_the_name_to_use(tmp_path):
+    ref, pred = tmp_path / "ref", tmp_path / "pred"
+    case = brats_case(ref, "c0")
+    save_nifti(pred / "c0_0000.nii.gz", np.asarray(case.label))
+    report = evaluate_predictions(pred, ref)
+    messages = {p.case_id: p.message for p in report.problems}
+    assert messages["c0_0000"] == (
+        f"prediction has no reference case in {ref}; for case c0 name it c0.nii.gz (without "
+        "'_0000')"
+    )
+    assert messages["c0"] == "missing prediction for this reference case"
+
+
 def test_directory_errors(tmp_path):
     brats_case(tmp_path / "ref", "c0")
     with pytest.raises(InputError) as err:
