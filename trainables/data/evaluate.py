@@ -20,8 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from trainables.data.files import nifti_files, nifti_stem
 from trainables.data.labels import LabelScheme, get_scheme, internal_scheme
-from trainables.data.layouts import discover, nifti_files, nifti_stem
+from trainables.data.layouts import discover
 from trainables.data.nifti import load_label
 from trainables.data.nifti_grid import check_affine
 from trainables.data.types import CaseRecord
