@@ -45,7 +45,7 @@ def discover_msd(
     first = nifti_files(images_dir)
     if not first:
         raise InputError(f"{images_dir.name}/ holds no .nii.gz images", images_dir)
-    per_channel = _channel_files([p for d in image_dirs for p in nifti_files(d)])
+    per_channel = _channel_files([p for d in image_dirs for p in nifti_files(d)], root, labels)
     if per_channel is not None:
         return _channel_file_cases(root, image_dirs, per_channel, labels, override)
     images = _group_by_case(first, labelled=set(labels))
@@ -116,11 +116,20 @@ def _case_channels(
     return {modality_of[i]: by_index[i][0] for i in sorted(modality_of)}
 
 
-def _channel_files(paths: list[Path]) -> dict[str, dict[int, list[Path]]] | None:
+def _channel_files(
+    paths: list[Path], root: Path, labels: dict[str, list[Path]]
+) -> dict[str, dict[int, list[Path]]] | None:
     """Case -> channel index -> files when every image is ``<case>_<4 digits>`` and some
-    channel is not 0000 (nnU-Net v2 with several channels); None otherwise."""
+    channel is not 0000 (nnU-Net v2 with several channels); None otherwise, and where the
+    digits are the case id's own: a label has the image's stem (MSD cases ``SynthCT_0001``),
+    or dataset.json lists a single channel."""
     matches = [(p, _CHANNEL_SUFFIX.match(nifti_stem(p) or "")) for p in paths]
     if not matches or not all(m for _, m in matches):
+        return None
+    if any(m.group(0) in labels for _, m in matches if m):
+        return None
+    listed = [v for k, v in read_dataset_json(root).items() if k in CHANNEL_KEYS]
+    if listed and isinstance(listed[0], dict) and len(listed[0]) == 1:
         return None
     if all(m.group(2) == "0000" for _, m in matches if m):
         return None  # one channel: MSD naming with nnU-Net's suffix, read as before

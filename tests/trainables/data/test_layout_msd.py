@@ -86,3 +86,12 @@ def test_one_file_per_channel_needs_the_channel_names(tmp_path: Path) -> None:
         '(MSD) to say which modality each channel is, e.g. {"0": "T1", "1": "T1ce", "2": "T2", '
         '"3": "FLAIR"}'
     )
+
+
+def test_case_ids_ending_in_four_digits_are_cases_not_channels(tmp_path: Path) -> None:
+    """``SynthCT_0000``, ``SynthCT_0001``: cases when a label has the stem, or dataset.json
+    lists one channel (unlabelled imagesTs/, as ablate predict reads it)."""
+    write_dataset_json(tmp_path, {"modality": {"0": "CT"}, "labels": {"0": "bg", "1": "blood"}})
+    for n in range(3):
+        save_nifti(tmp_path / "imagesTs" / f"SynthCT_{n:04d}.nii.gz", image_volume(SHAPE, n))
+    assert discover(tmp_path, partial=True).case_ids == [f"SynthCT_{n:04d}" for n in range(3)]
