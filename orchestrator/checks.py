@@ -108,12 +108,15 @@ def check_synthetic_axes(
     it would give cells that differ only in their names, ranked as if they differed."""
     for cell in cells:
         root = ((configs.get(cell.label) or {}).get("data") or {}).get("root")
-        paths = [
-            p for p in cell.overrides if p == "data.synthetic" or p.startswith("data.synthetic.")
+        paths = [  # leaves: a nested data: {synthetic: ...} override is the same axis
+            p
+            for p in sorted(_leaf_paths(cell.overrides))
+            if p == "data.synthetic" or p.startswith("data.synthetic.")
         ]
         if root and paths:
+            where = next((cell.origins[k] for k in cell.origins if _overlap(k, paths[0])), "")
             errors.add(
-                f"{cell.origins[paths[0]]}: has no effect: the trials read the cases in {root} "
+                f"{where or paths[0]}: has no effect: the trials read the cases in {root} "
                 "(data.root, or --data), not synthetic ones; drop the axis or run without --data"
             )
             return
@@ -191,20 +194,34 @@ def check_data_dir(root: Path, label_scheme: str, joined: bool) -> list[str]:
 
 def check_axis_overlap(space: SpaceFile, errors: Problems) -> None:
     """A path set by two axes: the later one silently replaces the earlier in every cell (grid
-    over variant, sampled value over grid), so cells labelled apart would train alike."""
-    grid = set(space.grid or {})
+    over variant, sampled value over both), so cells labelled apart would train alike. A path
+    overlaps another it contains (a grid over ``model`` replaces a variant's ``model.attention``).
+    """
+    grid = list(space.grid or {})
+    variant_paths = [(i, _leaf_paths(v.overrides)) for i, v in enumerate(space.variants or [])]
     for path in space.sample:
-        if path in grid:
-            errors.add(
-                f"sample.{path}: also a grid axis; each trial's sampled value would replace the "
-                "grid's, so the grid's cells would not differ; keep it in one of them"
-            )
-    for i, variant in enumerate(space.variants or []):
-        for path in sorted(_leaf_paths(variant.overrides) & grid):
-            errors.add(
-                f"variants[{i}].overrides.{path}: also a grid axis, whose values replace the "
-                "variant's in every cell; set it in one of them"
-            )
+        for other in (*grid, *(q for _, paths in variant_paths for q in paths)):
+            if _overlap(path, other):
+                where = "a grid axis" if other in grid else f"set by a variant ({other})"
+                errors.add(
+                    f"sample.{path}: also {where}; each trial's sampled value would replace it, "
+                    "so the cells would not differ there; keep it in one place"
+                )
+                break
+    for i, paths in variant_paths:
+        for path in sorted(paths, key=lambda p: (-p.count("."), p)):  # the leaf, not its section
+            axis = next((g for g in grid if _overlap(path, g)), None)
+            if axis is not None:
+                errors.add(
+                    f"variants[{i}].overrides.{path}: also set by the grid axis {axis}, whose "
+                    "values replace the variant's in every cell; set it in one of them"
+                )
+                break
+
+
+def _overlap(a: str, b: str) -> bool:
+    """Whether dotted paths ``a`` and ``b`` set a common value (equal, or one holds the other)."""
+    return a == b or a.startswith(f"{b}.") or b.startswith(f"{a}.")
 
 
 def check_distinct_cells(configs: dict[str, dict[str, Any]], errors: Problems) -> None:
@@ -258,49 +275,6 @@ def _split_inputs(config: dict[str, Any]) -> dict[str, Any]:
     else:
         source = {"synthetic": {"cases": (data.get("synthetic") or {}).get("cases")}}
     return {"data": {**source, "split": data.get("split")}}
-
-
-# Combinations of sampled values probed together; beyond it, only the range ends are combined.
-MAX_SAMPLE_COMBINATIONS = 4096
-
-
-def check_sample_combinations(
-    space: SpaceFile, cell_overrides: dict[str, Any], base: dict[str, Any], errors: Problems
-) -> None:
-    """Sampled values must give a valid trial together, not only one axis at a time: a cosine's
-    ``schedule.min_lr`` sampled above a sampled ``optimizer.lr`` is invalid, and would fail that
-    Optuna trial instead of this check. Probes every combination of each axis's probe values
-    (ends only when there are too many); reports the first invalid one."""
-    import itertools
-    import math
-
-    from trainables.config.dotted import apply_overrides, format_value
-    from trainables.config.trial import parse_trial_config
-    from trainables.errors import InputError
-
-    paths = list(space.sample)
-    if len(paths) < 2:
-        return  # one axis at a time is already probed
-    values = [space.sample[p].probe_values() for p in paths]
-    if math.prod(len(v) for v in values) > MAX_SAMPLE_COMBINATIONS:
-        values = [[v[0], v[-1]] if len(v) > 1 else v for v in values]
-    forms = [space.sample[p].form for p in paths]
-    for combo in itertools.product(*values):
-        picked = {
-            p: int(v) if form == "int" else v
-            for p, form, v in zip(paths, forms, combo, strict=True)
-        }
-        try:
-            parse_trial_config(apply_overrides(base, {**cell_overrides, **picked}))
-        except (InputError, ValueError) as err:
-            shown = ", ".join(f"{p}={format_value(v)}" for p, v in picked.items())
-            problems = err.problems if isinstance(err, InputError) else None
-            why = "; ".join(f"{q.path}: {q.message}" for q in problems) if problems else err
-            errors.add(
-                f"sample: {shown} together give an invalid trial: {why}; every combination of "
-                "the sampled ranges must be valid (narrow the ranges)"
-            )
-            return
 
 
 def _leaf_paths(overrides: dict[str, Any], prefix: str = "") -> set[str]:

@@ -9,6 +9,7 @@ it (``grid.model.norm``, ``variants[1].overrides.model.attention``) and the reas
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,11 +23,11 @@ from orchestrator.checks import (
     check_metric_regions,
     check_paper,
     check_same_split,
-    check_sample_combinations,
     check_seed_overrides,
     check_synthetic_axes,
     check_unique,
 )
+from orchestrator.checks_sample import check_sample_paths, check_samples
 from orchestrator.folds import check_fold_count, count_cases, fold_splits
 from orchestrator.plan_errors import PlanErrors
 from orchestrator.space import MAX_TRIALS, AshaScheduler, Resources, SpaceFile, load_space_file
@@ -119,8 +120,8 @@ def plan_sweep(
     if smoke:
         space = smoke_space(space)
     base = _base_config(space, source)
+    check_trial_count(space, cell_count(space), max_trials, source)  # before building cells
     cells = make_cells(space)
-    check_trial_count(space, len(cells), max_trials, source)  # before materialising them all
     errors = PlanErrors()
     check_unique(cells, errors)
     check_seed_overrides(cells, errors)
@@ -134,9 +135,9 @@ def plan_sweep(
             cell_configs[cell.label] = cell_trials[0].config
             trials += cell_trials if space.is_grid else []
     if space.sample and cell_configs:
-        _check_samples(space, cells[0], base, errors)
-        if not errors.lines:  # combinations only once each axis is valid on its own
-            check_sample_combinations(space, cells[0].overrides, base, errors)
+        check_sample_paths(space, cell_configs, errors)
+        if not errors.lines:  # values only once the paths are ones a sample may vary
+            check_samples(space, cell_configs, errors)
     check_synthetic_axes(cells, cell_configs, errors)
     # --smoke shrinks sizes, so cells that differ only in size look alike; after another error
     # (a grid over seed, say) the cells may look alike for that reason alone
@@ -235,6 +236,13 @@ def _fold_overrides(
         errors.add(problem)
         return None
     return [(k, {"data.split": s.model_dump(mode="json")}) for k, s in enumerate(splits)]
+
+
+def cell_count(space: SpaceFile) -> int:
+    """How many cells :func:`make_cells` gives, without building them (a 7-axis grid of 10
+    values is 10^7 cells: built first, it ran out of memory before the trial cap refused it)."""
+    points = math.prod(len(values) for values in (space.grid or {}).values())
+    return max(1, len(space.variants or [])) * points
 
 
 def make_cells(space: SpaceFile) -> list[Cell]:
@@ -336,20 +344,3 @@ def absolute_paths(config: dict[str, Any]) -> dict[str, Any]:
     if init and init.get("checkpoint"):
         init["checkpoint"] = str(Path(init["checkpoint"]).expanduser().resolve())
     return out
-
-
-def _check_samples(space: SpaceFile, cell: Cell, base: dict[str, Any], errors: PlanErrors) -> None:
-    """Every sampled path, at each bound or choice, must give a valid trial."""
-    for path, rng in space.sample.items():
-        for value in rng.probe_values():
-            if rng.form == "int":
-                value = int(value)
-            overrides = {**cell.overrides, path: value}
-            try:
-                data = apply_overrides(base, overrides)
-            except ValueError as err:
-                errors.add(f"sample.{path}: {err}")
-                break
-            origins = {**cell.origins, path: f"sample.{path}"}
-            if errors.check(data, origins, context=f"sample.{path}={format_value(value)}") is None:
-                break

@@ -40,7 +40,7 @@ from typing import Annotated, Any, Literal, assert_never
 from pydantic import Field, field_validator, model_validator
 
 from trainables.config import ConfigProblem, Frozen, raise_problems, validate_config
-from trainables.config.base import did_you_mean
+from trainables.config.base import Seed, did_you_mean
 from trainables.config.dotted import format_value
 from trainables.errors import InputError
 from trainables.metrics import METRIC_NAMES
@@ -134,7 +134,7 @@ class OptunaSearch(Frozen):
 
     kind: Literal["optuna"] = "optuna"
     num_samples: int = Field(ge=1)
-    seed: int = 0
+    seed: Seed = 0  # Optuna's sampler seed (numpy takes 0..2^32-1)
     max_concurrent: int | None = Field(default=None, ge=1)
 
 

@@ -182,8 +182,22 @@ def test_smoke_listing_says_the_trials_are_shrunk(capsys: pytest.CaptureFixture[
         (
             "variants: [{label: x, overrides: {model: {attention: false}}}]\n"
             "grid: {model.attention: [true, false]}\n",
-            "variants[0].overrides.model.attention: also a grid axis, whose values replace the "
-            "variant's in every cell",
+            "variants[0].overrides.model.attention: also set by the grid axis model.attention, "
+            "whose values replace the variant's in every cell",
+        ),
+        (  # a grid over a whole section replaces the variant's leaf in it
+            "variants: [{label: a, overrides: {model.attention: false}}, {label: b}]\n"
+            "grid: {model: [{attention: true}, {attention: false}]}\n",
+            "variants[0].overrides.model.attention: also set by the grid axis model, whose "
+            "values replace",
+        ),
+        (
+            "variants: [{label: a, overrides: {model.attention: true}}, "
+            "{label: b, overrides: {model.attention: false}}]\n"
+            "search: {kind: optuna, num_samples: 2}\n"
+            "sample: {model.attention: {choice: [true, false]}}\n",
+            "sample.model.attention: also set by a variant (model.attention); each trial's "
+            "sampled value would replace it",
         ),
     ],
 )
@@ -259,6 +273,11 @@ def test_a_study_of_more_trials_than_max_trials_is_refused(
         "the study plans 1200 trials (200 cells x 6 seeds), more than --max-trials 1000; check "
         "the axes, or pass --max-trials 1200 to run it as written" in err
     )
+    # 10^7 cells: refused from the axis sizes (building the cells first ran out of memory)
+    axes = ", ".join(f"a{i}: [{', '.join(map(str, range(10)))}]" for i in range(7))
+    huge = write_space(tmp_path, f"name: s\nextends: trial.yaml\ngrid: {{{axes}}}\n", "huge.yaml")
+    code, err = run_validate(huge, capsys)
+    assert code == 2 and "the study plans 10000000 trials (10000000 cells x 1 seeds)" in err, err
     small = write_space(tmp_path, "name: s\nextends: trial.yaml\nseeds: 4\n", "small.yaml")
     assert run_validate(small, capsys, "--max-trials", "3")[0] == 2
     assert run_validate(small, capsys, "--max-trials", "4")[0] == 0
@@ -275,3 +294,32 @@ def test_a_section_rule_names_the_cell_when_several_axes_set_its_fields(
         "cell 'filters=[4,8],attention=true' (grid.model.filters, grid.model.attention): model: "
         "deep_supervision=1 needs more decoder levels" in err
     )
+
+
+def test_an_optuna_seed_outside_numpys_range_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """search.seed -1 passed validate, then crashed the sweep (exit 1, parent left RUNNING)."""
+    text = (
+        "name: s\nextends: trial.yaml\nsearch: {kind: optuna, num_samples: 1, seed: -1}\n"
+        "sample: {optimizer.lr: {loguniform: [1.0e-4, 1.0e-2]}}\n"
+    )
+    code, err = run_validate(write_space(tmp_path, text), capsys)
+    assert code == 2 and "search.seed: Input should be greater than or equal to 0" in err, err
+
+
+def test_a_nested_synthetic_axis_with_data_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The dotted form was refused with --data; the nested one trained two alike cells."""
+    from tests.trainables.data.nifti_factory import brats_case
+
+    for case_id in ("c0", "c1", "c2"):
+        brats_case(tmp_path / "data", case_id)
+    text = (
+        "name: s\nextends: trial.yaml\nvariants: [{label: a, overrides: {data: {synthetic: "
+        "{cases: 6}}}}, {label: b, overrides: {data: {synthetic: {cases: 8}}}}]\n"
+    )
+    space = write_space(tmp_path, text)
+    code, err = run_validate(space, capsys, "--data", str(tmp_path / "data"))
+    assert code == 2 and "variants[0].overrides.data: has no effect: the trials read" in err, err
