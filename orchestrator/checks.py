@@ -122,6 +122,25 @@ def check_synthetic_axes(
             return
 
 
+def check_stop_epochs(
+    space: SpaceFile, configs: dict[str, dict[str, Any]], errors: Problems
+) -> None:
+    """A ``stop:`` on epochs below a cell's ``train.epochs`` ends its trials early, every time,
+    after a learning-rate schedule planned over ``train.epochs`` (as ASHA's max_t would)."""
+    for key in ("epoch", "training_iteration"):  # one Tune iteration is one epoch
+        if key not in space.stop:
+            continue
+        for label, config in configs.items():
+            epochs = int(config["train"]["epochs"])
+            if space.stop[key] < epochs:
+                errors.add(
+                    f"stop.{key}: {space.stop[key]:g} ends every trial of cell {label!r} before "
+                    f"its train.epochs ({epochs}), with its schedule unfinished; set train.epochs "
+                    "instead"
+                )
+                return
+
+
 def check_asha(space: SpaceFile, configs: dict[str, dict[str, Any]], errors: Problems) -> None:
     """ASHA's rungs must lie within every trial's epochs (a trial ends at its ``train.epochs``)."""
     asha = space.effective_scheduler

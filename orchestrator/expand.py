@@ -24,6 +24,7 @@ from orchestrator.checks import (
     check_paper,
     check_same_split,
     check_seed_overrides,
+    check_stop_epochs,
     check_synthetic_axes,
     check_unique,
 )
@@ -148,6 +149,7 @@ def plan_sweep(
     check_metric_regions(space, cell_configs, errors)
     check_device(space, cell_configs, errors)
     check_asha(space, cell_configs, errors)
+    check_stop_epochs(space, cell_configs, errors)
     errors.raise_if_any(source)
     return Plan(space, source, digest, base, cells, cell_configs, trials, smoke)
 

@@ -262,12 +262,21 @@ class SpaceFile(Frozen):
     @field_validator("stop")
     @classmethod
     def _known_stop_keys(cls, stop: dict[str, float]) -> dict[str, float]:
-        for key in stop:
+        for key, value in stop.items():
             if key not in STOP_KEYS:
                 raise ValueError(
                     f"unknown stop criterion {key!r}{did_you_mean(key, STOP_KEYS)}; a trial stops "
                     "when a result reaches the value of time_total_s (seconds), "
                     "training_iteration or epoch, or of a logged metric (the names 'metric' takes)"
+                )
+            if key in ("training_iteration", "time_total_s", "epoch") and not value > 0:
+                raise ValueError(f"{key}: {value:g} would stop every trial at its first result")
+            if better_mode(key) == "min" and not key.startswith("perf/"):
+                raise ValueError(
+                    f"{key}: Tune stops a trial when a result reaches the value (>= {value:g}), "
+                    "and a lower-is-better metric starts at its worst: every trial would stop "
+                    "at its first epoch, or never; stop on a higher-is-better metric, epochs "
+                    "or time instead"
                 )
         return stop
 

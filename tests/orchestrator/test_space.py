@@ -173,6 +173,32 @@ def test_stop_takes_tune_counters_and_logged_metrics(tmp_path: Path) -> None:
     }  # fmt: skip
 
 
+@pytest.mark.parametrize(
+    ("stop", "expected"),
+    [
+        ("{time_total_s: -5}", "stop: time_total_s: -5 would stop every trial at its first result"),
+        ("{epoch: 0}", "stop: epoch: 0 would stop every trial at its first result"),
+        (  # was accepted: a loss starts at its worst, so every trial stopped after one epoch
+            "{val/loss: 0.5}",
+            "stop: val/loss: Tune stops a trial when a result reaches the value (>= 0.5), and a "
+            "lower-is-better metric starts at its worst",
+        ),
+        (  # trial.yaml trains 2 epochs
+            "{training_iteration: 1}",
+            "stop.training_iteration: 1 ends every trial of cell 'base' before its train.epochs "
+            "(2), with its schedule unfinished; set train.epochs instead",
+        ),
+    ],
+)
+def test_stop_criteria_that_end_every_trial_early_are_refused(
+    tmp_path: Path, stop: str, expected: str
+) -> None:
+    space = write_space(tmp_path, f"name: s\nextends: trial.yaml\nstop: {stop}\n")
+    with pytest.raises(InputError) as err:
+        plan_sweep(space)
+    assert expected in str(err.value), err.value
+
+
 def test_docs_study_files_describes_every_key() -> None:
     """docs/study-files.md has one table row per study-file key, no more, no fewer."""
     import re
