@@ -21,6 +21,7 @@ from orchestrator.checks import (
     check_distinct_cells,
     check_metric_on_device,
     check_metric_regions,
+    check_metrics_computed,
     check_paper,
     check_same_split,
     check_seed_overrides,
@@ -147,6 +148,7 @@ def plan_sweep(
     check_same_split(cell_configs, errors)
     check_metric_on_device(space, written_gpu, cell_configs, errors)
     check_metric_regions(space, cell_configs, errors)
+    check_metrics_computed(space, cell_configs, errors)
     check_device(space, cell_configs, errors)
     check_asha(space, cell_configs, errors)
     check_stop_epochs(space, cell_configs, errors)

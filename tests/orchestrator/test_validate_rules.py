@@ -323,3 +323,15 @@ def test_a_nested_synthetic_axis_with_data_is_refused(
     space = write_space(tmp_path, text)
     code, err = run_validate(space, capsys, "--data", str(tmp_path / "data"))
     assert code == 2 and "variants[0].overrides.data: has no effect: the trials read" in err, err
+
+
+def test_a_metric_validation_does_not_compute_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With validation.hd95 off only Dice is computed: ranking by HD95 left no winner."""
+    text = "name: s\nextends: trial.yaml\nbase: {validation.hd95: false}\n"
+    text += "metric: val/hd95_wt\nmode: min\n"
+    code, err = run_validate(write_space(tmp_path, text), capsys)
+    assert code == 2 and (
+        "metric: val/hd95_wt is never logged by cell 'base': validation.hd95 is false there" in err
+    ), err
