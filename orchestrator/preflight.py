@@ -65,16 +65,27 @@ def check_no_earlier_runs(client: Any, name: str, path: str) -> None:
             "start the sweep with another --name, or restore it first with `mlflow experiments "
             f"restore --experiment-id {experiment.experiment_id}`"
         )
-    query = {"ablate.sweep_path": path, "ablate.kind": "sweep"}
-    for parent in tracking.search(client, experiment.experiment_id, query):
+    for parent in tracking.search(client, experiment.experiment_id, {"ablate.kind": "sweep"}):
         runs = tracking.child_runs(client, parent)
-        if runs:
+        earlier = parent.data.tags.get("ablate.sweep_path", "")
+        if runs and earlier == path:
             raise InputError(
                 f"sweep {name!r} already has {len(runs)} trial runs in MLflow (parent run "
                 f"{parent.info.run_id}) but no Tune state in {path} to resume them from; a new "
                 f"sweep there would overwrite their checkpoints: start another with --name, or "
                 f"delete experiment {name!r} in MLflow first"
             )
+        if runs:  # a second sweep of the name would hide this one from `ablate winners NAME`
+            raise InputError(
+                f"sweep {name!r} already exists in MLflow with {len(runs)} trial runs (parent "
+                f"run {parent.info.run_id}, results in {earlier}): resume it with --storage "
+                f"{_storage_of(earlier, name)} --resume, or start another with --name"
+            )
+
+
+def _storage_of(path: str, name: str) -> str:
+    """The ``--storage`` that gives sweep folder ``path`` (``<storage>/<name>``)."""
+    return path[: -len(name) - 1] if path.endswith(f"/{name}") else path
 
 
 def check_ray_address(address: str, where: str) -> None:

@@ -203,6 +203,8 @@ def _replay_into_mlflow(mlflow: TrackingSettings, plan: Plan, name: str, path: s
 
 def _experiment_path(storage: str, name: str) -> str:
     """``<storage>/<name>``: an absolute local path, or a URI (``s3://bucket/ablate/<name>``)."""
+    if not storage.strip():  # '' would silently mean the current folder
+        raise InputError("empty: pass a folder or a storage URI", where="--storage")
     if "://" in storage:
         return f"{storage.rstrip('/')}/{name}"
     return str(Path(storage).expanduser().resolve() / name)
@@ -212,7 +214,10 @@ def _check_resume(opts: SweepOptions, plan: Plan, path: str, name: str) -> dict[
     """The stored sweep settings when resuming; refuse to overwrite or to mix two sweeps."""
     from ray.tune import Tuner
 
-    exists = Tuner.can_restore(path)
+    try:
+        exists = Tuner.can_restore(path)
+    except (OSError, ValueError) as error:  # pyarrow: an unknown URI scheme, a refused path
+        raise InputError(f"cannot read {path}: {error}", where="--storage") from None
     if not opts.resume:
         if exists:
             raise InputError(

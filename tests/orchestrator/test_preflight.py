@@ -83,6 +83,17 @@ def test_a_new_sweep_never_reopens_an_earlier_ones_runs(
         f"sweep 'again' already has 1 trial runs in MLflow (parent run {parent}) but no Tune "
         f"state in {storage / 'again'} to resume them from; a new sweep there would overwrite"
     ) in err
+    other = tmp_path / "elsewhere"  # the same name under another storage: would hide the first
+    assert main([*args[:-1], str(other)]) == 2
+    assert (
+        f"sweep 'again' already exists in MLflow with 1 trial runs (parent run {parent}, "
+        f"results in {storage / 'again'}): resume it with --storage {storage} --resume, or start "
+        "another with --name"
+    ) in capsys.readouterr().err
+    assert main([*args[:-1], ""]) == 2
+    assert "--storage: empty: pass a folder or a storage URI" in capsys.readouterr().err
+    assert main([*args[:-1], "ftp://host/x"]) == 2  # pyarrow's ArrowInvalid was exit 1
+    assert "--storage: cannot read ftp://host/x/again:" in capsys.readouterr().err
     client.delete_experiment(experiment)
     assert main(args) == 2
     assert (
