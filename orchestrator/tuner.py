@@ -235,7 +235,8 @@ def trial_outcomes(path: str) -> TrialOutcomes:
     for trial in ExperimentAnalysis(path).trials:
         last = trial.last_result or {}
         key, epochs = trial_label(trial)
-        restarted += int(trial.run_metadata.num_failures > 0)
+        # a trial that ended failed counts its last failure too: restarted means another before
+        restarted += int(trial.run_metadata.num_failures > int(trial.status == "ERROR"))
         if trial.status == "ERROR":
             outcome = "failed"
             problems.append(TrialProblem(key, outcome, trial_error(trial)))
