@@ -26,12 +26,17 @@ from orchestrator.winners import WinnersTable
 from trainables.errors import InputError
 
 
+def check_report_path(out: Path) -> None:
+    """The report's file name says its format; checked before the table is read and tagged."""
+    if out.suffix.lower() not in (".md", ".html", ".htm"):
+        raise InputError("the report must end in .md or .html", out)
+
+
 def write_report(client: Any, table: WinnersTable, out: Path) -> list[Path]:
     """Write the report (and, for Markdown, its PNGs); log them to the parent run.
     Returns [report, *PNG files written beside it]."""
+    check_report_path(out)
     suffix = out.suffix.lower()
-    if suffix not in (".md", ".html", ".htm"):
-        raise InputError("the report must end in .md or .html", out)
     out = out.resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
     figures, notes = build_figures(client, table)

@@ -239,9 +239,10 @@ def _register(client: object, run_id: str | None, name: str, sweep: str) -> None
 
 def _report(args: argparse.Namespace) -> int:
     from orchestrator import tracking
-    from orchestrator.report import write_report
+    from orchestrator.report import check_report_path, write_report
     from orchestrator.winners import find_winners
 
+    check_report_path(args.out)  # before find_winners tags the winner in MLflow
     client = tracking.connect(args.tracking_uri or tracking.default_tracking_uri(), existing=True)
     table = find_winners(client, args.sweep, alpha=args.alpha, correction=args.correction, tag=True)
     written = write_report(client, table, args.out)

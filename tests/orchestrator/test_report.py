@@ -81,6 +81,12 @@ def test_html_report_via_the_cli(sweep, tmp_path: Path, capsys: pytest.CaptureFi
     assert not (tmp_path / "report_files").exists()  # self-contained: no side folder
     assert main(["report", "study", "--out", str(tmp_path / "r.pdf"), "--tracking-uri", uri]) == 2
     assert "the report must end in .md or .html" in capsys.readouterr().err
+    # before the store is read (and the winner tagged): a store that is not there is not seen
+    missing = f"sqlite:///{tmp_path / 'none' / 'mlflow.db'}"
+    assert (
+        main(["report", "study", "--out", str(tmp_path / "r.pdf"), "--tracking-uri", missing]) == 2
+    )
+    assert "the report must end in .md or .html" in capsys.readouterr().err
 
 
 def test_mean_curve_averages_seeds_per_epoch(sweep) -> None:
