@@ -281,9 +281,17 @@ def _base_config(space: SpaceFile, source: Path) -> dict[str, Any]:
     data: dict[str, Any] = {}
     if space.extends is not None:
         trial_path = (source.parent / space.extends).resolve()
+        if not str(space.extends).strip() or trial_path.is_dir():
+            raise InputError(
+                f"extends: {space.extends!r} names a folder, not a trial YAML such as "
+                "base/tiny.yaml",
+                source,
+            )
         if not trial_path.is_file():
             raise InputError(f"extends: trial file {trial_path} not found", source)
         raw = load_yaml(trial_path)
+        if raw is None:  # parse_trial_config would say "got NoneType"
+            raise InputError("is empty: a trial config maps model:, data:, train:...", trial_path)
         if isinstance(raw, dict) and "extends" in raw:  # itself, or another study file
             raise InputError(
                 f"extends: {space.extends} is a study file, not a trial config; extends names "

@@ -232,8 +232,17 @@ class SpaceFile(Frozen):
         for path, values in grid.items():
             if not values:
                 raise ValueError(f"grid axis {path!r} has no values (an axis needs at least one)")
-            if len({_value_key(v) for v in values}) != len(values):
-                raise ValueError(f"grid axis {path!r} repeats a value: {values}")
+            seen: dict[str, Any] = {}
+            for value in values:
+                first = seen.setdefault(_value_key(value), value)
+                if first is value:
+                    continue
+                if first == value:  # 1 and 1.0 too: one config
+                    raise ValueError(f"grid axis {path!r} repeats a value: {values}")
+                raise ValueError(
+                    f"grid axis {path!r}: {first!r} and {value!r} give one cell label "
+                    f"({format_value(value)}; labels keep 4 significant digits): space them apart"
+                )
         return grid
 
     @field_validator("variants")
@@ -349,4 +358,6 @@ def load_space_file(path: str | Path) -> tuple[SpaceFile, str]:
 
 
 def _value_key(value: Any) -> str:
-    return f"{type(value).__name__}:{format_value(value)}"
+    """A grid value's label text, by kind: ``1`` and ``1.0`` are one number (and one label)."""
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    return f"{'number' if number else type(value).__name__}:{format_value(value)}"

@@ -199,6 +199,36 @@ def test_stop_criteria_that_end_every_trial_early_are_refused(
     assert expected in str(err.value), err.value
 
 
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("grid: {optimizer.lr: [1, 1.0]}\n", "grid axis 'optimizer.lr' repeats a value: [1, 1.0]"),
+        (  # said "repeats a value" of two different values
+            "grid: {optimizer.lr: [0.00010001, 0.0001]}\n",
+            "grid axis 'optimizer.lr': 0.00010001 and 0.0001 give one cell label (0.0001; labels "
+            "keep 4 significant digits): space them apart",
+        ),
+    ],
+)
+def test_grid_values_that_give_one_label_are_named(tmp_path: Path, text: str, expected: str):
+    space = write_space(tmp_path, "name: s\nextends: trial.yaml\n" + text)
+    with pytest.raises(InputError) as err:
+        plan_sweep(space)
+    assert expected in str(err.value), err.value
+
+
+def test_extends_naming_a_folder_says_so(tmp_path: Path) -> None:
+    (tmp_path / "base").mkdir()
+    for extends in ("base", "''"):
+        space = write_space(tmp_path, f"name: s\nextends: {extends}\n")
+        with pytest.raises(InputError, match=r"names a folder, not a trial YAML such as base/tiny"):
+            plan_sweep(space)
+    (tmp_path / "empty.yaml").write_text("# nothing yet\n")
+    space = write_space(tmp_path, "name: s\nextends: empty.yaml\n")
+    with pytest.raises(InputError, match=r"empty\.yaml: is empty: a trial config maps model:"):
+        plan_sweep(space)
+
+
 def test_docs_study_files_describes_every_key() -> None:
     """docs/study-files.md has one table row per study-file key, no more, no fewer."""
     import re
