@@ -45,10 +45,31 @@ def set_dotted(data: dict[str, Any], path: str, value: Any) -> None:
 
 def apply_overrides(data: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
     """A deep copy of ``data`` with every dotted override set (see :func:`set_dotted`)."""
+    _check_set_once(overrides)
     out = plain(data)
     for path, value in overrides.items():
         set_dotted(out, path, value)
     return out
+
+
+def _check_set_once(overrides: Mapping[str, Any]) -> None:
+    """ValueError when two keys set one value (``model.attention: true`` beside ``model:
+    {attention: false}``): applied in order, the later would silently win."""
+    seen: dict[str, str] = {}  # leaf path -> the key that sets it
+    for key, value in overrides.items():
+        for leaf in _leaves(key, value):
+            for other, by in seen.items():
+                if by != key and (leaf == other or leaf.startswith(f"{other}.")
+                                  or other.startswith(f"{leaf}.")):  # fmt: skip
+                    raise ValueError(f"{leaf} is set twice, by {by!r} and by {key!r}; set it once")
+            seen[leaf] = key
+
+
+def _leaves(path: str, value: Any) -> list[str]:
+    """Dotted paths of the values ``path: value`` sets (a nested mapping's leaves)."""
+    if isinstance(value, Mapping) and value:
+        return [leaf for k, v in value.items() for leaf in _leaves(f"{path}.{k}", v)]
+    return [path]
 
 
 def get_dotted(data: Mapping[str, Any], path: str, default: Any = _MISSING) -> Any:

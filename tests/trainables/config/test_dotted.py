@@ -52,3 +52,16 @@ def test_format_value_of_floats_and_mappings() -> None:
     assert format_value(float("inf")) == "inf"
     assert format_value({"kind": "unet", "attention": False}) == "{kind=unet,attention=false}"
     assert format_value((1.0, "a")) == "[1,a]"
+
+
+def test_a_value_set_twice_in_one_mapping_is_refused() -> None:
+    """Applied in order, the later of a dotted key and a nested mapping silently won."""
+    data = {"model": {"attention": False, "filters": [4, 8]}}
+    with pytest.raises(ValueError) as err:
+        apply_overrides(data, {"model.attention": True, "model": {"attention": False}})
+    assert str(err.value) == (
+        "model.attention is set twice, by 'model.attention' and by 'model'; set it once"
+    )
+    # a section replaced and another of its fields set: two values, each set once
+    out = apply_overrides(data, {"model": {"attention": True}, "model.filters": [8, 16]})
+    assert out["model"] == {"attention": True, "filters": [8, 16]}
