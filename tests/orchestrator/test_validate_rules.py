@@ -335,3 +335,17 @@ def test_a_metric_validation_does_not_compute_is_refused(
     assert code == 2 and (
         "metric: val/hd95_wt is never logged by cell 'base': validation.hd95 is false there" in err
     ), err
+
+
+def test_fields_a_dotted_kind_switch_leaves_behind_name_the_axis(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Named only by the cell before; the trial file's fields of the old kind were the cause."""
+    text = "name: s\nextends: trial.yaml\ngrid: {model.kind: [attention_unet, plain_unet]}\n"
+    code, err = run_validate(write_space(tmp_path, text), capsys)
+    assert code == 2 and (
+        "grid.model.kind: model.attention: unknown key (allowed: " in err
+        and "(a kind set by a dotted key keeps the section's other fields; write model: {kind: "
+        "...} to replace the section)"
+        in err
+    ), err
