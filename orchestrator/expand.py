@@ -198,7 +198,7 @@ def _cell_trials(
     """The cell at every fold and seed (Optuna: seed 0 only, the rest is Tune's); [] after an
     error (the same error at every seed is reported once)."""
     first = _trial_config(base, {**cell.overrides, "seed": 0}, cell, errors, data_root, smoke)
-    folds = _fold_overrides(space, cell, first, errors) if first is not None else None
+    folds = _fold_overrides(space, cell, first, errors, smoke) if first is not None else None
     if folds is None:
         return []
     trials = []
@@ -215,7 +215,7 @@ def _cell_trials(
 
 
 def _fold_overrides(
-    space: SpaceFile, cell: Cell, config: dict[str, Any], errors: PlanErrors
+    space: SpaceFile, cell: Cell, config: dict[str, Any], errors: PlanErrors, smoke: bool = False
 ) -> list[tuple[int | None, dict[str, Any]]] | None:
     """``(fold, {"data.split": ...})`` per fold of ``folds:`` (one ``(None, {})`` without it),
     from the cell's resolved config; None after recording a problem."""
@@ -237,7 +237,8 @@ def _fold_overrides(
     cases = count_cases(cfg.data.root, cfg.data.synthetic.cases, cfg.data.label_scheme)
     problem = check_fold_count(space.folds, cases, cfg.data.split)
     if problem:
-        errors.add(problem)
+        shrunk = smoke and not cfg.data.root  # --smoke generates fewer synthetic cases
+        errors.add(problem + (" (--smoke generates fewer synthetic cases)" if shrunk else ""))
         return None
     return [(k, {"data.split": s.model_dump(mode="json")}) for k, s in enumerate(splits)]
 

@@ -349,3 +349,11 @@ def test_fields_a_dotted_kind_switch_leaves_behind_name_the_axis(
         "...} to replace the section)"
         in err
     ), err
+
+
+def test_too_many_folds_under_smoke_says_smoke_shrank_the_cases(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    space = write_space(tmp_path, "name: s\nextends: trial.yaml\nfolds: 8\n")
+    code, err = run_validate(space, capsys, "--smoke")
+    assert code == 2 and "use at most 6 folds (--smoke generates fewer synthetic cases)" in err, err
