@@ -34,6 +34,7 @@ This module holds the file model; :mod:`orchestrator.expand` turns it into valid
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, assert_never
 
@@ -183,8 +184,18 @@ class Resources(Frozen):
 class Variant(Frozen):
     """One labelled row of a paper table: a set of dotted-path overrides."""
 
-    label: str = Field(min_length=1, pattern=r"^[^/|#\s][^/|#]*$")
+    label: str = Field(min_length=1)
     overrides: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("label")
+    @classmethod
+    def _label_chars(cls, label: str) -> str:
+        if not re.fullmatch(VARIANT_LABEL, label):  # it names MLflow runs and table rows
+            raise ValueError(
+                f"{label!r} may not hold '/', '|' or '#' nor start with a space (it names the "
+                "cell's runs and its row)"
+            )
+        return label
 
 
 class Paper(Frozen):
@@ -196,6 +207,11 @@ class Paper(Frozen):
 
 # A sweep name is a folder under the Tune storage and an MLflow experiment name.
 SWEEP_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+SWEEP_NAME_RULE = (
+    "{name!r} must start with a letter or digit and hold only letters, digits, '_', '.' and "
+    "'-' (it names a folder and an MLflow experiment)"
+)
+VARIANT_LABEL = r"^[^/|#\s][^/|#]*$"
 # Trials a study may plan unless --max-trials says more (a large nnU-Net-style ablation, 20
 # cells x 5 folds x 3 seeds, is 300).
 MAX_TRIALS = 1000
@@ -204,7 +220,15 @@ MAX_TRIALS = 1000
 class SpaceFile(Frozen):
     """The search-space file as written (see the module docstring)."""
 
-    name: str = Field(pattern=SWEEP_NAME)
+    name: str
+
+    @field_validator("name")
+    @classmethod
+    def _name_chars(cls, name: str) -> str:
+        if not re.fullmatch(SWEEP_NAME, name):
+            raise ValueError(SWEEP_NAME_RULE.format(name=name))
+        return name
+
     description: str = ""
     extends: str | None = None
     base: dict[str, Any] = Field(default_factory=dict)

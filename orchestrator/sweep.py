@@ -27,7 +27,7 @@ from orchestrator.checks import check_data_dir
 from orchestrator.commands.common import progress
 from orchestrator.expand import Plan, plan_sweep
 from orchestrator.preflight import check_no_earlier_runs, check_ray_address, check_storage
-from orchestrator.space import MAX_TRIALS, SWEEP_NAME
+from orchestrator.space import MAX_TRIALS, SWEEP_NAME, SWEEP_NAME_RULE
 from orchestrator.sweep_data import prepare_sweep_data
 from orchestrator.tuner import TrackingSettings, TrialProblem, make_tuner, trial_outcomes
 from orchestrator.winners import PAPER_FILE
@@ -159,11 +159,7 @@ def data_label_scheme(plan: Plan) -> str:
 def _sweep_name(opts: SweepOptions, plan: Plan) -> str:
     """``--name``, checked, else the study's name (``-smoke`` added for a smoke run)."""
     if opts.name is not None and not re.fullmatch(SWEEP_NAME, opts.name):
-        raise InputError(
-            f"{opts.name!r} must start with a letter or digit and hold only letters, digits, "
-            "'_', '.' and '-' (it names a folder and an MLflow experiment)",
-            where="--name",
-        )
+        raise InputError(SWEEP_NAME_RULE.format(name=opts.name), where="--name")
     return opts.name or (f"{plan.name}-smoke" if opts.smoke else plan.name)
 
 

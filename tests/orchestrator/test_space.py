@@ -217,6 +217,20 @@ def test_grid_values_that_give_one_label_are_named(tmp_path: Path, text: str, ex
     assert expected in str(err.value), err.value
 
 
+def test_names_and_labels_say_which_characters_they_take(tmp_path: Path) -> None:
+    """Were pydantic's regular expressions ("String should match pattern '^[^/|#\\s]...")."""
+    space = write_space(tmp_path, "name: my sweep\nextends: trial.yaml\nvariants: [{label: a/b}]\n")
+    with pytest.raises(InputError) as err:
+        plan_sweep(space)
+    assert (
+        "name: 'my sweep' must start with a letter or digit and hold only letters, digits, '_', "
+        "'.' and '-' (it names a folder and an MLflow experiment)"
+    ) in str(err.value)
+    assert ("variants.0.label: 'a/b' may not hold '/', '|' or '#' nor start with a space") in str(
+        err.value
+    )
+
+
 def test_extends_naming_a_folder_says_so(tmp_path: Path) -> None:
     (tmp_path / "base").mkdir()
     for extends in ("base", "''"):
