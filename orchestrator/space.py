@@ -204,6 +204,18 @@ class Paper(Frozen):
     citation: str
     reported: dict[str, dict[str, float]] = Field(default_factory=dict)
 
+    @field_validator("reported")
+    @classmethod
+    def _fractions_as_fractions(cls, reported: dict[str, dict[str, float]]) -> dict:
+        for label, numbers in reported.items():
+            for metric, value in numbers.items():  # Dice and the like are 0..1 in the tables
+                if better_mode(metric) == "max" and not metric.startswith("perf/") and value > 1:
+                    raise ValueError(
+                        f"{label}.{metric}: {value:g} is above 1, a percentage? the table "
+                        f"compares fractions: write {value / 100:g}"
+                    )
+        return reported
+
 
 # A sweep name is a folder under the Tune storage and an MLflow experiment name.
 SWEEP_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
@@ -243,7 +255,7 @@ class SpaceFile(Frozen):
     mode: Literal["max", "min"] = "max"
     resources: Resources = Resources()
     stop: dict[str, float] = Field(default_factory=dict)
-    max_failures: int = Field(default=0, ge=0)
+    max_failures: int = Field(default=0, ge=0, strict=True)  # `true` is no count
     paper: Paper | None = None
 
     @field_validator("grid")

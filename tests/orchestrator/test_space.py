@@ -231,6 +231,24 @@ def test_names_and_labels_say_which_characters_they_take(tmp_path: Path) -> None
     )
 
 
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "paper: {citation: X, reported: {base: {val/dice_mean: 81}}}\n",
+            "base.val/dice_mean: 81 is above 1, a percentage? the table compares fractions: "
+            "write 0.81",
+        ),
+        ("max_failures: true\n", "max_failures: Input should be a valid integer"),  # was 1
+    ],
+)
+def test_values_that_read_as_something_else_are_refused(tmp_path: Path, text: str, expected: str):
+    space = write_space(tmp_path, "name: s\nextends: trial.yaml\n" + text)
+    with pytest.raises(InputError) as err:
+        plan_sweep(space)
+    assert expected in str(err.value), err.value
+
+
 def test_extends_naming_a_folder_says_so(tmp_path: Path) -> None:
     (tmp_path / "base").mkdir()
     for extends in ("base", "''"):
