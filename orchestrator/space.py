@@ -85,6 +85,9 @@ class SampleRange(Frozen):
             )
         if self.loguniform is not None and self.loguniform[0] <= 0:
             raise ValueError(f"loguniform needs positive bounds, got {list(self.loguniform)}")
+        choice = self.choice or []
+        if any(a == b for i, a in enumerate(choice) for b in choice[i + 1 :]):  # 1 == true too
+            raise ValueError(f"choice repeats a value: {choice} (Optuna would weigh it twice)")
         return self
 
     def _forms(self) -> dict[str, Any]:

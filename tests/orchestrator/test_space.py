@@ -240,6 +240,12 @@ def test_names_and_labels_say_which_characters_they_take(tmp_path: Path) -> None
             "write 0.81",
         ),
         ("max_failures: true\n", "max_failures: Input should be a valid integer"),  # was 1
+        (
+            "search: {kind: optuna, num_samples: 2}\n"
+            "sample: {model.attention: {choice: [1, true]}}\n",
+            "sample.model.attention: choice repeats a value: [1, True] (Optuna would weigh it "
+            "twice)",
+        ),
     ],
 )
 def test_values_that_read_as_something_else_are_refused(tmp_path: Path, text: str, expected: str):
