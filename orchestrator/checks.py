@@ -171,7 +171,7 @@ def check_asha(space: SpaceFile, configs: dict[str, dict[str, Any]], errors: Pro
         )
 
 
-def check_data_dir(root: Path, label_scheme: str, joined: bool) -> list[str]:
+def check_data_dir(root: Path, label_scheme: str, joined: bool, where: str = "--data") -> list[str]:
     """What a sweep's dataset directory (``--data``) holds, read on the driver before any trial.
 
     Lists files only (nothing is decoded), so a wrong path or layout, a case lacking a
@@ -193,14 +193,14 @@ def check_data_dir(root: Path, label_scheme: str, joined: bool) -> list[str]:
     try:
         index = discover(root, label_scheme)
     except InputError as err:
-        raise InputError(str(err), where="--data") from err
+        raise InputError(str(err), where=where) from err
     labelled = [case.case_id for case in index.cases if case.label is not None]
     unlabelled = [case.case_id for case in index.cases if case.label is None]
     if not labelled:
         raise InputError(
             f"{root}: none of its {len(index.cases)} usable cases has a label file, and training "
             "needs labels",
-            where="--data",
+            where=where,
         )
     lines = [f"data: {len(labelled)} labelled cases in {root} ({index.layout} layout)"]
     if unlabelled:

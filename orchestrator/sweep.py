@@ -28,7 +28,7 @@ from orchestrator.commands.common import progress
 from orchestrator.expand import Plan, plan_sweep
 from orchestrator.preflight import check_no_earlier_runs, check_ray_address, check_storage
 from orchestrator.space import MAX_TRIALS, SWEEP_NAME, SWEEP_NAME_RULE
-from orchestrator.sweep_data import prepare_sweep_data
+from orchestrator.sweep_data import check_config_roots, prepare_sweep_data
 from orchestrator.tuner import TrackingSettings, TrialProblem, make_tuner, trial_outcomes
 from orchestrator.winners import PAPER_FILE
 from trainables.errors import InputError
@@ -103,8 +103,10 @@ def run_sweep(opts: SweepOptions) -> SweepResult:
     data_lines: list[str] = []
     if data is not None:
         data_lines = check_data_dir(data, data_label_scheme(plan), joined=bool(address))
-        for line in data_lines:
-            progress(line)
+    else:  # the configs' own data.root, if any
+        data_lines = check_config_roots(plan, joined=bool(address))
+    for line in data_lines:
+        progress(line)
     name = _sweep_name(opts, plan)
     path = _experiment_path(opts.storage, name)
     meta = _check_resume(opts, plan, path, name)

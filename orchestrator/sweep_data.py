@@ -22,6 +22,22 @@ if TYPE_CHECKING:
     from orchestrator.expand import Plan
 
 
+def check_config_roots(plan: Plan, joined: bool) -> list[str]:
+    """The dataset directories the study's own configs name (``data.root``), checked like
+    ``--data`` before Ray starts: a wrong path failed every trial on its worker."""
+    from orchestrator.checks import check_data_dir
+
+    lines: list[str] = []
+    seen: set[tuple[str, str]] = set()
+    for config in plan.cell_configs.values():
+        data = config.get("data") or {}
+        key = (str(data.get("root") or ""), str(data.get("label_scheme", "auto")))
+        if key[0] and key not in seen:
+            seen.add(key)
+            lines += check_data_dir(Path(key[0]), key[1], joined, where="data.root")
+    return lines
+
+
 def prepare_sweep_data(plan: Plan, named: Iterable[str] = ()) -> list[str]:
     """Prepare every distinct dataset directory the planned trials read (one per data root,
     preprocessing and label scheme); synthetic data is left to the trials.

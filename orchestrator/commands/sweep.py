@@ -89,6 +89,7 @@ def _validate(args: argparse.Namespace) -> int:
     from orchestrator.expand import plan_sweep
     from orchestrator.plan_text import describe_plan
     from orchestrator.sweep import data_label_scheme, local_gpu_shortfall
+    from orchestrator.sweep_data import check_config_roots
 
     data = args.data.resolve() if args.data else None
     plan = plan_sweep(args.space, data, args.smoke, args.max_trials)
@@ -96,6 +97,8 @@ def _validate(args: argparse.Namespace) -> int:
     data_lines = []
     if args.data:
         data_lines = check_data_dir(args.data.resolve(), data_label_scheme(plan), joined)
+    else:
+        data_lines = check_config_roots(plan, joined)
     missing = None if joined else local_gpu_shortfall(plan)
     if args.tracking_uri:
         tracking.connect(args.tracking_uri)

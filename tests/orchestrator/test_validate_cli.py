@@ -295,3 +295,13 @@ def test_other_space_mistakes(tmp_path: Path, capsys: pytest.CaptureFixture[str]
         space = write_space(tmp_path, head + text)
         code, err = run_validate(space, capsys)
         assert code == 2 and expected in err, err
+
+
+def test_a_data_root_in_the_study_is_checked_like_data(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A missing data.root passed validate, then failed every trial on its worker."""
+    missing = tmp_path / "nowhere"
+    space = write_space(tmp_path, f"name: s\nextends: trial.yaml\nbase: {{data.root: {missing}}}\n")
+    assert main(["validate", str(space)]) == 2
+    assert f"data.root: {missing}: dataset directory does not exist" in capsys.readouterr().err
