@@ -122,6 +122,17 @@ def check_synthetic_axes(
             return
 
 
+def check_init_checkpoints(configs: dict[str, dict[str, Any]], errors: Problems) -> None:
+    """A warm start's ``train.init.checkpoint`` must be a file here (``--smoke`` drops the warm
+    start, so a smoke sweep cannot show a wrong path, and every full trial would fail on it)."""
+    for label, config in configs.items():
+        init = (config.get("train") or {}).get("init") or {}
+        path = init.get("checkpoint")
+        if path and not Path(path).is_file():
+            errors.add(f"train.init.checkpoint: {path} is not a file (cell {label!r})")
+            return
+
+
 def check_stop_epochs(
     space: SpaceFile, configs: dict[str, dict[str, Any]], errors: Problems
 ) -> None:

@@ -19,6 +19,7 @@ from orchestrator.checks import (
     check_axis_overlap,
     check_device,
     check_distinct_cells,
+    check_init_checkpoints,
     check_metric_on_device,
     check_metric_regions,
     check_metrics_computed,
@@ -152,6 +153,7 @@ def plan_sweep(
     check_device(space, cell_configs, errors)
     check_asha(space, cell_configs, errors)
     check_stop_epochs(space, cell_configs, errors)
+    check_init_checkpoints(cell_configs, errors)
     errors.raise_if_any(source)
     return Plan(space, source, digest, base, cells, cell_configs, trials, smoke)
 

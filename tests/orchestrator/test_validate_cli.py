@@ -305,3 +305,17 @@ def test_a_data_root_in_the_study_is_checked_like_data(
     space = write_space(tmp_path, f"name: s\nextends: trial.yaml\nbase: {{data.root: {missing}}}\n")
     assert main(["validate", str(space)]) == 2
     assert f"data.root: {missing}: dataset directory does not exist" in capsys.readouterr().err
+
+
+def test_a_warm_start_checkpoint_that_is_not_there_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--smoke drops the warm start, so only a full sweep would have found it, in every trial."""
+    missing = tmp_path / "best.pt"
+    text = f"name: s\nextends: trial.yaml\nbase: {{train.init: {{checkpoint: {missing}}}}}\n"
+    space = write_space(tmp_path, text)
+    assert main(["validate", str(space)]) == 2
+    assert (
+        f"train.init.checkpoint: {missing} is not a file (cell 'base')" in capsys.readouterr().err
+    )
+    assert main(["validate", str(space), "--smoke"]) == 0
