@@ -27,9 +27,14 @@ from trainables.errors import InputError
 
 
 def check_report_path(out: Path) -> None:
-    """The report's file name says its format; checked before the table is read and tagged."""
-    if out.suffix.lower() not in (".md", ".html", ".htm"):
-        raise InputError("the report must end in .md or .html", out)
+    """The report's file name says its format, and a Markdown report's figure folder
+    (``<name>_files``) must be free; checked before the table is read and tagged."""
+    suffix = out.suffix.lower() or Path(f"x{out.name}").suffix.lower()  # ".html": no name
+    if suffix not in (".md", ".html", ".htm") or out.name.lower() == suffix:
+        raise InputError("the report must be named <name>.md or <name>.html", out)
+    figures = out.parent / f"{out.stem}_files"
+    if suffix == ".md" and figures.exists() and not figures.is_dir():
+        raise InputError("is a file, where the Markdown report puts its figures", figures)
 
 
 def write_report(client: Any, table: WinnersTable, out: Path) -> list[Path]:

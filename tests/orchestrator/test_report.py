@@ -80,13 +80,20 @@ def test_html_report_via_the_cli(sweep, tmp_path: Path, capsys: pytest.CaptureFi
     assert "<img src='data:image/png;base64," in page and "report_files" not in page
     assert not (tmp_path / "report_files").exists()  # self-contained: no side folder
     assert main(["report", "study", "--out", str(tmp_path / "r.pdf"), "--tracking-uri", uri]) == 2
-    assert "the report must end in .md or .html" in capsys.readouterr().err
+    assert "the report must be named <name>.md or <name>.html" in capsys.readouterr().err
+    assert main(["report", "study", "--out", str(tmp_path / ".html"), "--tracking-uri", uri]) == 2
+    assert "the report must be named <name>.md or <name>.html" in capsys.readouterr().err
+    (tmp_path / "m_files").write_text("not a folder")
+    assert main(["report", "study", "--out", str(tmp_path / "m.md"), "--tracking-uri", uri]) == 2
+    assert f"{tmp_path / 'm_files'}: is a file, where the Markdown report puts its figures" in (
+        capsys.readouterr().err
+    )
     # before the store is read (and the winner tagged): a store that is not there is not seen
     missing = f"sqlite:///{tmp_path / 'none' / 'mlflow.db'}"
     assert (
         main(["report", "study", "--out", str(tmp_path / "r.pdf"), "--tracking-uri", missing]) == 2
     )
-    assert "the report must end in .md or .html" in capsys.readouterr().err
+    assert "the report must be named <name>.md or <name>.html" in capsys.readouterr().err
 
 
 def test_mean_curve_averages_seeds_per_epoch(sweep) -> None:
