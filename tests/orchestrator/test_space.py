@@ -199,24 +199,6 @@ def test_stop_criteria_that_end_every_trial_early_are_refused(
     assert expected in str(err.value), err.value
 
 
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        ("grid: {optimizer.lr: [1, 1.0]}\n", "grid axis 'optimizer.lr' repeats a value: [1, 1.0]"),
-        (  # said "repeats a value" of two different values
-            "grid: {optimizer.lr: [0.00010001, 0.0001]}\n",
-            "grid axis 'optimizer.lr': 0.00010001 and 0.0001 give one cell label (0.0001; labels "
-            "keep 4 significant digits): space them apart",
-        ),
-    ],
-)
-def test_grid_values_that_give_one_label_are_named(tmp_path: Path, text: str, expected: str):
-    space = write_space(tmp_path, "name: s\nextends: trial.yaml\n" + text)
-    with pytest.raises(InputError) as err:
-        plan_sweep(space)
-    assert expected in str(err.value), err.value
-
-
 def test_names_and_labels_say_which_characters_they_take(tmp_path: Path) -> None:
     """Were pydantic's regular expressions ("String should match pattern '^[^/|#\\s]...")."""
     space = write_space(tmp_path, "name: my sweep\nextends: trial.yaml\nvariants: [{label: a/b}]\n")
@@ -240,6 +222,12 @@ def test_names_and_labels_say_which_characters_they_take(tmp_path: Path) -> None
             "write 0.81",
         ),
         ("max_failures: true\n", "max_failures: Input should be a valid integer"),  # was 1
+        ("grid: {optimizer.lr: [1, 1.0]}\n", "grid axis 'optimizer.lr' repeats a value: [1, 1.0]"),
+        (  # said "repeats a value" of two different values
+            "grid: {optimizer.lr: [0.00010001, 0.0001]}\n",
+            "grid axis 'optimizer.lr': 0.00010001 and 0.0001 give one cell label (0.0001; labels "
+            "keep 4 significant digits): space them apart",
+        ),
         (
             "search: {kind: optuna, num_samples: 2}\n"
             "sample: {model.attention: {choice: [1, true]}}\n",
