@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from orchestrator.commands.common import model_name, positive_int, print_json, progress
 
 if TYPE_CHECKING:
+    from orchestrator.space import SpaceFile
     from orchestrator.sweep import SweepResult
 
 EXIT_INTERRUPTED = 130
@@ -99,7 +100,7 @@ def _validate(args: argparse.Namespace) -> int:
         data_lines = check_data_dir(args.data.resolve(), data_label_scheme(plan), joined)
     else:
         data_lines = check_config_roots(plan, joined)
-    missing = None if joined else local_gpu_shortfall(plan)
+    missing = None if joined else (local_gpu_shortfall(plan) or _cpu_shortfall(plan.space))
     if args.tracking_uri:
         tracking.connect(args.tracking_uri)
     summary, rows = describe_plan(plan)
@@ -118,12 +119,22 @@ def _validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cpu_shortfall(space: SpaceFile) -> str | None:
+    """More CPUs per trial than this machine has (a local Ray has os.cpu_count() of them, and
+    ``ablate sweep`` refuses such a request once Ray is up)."""
+    have = os.cpu_count() or 1
+    if space.resources.cpu <= have:
+        return None
+    wanted = space.resources.cpu
+    return f"resources.cpu: {wanted:g} CPUs per trial requested, but this machine has {have}"
+
+
 def _where_to_run(space: Path, missing: str) -> str:
     """The validation note of a valid study this machine cannot run as written."""
     return (
         f"valid, but not runnable here as written: {missing}.\n"
         f"  on this machine (tiny CPU trials, one seed per cell): ablate sweep {space} --smoke\n"
-        f"  on a Ray cluster with GPUs: ablate sweep {space} --address auto "
+        f"  on a Ray cluster that has them: ablate sweep {space} --address auto "
         "(see docs/cluster.md)"
     )
 

@@ -319,3 +319,12 @@ def test_a_warm_start_checkpoint_that_is_not_there_is_refused(
         f"train.init.checkpoint: {missing} is not a file (cell 'base')" in capsys.readouterr().err
     )
     assert main(["validate", str(space), "--smoke"]) == 0
+
+
+def test_more_cpus_than_this_machine_has_is_noted(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    space = write_space(tmp_path, "name: s\nextends: trial.yaml\nresources: {cpu: 100000}\n")
+    assert main(["validate", str(space)]) == 0  # valid: it says where it can run
+    out = capsys.readouterr().out
+    assert "valid, but not runnable here as written: resources.cpu: 100000 CPUs per trial " in out
