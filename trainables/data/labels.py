@@ -13,7 +13,8 @@ code  internal meaning                            BraTS<=2021  BraTS 2023+  MSD 
 ====  ==========================================  ===========  ===========  ===================
 
 Regions (BraTS evaluation): WT = {1, 2, 3}, TC = {1, 3}, ET = {3} in internal codes. The
-``binary`` scheme (CT haemorrhage, brain tissue) maps any non-zero label to 1 with one region, FG.
+``binary`` scheme (CT haemorrhage, brain tissue) maps any positive label to 1 with one region, FG
+(subtypes merge into one foreground); a negative label is an error.
 """
 
 from __future__ import annotations
@@ -76,8 +77,8 @@ def internal_scheme(scheme: LabelScheme) -> LabelScheme:
 def unknown_labels(label: np.ndarray, scheme: LabelScheme) -> list[int]:
     """Label values present in ``label`` that ``scheme`` does not define (sorted)."""
     present = np.unique(label)
-    if scheme.name == "binary":
-        return []  # any non-zero value is foreground
+    if scheme.name == "binary":  # any positive value is foreground (subtypes merge into one)
+        return sorted(int(v) for v in present if v < 0)  # no convention reads -1 as foreground
     return sorted(int(v) for v in present if int(v) not in scheme.to_internal)
 
 
@@ -95,9 +96,14 @@ def to_internal(label: np.ndarray, scheme: LabelScheme) -> np.ndarray:
         ValueError: if ``label`` holds a value the scheme does not define (callers wrap this
             into a :class:`~trainables.errors.CaseError` naming the file).
     """
+    bad = unknown_labels(label, scheme)
+    if bad and scheme.name == "binary":
+        raise ValueError(
+            f"labels {bad} are outside the binary scheme (0 background, any positive value "
+            "foreground)"
+        )
     if scheme.name == "binary":
         return (label != 0).astype(np.uint8)
-    bad = unknown_labels(label, scheme)
     if bad:
         raise ValueError(
             f"labels {bad} are outside the {scheme.name} scheme "

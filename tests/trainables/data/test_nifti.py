@@ -86,6 +86,22 @@ def test_ct_case(tmp_path):
     assert set(np.unique(case.label)) == {0, 1}
 
 
+def test_binary_labels_merge_positive_values_and_refuse_negative_ones(tmp_path):
+    """Subtypes (2, 255) are foreground; -1 read as foreground too, which no convention means."""
+    written = ct_dataset(tmp_path, ["ct_001"])[0]
+    record = discover(tmp_path).cases[0]
+    assert record.label is not None and written.label is not None
+    label = written.label.astype(np.int16)
+    label[0, 0, 0], label[0, 0, 1] = 2, 255
+    save_nifti(record.label, label, (0.5, 0.5, 5.0))
+    assert set(np.unique(load_case(record).label)) == {0, 1}
+    label[0, 0, 2] = -1
+    save_nifti(record.label, label, (0.5, 0.5, 5.0))
+    assert load_error(record).message == (
+        "labels [-1] are outside the binary scheme (0 background, any positive value foreground)"
+    )
+
+
 def test_header_scaling_is_applied(tmp_path):
     record, written = one_case(tmp_path)
     img = nib.load(record.images["t2"])
