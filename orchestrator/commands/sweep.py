@@ -95,6 +95,10 @@ def _validate(args: argparse.Namespace) -> int:
     data = args.data.resolve() if args.data else None
     plan = plan_sweep(args.space, data, args.smoke, args.max_trials)
     joined = args.address is not None or bool(os.environ.get("RAY_ADDRESS"))
+    if args.address:  # as `ablate sweep` checks it: a head that does not answer is refused
+        from orchestrator.preflight import check_ray_address
+
+        check_ray_address(args.address, "--address")
     data_lines = []
     if args.data:
         data_lines = check_data_dir(args.data.resolve(), data_label_scheme(plan), joined)

@@ -328,3 +328,12 @@ def test_more_cpus_than_this_machine_has_is_noted(
     assert main(["validate", str(space)]) == 0  # valid: it says where it can run
     out = capsys.readouterr().out
     assert "valid, but not runnable here as written: resources.cpu: 100000 CPUs per trial " in out
+
+
+def test_an_address_no_ray_head_answers_at_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """validate passed a study for a head that `ablate sweep` then refused."""
+    space = write_space(tmp_path, "name: s\nextends: trial.yaml\n")
+    code, err = run_validate(space, capsys, "--address", "127.0.0.1:9")  # the discard port
+    assert code == 2 and "--address: no Ray head answers at 127.0.0.1:9" in err, err
