@@ -15,7 +15,9 @@ Labels are ``labelsTr/<case>.nii.gz``; their scheme comes from dataset.json
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from trainables.data.files import (
     broken_links,
@@ -45,15 +47,17 @@ def discover_msd(
     first = nifti_files(images_dir)
     if not first:
         raise InputError(f"{images_dir.name}/ holds no .nii.gz images", images_dir)
-    per_channel = _channel_files([p for d in image_dirs for p in nifti_files(d)], root, labels)
+    meta = read_dataset_json(root)  # once: channels, labels and the layout's form read it
+    per_channel = _channel_files([p for d in image_dirs for p in nifti_files(d)], meta, labels)
     if per_channel is not None:
-        return _channel_file_cases(root, image_dirs, per_channel, labels, override)
+        return _channel_file_cases(root, meta, image_dirs, per_channel, labels, override)
     images = _group_by_case(first, labelled=set(labels))
     for extra in image_dirs[1:]:
         for case_id, paths in _group_by_case(nifti_files(extra)).items():
             images.setdefault(case_id, []).extend(paths)  # one id in both: a duplicate below
-    channels = msd_channels(root, [paths[0] for paths in images.values()])
-    scheme = override or msd_scheme(root, channels)
+    where = root / "dataset.json"
+    channels = msd_channels(meta, where, [paths[0] for paths in images.values()])
+    scheme = override or msd_scheme(meta, where, channels)
     problems = _broken_cases(root, image_dirs, images, labels, _msd_case_of(labels))
     cases: list[CaseRecord] = []
     for case_id, paths in images.items():
@@ -69,6 +73,7 @@ def discover_msd(
 
 def _channel_file_cases(
     root: Path,
+    meta: dict[str, Any],
     image_dirs: list[Path],
     per_channel: dict[str, dict[int, list[Path]]],
     labels: dict[str, list[Path]],
@@ -76,15 +81,15 @@ def _channel_file_cases(
 ) -> tuple[list[CaseRecord], list[CaseError]]:
     """nnU-Net v2's one file per channel: each case's files by dataset.json's channel names."""
     where = root / "dataset.json"
-    if not any(key in read_dataset_json(root) for key in CHANNEL_KEYS):
+    if not any(key in meta for key in CHANNEL_KEYS):
         raise InputError(
             f"{image_dirs[0].name}/ holds one file per channel (<case>_0000, <case>_0001, ...): "
             'dataset.json needs "channel_names" (nnU-Net v2) or "modality" (MSD) to say which '
             'modality each channel is, e.g. {"0": "T1", "1": "T1ce", "2": "T2", "3": "FLAIR"}',
             where,
         )
-    channels = msd_channels(root, [])
-    scheme = override or msd_scheme(root, channels)
+    channels = msd_channels(meta, where, [])
+    scheme = override or msd_scheme(meta, where, channels)
     modality_of = {index: modality for modality, index in channels.items()}
     problems = _broken_cases(root, image_dirs, per_channel, labels, _channel_case_of)
     cases: list[CaseRecord] = []
@@ -117,7 +122,7 @@ def _case_channels(
 
 
 def _channel_files(
-    paths: list[Path], root: Path, labels: dict[str, list[Path]]
+    paths: list[Path], meta: dict[str, Any], labels: dict[str, list[Path]]
 ) -> dict[str, dict[int, list[Path]]] | None:
     """Case -> channel index -> files when every image is ``<case>_<4 digits>`` and some
     channel is not 0000 (nnU-Net v2 with several channels); None otherwise, and where the
@@ -128,7 +133,7 @@ def _channel_files(
         return None
     if any(m.group(0) in labels for _, m in matches if m):
         return None
-    listed = [v for k, v in read_dataset_json(root).items() if k in CHANNEL_KEYS]
+    listed = [v for k, v in meta.items() if k in CHANNEL_KEYS]
     if listed and isinstance(listed[0], dict) and len(listed[0]) == 1:
         return None
     if all(m.group(2) == "0000" for _, m in matches if m):
@@ -140,16 +145,24 @@ def _channel_files(
     return dict(sorted(grouped.items()))
 
 
-def _msd_case_of(labels: dict[str, list[Path]]):
+def _msd_case_of(labels: dict[str, list[Path]]) -> Callable[[str], str]:
+    """An MSD image stem's case id: nnU-Net's ``_0000`` dropped unless a label has the stem."""
     return lambda stem: stem if stem in labels else _NNUNET_CHANNEL.sub("", stem)
 
 
 def _channel_case_of(stem: str) -> str:
+    """A ``<case>_<channel>`` image stem's case id."""
     match = _CHANNEL_SUFFIX.match(stem)
     return match.group(1) if match else stem
 
 
-def _broken_cases(root, image_dirs, images, labels, case_of) -> list[CaseError]:
+def _broken_cases(
+    root: Path,
+    image_dirs: list[Path],
+    images: dict[str, Any],
+    labels: dict[str, list[Path]],
+    case_of: Callable[[str], str],
+) -> list[CaseError]:
     """One problem per case with a broken image or label link; the case is dropped from
     ``images`` and ``labels`` (an image whose label link is broken is not unlabelled).
     ``case_of`` gives an image file stem's case id."""
@@ -166,7 +179,7 @@ def _broken_cases(root, image_dirs, images, labels, case_of) -> list[CaseError]:
 
 
 def _unmatched_labels(
-    labels: dict[str, list[Path]], images: dict, images_dir: Path
+    labels: dict[str, list[Path]], images: dict[str, Any], images_dir: Path
 ) -> list[CaseError]:
     """A problem per label whose case has no image."""
     message = f"label has no image in {images_dir.name}/"

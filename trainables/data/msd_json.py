@@ -56,17 +56,16 @@ def read_dataset_json(root: Path) -> dict:
     return meta
 
 
-def msd_channels(root: Path, images: list[Path]) -> dict[str, int]:
+def msd_channels(meta: dict, where: Path, images: list[Path]) -> dict[str, int]:
     """Canonical modality -> channel index of an MSD folder's images.
 
-    From dataset.json's "modality" (MSD) or "channel_names" (nnU-Net v2) entry when present;
-    otherwise from the first readable image header: 3-D means single-channel CT, 4-D means
-    Task01's order (FLAIR, T1w, t1gd, T2w).
+    From dataset.json's (``meta``, read from ``where``) "modality" (MSD) or "channel_names"
+    (nnU-Net v2) entry when present; otherwise from the first readable image header: 3-D means
+    single-channel CT, 4-D means Task01's order (FLAIR, T1w, t1gd, T2w).
     """
-    meta = read_dataset_json(root)
     for key in CHANNEL_KEYS:
         if key in meta:
-            return _channels_from_json(key, meta[key], root / "dataset.json")
+            return _channels_from_json(key, meta[key], where)
     return {CT_MODALITY: 0} if _first_image_is_3d(images) else dict(MSD_DEFAULT_CHANNELS)
 
 
@@ -104,14 +103,14 @@ def _first_image_is_3d(images: list[Path]) -> bool:
     raise InputError("no readable NIfTI header in imagesTr/", images[0].parent)
 
 
-def msd_scheme(root: Path, channels: dict[str, int]) -> str:
-    """The label scheme of an MSD folder whose scheme is not given.
+def msd_scheme(meta: dict, where: Path, channels: dict[str, int]) -> str:
+    """The label scheme of an MSD folder whose scheme is not given, from its dataset.json
+    (``meta``, read from ``where``).
 
-    CT, or two labels in dataset.json -> binary; four labels, or none listed -> Task01's BraTS
-    labels. ``"labels"`` that is not an object, or lists another count, is an InputError.
+    CT, or two labels -> binary; four labels -> the BraTS scheme their names say
+    (:func:`tumour_scheme`); none listed -> Task01's. ``"labels"`` that is not an object, or
+    lists another count, is an InputError.
     """
-    where = root / "dataset.json"
-    meta = read_dataset_json(root)
     labels = meta.get("labels")
     if "labels" in meta and (not isinstance(labels, dict) or not labels):
         raise InputError(
