@@ -96,19 +96,17 @@ def to_internal(label: np.ndarray, scheme: LabelScheme) -> np.ndarray:
         ValueError: if ``label`` holds a value the scheme does not define (callers wrap this
             into a :class:`~trainables.errors.CaseError` naming the file).
     """
+    binary = scheme.name == "binary"
     bad = unknown_labels(label, scheme)
-    if bad and scheme.name == "binary":
-        raise ValueError(
-            f"labels {bad} are outside the binary scheme (0 background, any positive value "
-            "foreground)"
-        )
-    if scheme.name == "binary":
-        return (label != 0).astype(np.uint8)
     if bad:
-        raise ValueError(
-            f"labels {bad} are outside the {scheme.name} scheme "
-            f"(allowed: {sorted(scheme.to_internal)})"
+        allowed = (
+            "0 background, any positive value foreground"
+            if binary
+            else f"allowed: {sorted(scheme.to_internal)}"
         )
+        raise ValueError(f"labels {bad} are outside the {scheme.name} scheme ({allowed})")
+    if binary:
+        return (label != 0).astype(np.uint8)
     lut = np.zeros(max(scheme.to_internal) + 1, dtype=np.uint8)
     for source, internal in scheme.to_internal.items():
         lut[source] = internal

@@ -158,9 +158,11 @@ def open_nifti(path: Path, case_id: str, header_only: bool = False) -> nib.Nifti
     path = Path(path)
     if not path.is_file():
         raise CaseError(case_id, "file not found", path)
-    if path.stat().st_size == 0:
+    size: int | None = path.stat().st_size  # of the voxels' bytes, once known
+    if size == 0:
         raise CaseError(case_id, "empty file (0 bytes)", path)
-    size = None if header_only else path.stat().st_size  # of the voxels' bytes, once known
+    if header_only:
+        size = None  # the voxels are not read, so not checked
     with header_repairs(case_id, path):
         if path.name.endswith(".gz") and not header_only:
             img, size = _guard(path, case_id, lambda: _from_gzip(path))

@@ -34,15 +34,19 @@ def apply_scaling(channel: np.ndarray, img: nib.Nifti1Image) -> None:
 def check_finite(
     case_id: str, path: Path, what: str, channel: np.ndarray, img: nib.Nifti1Image
 ) -> None:
-    """Every voxel finite after scaling. Integer files are checked too: a large scl_slope
-    overflows float32 to inf (and the preprocessing then makes NaN)."""
+    """Every voxel finite after scaling. Scaled integer files are checked too: a large
+    scl_slope overflows float32 to inf (and the preprocessing then makes NaN)."""
+    slope, inter = float(img.dataobj.slope), float(img.dataobj.inter)
+    scaled = slope != 1.0 or inter != 0.0
+    if img.get_data_dtype().kind != "f" and not scaled:
+        return  # integers as they are fit float32: no pass over the voxels
     # A float64 sum of finite float32 values cannot overflow, so this is an exact, cheap test.
     if np.isfinite(channel.sum(dtype=np.float64)):
         return
     n_nan, n_inf = int(np.isnan(channel).sum()), int(np.isinf(channel).sum())
     message = f"{what} has {n_nan} NaN and {n_inf} infinite voxels"
-    if float(img.dataobj.slope) != 1.0 or float(img.dataobj.inter) != 0.0:
-        message += f" after the header's scaling (scl_slope {float(img.dataobj.slope):g})"
+    if scaled:
+        message += f" after the header's scaling (scl_slope {slope:g})"
     elif img.get_data_dtype().itemsize > 4 and n_inf:
         message += " (values beyond float32's range, about 3.4e38, count as infinite)"
     raise CaseError(case_id, message, path)
