@@ -323,22 +323,21 @@ def check_metrics_computed(
 ) -> None:
     """Validation computes HD95, surface Dice, RVD, sensitivity and specificity only with
     ``validation.hd95`` on; ranked or stopped on, they would never be logged (no winner)."""
+    off = [
+        label for label, c in configs.items() if not (c.get("validation") or {}).get("hd95", True)
+    ]
+    if not off:
+        return
     for key, where in [(space.metric, "metric"), *((k, f"stop.{k}") for k in space.stop)]:
         name = key.removeprefix("val/")
         if key == name or name == "loss" or name.startswith("dice"):
             continue  # not a validation metric, or one computed either way
-        off = [
-            label
-            for label, c in configs.items()
-            if not (c.get("validation") or {}).get("hd95", True)
-        ]
-        if off:
-            errors.add(
-                f"{where}: {key} is never logged by cell {off[0]!r}: validation.hd95 is false "
-                "there, and validation then computes Dice alone; set validation.hd95: true, or "
-                "use a val/dice_... metric"
-            )
-            return
+        errors.add(
+            f"{where}: {key} is never logged by cell {off[0]!r}: validation.hd95 is false "
+            "there, and validation then computes Dice alone; set validation.hd95: true, or "
+            "use a val/dice_... metric"
+        )
+        return
 
 
 def check_metric_regions(

@@ -126,10 +126,9 @@ def _validate(args: argparse.Namespace) -> int:
 def _cpu_shortfall(space: SpaceFile) -> str | None:
     """More CPUs per trial than this machine has (a local Ray has os.cpu_count() of them, and
     ``ablate sweep`` refuses such a request once Ray is up)."""
-    have = os.cpu_count() or 1
-    if space.resources.cpu <= have:
+    have, wanted = os.cpu_count() or 1, space.resources.cpu
+    if wanted <= have:
         return None
-    wanted = space.resources.cpu
     return f"resources.cpu: {wanted:g} CPUs per trial requested, but this machine has {have}"
 
 
