@@ -271,42 +271,6 @@ def check_distinct_cells(configs: dict[str, dict[str, Any]], errors: Problems) -
             seen[key] = label
 
 
-def check_same_split(configs: dict[str, dict[str, Any]], errors: Problems) -> None:
-    """Every cell must split the same cases: ``ablate winners`` compares cells case by case on
-    one split and refuses results from different splits, so a sweep over the cases themselves
-    (``data.root``, ``data.synthetic.cases``, ``data.split``) would train but never be ranked."""
-    from orchestrator.tracking import flatten
-
-    first: tuple[str, dict[str, str]] | None = None
-    for label, config in configs.items():
-        inputs = flatten(_split_inputs(config))  # dotted path -> value, sections flattened
-        if first is None:
-            first = label, inputs
-            continue
-        reference = first[1]
-        differ = sorted(
-            p for p in reference.keys() | inputs.keys() if reference.get(p) != inputs.get(p)
-        )
-        if differ:
-            errors.add(
-                f"cells {first[0]!r} and {label!r} split different cases (they differ in "
-                f"{', '.join(differ)}): `ablate winners` ranks cells on one split, with the "
-                "same test cases, so vary the data in separate sweeps"
-            )
-            return
-
-
-def _split_inputs(config: dict[str, Any]) -> dict[str, Any]:
-    """What decides a trial's split, as dotted-path sections of its config: the case ids (a
-    dataset directory, or a count of synthetic cases named ``Synth_0000``...) and the split."""
-    data = config.get("data") or {}
-    if data.get("root"):
-        source: dict[str, Any] = {"root": str(data["root"])}
-    else:
-        source = {"synthetic": {"cases": (data.get("synthetic") or {}).get("cases")}}
-    return {"data": {**source, "split": data.get("split")}}
-
-
 def _leaf_paths(overrides: dict[str, Any], prefix: str = "") -> set[str]:
     """Dotted paths of the values an override mapping sets (nested sections flattened)."""
     paths: set[str] = set()

@@ -8,6 +8,7 @@ import itertools
 import math
 from typing import TYPE_CHECKING, Any
 
+from orchestrator.checks_split import SYNTHETIC_CASE_FIELDS
 from orchestrator.space import SpaceFile
 from trainables.config.dotted import apply_overrides, format_value
 from trainables.config.trial import parse_trial_config
@@ -19,8 +20,9 @@ if TYPE_CHECKING:
 
 # Combinations of sampled values probed together; beyond it, only the range ends are combined.
 MAX_SAMPLE_COMBINATIONS = 4096
-# Paths whose value decides which cases a trial splits (see checks.check_same_split).
-SPLIT_PATHS = ("data.root", "data.split", "data.synthetic.cases", "data.synthetic")
+# Paths whose value decides which cases a trial splits (see checks.check_same_split); the
+# synthetic shape is not among them: the same seed gives the same heads at another sampling.
+SPLIT_PATHS = ("data.root", "data.split", *(f"data.synthetic.{f}" for f in SYNTHETIC_CASE_FIELDS))
 
 
 def _under(path: str, prefix: str) -> bool:
@@ -42,7 +44,7 @@ def check_sample_paths(
                 f"sample.{path}: has no effect: the trials read a dataset (data.root, or --data), "
                 "not synthetic cases; drop the axis or run without --data"
             )
-        elif any(_under(path, p) for p in SPLIT_PATHS):
+        elif path == "data.synthetic" or any(_under(path, p) for p in SPLIT_PATHS):
             errors.add(
                 f"sample.{path}: sampled trials would split different cases, and `ablate "
                 "winners` ranks trials on one split with the same test cases; vary the data in "

@@ -24,13 +24,13 @@ from orchestrator.checks import (
     check_metric_regions,
     check_metrics_computed,
     check_paper,
-    check_same_split,
     check_seed_overrides,
     check_stop_epochs,
     check_synthetic_axes,
     check_unique,
 )
 from orchestrator.checks_sample import check_sample_paths, check_samples
+from orchestrator.checks_split import check_same_split
 from orchestrator.folds import check_fold_count, count_cases, fold_splits
 from orchestrator.plan_errors import PlanErrors
 from orchestrator.space import MAX_TRIALS, AshaScheduler, Resources, SpaceFile, load_space_file

@@ -29,6 +29,8 @@ def _cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
             "winners` ranks trials on one split",
         ),
         ("{data.synthetic.cases: {int: [6, 10]}}", "sample.data.synthetic.cases: sampled trials"),
+        # another generator seed gives other images under the same case ids
+        ("{data.synthetic.seed: {int: [0, 9]}}", "sample.data.synthetic.seed: sampled trials"),
     ],
 )
 def test_paths_a_sample_may_not_vary_are_refused(
@@ -37,6 +39,16 @@ def test_paths_a_sample_may_not_vary_are_refused(
     space = write_space(tmp_path, f"name: s\nextends: trial.yaml\n{OPTUNA}sample: {sample}\n")
     code, err = run_validate(space, capsys)
     assert code == 2 and expected in err, err
+
+
+def test_a_sampled_synthetic_shape_is_valid(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The same heads at another sampling (a resolution axis), as a grid over it is valid."""
+    sample = "{data.synthetic.shape: {choice: [[32, 32, 32], [40, 40, 32]]}}"
+    space = write_space(tmp_path, f"name: s\nextends: trial.yaml\n{OPTUNA}sample: {sample}\n")
+    code, err = run_validate(space, capsys)
+    assert code == 0, err
 
 
 def test_a_sampled_kind_is_checked_on_the_cells_resolved_config(

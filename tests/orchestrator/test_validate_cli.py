@@ -201,6 +201,8 @@ def test_empty_axes(
         ("{data.synthetic.cases: [8, 12]}", "'cases=8' and 'cases=12' split different cases "
          "(they differ in data.synthetic.cases): `ablate winners` ranks cells on one split"),
         ("{data.split.seed: [0, 1]}", "(they differ in data.split.seed)"),
+        # the same case ids, other images: pairing them case by case would mean nothing
+        ("{data.synthetic.seed: [0, 1]}", "(they differ in data.synthetic.seed)"),
         ("{data.split.fractions: [[0.6, 0.2, 0.2], [0.8, 0.1, 0.1]]}",
          "(they differ in data.split.fractions)"),
     ],
