@@ -26,7 +26,13 @@ from trainables.data.files import (
     nifti_files,
     nifti_stem,
 )
-from trainables.data.msd_json import CHANNEL_KEYS, msd_channels, msd_scheme, read_dataset_json
+from trainables.data.msd_json import (
+    CHANNEL_KEYS,
+    declared_label_values,
+    msd_channels,
+    msd_scheme,
+    read_dataset_json,
+)
 from trainables.data.types import CaseRecord
 from trainables.errors import CaseError, InputError
 
@@ -58,6 +64,7 @@ def discover_msd(
     where = root / "dataset.json"
     channels = msd_channels(meta, where, [paths[0] for paths in images.values()])
     scheme = override or msd_scheme(meta, where, channels)
+    declared = declared_label_values(meta)
     problems = _broken_cases(root, image_dirs, images, labels, _msd_case_of(labels))
     cases: list[CaseRecord] = []
     for case_id, paths in images.items():
@@ -67,7 +74,7 @@ def discover_msd(
             problems.append(err)
             continue
         label = labels[case_id][0] if case_id in labels else None
-        cases.append(_msd_record(case_id, paths[0], label, channels, scheme))
+        cases.append(_msd_record(case_id, paths[0], label, channels, scheme, declared))
     return cases, problems + _unmatched_labels(labels, images, images_dir)
 
 
@@ -90,6 +97,7 @@ def _channel_file_cases(
         )
     channels = msd_channels(meta, where, [])
     scheme = override or msd_scheme(meta, where, channels)
+    declared = declared_label_values(meta)
     modality_of = {index: modality for modality, index in channels.items()}
     problems = _broken_cases(root, image_dirs, per_channel, labels, _channel_case_of)
     cases: list[CaseRecord] = []
@@ -100,7 +108,7 @@ def _channel_file_cases(
             problems.append(err)
             continue
         label = labels[case_id][0] if case_id in labels else None
-        cases.append(CaseRecord(case_id, "msd", images, label, scheme, channels={}))
+        cases.append(CaseRecord(case_id, "msd", images, label, scheme, label_values=declared))
     return cases, problems + _unmatched_labels(labels, per_channel, image_dirs[0])
 
 
@@ -187,12 +195,19 @@ def _unmatched_labels(
 
 
 def _msd_record(
-    case_id: str, image: Path, label: Path | None, channels: dict[str, int], scheme: str
+    case_id: str,
+    image: Path,
+    label: Path | None,
+    channels: dict[str, int],
+    scheme: str,
+    declared: tuple[int, ...],
 ) -> CaseRecord:
     # A single-channel dataset stores plain 3-D files: no channel index (see CaseRecord).
     channel_map = channels if len(channels) > 1 else {}
     images = dict.fromkeys(channels, image)
-    return CaseRecord(case_id, "msd", images, label, scheme, channels=channel_map)
+    return CaseRecord(
+        case_id, "msd", images, label, scheme, channels=channel_map, label_values=declared
+    )
 
 
 def _group_by_case(

@@ -132,6 +132,30 @@ def msd_scheme(meta: dict, where: Path, channels: dict[str, int]) -> str:
     return "binary" if len(labels) == 2 else tumour_scheme(labels, where)
 
 
+def declared_label_values(meta: dict) -> tuple[int, ...]:
+    """The label values dataset.json's ``"labels"`` declares, sorted: MSD's value -> name keys
+    or nnU-Net v2's name -> value (or region list) values; () when none are readable.
+
+    The binary scheme reads any positive value as foreground, so without this a stray value
+    (an "ignore" 255, another dataset's code) would train as lesion.
+    """
+    labels = meta.get("labels")
+    if not isinstance(labels, dict):
+        return ()
+    values: set[int] = set()
+    for value, _ in _value_name_pairs(labels):
+        codes = _ints(value)
+        if not codes:
+            return ()  # a value that is no integer: nothing declared that we can hold files to
+        values.update(codes)
+    return tuple(sorted(values))
+
+
+def _value_name_pairs(labels: dict) -> list[tuple[object, object]]:
+    """(value, name) pairs of MSD's value -> name or nnU-Net v2's name -> value labels."""
+    return [(v, k) if not str(k).lstrip("-").isdigit() else (k, v) for k, v in labels.items()]
+
+
 def tumour_scheme(labels: dict, where: Path) -> str:
     """The BraTS scheme whose codes the four named labels use, read from their names.
 
@@ -156,7 +180,7 @@ def tumour_scheme(labels: dict, where: Path) -> str:
 def _class_codes(labels: dict) -> tuple[int, ...] | None:
     """(necrosis, oedema, enhancing) codes of MSD's value -> name or nnU-Net v2's name -> value
     labels; None when the names do not say."""
-    pairs = [(v, k) if not str(k).lstrip("-").isdigit() else (k, v) for k, v in labels.items()]
+    pairs = _value_name_pairs(labels)
     if any(isinstance(value, list) for value, _ in pairs):  # nnU-Net v2 regions
         regions = {_word(name, _REGION_WORDS): set(_ints(v)) for v, name in pairs}
         if not {"wt", "tc", "et"} <= set(regions):

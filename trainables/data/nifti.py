@@ -39,6 +39,7 @@ from trainables.data.nifti_grid import (
 )
 from trainables.data.nifti_voxels import (
     apply_scaling,
+    check_declared,
     check_finite,
     check_not_constant,
     check_real_valued,
@@ -117,6 +118,7 @@ def _load(
     if label_img is not None and record.label is not None:
         source = _decode_label(label_img, record.label, record.case_id, shape)
         values = tuple(int(v) for v in np.unique(source)) if want_values else None
+        check_declared(source, record.label_values, record.case_id, record.label)
         label = map_label(source, get_scheme(record.label_scheme), record.case_id, record.label)
     spacing_mm = spacing(sources[0].img)
     mods = tuple(s.modality for s in sources)
@@ -124,7 +126,7 @@ def _load(
 
 
 def load_label(
-    path: Path, scheme: LabelScheme, case_id: str
+    path: Path, scheme: LabelScheme, case_id: str, declared: tuple[int, ...] = ()
 ) -> tuple[np.ndarray, tuple[float, float, float], np.ndarray]:
     """Decode one label map (a reference or a prediction) into internal codes.
 
@@ -132,6 +134,7 @@ def load_label(
         path: the label NIfTI file, 3-D.
         scheme: the source label scheme of the file.
         case_id: named in errors.
+        declared: the label values the dataset declares (CaseRecord.label_values); () any.
 
     Returns:
         (label (X, Y, Z) uint8 internal codes, spacing in mm, (4, 4) affine).
@@ -144,6 +147,7 @@ def load_label(
     shape = _spatial_shape(img, path, case_id, channels=0)
     check_header_grid(case_id, path, "label map", img)
     source = _decode_label(img, path, case_id, shape)
+    check_declared(source, declared, case_id, path)
     return map_label(source, scheme, case_id, path), spacing(img), np.asarray(img.affine)
 
 

@@ -90,6 +90,18 @@ def label_codes(data: np.ndarray, path: Path, case_id: str) -> np.ndarray:
     return data.astype(np.int64)
 
 
+def check_declared(source: np.ndarray, declared: tuple[int, ...], case_id: str, path: Path) -> None:
+    """Refuse label values the dataset does not declare (``declared``; () checks nothing)."""
+    if not declared:
+        return
+    extra = np.setdiff1d(np.unique(source), np.asarray(declared))
+    if extra.size:
+        shown = ", ".join(str(int(v)) for v in extra[:5])
+        listed = ", ".join(map(str, declared))
+        message = f"label has values {shown} that dataset.json does not list (it lists {listed})"
+        raise CaseError(case_id, message, path)
+
+
 def map_label(source: np.ndarray, scheme: LabelScheme, case_id: str, path: Path) -> np.ndarray:
     """Source codes -> internal uint8 codes; values outside the scheme name the file."""
     try:

@@ -26,6 +26,8 @@ class CaseRecord:
         label: label file, or None for unlabelled (test) cases.
         label_scheme: name of the source label scheme (see :mod:`trainables.data.labels`).
         channels: canonical modality -> channel index in a 4-D file (MSD only).
+        label_values: the label values the dataset declares (MSD's dataset.json); any other
+            value in the label file is a case error. Empty when none are declared.
     """
 
     case_id: str
@@ -34,6 +36,7 @@ class CaseRecord:
     label: Path | None
     label_scheme: str
     channels: dict[str, int] = field(default_factory=dict)
+    label_values: tuple[int, ...] = ()
 
     @property
     def modalities(self) -> tuple[str, ...]:

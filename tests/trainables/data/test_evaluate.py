@@ -143,6 +143,21 @@ def test_a_prediction_on_another_voxel_grid_is_a_problem(tmp_path):
     }
 
 
+def test_a_label_value_dataset_json_does_not_list_is_a_problem(tmp_path):
+    """A stray 255 in a binary prediction counted as foreground; the reference's dataset.json
+    lists 0 and 1, and holds references and predictions to them."""
+    cases = ct_dataset(tmp_path / "ct", ["ct_001", "ct_002"])
+    perfect_predictions(cases, tmp_path / "pred")
+    stray = np.array(cases[0].label)
+    stray[0, 0, 0] = 255
+    save_nifti(tmp_path / "pred" / "ct_001.nii.gz", stray, (0.5, 0.5, 5.0))
+    report = evaluate_predictions(tmp_path / "pred", tmp_path / "ct")
+    assert [c["case_id"] for c in report.cases] == ["ct_002"]
+    assert [p.message for p in report.problems] == [
+        "label has values 255 that dataset.json does not list (it lists 0, 1)"
+    ]
+
+
 def test_to_dict_and_table(tmp_path):
     ref, pred = tmp_path / "ref", tmp_path / "pred"
     cases = [brats_case(ref, f"c{i}", seed=i) for i in range(2)]

@@ -14,6 +14,7 @@ from tests.trainables.data.nifti_factory import (
     msd_dataset,
     save_nifti,
     truncate,
+    write_dataset_json,
 )
 from trainables.data.inspect import inspect_dataset
 
@@ -102,6 +103,8 @@ def test_msd_and_ct_show_source_label_values(tmp_path):
     msd_dataset(tmp_path / "msd", ["BRATS_001"])
     cases = ct_dataset(tmp_path / "ct", ["ct_001", "ct_002"])
     # a CT label with several haemorrhage codes: binary keeps them apart in the report only
+    # (dataset.json lists no labels here: listed ones hold the files to them)
+    write_dataset_json(tmp_path / "ct", {"modality": {"0": "CT"}})
     save_nifti(cases[1].files["seg"], np.array(cases[1].label) * 3, spacing=(0.5, 0.5, 5.0))
     msd = inspect_dataset(tmp_path / "msd")
     assert (msd.layout, msd.label_scheme, msd.cases[0].labels) == ("msd", "msd_brats", (0, 1, 2, 3))

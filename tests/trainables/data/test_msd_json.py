@@ -7,9 +7,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.trainables.data.nifti_factory import msd_dataset, write_dataset_json
+from tests.trainables.data.nifti_factory import (
+    ct_dataset,
+    msd_dataset,
+    save_nifti,
+    write_dataset_json,
+)
 from trainables.data.layouts import discover
-from trainables.errors import InputError
+from trainables.data.msd_json import declared_label_values
+from trainables.data.nifti import load_case
+from trainables.errors import CaseError, InputError
 
 TASK01 = {"0": "FLAIR", "1": "T1w", "2": "t1gd", "3": "T2w"}
 
@@ -93,3 +100,34 @@ def test_four_unnamed_labels_are_refused(tmp_path: Path) -> None:
         "ED) and enhancing tumour (enhancing, ET) with the codes of BraTS 2021 (1, 2, 4), BraTS "
         "2023 (1, 2, 3) or MSD Task01 (2, 1, 3); set data.label_scheme to say which"
     )
+
+
+@pytest.mark.parametrize(
+    ("labels", "declared"),
+    [
+        ({"0": "background", "1": "haemorrhage"}, (0, 1)),  # MSD: value -> name
+        ({"background": 0, "lesion": 1}, (0, 1)),  # nnU-Net v2: name -> value
+        ({"background": 0, "whole tumor": [1, 2, 3], "tumor core": [2, 3],
+          "enhancing tumor": 3}, (0, 1, 2, 3)),  # nnU-Net v2 regions
+        ({"background": "zero", "lesion": "one"}, ()),  # nothing readable: nothing held to
+    ],
+)  # fmt: skip
+def test_declared_label_values(tmp_path: Path, labels: dict, declared: tuple) -> None:
+    assert declared_label_values({"labels": labels}) == declared
+
+
+def test_a_label_value_dataset_json_does_not_list_is_a_case_error(tmp_path: Path) -> None:
+    """The binary scheme reads any positive value as foreground: a stray 255 (an "ignore"
+    value, another dataset's code) trained as haemorrhage before."""
+    cases = ct_dataset(tmp_path, ["CT_001", "CT_002"])
+    stray = cases[0].label.copy()
+    stray[0, 0, :2] = 255
+    save_nifti(cases[0].files["seg"], stray, (0.5, 0.5, 5.0))
+    first, second = discover(tmp_path).cases
+    with pytest.raises(CaseError) as err:
+        load_case(first, ["ct"])
+    assert str(err.value) == (
+        f"{cases[0].files['seg']}: label has values 255 that dataset.json does "
+        "not list (it lists 0, 1)"
+    )
+    assert load_case(second, ["ct"]).label.max() == 1  # the other case still loads

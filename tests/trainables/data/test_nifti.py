@@ -87,8 +87,9 @@ def test_ct_case(tmp_path):
 
 
 def test_binary_labels_merge_positive_values_and_refuse_negative_ones(tmp_path):
-    """Subtypes (2, 255) are foreground; -1 read as foreground too, which no convention means."""
-    written = ct_dataset(tmp_path, ["ct_001"])[0]
+    """Subtypes (2, 255) are foreground; -1 read as foreground too, which no convention means.
+    (No dataset.json: one that lists labels holds the files to them, test_msd_json.py.)"""
+    written = ct_dataset(tmp_path, ["ct_001"], dataset_json=False)[0]
     record = discover(tmp_path).cases[0]
     assert record.label is not None and written.label is not None
     label = written.label.astype(np.int16)
