@@ -10,7 +10,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from orchestrator.space import AshaScheduler, SpaceFile
+from orchestrator.space import SpaceFile
+from orchestrator.space_search import AshaScheduler
 from trainables.config.base import did_you_mean
 
 if TYPE_CHECKING:

@@ -33,7 +33,8 @@ from orchestrator.checks_sample import check_sample_paths, check_samples
 from orchestrator.checks_split import check_same_split
 from orchestrator.folds import check_fold_count, count_cases, fold_splits
 from orchestrator.plan_errors import PlanErrors
-from orchestrator.space import MAX_TRIALS, AshaScheduler, Resources, SpaceFile, load_space_file
+from orchestrator.space import MAX_TRIALS, Resources, SpaceFile, load_space_file
+from orchestrator.space_search import AshaScheduler
 from trainables.config.dotted import apply_overrides, format_value, set_dotted
 from trainables.errors import InputError
 

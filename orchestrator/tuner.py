@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, assert_never
 
 from orchestrator.expand import Plan
-from orchestrator.space import AshaScheduler, FifoScheduler, GridSearch, OptunaSearch
+from orchestrator.space_search import AshaScheduler, FifoScheduler, GridSearch, OptunaSearch
 
 
 @dataclass(frozen=True)
