@@ -10,13 +10,19 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from trainables.errors import InputError
 
 # Seconds to wait for a Ray head's TCP port: a head on the same network answers in milliseconds.
 CONNECT_TIMEOUT_S = 5.0
+# Seconds a storage URI's service has to answer a first listing. Without network or credentials
+# pyarrow's GCS client waits indefinitely (measured: no answer from gs:// in 60 s here), while a
+# reachable bucket answers in well under a second.
+STORAGE_TIMEOUT_S = 60.0
 # Ray addresses that name no host:port (ray.init resolves them itself).
 SYMBOLIC_ADDRESSES = ("auto", "local")
 
@@ -44,6 +50,45 @@ def check_storage(path: str) -> None:
             "folder or a storage URI such as s3://bucket/ablate)",
             where="--storage",
         ) from error
+
+
+def check_storage_answers(path: str, timeout_s: float = STORAGE_TIMEOUT_S) -> None:
+    """A storage URI (``s3://``, ``gs://``...) answers one listing within ``timeout_s``; local
+    folders are not probed. Run first: every later read of the URI (Tune's resume check, the
+    write probe) would otherwise hang the sweep with nothing printed.
+
+    Raises:
+        InputError: naming ``--storage``: no answer in time, or the service's refusal.
+    """
+    if "://" not in path:
+        return
+    errors: list[BaseException] = []
+    # pyarrow's calls cannot be interrupted: a daemon thread is left to its wait at exit
+    probe = threading.Thread(target=_list_folder, args=(path, errors), daemon=True)
+    probe.start()
+    probe.join(timeout_s)
+    if probe.is_alive():
+        raise InputError(
+            f"{path} did not answer within {timeout_s:g} s: check the network and the "
+            "credentials for it from this machine, or pass a local folder",
+            where="--storage",
+        )
+    if errors and isinstance(errors[0], OSError | ValueError):
+        reason = _reason(errors[0])
+        raise InputError(f"cannot read {path}: {reason}", where="--storage") from errors[0]
+    if errors:
+        raise errors[0]
+
+
+def _list_folder(path: str, errors: list[BaseException]) -> None:
+    """One listing of ``path``'s folder; an exception is appended to ``errors``."""
+    from pyarrow import fs
+
+    try:
+        filesystem, folder = fs.FileSystem.from_uri(path)
+        filesystem.get_file_info(folder)
+    except BaseException as error:  # handed to the waiting thread, which decides
+        errors.append(error)
 
 
 def check_no_earlier_runs(client: Any, name: str, path: str) -> None:
@@ -85,7 +130,29 @@ def check_no_earlier_runs(client: Any, name: str, path: str) -> None:
 
 def _storage_of(path: str, name: str) -> str:
     """The ``--storage`` that gives sweep folder ``path`` (``<storage>/<name>``)."""
-    return path[: -len(name) - 1] if path.endswith(f"/{name}") else path
+    storage, last = split_sweep_folder(path)
+    return storage if last == name else path
+
+
+def sweep_folder(storage: str, name: str) -> str:
+    """``<storage>/<name>``: an absolute local path, or a URI with ``name`` added to its path
+    and its query kept (``s3://bucket/ablate/<name>?endpoint_override=minio:9000``: pyarrow
+    reads an S3-compatible store's endpoint from the query, so appending after it broke it)."""
+    if "://" not in storage:
+        return str(Path(storage).expanduser().resolve() / name)
+    parts = urlsplit(storage)
+    return urlunsplit(parts._replace(path=f"{parts.path.rstrip('/')}/{name}"))
+
+
+def split_sweep_folder(path: str) -> tuple[str, str]:
+    """``(storage, name)`` of a sweep folder made by :func:`sweep_folder` (Tune's
+    ``storage_path`` and run name)."""
+    if "://" not in path:
+        storage, _, name = path.rstrip("/").rpartition("/")
+        return storage, name
+    parts = urlsplit(path)
+    head, _, name = parts.path.rstrip("/").rpartition("/")
+    return urlunsplit(parts._replace(path=head)), name
 
 
 def check_ray_address(address: str, where: str) -> None:

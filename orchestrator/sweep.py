@@ -26,7 +26,13 @@ from orchestrator import mlflow_ui, provenance, tracking
 from orchestrator.checks import check_data_dir
 from orchestrator.commands.common import progress
 from orchestrator.expand import Plan, plan_sweep
-from orchestrator.preflight import check_no_earlier_runs, check_ray_address, check_storage
+from orchestrator.preflight import (
+    check_no_earlier_runs,
+    check_ray_address,
+    check_storage,
+    check_storage_answers,
+    sweep_folder,
+)
 from orchestrator.space import MAX_TRIALS, SWEEP_NAME, SWEEP_NAME_RULE
 from orchestrator.sweep_data import check_config_roots, prepare_sweep_data
 from orchestrator.tuner import TrackingSettings, TrialProblem, make_tuner, trial_outcomes
@@ -109,6 +115,7 @@ def run_sweep(opts: SweepOptions) -> SweepResult:
         progress(line)
     name = _sweep_name(opts, plan)
     path = _experiment_path(opts.storage, name)
+    check_storage_answers(path)  # a URI without network would hang every read below
     meta = _check_resume(opts, plan, path, name)
     uri = opts.tracking_uri or meta.get("tracking_uri") or tracking.default_tracking_uri()
     if not (address or _ray_running()):
@@ -203,9 +210,7 @@ def _experiment_path(storage: str, name: str) -> str:
     """``<storage>/<name>``: an absolute local path, or a URI (``s3://bucket/ablate/<name>``)."""
     if not storage.strip():  # '' would silently mean the current folder
         raise InputError("empty: pass a folder or a storage URI", where="--storage")
-    if "://" in storage:
-        return f"{storage.rstrip('/')}/{name}"
-    return str(Path(storage).expanduser().resolve() / name)
+    return sweep_folder(storage, name)
 
 
 def _check_resume(opts: SweepOptions, plan: Plan, path: str, name: str) -> dict[str, Any]:

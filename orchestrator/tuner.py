@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, assert_never
 
 from orchestrator.expand import Plan
+from orchestrator.preflight import split_sweep_folder
 from orchestrator.space_search import AshaScheduler, FifoScheduler, GridSearch, OptunaSearch
 
 
@@ -74,7 +75,7 @@ def run_config(
         ),
         *extra,
     ]
-    storage, _, name = path.rstrip("/").rpartition("/")
+    storage, name = split_sweep_folder(path)
     return tune.RunConfig(
         name=name,
         storage_path=storage,

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from orchestrator.commands.common import model_name, positive_int, print_json, progress
+from orchestrator.preflight import split_sweep_folder
 
 if TYPE_CHECKING:
     from orchestrator.space import SpaceFile
@@ -216,7 +217,7 @@ def _say_outcome(args: argparse.Namespace, result: SweepResult) -> int:
 
 def _resume_command(args: argparse.Namespace, result: SweepResult) -> str:
     """The command that continues this sweep: the same study, name, data and shrinking."""
-    storage = result.path.rstrip("/").rpartition("/")[0]
+    storage = split_sweep_folder(result.path)[0]
     words = ["ablate", "sweep", str(args.space), "--resume", "--name", result.name]
     words += ["--storage", storage]
     if args.data:

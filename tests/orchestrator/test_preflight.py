@@ -11,7 +11,13 @@ from ablate_sweep_helpers import mlflow_uri, write_space
 
 from orchestrator import tracking
 from orchestrator.cli import main
-from orchestrator.preflight import check_ray_address, check_storage
+from orchestrator.preflight import (
+    check_ray_address,
+    check_storage,
+    check_storage_answers,
+    split_sweep_folder,
+    sweep_folder,
+)
 from trainables.errors import InputError
 
 
@@ -35,6 +41,34 @@ def test_storage_that_is_a_file_is_named_with_the_reason(tmp_path: Path) -> None
 def test_writable_storage_is_created_and_left_empty(tmp_path: Path) -> None:
     check_storage(f"file://{tmp_path}/ray/study")
     assert list((tmp_path / "ray" / "study").iterdir()) == []
+
+
+def test_a_storage_uri_keeps_its_query() -> None:
+    """An S3-compatible store (MinIO) names its endpoint in the query: the sweep's name was
+    appended after it (``...&region=us-east-1/study``), which pointed Tune elsewhere."""
+    minio = "s3://bucket/ablate?endpoint_override=10.0.0.5:9000&scheme=http"
+    folder = sweep_folder(minio, "study")
+    assert folder == "s3://bucket/ablate/study?endpoint_override=10.0.0.5:9000&scheme=http"
+    assert split_sweep_folder(folder) == (minio, "study")
+    assert split_sweep_folder(sweep_folder("gs://bucket", "study")) == ("gs://bucket", "study")
+
+
+def test_storage_that_does_not_answer_is_refused_in_time() -> None:
+    """Without network pyarrow's GCS client waited forever (no output): a listener that never
+    answers stands in for it, through S3's endpoint override."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        port = silent.getsockname()[1]
+        uri = f"s3://bucket/x?endpoint_override=127.0.0.1:{port}&scheme=http&region=us-east-1"
+        started = time.monotonic()
+        with pytest.raises(InputError) as error:
+            check_storage_answers(uri, timeout_s=1.0)
+        assert time.monotonic() - started < 5
+    assert str(error.value) == (
+        f"--storage: {uri} did not answer within 1 s: check the network and the credentials "
+        "for it from this machine, or pass a local folder"
+    )
 
 
 def test_address_without_a_ray_head_fails_at_once() -> None:
