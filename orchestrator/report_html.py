@@ -32,6 +32,7 @@ table{border-collapse:collapse;font-size:13px;white-space:nowrap}
 th,td{border-bottom:1px solid #e3e8ee;padding:5px 9px;text-align:right}
 th{background:#f0f3f6;position:sticky;top:0}th:first-child,td:first-child{text-align:left}
 tr.best td{background:#e8f5e9;font-weight:600}tr.worse td{color:#8a96a3}
+tr.ahead td{background:#fff4e5}
 figure{margin:12px 0 24px}figure img{max-width:100%;height:auto;border:1px solid #e3e8ee}
 figcaption{color:#5f6f80;font-size:13px}
 dl{display:grid;grid-template-columns:max-content 1fr;gap:2px 16px;font-size:13px}

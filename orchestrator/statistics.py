@@ -67,6 +67,8 @@ class CellResult:
     p_rank1: float = math.nan
     notes: list[str] = field(default_factory=list)
     adjustment: float = 0.0  # marginal mean - plain mean, for a cell that lost runs
+    repeats: int = 0  # runs that repeated a (seed, fold) of the cell, averaged into it
+    tests: int = 0  # tests in the multiplicity family (pairs of cells that could be compared)
 
 
 def t_intervals(values: np.ndarray, level: float = LEVEL) -> tuple[np.ndarray, np.ndarray]:
@@ -108,15 +110,19 @@ def compare(
     where = {keys[i]: i for i in best}
     pairs = [(where[keys[j]], j) for j in other if keys[j] in where]
     folds = [keys[i][1] for i, _ in pairs]
+    why = "no per-case data"
     if len(pairs) >= 2 and all(boot.has_cases[i] and boot.has_cases[j] for i, j in pairs):
-        return _case_paired_comparison(boot, pairs, folds)
+        paired = _case_paired_comparison(boot, pairs, folds)
+        if paired is not None:
+            return paired
+        why = "no case shared"  # case ids that never match (renamed cases): the run values
     values = boot.point
     if len(pairs) >= 2:
         diffs = by_fold(np.array([values[j] - values[i] for i, j in pairs]), folds)
         if len(diffs) < 2:
             return None
         se = diffs.std(ddof=1) / math.sqrt(len(diffs))
-        method = f"paired t over {_units(folds)} (no per-case data)"
+        method = f"paired t over {_units(folds)} ({why})"
         return _t_comparison(diffs.mean(), se, len(diffs) - 1, method)
     a, b = values[list(best)], values[list(other)]
     if len(a) >= 2 and len(b) >= 2:
@@ -228,26 +234,35 @@ def analyse(
 ) -> list[CellResult]:
     """Rank cells (each with at least one run), best first, with every statistic filled in;
     intervals cut to ``value_range``, the values the metric can take (:func:`clip_intervals`)."""
-    runs = [run for cell in cells for run in sorted(cell, key=lambda r: r.key)]
+    merged = [merge_repeats(cell) for cell in cells]
+    runs = [run for cell, _ in merged for run in sorted(cell, key=lambda r: r.key)]
     index, start = [], 0
-    for cell in cells:
+    for cell, _ in merged:
         index.append(list(range(start, start + len(cell))))
         start += len(cell)
     boot = Bootstrap(runs, samples, np.random.default_rng(seed))
     keys = [r.key for r in runs]
     results = [_cell_result(k, [runs[i] for i in index[k]]) for k in range(len(cells))]
+    for result, (_, repeats) in zip(results, merged, strict=True):
+        result.repeats = repeats
     filled = fill_missing_keys(np.array([r.value for r in runs]), index, keys)
     if filled is not None:  # a cell lost runs: rank on estimated marginal means
         for result in results:
             _to_marginal_mean(result, [runs[i] for i in index[result.index]], filled)
     sign = -1.0 if mode == "max" else 1.0
-    results.sort(key=lambda r: sign * r.mean)
+    # One run gives no interval and no test against it: such a cell (its other seeds diverged,
+    # say) is listed after the cells that have one, or one lucky run would be crowned and
+    # every other cell left untested. With one run everywhere, the means alone rank.
+    spread = any(r.ci is not None for r in results)
+    results.sort(key=lambda r: (spread and r.ci is None, sign * r.mean))
     best = results[0]
     best.status = "best"
     for result in results[1:]:
         result.comparison = compare(boot, index[best.index], index[result.index], keys)
     family = _other_pairs(boot, results, index, keys)
-    _decide(results[1:], family, alpha, correction, mode)
+    tests = _decide(results[1:], family, alpha, correction, mode)
+    for result in results:
+        result.tests = tests
     # With one run a cell's seed-to-seed spread is unknown, and the case bootstrap alone would
     # call a ranking certain that another seed could overturn: no P(rank 1) then, for any cell.
     if min(len(i) for i in index) >= 2:
@@ -256,6 +271,33 @@ def analyse(
             result.p_rank1 = float(p_first[result.index])
     clip_intervals(results, value_range)
     return results
+
+
+def merge_repeats(runs: Sequence[RunSample]) -> tuple[list[RunSample], int]:
+    """One run per (seed, fold) key, and how many runs were merged away.
+
+    Optuna can suggest one configuration twice (a choice axis): its trials share a cell label
+    and seeds, so seed 0 came twice; paired once per run, the best's seed-0 run counted twice
+    and the comparison's degrees of freedom grew with it. Runs of one key are averaged (value,
+    and each case's value over the runs that have it)."""
+    groups: dict[tuple[str, str], list[RunSample]] = {}
+    for run in runs:
+        groups.setdefault(run.key, []).append(run)
+    out = [group[0] if len(group) == 1 else _average(group) for group in groups.values()]
+    return out, len(runs) - len(out)
+
+
+def _average(group: Sequence[RunSample]) -> RunSample:
+    """A key's runs as one: the mean value, and each case's mean over the runs defining it."""
+    tables = [r.cases for r in group if r.cases]
+    ids = dict.fromkeys(c for table in tables for c in table)
+    cases = {c: _finite_mean([t.get(c, math.nan) for t in tables]) for c in ids}
+    return RunSample(group[0].key, _finite_mean([r.value for r in group]), cases or None)
+
+
+def _finite_mean(values: Sequence[float]) -> float:
+    kept = [v for v in values if math.isfinite(v)]
+    return math.fsum(kept) / len(kept) if kept else math.nan
 
 
 def clip_intervals(results: Sequence[CellResult], value_range: tuple[float, float]) -> None:
@@ -324,12 +366,11 @@ def _decide(
     alpha: float,
     correction: str,
     mode: str,
-) -> None:
+) -> int:
     """Adjusted p-values (over the comparisons with the best and the ``family`` of the other
-    pairs), then tied (cannot be separated from the best) or worse (separated, and below it).
-
-    A significant difference in the cell's favour is not "worse": it happens when the best's
-    lead rests on runs the cell lacks (a failed seed), since Δ pairs the runs both have."""
+    pairs), then tied (cannot be separated from the best), worse (separated, and behind it) or
+    ahead (separated, in the cell's favour: the best's lead rests on runs or cases the cell
+    lacks, since Δ pairs the runs and cases both have). Returns the number of tests made."""
     raw = [r.comparison.p_value if r.comparison else None for r in others]
     adjusted = adjust([*raw, *family], correction)[: len(raw)]
     for result, p in zip(others, adjusted, strict=True):
@@ -338,4 +379,5 @@ def _decide(
             continue
         result.comparison.p_adjusted = p
         behind = result.comparison.delta < 0 if mode == "max" else result.comparison.delta > 0
-        result.status = "worse" if p < alpha and behind else "tied"
+        result.status = "tied" if p >= alpha else "worse" if behind else "ahead"
+    return sum(p is not None for p in [*raw, *family])

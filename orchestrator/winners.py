@@ -16,8 +16,6 @@ docs/statistics.md explains every number.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
 import tempfile
@@ -31,12 +29,17 @@ from orchestrator import statistics, tracking, winners_test
 from orchestrator.mlflow_ui import describe_parent
 from orchestrator.statistics import CORRECTIONS, RunSample
 from orchestrator.winners_format import format_table  # noqa: F401  (the CLI's entry point)
+from orchestrator.winners_runs import (
+    check_splits,
+    device_hours,
+    read_per_case,
+    sweep_mode,
+    trial_devices,
+)
 from trainables.errors import InputError
 from trainables.metrics import names
 
 PAPER_FILE = "paper.json"  # parent-run artifact: {"citation", "rows": {cell: {metric: value}}}
-GPU_KEYS = ("resources.gpu", "ablate.gpus_per_trial")  # parent param or tag: GPUs per trial
-CPU_KEY = "resources.cpu"  # parent param: CPUs per trial (the cost unit of a CPU-only sweep)
 
 
 @dataclass
@@ -56,12 +59,13 @@ class CellStats:
     ci: tuple[float, float] | None = None
     test_mean: float = math.nan  # mean over runs of the test version of the metric
     val_mean: float = math.nan  # mean over runs of the selection metric (validation cases)
-    status: str = "no runs"  # best | tied | worse | untested | no runs
+    status: str = "no runs"  # best | tied | worse | ahead | untested | no runs
     comparison: statistics.Comparison | None = None
     p_rank1: float = math.nan
     cheapest: bool = False
     paper: float | None = None
     adjustment: float = 0.0  # mean - plain mean of its runs: the cell lost runs (statistics)
+    repeats: int = 0  # runs repeating a seed (and fold) of the cell, averaged (statistics)
 
     @property
     def n(self) -> int:
@@ -78,6 +82,7 @@ class CellStats:
         row |= {"ci95": list(self.ci) if self.ci else None, "test_mean": _num(self.test_mean)}
         row |= {"val_mean": _num(self.val_mean)}
         row |= {"status": self.status, "mean_adjustment": self.adjustment}
+        row |= {"repeated_runs": self.repeats}
         row |= {"cheapest_tie": self.cheapest, "delta": _num(c.delta) if c else None}
         row |= {"delta_ci95": list(c.ci) if c and c.ci else None}
         row |= {"p_value": c.p_value if c else None, "p_adjusted": self.p_value}
@@ -107,6 +112,7 @@ class WinnersTable:
     test_note: str = ""  # why the test column is empty, if it is
     cost_device: str = "GPU"  # cost_hours are GPU-hours, or CPU-hours for a CPU-only sweep
     sweep_status: str = "FINISHED"  # the parent run's: RUNNING while the sweep goes on
+    tests: int = 0  # pairs of cells compared: the multiplicity correction's family
 
     @property
     def ranked_metric(self) -> str:
@@ -142,18 +148,18 @@ def find_winners(
         )
     parent = tracking.find_sweep(client, sweep)
     metric = parent.data.tags.get("ablate.metric", "val/dice_mean")
-    mode = parent.data.tags.get("ablate.mode", "max")
+    mode = sweep_mode(parent, metric)
     runs = tracking.child_runs(client, parent)
     split = winners_test.case_split(client, runs, metric)
     device, per_trial = trial_devices(parent)
     cells = group_cells(client, runs, metric, per_trial, split)
     check_splits(runs, sweep)
-    rank(cells, mode, alpha, correction, metric)
+    tests = rank(cells, mode, alpha, correction, metric)
     winners_test.mark_methods(cells, split)
     citation = _attach_paper(client, parent.info.run_id, cells, metric)
     regions = names.regions_logged(k for r in runs for k in r.data.metrics)
     table = WinnersTable(sweep, parent.info.run_id, metric, mode, correction, alpha, cells, regions)
-    table.citation, table.cost_device = citation, device
+    table.citation, table.cost_device, table.tests = citation, device, tests
     table.sweep_status = parent.info.status
     table.test_metric = winners_test.test_metric(metric)
     table.case_split, table.test_note = split, winners_test.test_note(runs, metric)
@@ -204,9 +210,12 @@ def _add_run(client: Any, cell: CellStats, run: Any, metric: str, split: str) ->
     it a false "cheapest tie"), so it is counted as an outcome and left out, like a failure."""
     tags, metrics = run.data.tags, run.data.metrics
     outcome = tags.get("ablate.outcome", run.info.status.lower())
-    cell.outcomes[outcome] = cell.outcomes.get(outcome, 0) + 1
     value = metrics.get(names.best(metric))
-    if not winners_test.complete(run) or value is None or not math.isfinite(value):
+    complete = winners_test.complete(run)
+    if complete and (value is None or not math.isfinite(value)):
+        outcome = f"without {metric}"  # shown on its row: a NaN best/<metric>, or none logged
+    cell.outcomes[outcome] = cell.outcomes.get(outcome, 0) + 1
+    if outcome != "finished" or not complete:
         return _not_ranked(cell)
     key = (tags.get("ablate.seed", run.info.run_id), tags.get("ablate.fold", ""))
     cases = read_per_case(client, run.info.run_id, split)
@@ -216,6 +225,7 @@ def _add_run(client: Any, cell: CellStats, run: Any, metric: str, split: str) ->
     if split == winners_test.TEST:  # ranked on the cases the comparisons use
         ranked = metrics.get(column, math.nan)
         if not math.isfinite(ranked):
+            _recount(cell, f"without {column}")
             return _not_ranked(cell)
     cell.runs[run.info.run_id] = value  # the selection metric: picks the winner run
     cell.samples.append(RunSample(key, ranked, per_case or None))
@@ -225,84 +235,24 @@ def _add_run(client: Any, cell: CellStats, run: Any, metric: str, split: str) ->
     return True
 
 
+def _recount(cell: CellStats, outcome: str) -> None:
+    """Move one finished run to another outcome (it lacks what the table ranks on)."""
+    cell.outcomes["finished"] -= 1
+    cell.outcomes = {k: n for k, n in cell.outcomes.items() if n}
+    cell.outcomes[outcome] = cell.outcomes.get(outcome, 0) + 1
+
+
 def _not_ranked(cell: CellStats) -> bool:
     cell.missing += 1
     return False
 
 
-def read_per_case(
-    client: Any, run_id: str, split: str = "val"
-) -> dict[str, dict[str, float]] | None:
-    """``per_case/<split>.csv`` of a run: case -> {column: value}; None when it is absent.
-
-    The header is ``case,<metric names>``; an empty cell or ``nan`` reads as NaN.
-    """
-    name = f"per_case/{split}.csv"
-    if name not in {a.path for a in client.list_artifacts(run_id, "per_case")}:
-        return None
-    with tempfile.TemporaryDirectory() as tmp:
-        text = Path(client.download_artifacts(run_id, name, tmp)).read_text()
-    out = {}
-    for row in csv.DictReader(io.StringIO(text)):
-        case = row.pop("case", None)
-        if case:
-            out[case] = {k: _float(v) for k, v in row.items() if k}
-    return out
-
-
-def device_hours(client: Any, run: Any, devices: float = 1.0) -> float:
-    """Mean epoch time x epochs run x devices (GPUs or CPUs) per trial, in hours (NaN without
-    timings).
-
-    Epochs are the last step of ``perf/epoch_s`` (``best/epoch`` is the selected epoch, not the
-    count), else the ``train.epochs`` param.
-    """
-    epoch_s = run.data.metrics.get("summary/epoch_s")
-    if epoch_s is None:
-        return math.nan
-    steps = [m.step for m in client.get_metric_history(run.info.run_id, names.perf("epoch_s"))]
-    epochs = max(steps) if steps else _float(run.data.params.get("train.epochs", "nan"))
-    return epoch_s * epochs * devices / 3600
-
-
-def trial_devices(parent: Any) -> tuple[str, float]:
-    """What a trial's cost is counted in: ("GPU", GPUs per trial), or ("CPU", CPUs per trial)
-    for a sweep whose trials got no GPU (wall hours are not GPU-hours there).
-
-    Read from the parent's params or tags (:data:`GPU_KEYS`, :data:`CPU_KEY`); sweeps logged
-    before these were recorded count one GPU per trial.
-    """
-    for key in GPU_KEYS:
-        value = _float(parent.data.params.get(key) or parent.data.tags.get(key) or "nan")
-        if value > 0:
-            return "GPU", value
-        if value == 0:
-            cpus = _float(parent.data.params.get(CPU_KEY) or "nan")
-            return "CPU", cpus if cpus > 0 else 1.0
-    return "GPU", 1.0
-
-
-def check_splits(runs: list[Any], sweep: str) -> None:
-    """Cells trained on different data splits are not comparable: refuse to rank them."""
-    splits: dict[str, set[str]] = {}
-    for run in runs:
-        split = run.data.tags.get("ablate.split_hash", "")
-        if split and run.info.status == "FINISHED":
-            label = run.data.tags.get("ablate.cell", run.info.run_name)
-            splits.setdefault(label, set()).add(split)
-    if len({frozenset(s) for s in splits.values()}) > 1:
-        shown = "; ".join(f"{label}: {', '.join(sorted(s))}" for label, s in splits.items())
-        raise InputError(
-            f"sweep {sweep!r}: cells were trained on different data splits ({shown}); "
-            "results on different splits cannot be ranked together"
-        )
-
-
 def rank(
     cells: list[CellStats], mode: str, alpha: float, correction: str = "holm", metric: str = ""
-) -> None:
+) -> int:
     """Fill every statistic, sort best first (cells without runs last), mark the cheapest tie;
-    intervals stay within the values ``metric`` can take."""
+    intervals stay within the values ``metric`` can take. Returns the number of tests in the
+    multiplicity family (pairs of cells that could be compared)."""
     done = [c for c in cells if c.samples]
     bounds = names.value_range(metric)
     results = []
@@ -313,10 +263,11 @@ def rank(
         cell = done[result.index]
         cell.mean, cell.ci, cell.status = result.mean, result.ci, result.status
         cell.comparison, cell.p_rank1 = result.comparison, result.p_rank1
-        cell.adjustment = result.adjustment
+        cell.adjustment, cell.repeats = result.adjustment, result.repeats
     order = [done[r.index] for r in results]
     cells[:] = order + [c for c in cells if not c.samples]
     mark_cheapest(order)
+    return results[0].tests if results else 0
 
 
 def mark_cheapest(cells: list[CellStats]) -> None:
@@ -375,14 +326,6 @@ def _finite(values: list[float | None]) -> list[float]:
 
 def _mean(values: list[float] | None) -> float:
     return float(np.mean(values)) if values else math.nan
-
-
-def _float(text: str | None) -> float:
-    """A CSV/param value as a float; empty, missing or unparsable -> NaN."""
-    try:
-        return float(text) if text not in (None, "") else math.nan
-    except ValueError:
-        return math.nan
 
 
 def _num(value: float | None) -> float | None:

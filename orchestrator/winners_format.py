@@ -24,23 +24,32 @@ def columns(table: WinnersTable) -> list[str]:
 
 def describe(table: WinnersTable) -> str:
     """One line saying what the numbers are (the table's caption)."""
-    pairs = len(table.cells) * (len(table.cells) - 1) // 2
-    adjust = f"Holm-adjusted over {pairs} pairs" if table.correction == "holm" else "unadjusted"
+    tests = f"{table.tests} {'pair' if table.tests == 1 else 'pairs'} of cells compared"
+    adjust = f"Holm-adjusted over {tests}" if table.correction == "holm" else "unadjusted"
+    behind = "below" if table.mode == "max" else "above"
     text = (
         f"sweep {table.sweep} (parent run {table.parent_run_id}): {caption(table)}; mean and "
         "Student-t 95% CI over runs (over fold means when runs span folds); Δ = cell - best "
-        f"over the runs both have, with its own 95% CI; p two-sided, {adjust}; worse = below "
-        f"the best at alpha {table.alpha:g} on the adjusted p, else tied"
+        f"over the runs both have, with its own 95% CI; p two-sided, {adjust}; worse = "
+        f"{behind} the best at alpha {table.alpha:g} on the adjusted p, else tied"
     )
+    if any(c.status == "ahead" for c in table.cells):
+        text += (
+            "; ahead = separated from the best in the cell's favour on the runs and cases both "
+            "have: the best's lead rests on runs or cases the cell lacks (check them)"
+        )
+    if any(c.ci is None and c.n == 1 for c in table.cells) and any(c.ci for c in table.cells):
+        text += "; cells with one run (no interval, nothing to test) are listed after the rest"
     if any(c.adjustment for c in table.cells):
         text += (
             "; a cell that lost runs others have is ranked on its estimated marginal mean (fit "
             "of cell + seed/fold effects over every seed and fold; status gives the shift)"
         )
     if table.missing:
+        runs = "run" if table.missing == 1 else "runs"
         text += (
-            f"; {table.missing} runs not ranked (not finished, stopped early or without "
-            f"{table.metric}; ranked on the finished runs)"
+            f"; {table.missing} {runs} not ranked (not finished, stopped early or without "
+            f"{table.ranked_metric}; ranked on the finished runs)"
         )
     return text
 
@@ -103,10 +112,13 @@ def cell_row(table: WinnersTable, c: CellStats) -> list[str]:
 
 
 def status_text(c: CellStats) -> str:
-    """best / tied / worse / untested / no runs, the cheapest tie, and unfinished runs."""
+    """best / tied / worse / ahead / untested / no runs, the cheapest tie, and the runs not
+    ranked (failed, stopped, without the metric) or merged (a repeated seed)."""
     status = c.status + (", cheapest tie" if c.cheapest else "")
     if c.adjustment:
         status += f"; mean {c.adjustment:+.4f} for lost runs"
+    if c.repeats:
+        status += f"; {c.repeats} repeated {'seed' if c.repeats == 1 else 'seeds'} averaged"
     unfinished = {k: n for k, n in c.outcomes.items() if k != "finished"}
     if unfinished:
         status += "; " + ", ".join(f"{n} {k}" for k, n in sorted(unfinished.items()))

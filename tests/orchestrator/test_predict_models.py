@@ -54,6 +54,7 @@ def test_model_names_resolve_to_runs_cells_and_winners(tmp_path: Path, capsys) -
     a0 = _trial(client, exp, parent, "a", 0, 0.5, _checkpoint(tmp_path, 0))
     a1 = _trial(client, exp, parent, "a", 1, 0.6, _checkpoint(tmp_path, 1))
     best = _trial(client, exp, parent, "b", 0, 0.9, _checkpoint(tmp_path, 2))
+    _trial(client, exp, parent, "b", 1, 0.85, _checkpoint(tmp_path, 3))  # two runs: an interval
     _trial(client, exp, parent, "c", 0, 0.1, None, status="FAILED")
     bare = _trial(client, exp, parent, "d", 0, 0.2, None)
     folder = tmp_path / "seed0"  # a --checkpoint-dir: its best.pt

@@ -292,3 +292,76 @@ def test_winners_cli_rejects_bad_options(
     log_sweep(uri, "study", {"a": [0.8, 0.81]})
     assert main(["winners", "study", "--tracking-uri", uri, *args]) == 2
     assert message in capsys.readouterr().err
+
+
+def _tagged_sweep(uri: str, name: str, tags: dict[str, str]) -> tuple[object, str, str]:
+    """An empty sweep whose parent carries exactly ``tags`` (and the provenance tags)."""
+    client = tracking.connect(uri)
+    experiment = tracking.ensure_experiment(client, name)
+    return (
+        client,
+        experiment,
+        tracking.open_parent_run(client, experiment, name, "/r", provenance.parent_tags(tags)),
+    )
+
+
+def test_the_direction_is_the_mode_tag_or_the_metrics_own(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without the tag the table was ranked "max": an HD95 sweep crowned its blurriest cell.
+    A tag other than max or min (``maximize``) was read as min."""
+    uri = mlflow_uri(tmp_path)
+    client, experiment, parent = _tagged_sweep(uri, "hd", {"ablate.metric": "val/hd95_wt"})
+    for cell, level in (("sharp", 7.0), ("blurry", 16.0)):
+        for seed in range(3):
+            _run(client, experiment, parent, cell, seed, {"val/hd95_wt": level + seed / 10})
+    table = find_winners(client, "hd", tag=False)
+    assert (table.mode, [c.label for c in table.cells]) == ("min", ["sharp", "blurry"])
+    assert table.cells[1].status == "worse" and "worse = above the best" in format_table(table)
+    client.set_tag(parent, "ablate.mode", "maximize")
+    assert main(["winners", "hd", "--tracking-uri", uri]) == 2
+    assert (
+        f"parent run {parent}: tag ablate.mode is 'maximize'; expected max or min"
+        in capsys.readouterr().err
+    )
+
+
+def test_runs_without_the_metric_are_counted_on_their_row(tmp_path: Path) -> None:
+    """A finished run with a NaN best value, or none, was left out with nothing on its row:
+    the cell read as if it had run fewer seeds."""
+    client, experiment, parent = _sweep(mlflow_uri(tmp_path), "nan")
+    for seed in range(3):
+        _run(client, experiment, parent, "a", seed, {"val/dice_mean": 0.80 + seed / 100})
+        _run(client, experiment, parent, "b", seed, {"val/dice_mean": 0.70 + seed / 100})
+    _run(client, experiment, parent, "b", 3, {"val/dice_mean": float("nan")})
+    _run(client, experiment, parent, "b", 4, {})
+    table = find_winners(client, "nan", tag=False)
+    b = table.cells[1]
+    assert (b.label, b.n, b.outcomes) == ("b", 3, {"finished": 3, "without val/dice_mean": 2})
+    text = format_table(table)
+    assert "worse; 2 without val/dice_mean" in text
+    assert "2 runs not ranked" in text and "Holm-adjusted over 1 pair of cells compared" in text
+
+
+@pytest.mark.parametrize(
+    ("rows", "problem"),
+    [
+        ("case0,0.8,0.5\ncase0,0.7,0.5\n", "line 3: case 'case0' is listed twice"),
+        ("case0,0.8,0.5,9\n", "line 2: the row's fields do not match the header"),
+        ("case0,0.8\n", "line 2: the row's fields do not match the header"),
+        ("case0,0.8o,0.5\n", "line 2: val/dice_mean is '0.8o', not a number"),
+    ],
+)
+def test_a_damaged_per_case_file_names_the_run_and_the_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], rows: str, problem: str
+) -> None:
+    """Read leniently, a duplicate case or a shifted row moved Δ and p with nothing said."""
+    uri = mlflow_uri(tmp_path)
+    client, experiment, parent = _sweep(uri, "csv")
+    for seed in range(2):
+        _run(client, experiment, parent, "a", seed, {"val/dice_mean": 0.8}, [0.8, 0.7])
+    damaged = _run(client, experiment, parent, "b", 0, {"val/dice_mean": 0.8})
+    text = "case,val/dice_mean,val/loss\n" + rows
+    tracking.log_bytes(client, damaged, text.encode(), "val.csv", "per_case")
+    assert main(["winners", "csv", "--tracking-uri", uri]) == 2
+    assert f"run {damaged}: per_case/val.csv {problem}" in capsys.readouterr().err
