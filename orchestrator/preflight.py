@@ -167,21 +167,51 @@ def check_ray_address(address: str, where: str) -> None:
     Raises:
         InputError: nothing listens there, or the host name does not resolve.
     """
-    target = address.split("://", 1)[-1].rstrip("/")
-    host, sep, port = target.rpartition(":")
-    if address in SYMBOLIC_ADDRESSES or not sep or not port.isdigit():
-        return
-    host = host.strip("[]")  # an IPv6 literal: [::1]:6379
-    try:
-        socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_S).close()
-    except OSError as error:
+    reason = _no_head(address)
+    if reason:
         raise InputError(
-            f"no Ray head answers at {address} ({_reason(error)}); start the cluster first "
+            f"no Ray head answers at {address} ({reason}); start the cluster first "
             "(`ray up cluster.yaml`, or `ray start --head` on the head node) and pass its "
             "address (the head's IP and GCS port, 6379 by default; ray://<head>:10001 for Ray "
             "Client), or leave it out to start Ray on this machine",
             where=where,
-        ) from error
+        )
+
+
+def check_ray_to_join(given: str | None) -> None:
+    """The Ray head a sweep will join answers: ``--address`` (``given``), else ``RAY_ADDRESS``,
+    else the cluster Ray recorded on this machine at its last ``ray start`` (``ray.init``
+    without an address joins that one). A head stopped without ``ray stop`` (killed, the
+    machine rebooted) leaves the record behind, and ``ray.init`` waited on it for minutes."""
+    from_env = os.environ.get("RAY_ADDRESS")
+    if given or from_env:
+        check_ray_address(given or from_env or "", "--address" if given else "RAY_ADDRESS")
+        return
+    from ray._private.utils import read_ray_address  # Ray's own lookup of its record
+
+    recorded = read_ray_address()
+    reason = _no_head(recorded) if recorded else None
+    if reason:
+        raise InputError(
+            f"no --address given, so Ray would join the cluster last started on this machine "
+            f"(`ray start` recorded {recorded}), but no Ray head answers there ({reason}): "
+            "run `ray stop` to clear the record and start Ray here, or pass --address"
+        )
+
+
+def _no_head(address: str) -> str | None:
+    """Why no Ray head accepts a connection at ``address``; None when one does, or when the
+    address is symbolic or has no port (left to Ray)."""
+    target = address.split("://", 1)[-1].rstrip("/")
+    host, sep, port = target.rpartition(":")
+    if address in SYMBOLIC_ADDRESSES or not sep or not port.isdigit():
+        return None
+    host = host.strip("[]")  # an IPv6 literal: [::1]:6379
+    try:
+        socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_S).close()
+    except OSError as error:
+        return _reason(error)
+    return None
 
 
 def _reason(error: OSError | ValueError) -> str:

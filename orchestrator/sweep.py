@@ -28,7 +28,7 @@ from orchestrator.commands.common import progress
 from orchestrator.expand import Plan, plan_sweep
 from orchestrator.preflight import (
     check_no_earlier_runs,
-    check_ray_address,
+    check_ray_to_join,
     check_storage,
     check_storage_answers,
     sweep_folder,
@@ -104,8 +104,8 @@ def run_sweep(opts: SweepOptions) -> SweepResult:
     data = opts.data.resolve() if opts.data else None
     plan = plan_sweep(opts.space, data, opts.smoke, opts.max_trials)
     address = opts.address or os.environ.get("RAY_ADDRESS")
-    if address:  # before anything slow: a wrong address would hang ray.init
-        check_ray_address(address, "--address" if opts.address else "RAY_ADDRESS")
+    if not _ray_running():  # before anything slow: a wrong address would hang ray.init
+        check_ray_to_join(opts.address)
     data_lines: list[str] = []
     if data is not None:
         data_lines = check_data_dir(data, data_label_scheme(plan), joined=bool(address))

@@ -13,6 +13,7 @@ from orchestrator import tracking
 from orchestrator.cli import main
 from orchestrator.preflight import (
     check_ray_address,
+    check_ray_to_join,
     check_storage,
     check_storage_answers,
     split_sweep_folder,
@@ -76,6 +77,29 @@ def test_address_without_a_ray_head_fails_at_once() -> None:
     for address in (f"127.0.0.1:{port}", f"ray://127.0.0.1:{port}"):
         with pytest.raises(InputError, match=rf"^RAY_ADDRESS: no Ray head answers at {address} "):
             check_ray_address(address, "RAY_ADDRESS")
+
+
+def test_a_dead_cluster_ray_recorded_is_refused_in_seconds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``ray.init()`` without an address joins the cluster the last ``ray start`` recorded; a
+    head killed without ``ray stop`` leaves the record, and the sweep waited on it for minutes
+    with nothing printed. Ray's record lives in its temp folder (``RAY_TMPDIR`` here)."""
+    monkeypatch.setenv("RAY_TMPDIR", str(tmp_path))
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    check_ray_to_join(None)  # no record: Ray starts here
+    address = f"127.0.0.1:{_closed_port()}"
+    (tmp_path / "ray").mkdir()
+    (tmp_path / "ray" / "ray_current_cluster").write_text(address)
+    started = time.monotonic()
+    with pytest.raises(InputError) as error:
+        check_ray_to_join(None)
+    assert time.monotonic() - started < 10
+    assert str(error.value) == (
+        f"no --address given, so Ray would join the cluster last started on this machine (`ray "
+        f"start` recorded {address}), but no Ray head answers there (Connection refused): run "
+        "`ray stop` to clear the record and start Ray here, or pass --address"
+    )
 
 
 def test_symbolic_and_portless_addresses_are_left_to_ray() -> None:
