@@ -14,10 +14,8 @@ marked KILLED in MLflow and continue from their last checkpoint (one per epoch) 
 from __future__ import annotations
 
 import json
-import logging
 import os
 import re
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +31,12 @@ from orchestrator.preflight import (
     check_storage_answers,
     sweep_folder,
 )
+from orchestrator.ray_cluster import (
+    check_cluster_resources,
+    check_local_gpus,
+    ray_running,
+    start_ray,
+)
 from orchestrator.space import MAX_TRIALS, SWEEP_NAME, SWEEP_NAME_RULE
 from orchestrator.sweep_data import check_config_roots, prepare_sweep_data
 from orchestrator.tuner import TrackingSettings, TrialProblem, make_tuner, trial_outcomes
@@ -40,15 +44,6 @@ from orchestrator.winners import PAPER_FILE
 from trainables.errors import InputError
 
 SWEEP_META_FILE = "ablate_sweep.json"
-QUIET_ENV = {
-    "RAY_AIR_NEW_OUTPUT": "0",  # with verbose=0: no Tune status tables, our lines only
-    "TUNE_DISABLE_STRICT_METRIC_CHECKING": "1",  # epochs without validation lack val/ metrics
-    "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0",
-    "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0",
-    # MLflow prints two 'View run' lines per finished run on a tracking server; the sweep prints
-    # the experiment's address once at the start
-    "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "1",
-}
 
 
 @dataclass
@@ -104,7 +99,7 @@ def run_sweep(opts: SweepOptions) -> SweepResult:
     data = opts.data.resolve() if opts.data else None
     plan = plan_sweep(opts.space, data, opts.smoke, opts.max_trials)
     address = opts.address or os.environ.get("RAY_ADDRESS")
-    if not _ray_running():  # before anything slow: a wrong address would hang ray.init
+    if not ray_running():  # before anything slow: a wrong address would hang ray.init
         check_ray_to_join(opts.address)
     data_lines: list[str] = []
     if data is not None:
@@ -118,7 +113,7 @@ def run_sweep(opts: SweepOptions) -> SweepResult:
     check_storage_answers(path)  # a URI without network would hang every read below
     meta = _check_resume(opts, plan, path, name)
     uri = opts.tracking_uri or meta.get("tracking_uri") or tracking.default_tracking_uri()
-    if not (address or _ray_running()):
+    if not (address or ray_running()):
         check_local_gpus(plan)  # a cluster's GPUs are checked once joined
     client = tracking.connect(uri)  # fails fast, before Ray starts
     if not opts.resume:
@@ -127,7 +122,7 @@ def run_sweep(opts: SweepOptions) -> SweepResult:
     # preparation (slow) because Tune's first write comes after Ray and the MLflow parent run.
     check_storage(path)
     left_out = prepare_sweep_data(plan, data_lines) if opts.data else []
-    _start_ray(address, opts.verbose)
+    start_ray(address, opts.verbose)
     check_cluster_resources(plan, joined=bool(address))
     mlflow = _open_tracking(client, uri, plan, name, path, opts, left_out)
     meta = {"space_file": str(plan.source), "space_hash": plan.space_hash, "tracking_uri": uri}
@@ -322,76 +317,3 @@ def _write_meta(path: str, meta: dict[str, Any]) -> None:
     filesystem.create_dir(folder, recursive=True)
     with filesystem.open_output_stream(f"{folder}/{SWEEP_META_FILE}") as stream:
         stream.write(json.dumps(meta, indent=2).encode())
-
-
-def check_local_gpus(plan: Plan) -> None:
-    """A GPU request on a machine without one is an input error, not a sweep that waits forever."""
-    missing = local_gpu_shortfall(plan)
-    if missing:
-        raise InputError(
-            f"{missing}; set resources.gpu: 0 to train on CPU, pass --address to join a Ray "
-            "cluster with GPUs, or use --smoke for a quick check on this machine",
-            plan.source,
-        )
-
-
-def local_gpu_shortfall(plan: Plan) -> str | None:
-    """What the plan asks for that this machine lacks (GPUs), or None when it has them."""
-    gpu = plan.space.resources.gpu
-    if gpu <= 0:
-        return None
-    import torch
-
-    if torch.cuda.device_count() > 0:
-        return None
-    return f"resources.gpu: {gpu:g} GPU per trial requested, but this machine has no GPU"
-
-
-def check_cluster_resources(plan: Plan, joined: bool = False) -> None:
-    """Each trial's request must fit the Ray cluster, or Tune would wait for it forever.
-
-    A joined cluster (``--address``/``RAY_ADDRESS``) may autoscale from zero workers, as
-    ``cluster.yaml``'s GPU types do, so there a shortfall is reported and the sweep waits for
-    the autoscaler; only a local Ray, which cannot grow, refuses to start.
-    """
-    import ray
-
-    total = ray.cluster_resources()
-    wanted = plan.space.resources
-    for kind, amount in (("CPU", wanted.cpu), ("GPU", wanted.gpu)):
-        have = float(total.get(kind, 0.0))
-        if amount <= have:
-            continue
-        message = (
-            f"resources.{kind.lower()}: each trial asks for {amount:g} {kind} but the Ray "
-            f"cluster has {have:g} in total"
-        )
-        if not joined:
-            raise InputError(message, plan.source)
-        print(f"ablate: {message} now; waiting for the autoscaler to add nodes", file=sys.stderr)
-
-
-def _ray_running() -> bool:
-    import ray
-
-    return ray.is_initialized()
-
-
-def _start_ray(address: str | None, verbose: bool) -> None:
-    """Join ``address`` (``--address`` or RAY_ADDRESS), else start a local Ray; keep Ray's own
-    output quiet."""
-    for key, value in QUIET_ENV.items():
-        os.environ.setdefault(key, value)
-    import ray
-
-    if not verbose:
-        for name in ("ray.tune", "ray.train", "ray.air"):
-            logging.getLogger(name).setLevel(logging.CRITICAL)
-    if ray.is_initialized():
-        return
-    ray.init(
-        address=address,
-        include_dashboard=False,
-        log_to_driver=verbose,
-        logging_level=logging.INFO if verbose else logging.ERROR,
-    )

@@ -28,8 +28,8 @@ def register(verbs: argparse._SubParsersAction) -> None:
         type=int,
         nargs=3,
         default=(64, 64, 48),
-        metavar=("D", "H", "W"),
-        help="volume shape in voxels (default 64 64 48)",
+        metavar=("X", "Y", "Z"),
+        help="volume shape in voxels, NIfTI axis order (default 64 64 48)",
     )
     synth.add_argument(
         "--modality",

@@ -28,7 +28,9 @@ def register(verbs: argparse._SubParsersAction) -> None:
     predict.add_argument("--out", type=Path, required=True, help="folder for <case>.nii.gz")
     predict.add_argument("--tta", action="store_true", help="average mirrored predictions")
     predict.add_argument("--overwrite", action="store_true", help="replace files in --out")
-    predict.add_argument("--tracking-uri", help="MLflow store (default $MLFLOW_TRACKING_URI)")
+    predict.add_argument(
+        "--tracking-uri", help="MLflow store (default $MLFLOW_TRACKING_URI, else ./mlflow.db)"
+    )
     predict.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:1...")
     predict.add_argument(
         "--label-scheme",

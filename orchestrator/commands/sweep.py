@@ -53,7 +53,11 @@ def _add_sweep(verbs: argparse._SubParsersAction) -> None:
     sweep.add_argument("--resume", action="store_true", help="continue an interrupted sweep")
     sweep.add_argument("--smoke", action="store_true", help="shrink every trial for a quick check")
     _max_trials_arg(sweep)
-    sweep.add_argument("--address", help="Ray cluster to join (default $RAY_ADDRESS, else local)")
+    sweep.add_argument(
+        "--address",
+        help="Ray cluster to join (default $RAY_ADDRESS, else the cluster the last `ray start` "
+        "on this machine recorded, else a new local Ray)",
+    )
     sweep.add_argument("--name", help="sweep name (default: the space's name, -smoke with --smoke)")
     sweep.add_argument("--verbose", action="store_true", help="show Ray's own logs and tables")
     sweep.set_defaults(handler=_sweep)
@@ -90,7 +94,8 @@ def _validate(args: argparse.Namespace) -> int:
     from orchestrator.checks import check_data_dir
     from orchestrator.expand import plan_sweep
     from orchestrator.plan_text import describe_plan
-    from orchestrator.sweep import data_label_scheme, local_gpu_shortfall
+    from orchestrator.ray_cluster import local_gpu_shortfall
+    from orchestrator.sweep import data_label_scheme
     from orchestrator.sweep_data import check_config_roots
 
     data = args.data.resolve() if args.data else None

@@ -5,7 +5,8 @@ b. trials spread over the worker nodes, one MLflow child run per trial;
 c. a worker node killed mid-trial: the trial resumes from its checkpoint on another node;
 d. the driver killed mid-sweep: ``ablate sweep --resume`` completes it, re-running nothing done;
 e. the MLflow server restarted mid-sweep: every epoch's metrics still reach MLflow;
-f. the MLflow UI of that server, in a headless Chromium, lists the sweep's runs and the winner.
+f. the MLflow UI of that server, in a headless Chromium, lists the sweep's runs and the winner;
+g. a driver without the cluster's auth token is refused with exit 2, naming the remedy.
 
 The cluster and the MLflow server are shared by the module (conftest.py); b and f read the
 same finished sweep. Timings on a busy 2-core machine: ~90 s to start everything, 5-60 s a test.
@@ -14,6 +15,7 @@ same finished sweep. Timings on a busy 2-core machine: ~90 s to start everything
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -205,3 +207,25 @@ def test_f_mlflow_ui_lists_the_sweep_and_its_winner(
     tags = text.split("\nTags\n", 1)[1]
     assert "\nwinner\n: true\n" in f"\n{tags}", tags[:1500]
     assert ids[winner] in text
+
+
+def test_g_a_driver_without_the_clusters_token_exits_2_naming_it(
+    cluster: LocalCluster, mlflow_server: MlflowServer
+) -> None:
+    """``ray start`` turns token authentication on: a driver with another token (or none) was
+    turned away with a ConnectionError, exit 1, after half a minute of C++ warnings."""
+    import secrets
+    import subprocess
+
+    space = write_space(Path(cluster.root), "tokenless", epochs=1, iterations=1)
+    sweep = Sweep(cluster, mlflow_server, space, "tokenless")
+    env = {**cluster.env, "RAY_AUTH_TOKEN": secrets.token_hex(32)}  # not the cluster's
+    done = subprocess.run(
+        sweep.command(), cwd=cluster.root, env=env, capture_output=True, text=True, timeout=180
+    )
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert (
+        "--address: the Ray head answers but this driver could not join it (Failed to connect "
+        "to Ray cluster at " in done.stderr
+    )
+    assert "export RAY_AUTH_MODE=token here too, with the head's token" in done.stderr
