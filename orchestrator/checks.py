@@ -160,22 +160,26 @@ def check_asha(space: SpaceFile, configs: dict[str, dict[str, Any]], errors: Pro
         return
     epochs = {label: int(c["train"]["epochs"]) for label, c in configs.items()}
     first = next(iter(epochs.values()))
+    if len(set(epochs.values())) > 1:  # no max_t fits them all: advice on max_t would mislead
+        shown = ", ".join(f"{label!r} {n}" for label, n in epochs.items())
+        errors.add(
+            f"scheduler: ASHA needs every trial to train max_t epochs, but the cells train "
+            f"different train.epochs ({shown}): use scheduler: {{kind: fifo}}, or one sweep per "
+            "number of epochs"
+        )
+        return
     max_t = asha.max_t or first
-    where = (
-        "scheduler.max_t" if asha.max_t else "scheduler.max_t (default: the first cell's epochs)"
-    )
-    for label, n in epochs.items():
-        if max_t > n:
-            errors.add(
-                f"{where}: {max_t} exceeds train.epochs ({n}) of cell {label!r}: its trials end "
-                "before ASHA's last rung; set scheduler.max_t to the fewest epochs"
-            )
-        elif max_t < n:
-            errors.add(
-                f"scheduler.max_t: {max_t} is less than train.epochs ({n}) of cell {label!r}: "
-                "ASHA would stop every trial at epoch max_t, so none would finish or be tested; "
-                "set scheduler.max_t to train.epochs (or leave it out)"
-            )
+    if max_t > first:
+        errors.add(
+            f"scheduler.max_t: {max_t} exceeds train.epochs ({first}): trials end before "
+            f"ASHA's last rung; set scheduler.max_t to {first} (or leave it out)"
+        )
+    elif max_t < first:
+        errors.add(
+            f"scheduler.max_t: {max_t} is less than train.epochs ({first}): ASHA would stop "
+            "every trial at epoch max_t, so none would finish or be tested; set "
+            f"scheduler.max_t to {first} (or leave it out)"
+        )
     if asha.max_t is None and asha.grace_period >= first:
         errors.add(
             f"scheduler.grace_period: {asha.grace_period} must be less than train.epochs "

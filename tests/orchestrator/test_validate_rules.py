@@ -61,22 +61,26 @@ def test_cross_component_rules_fail_validate_before_any_worker(
         ),
         (
             "scheduler: {kind: asha, max_t: 5}\n",
-            "scheduler.max_t: 5 exceeds train.epochs (2) of cell 'base': its trials end before "
-            "ASHA's last rung",
+            "scheduler.max_t: 5 exceeds train.epochs (2): trials end before ASHA's last rung; "
+            "set scheduler.max_t to 2 (or leave it out)",
         ),
         (
             "scheduler: {kind: asha, grace_period: 2}\n",
             "scheduler.grace_period: 2 must be less than train.epochs (2), ASHA's default max_t",
         ),
-        (
-            "scheduler: {kind: asha}\ngrid: {train.epochs: [4, 1]}\n",
-            "scheduler.max_t (default: the first cell's epochs): 4 exceeds train.epochs (1) of "
-            "cell 'epochs=1'",
+        *(  # no max_t fits cells of different epochs: the advice was to set one that broke
+            (  # the other rule, or "leave it out" when it was left out
+                f"scheduler: {{kind: asha}}\ngrid: {{train.epochs: [{a}, {b}]}}\n",
+                "scheduler: ASHA needs every trial to train max_t epochs, but the cells train "
+                f"different train.epochs ('epochs={a}' {a}, 'epochs={b}' {b}): use scheduler: "
+                "{kind: fifo}, or one sweep per number of epochs",
+            )
+            for a, b in ((4, 1), (3, 4))
         ),
         (
             "base: {train.epochs: 3}\nscheduler: {kind: asha, max_t: 2}\n",
-            "scheduler.max_t: 2 is less than train.epochs (3) of cell 'base': ASHA would stop "
-            "every trial at epoch max_t, so none would finish or be tested",
+            "scheduler.max_t: 2 is less than train.epochs (3): ASHA would stop every trial at "
+            "epoch max_t, so none would finish or be tested; set scheduler.max_t to 3",
         ),
     ],
 )
