@@ -63,8 +63,8 @@ def discover_msd(
             images.setdefault(case_id, []).extend(paths)  # one id in both: a duplicate below
     where = root / "dataset.json"
     channels = msd_channels(meta, where, [paths[0] for paths in images.values()])
+    declared = declared_label_values(meta, where)  # first: an "ignore" label, whatever scheme
     scheme = override or msd_scheme(meta, where, channels)
-    declared = declared_label_values(meta)
     problems = _broken_cases(root, image_dirs, images, labels, _msd_case_of(labels))
     cases: list[CaseRecord] = []
     for case_id, paths in images.items():
@@ -96,8 +96,8 @@ def _channel_file_cases(
             where,
         )
     channels = msd_channels(meta, where, [])
+    declared = declared_label_values(meta, where)  # first: an "ignore" label, whatever scheme
     scheme = override or msd_scheme(meta, where, channels)
-    declared = declared_label_values(meta)
     modality_of = {index: modality for modality, index in channels.items()}
     problems = _broken_cases(root, image_dirs, per_channel, labels, _channel_case_of)
     cases: list[CaseRecord] = []

@@ -132,18 +132,28 @@ def msd_scheme(meta: dict, where: Path, channels: dict[str, int]) -> str:
     return "binary" if len(labels) == 2 else tumour_scheme(labels, where)
 
 
-def declared_label_values(meta: dict) -> tuple[int, ...]:
-    """The label values dataset.json's ``"labels"`` declares, sorted: MSD's value -> name keys
-    or nnU-Net v2's name -> value (or region list) values; () when none are readable.
+def declared_label_values(meta: dict, where: Path) -> tuple[int, ...]:
+    """The label values dataset.json's ``"labels"`` (read from ``where``) declares, sorted:
+    MSD's value -> name keys or nnU-Net v2's name -> value (or region list) values; () when
+    none are readable.
 
     The binary scheme reads any positive value as foreground, so without this a stray value
-    (an "ignore" 255, another dataset's code) would train as lesion.
+    (another dataset's code) would train as lesion. nnU-Net v2's ``"ignore"`` label (voxels
+    left unannotated) is an InputError: ablate trains on dense labels, and would read them as
+    a class.
     """
     labels = meta.get("labels")
     if not isinstance(labels, dict):
         return ()
     values: set[int] = set()
-    for value, _ in _value_name_pairs(labels):
+    for value, name in _value_name_pairs(labels):
+        if str(name).strip().lower() == "ignore":
+            raise InputError(
+                f'"labels" declares "ignore": {json.dumps(value)}, nnU-Net v2\'s unannotated '
+                "voxels; ablate trains on fully annotated labels and would read them as a "
+                "class: annotate them (or set them to background) and drop the entry",
+                where,
+            )
         codes = _ints(value)
         if not codes:
             return ()  # a value that is no integer: nothing declared that we can hold files to

@@ -113,7 +113,7 @@ def test_four_unnamed_labels_are_refused(tmp_path: Path) -> None:
     ],
 )  # fmt: skip
 def test_declared_label_values(tmp_path: Path, labels: dict, declared: tuple) -> None:
-    assert declared_label_values({"labels": labels}) == declared
+    assert declared_label_values({"labels": labels}, tmp_path / "dataset.json") == declared
 
 
 def test_a_label_value_dataset_json_does_not_list_is_a_case_error(tmp_path: Path) -> None:
@@ -131,3 +131,18 @@ def test_a_label_value_dataset_json_does_not_list_is_a_case_error(tmp_path: Path
         "not list (it lists 0, 1)"
     )
     assert load_case(second, ["ct"]).label.max() == 1  # the other case still loads
+
+
+def test_an_ignore_label_is_refused_whatever_the_scheme(tmp_path: Path) -> None:
+    """nnU-Net v2's sparse annotations mark unannotated voxels "ignore": read as a class (or
+    as foreground by the binary scheme), they would train as lesion."""
+    ct_dataset(tmp_path, ["CT_001"])
+    meta = {"channel_names": {"0": "CT"}, "labels": {"background": 0, "bleed": 1, "ignore": 2}}
+    expected = (
+        '"labels" declares "ignore": 2, nnU-Net v2\'s unannotated voxels; ablate trains on fully '
+        "annotated labels and would read them as a class: annotate them (or set them to "
+        "background) and drop the entry"
+    )
+    assert _refused(tmp_path, meta) == expected
+    with pytest.raises(InputError, match='declares "ignore"'):
+        discover(tmp_path, label_scheme="binary")
