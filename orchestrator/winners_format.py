@@ -26,6 +26,8 @@ def describe(table: WinnersTable) -> str:
     """One line saying what the numbers are (the table's caption)."""
     tests = f"{table.tests} {'pair' if table.tests == 1 else 'pairs'} of cells compared"
     adjust = f"Holm-adjusted over {tests}" if table.correction == "holm" else "unadjusted"
+    if not table.tests:  # one run per cell: nothing separates seed luck from a difference
+        adjust = "but no pair of cells could be tested (a test needs two runs of each)"
     behind = "below" if table.mode == "max" else "above"
     text = (
         f"sweep {table.sweep} (parent run {table.parent_run_id}): {caption(table)}; mean and "

@@ -365,3 +365,14 @@ def test_a_damaged_per_case_file_names_the_run_and_the_line(
     tracking.log_bytes(client, damaged, text.encode(), "val.csv", "per_case")
     assert main(["winners", "csv", "--tracking-uri", uri]) == 2
     assert f"run {damaged}: per_case/val.csv {problem}" in capsys.readouterr().err
+
+
+def test_one_run_per_cell_says_no_pair_could_be_tested(tmp_path: Path) -> None:
+    """A --smoke sweep (one seed): the caption read "Holm-adjusted over 0 pairs"."""
+    client, experiment, parent = _sweep(mlflow_uri(tmp_path), "smoke")
+    for cell, value in (("a", 0.36), ("b", 0.15)):
+        _run(client, experiment, parent, cell, 0, {"val/dice_mean": value})
+    text = format_table(find_winners(client, "smoke", tag=False))
+    assert "p two-sided, but no pair of cells could be tested (a test needs two runs of each)" in (
+        text
+    )
