@@ -75,7 +75,13 @@ def format_table(table: WinnersTable) -> str:
 
 
 def sweep_state_note(table: WinnersTable) -> str | None:
-    """What the table cannot say yet: the sweep is still running, or stopped before its end."""
+    """What the table cannot say yet (the sweep is still running, or stopped before its end),
+    and a winner that a cell is ahead of on the runs and cases both have."""
+    notes = [note for note in (_state(table), _ahead(table)) if note]
+    return "; ".join(notes) or None
+
+
+def _state(table: WinnersTable) -> str | None:
     if table.sweep_status == "RUNNING":
         return (
             "the sweep is still running: this ranks the runs finished so far, and the winner "
@@ -87,6 +93,18 @@ def sweep_state_note(table: WinnersTable) -> str | None:
             "never ran are missing; `ablate sweep STUDY --resume --name NAME` completes it"
         )
     return None
+
+
+def _ahead(table: WinnersTable) -> str | None:
+    ahead = [c.label for c in table.cells if c.status == "ahead"]
+    if not ahead or not table.cells:
+        return None
+    one = len(ahead) == 1
+    return (
+        f"{', '.join(ahead)} {'is' if one else 'are'} ahead of the winner "
+        f"{table.cells[0].label} on the runs and cases both have: the winner's lead rests on "
+        f"runs or cases {'it lacks' if one else 'they lack'}; check those runs before relying on it"
+    )
 
 
 def cell_row(table: WinnersTable, c: CellStats) -> list[str]:

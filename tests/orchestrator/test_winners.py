@@ -376,3 +376,28 @@ def test_one_run_per_cell_says_no_pair_could_be_tested(tmp_path: Path) -> None:
     assert "p two-sided, but no pair of cells could be tested (a test needs two runs of each)" in (
         text
     )
+
+
+def test_a_cell_ahead_of_the_winner_is_said_under_the_table(tmp_path: Path) -> None:
+    """``skips`` leaves its hardest case undefined and ranks first on its own mean; ``full``
+    is ahead on every case both have. The winner line said nothing of it."""
+    client, experiment, parent = _sweep(mlflow_uri(tmp_path), "ahead")
+    rng = np.random.default_rng(5)
+    hardness = np.r_[-0.75, rng.normal(0, 0.1, 19)]
+    for seed in range(3):
+        values = 0.75 + hardness + rng.normal(0, 0.01) + rng.normal(0, 0.01, 20)
+        for cell, shift, skip in (("skips", 0.0, True), ("full", 0.02, False)):
+            cases = [float(v) + shift for v in values]
+            cases[0] = None if skip else cases[0]
+            mean = float(np.nanmean(np.array(cases, dtype=float)))
+            _run(client, experiment, parent, cell, seed, {"val/dice_mean": mean}, cases)
+    client.set_terminated(parent, status="FINISHED")
+    table = find_winners(client, "ahead", tag=False)
+    assert [(c.label, c.status) for c in table.cells] == [("skips", "best"), ("full", "ahead")]
+    text = format_table(table)
+    assert text.splitlines()[-1] == (
+        "note: full is ahead of the winner skips on the runs and cases both have: the winner's "
+        "lead rests on runs or cases it lacks; check those runs before relying on it"
+    )
+    assert "ahead = separated from the best in the cell's favour" in text
+    assert "Note: full is ahead of the winner skips" in winner_line(table)
