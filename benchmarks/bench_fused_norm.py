@@ -174,7 +174,7 @@ def _version(dist: str) -> str | None:
         return None
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=40, help="timed iterations per side")
     parser.add_argument("--warmup", type=int, default=10, help="untimed iterations per side")
@@ -190,20 +190,59 @@ def main(argv: list[str] | None = None) -> int:
         "--dry-run", action="store_true",
         help="toy sizes on the CPU through triton's interpreter (checks the code runs)",
     )  # fmt: skip
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
 
+
+def _device_and_stages(args: argparse.Namespace) -> tuple[torch.device, tuple] | str:
+    """Where to run and which (channels, edge) stages; a message when it cannot run here.
+    ``--dry-run`` also shrinks the step counts."""
     if args.dry_run:
         if "triton" in sys.modules and os.environ.get("TRITON_INTERPRET") != "1":
-            print("--dry-run needs triton's interpreter, chosen before triton is imported")
-            return 2
+            return "--dry-run needs triton's interpreter, chosen before triton is imported"
         os.environ["TRITON_INTERPRET"] = "1"
-        device, stages = torch.device("cpu"), TOY_STAGES
         args.steps, args.warmup, args.block = 2, 1, 1
-    else:
-        if not torch.cuda.is_available():
-            print("no CUDA device: use --dry-run to check the benchmark on the CPU")
-            return 2
-        device, stages = torch.device("cuda"), NNUNET_STAGES
+        return torch.device("cpu"), TOY_STAGES
+    if not torch.cuda.is_available():
+        return "no CUDA device: use --dry-run to check the benchmark on the CPU"
+    return torch.device("cuda"), NNUNET_STAGES
+
+
+def _print_row(row: dict) -> None:
+    err = row["error_vs_float32"]
+    print(
+        f"{row['shape']!s:24} {row['format']:13} reference {row['reference_ms']:8.3f} ms  "
+        f"fused {row['fused_ms']:8.3f} ms  ratio {row['ratio_reference_over_fused']:5.2f}"
+        f"  max rel err out {err['out']:.1e} dx {err['dx']:.1e}",
+        flush=True,
+    )
+
+
+def _per_step(rows: list[dict], stages: tuple, formats: list[str]) -> dict[str, dict[str, float]]:
+    """Per format, the reference and fused milliseconds of every norm layer of one step
+    (fwd+bwd): each stage's time times the norm layers it has (:data:`NORMS_PER_STAGE`)."""
+    per_step = {}
+    counts = dict(zip(stages, NORMS_PER_STAGE, strict=False))
+    for fmt in formats:
+        fmt_rows = [r for r in rows if r["format"] == fmt]
+        per_step[fmt] = {
+            side: sum(r[f"{side}_ms"] * counts[(r["shape"][1], r["shape"][2])] for r in fmt_rows)
+            for side in ("reference", "fused")
+        }
+        ref_ms, fused_ms = per_step[fmt]["reference"], per_step[fmt]["fused"]
+        print(
+            f"per-step estimate ({fmt}, all norm layers of the network, fwd+bwd): "
+            f"reference {ref_ms:.2f} ms, fused {fused_ms:.2f} ms, ratio {ref_ms / fused_ms:.2f}"
+        )
+    return per_step
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse(argv)
+    where = _device_and_stages(args)
+    if isinstance(where, str):
+        print(where)
+        return 2
+    device, stages = where
     from trainables.models.fused_norm import triton_available
 
     if not triton_available():
@@ -211,7 +250,6 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # as nnU-Net runs
-
     dtype = getattr(torch, args.dtype)
     env = environment(device)
     print("environment:", json.dumps(env))
@@ -223,26 +261,8 @@ def main(argv: list[str] | None = None) -> int:
                 steps=args.steps, warmup=args.warmup, block=args.block,
             )  # fmt: skip
             rows.append(row)
-            err = row["error_vs_float32"]
-            print(
-                f"{row['shape']!s:24} {fmt:13} reference {row['reference_ms']:8.3f} ms  "
-                f"fused {row['fused_ms']:8.3f} ms  ratio {row['ratio_reference_over_fused']:5.2f}"
-                f"  max rel err out {err['out']:.1e} dx {err['dx']:.1e}",
-                flush=True,
-            )
-    per_step = {}
-    counts = dict(zip(stages, NORMS_PER_STAGE, strict=False))
-    for fmt in args.formats:
-        fmt_rows = [r for r in rows if r["format"] == fmt]
-        per_step[fmt] = {
-            side: sum(r[f"{side}_ms"] * counts[(r["shape"][1], r["shape"][2])] for r in fmt_rows)
-            for side in ("reference", "fused")
-        }
-        ref_ms, fused_ms = per_step[fmt]["reference"], per_step[fmt]["fused"]
-        print(
-            f"per-step estimate ({fmt}, all norm layers of the network, fwd+bwd): "
-            f"reference {ref_ms:.2f} ms, fused {fused_ms:.2f} ms, ratio {ref_ms / fused_ms:.2f}"
-        )
+            _print_row(row)
+    per_step = _per_step(rows, stages, args.formats)
     if args.json:
         result = {"environment": env, "dtype": args.dtype, "rows": rows, "per_step": per_step}
         args.json.write_text(json.dumps(result, indent=2))
