@@ -115,7 +115,9 @@ def winner_run(client: Any, sweep: str) -> Any:
         return tagged[-1]
     table = find_winners(client, parent.info.run_id, tag=False)
     if table.winner_run_id is None:
-        raise InputError(f"sweep {sweep!r} has no winner: no run finished with {table.metric}")
+        raise InputError(
+            f"sweep {sweep!r} has no winner: no run finished with {table.ranked_metric}"
+        )
     return client.get_run(table.winner_run_id)
 
 

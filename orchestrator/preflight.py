@@ -9,6 +9,7 @@ Ray head listens made ``ray.init`` retry for minutes while printing C++ connecti
 from __future__ import annotations
 
 import os
+import shlex
 import socket
 import threading
 from pathlib import Path
@@ -124,7 +125,7 @@ def check_no_earlier_runs(client: Any, name: str, path: str) -> None:
             raise InputError(
                 f"sweep {name!r} already exists in MLflow with {len(runs)} trial runs (parent "
                 f"run {parent.info.run_id}, results in {earlier}): resume it with --storage "
-                f"{_storage_of(earlier, name)} --resume, or start another with --name"
+                f"{shlex.quote(_storage_of(earlier, name))} --resume, or start another with --name"
             )
 
 
@@ -180,22 +181,30 @@ def check_ray_address(address: str, where: str) -> None:
 
 def check_ray_to_join(given: str | None) -> None:
     """The Ray head a sweep will join answers: ``--address`` (``given``), else ``RAY_ADDRESS``,
-    else the cluster Ray recorded on this machine at its last ``ray start`` (``ray.init``
-    without an address joins that one). A head stopped without ``ray stop`` (killed, the
-    machine rebooted) leaves the record behind, and ``ray.init`` waited on it for minutes."""
+    else the cluster Ray recorded on this machine at its last ``ray start``, which ``ray.init``
+    joins without an address or with ``auto``. A head stopped without ``ray stop`` (killed,
+    the machine rebooted) leaves the record behind, and ``ray.init`` waited on it for minutes.
+    """
     from_env = os.environ.get("RAY_ADDRESS")
-    if given or from_env:
-        check_ray_address(given or from_env or "", "--address" if given else "RAY_ADDRESS")
+    address = given or from_env
+    if address and address != "auto":
+        check_ray_address(address, "--address" if given else "RAY_ADDRESS")
         return
-    from ray._private.utils import read_ray_address  # Ray's own lookup of its record
+    from ray._private.utils import get_ray_address_file, read_ray_address  # Ray's own lookup
 
     recorded = read_ray_address()
-    reason = _no_head(recorded) if recorded else None
+    if recorded is None:
+        return  # nothing recorded: ray.init starts Ray here (or, for auto, says none runs)
+    how = "--address auto" if address else "no --address given"
+    target = recorded.split("://", 1)[-1]
+    well_formed = target.rpartition(":")[2].isdigit() and target.rpartition(":")[0]
+    reason = _no_head(recorded) if well_formed else f"not host:port: {recorded!r}"
     if reason:
         raise InputError(
-            f"no --address given, so Ray would join the cluster last started on this machine "
-            f"(`ray start` recorded {recorded}), but no Ray head answers there ({reason}): "
-            "run `ray stop` to clear the record and start Ray here, or pass --address"
+            f"{how}, so Ray would join the cluster last started on this machine (`ray start` "
+            f"recorded {recorded or 'nothing'} in {get_ray_address_file(None)}), but no Ray "
+            f"head answers there ({reason}): run `ray stop` to clear the record and start Ray "
+            "here, or pass --address"
         )
 
 

@@ -105,7 +105,9 @@ def _winner(table: WinnersTable) -> str:
     esc = html.escape
     best = table.cells[0] if table.cells and table.cells[0].status == "best" else None
     if best is None:
-        return "<div class='winner'>No winner yet: no cell has a finished run.</div>"
+        return (
+            f"<div class='winner'>No winner: no run finished with {esc(table.ranked_metric)}.</div>"
+        )
     run = f" Run <code>{esc(table.winner_run_id)}</code>" if table.winner_run_id else ""
     note = sweep_state_note(table)
     return (

@@ -34,7 +34,7 @@ def winner_line(table: WinnersTable) -> str:
     """The winner in one sentence, or why there is none."""
     best = table.cells[0] if table.cells and table.cells[0].status == "best" else None
     if best is None:
-        return "No winner yet: no cell has a finished run."
+        return f"No winner: no run finished with {table.ranked_metric}."
     run = f" Run `{table.winner_run_id}` (tagged `winner=true`)." if table.winner_run_id else ""
     ranked = f"{table.ranked_metric} **{best.mean:.4f}** ({table.mode})"
     note = sweep_state_note(table)

@@ -28,7 +28,10 @@ import numpy as np
 from orchestrator import statistics, tracking, winners_test
 from orchestrator.mlflow_ui import describe_parent
 from orchestrator.statistics import CORRECTIONS, RunSample
-from orchestrator.winners_format import format_table  # noqa: F401  (the CLI's entry point)
+from orchestrator.winners_format import (  # format_table: the CLI's entry point
+    format_table,  # noqa: F401
+    sweep_state_note,
+)
 from orchestrator.winners_runs import (
     check_splits,
     device_hours,
@@ -70,6 +73,11 @@ class CellStats:
     @property
     def n(self) -> int:
         return len(self.runs)
+
+    @property
+    def keys(self) -> int:
+        """Distinct (seed, fold) runs: runs repeating a seed count once (statistics)."""
+        return self.n - self.repeats
 
     @property
     def p_value(self) -> float | None:
@@ -133,6 +141,7 @@ class WinnersTable:
         head |= {"test_metric": self.test_metric, "compared_on": self.case_split}
         head |= {"ranked_metric": self.ranked_metric, "sweep_status": self.sweep_status}
         head |= {"test_note": self.test_note or None, "cost_unit": f"{self.cost_device}-hours"}
+        head |= {"pairs_compared": self.tests, "note": sweep_state_note(self)}
         return head | {"cells": [c.to_json() for c in self.cells]}
 
 

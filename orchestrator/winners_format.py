@@ -40,7 +40,7 @@ def describe(table: WinnersTable) -> str:
             "; ahead = separated from the best in the cell's favour on the runs and cases both "
             "have: the best's lead rests on runs or cases the cell lacks (check them)"
         )
-    if any(c.ci is None and c.n == 1 for c in table.cells) and any(c.ci for c in table.cells):
+    if any(c.ci is None and c.keys == 1 for c in table.cells) and any(c.ci for c in table.cells):
         text += "; cells with one run (no interval, nothing to test) are listed after the rest"
     if any(c.adjustment for c in table.cells):
         text += (
@@ -69,7 +69,7 @@ def format_table(table: WinnersTable) -> str:
     if table.winner_run_id:
         lines.append(f"winner run: {table.winner_run_id} (tagged winner=true)")
     else:
-        lines.append(f"no winner: no run finished with {table.metric}")
+        lines.append(f"no winner: no run finished with {table.ranked_metric}")
     note = sweep_state_note(table)
     return "\n".join(lines + ([f"note: {note}"] if note else []))
 
@@ -110,7 +110,7 @@ def _ahead(table: WinnersTable) -> str | None:
 def cell_row(table: WinnersTable, c: CellStats) -> list[str]:
     """One table row as text, in :func:`columns` order ("-" for missing numbers)."""
     comp = c.comparison
-    interval = _interval(c.ci) if c.ci else (NO_INTERVAL if c.n == 1 else "-")
+    interval = _interval(c.ci) if c.ci else (NO_INTERVAL if c.keys == 1 else "-")
     return [
         c.label,
         str(c.n),

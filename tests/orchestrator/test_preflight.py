@@ -82,24 +82,31 @@ def test_address_without_a_ray_head_fails_at_once() -> None:
 def test_a_dead_cluster_ray_recorded_is_refused_in_seconds(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """``ray.init()`` without an address joins the cluster the last ``ray start`` recorded; a
-    head killed without ``ray stop`` leaves the record, and the sweep waited on it for minutes
-    with nothing printed. Ray's record lives in its temp folder (``RAY_TMPDIR`` here)."""
+    """``ray.init()`` without an address (or with ``auto``) joins the cluster the last ``ray
+    start`` recorded; a head killed without ``ray stop`` leaves the record, and the sweep
+    waited on it for minutes with nothing printed. Ray's record lives in its temp folder
+    (``RAY_TMPDIR`` here); a damaged record was a ValueError, exit 1."""
     monkeypatch.setenv("RAY_TMPDIR", str(tmp_path))
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     check_ray_to_join(None)  # no record: Ray starts here
+    record = tmp_path / "ray" / "ray_current_cluster"
+    record.parent.mkdir()
     address = f"127.0.0.1:{_closed_port()}"
-    (tmp_path / "ray").mkdir()
-    (tmp_path / "ray" / "ray_current_cluster").write_text(address)
-    started = time.monotonic()
-    with pytest.raises(InputError) as error:
-        check_ray_to_join(None)
-    assert time.monotonic() - started < 10
-    assert str(error.value) == (
-        f"no --address given, so Ray would join the cluster last started on this machine (`ray "
-        f"start` recorded {address}), but no Ray head answers there (Connection refused): run "
-        "`ray stop` to clear the record and start Ray here, or pass --address"
-    )
+    for given, text, how, reason in [
+        (None, address, "no --address given", "Connection refused"),
+        ("auto", address, "--address auto", "Connection refused"),
+        (None, "garbage", "no --address given", "not host:port: 'garbage'"),
+    ]:
+        record.write_text(text)
+        started = time.monotonic()
+        with pytest.raises(InputError) as error:
+            check_ray_to_join(given)
+        assert time.monotonic() - started < 10
+        assert str(error.value) == (
+            f"{how}, so Ray would join the cluster last started on this machine (`ray start` "
+            f"recorded {text} in {record}), but no Ray head answers there ({reason}): run "
+            "`ray stop` to clear the record and start Ray here, or pass --address"
+        )
 
 
 def test_symbolic_and_portless_addresses_are_left_to_ray() -> None:
@@ -159,6 +166,22 @@ def test_a_new_sweep_never_reopens_an_earlier_ones_runs(
         "the sweep with another --name"
     ) in capsys.readouterr().err
     assert client.get_experiment(experiment).lifecycle_stage == "deleted"
+
+
+def test_the_storage_to_resume_from_is_quoted_for_the_shell(tmp_path: Path) -> None:
+    """An S3-compatible store's query holds '&': pasted unquoted, the shell cut the command."""
+    from orchestrator.preflight import check_no_earlier_runs
+
+    client = tracking.connect(mlflow_uri(tmp_path))
+    experiment = tracking.ensure_experiment(client, "minio")
+    storage = "s3://bkt/a?endpoint_override=10.0.0.5:9000&scheme=http"
+    parent = tracking.open_parent_run(
+        client, experiment, "minio", sweep_folder(storage, "minio"), {}
+    )
+    tracking.open_child_run(client, experiment, parent, "a/seed0", {})
+    with pytest.raises(InputError) as error:
+        check_no_earlier_runs(client, "minio", str(tmp_path / "elsewhere" / "minio"))
+    assert f"resume it with --storage '{storage}' --resume" in str(error.value)
 
 
 def test_a_smoke_sweep_resumes_only_with_smoke(

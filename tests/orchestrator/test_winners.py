@@ -103,10 +103,13 @@ def _sweep(uri: str, name: str) -> tuple[object, str, str]:
     return client, experiment, tracking.open_parent_run(client, experiment, name, "/r", tags)
 
 
-def _run(client, experiment, parent, cell, seed, best, cases=None, epoch_s=10.0, finish=True):
-    """A child run whose ``best/*`` metrics are ``best``; ``cases`` -> per_case/val.csv rows."""
+def _run(
+    client, experiment, parent, cell, seed, best, cases=None, epoch_s=10.0, finish=True, key=""
+):
+    """A child run whose ``best/*`` metrics are ``best``; ``cases`` -> per_case/val.csv rows.
+    ``key`` tells apart two trials of one cell and seed (an Optuna suggestion repeated)."""
     tags = {"ablate.cell": cell, "ablate.seed": str(seed), "ablate.split_hash": "s1"}
-    run_id, _ = tracking.open_child_run(client, experiment, parent, f"{cell}/{seed}", tags)
+    run_id, _ = tracking.open_child_run(client, experiment, parent, f"{cell}/{seed}{key}", tags)
     for epoch in (1, 2, 3, 4):
         tracking.log_metrics(client, run_id, {"perf/epoch_s": epoch_s}, epoch)
     tracking.log_metrics(client, run_id, {f"best/{k}": v for k, v in best.items()}, 0)
@@ -401,3 +404,25 @@ def test_a_cell_ahead_of_the_winner_is_said_under_the_table(tmp_path: Path) -> N
     )
     assert "ahead = separated from the best in the cell's favour" in text
     assert "Note: full is ahead of the winner skips" in winner_line(table)
+
+
+def test_a_repeated_seed_counts_once_for_the_interval(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Two runs of seed 0 are one sample once averaged: the cell has no interval, is listed
+    after the cells that have one, and says so (it showed "-" and no caption before)."""
+    uri = mlflow_uri(tmp_path)
+    client, experiment, parent = _sweep(uri, "repeat")
+    for key, (cell, seed, value) in enumerate(
+        (("x", 0, 0.90), ("x", 0, 0.88), ("y", 0, 0.60), ("y", 1, 0.62))
+    ):
+        _run(client, experiment, parent, cell, seed, {"val/dice_mean": value}, key=f"#{key}")
+    client.set_terminated(parent, status="FINISHED")
+    table = find_winners(client, "repeat", tag=False)
+    assert [(c.label, c.n, c.keys) for c in table.cells] == [("y", 2, 2), ("x", 2, 1)]
+    text = format_table(table)
+    assert "n=1: no interval" in text and "1 repeated seed averaged" in text
+    assert "cells with one run (no interval, nothing to test) are listed after the rest" in text
+    assert main(["winners", "repeat", "--tracking-uri", uri, "--json"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["pairs_compared"] == 0 and payload["note"] is None

@@ -205,9 +205,10 @@ def _score_case(
         raise CaseError(case_id, "reference case has no label file", folder)
     if not pred_path.is_file():
         raise CaseError(case_id, "missing prediction for this reference case", pred_path)
-    declared = record.label_values  # the reference's dataset.json holds both files to it
-    ref, spacing, ref_affine = load_label(record.label, scheme, case_id, declared)
-    pred, _, pred_affine = load_label(pred_path, scheme, case_id, declared)
+    # dataset.json holds the reference to its values; a prediction only to the scheme (ablate
+    # predict writes binary foreground as 1 whatever code the dataset gives it)
+    ref, spacing, ref_affine = load_label(record.label, scheme, case_id, record.label_values)
+    pred, _, pred_affine = load_label(pred_path, scheme, case_id)
     if pred.shape != ref.shape:
         message = (
             f"prediction shape {pred.shape} does not match the reference shape {ref.shape} "

@@ -145,7 +145,7 @@ def declared_label_values(meta: dict, where: Path) -> tuple[int, ...]:
     labels = meta.get("labels")
     if not isinstance(labels, dict):
         return ()
-    values: set[int] = set()
+    values = {0}  # background, listed or not: every convention here codes it 0
     for value, name in _value_name_pairs(labels):
         if str(name).strip().lower() == "ignore":
             raise InputError(
@@ -230,9 +230,11 @@ def _word(name: object, words: dict[str, tuple[str, ...]]) -> str | None:
 
 
 def _ints(value: object) -> list[int]:
-    """A label code or a list of them, as ints (``"1"`` too); [] for anything else."""
+    """A label code or a list of them, as ints (``"1"`` and ``1.0`` too); [] for anything
+    else, a fractional code (``1.5``) included."""
     items = value if isinstance(value, list) else [value]
     try:
-        return [int(v) for v in items]
+        numbers = [float(v) for v in items]  # type: ignore[arg-type]
     except (TypeError, ValueError):
         return []
+    return [int(n) for n in numbers] if all(n.is_integer() for n in numbers) else []

@@ -143,19 +143,28 @@ def test_a_prediction_on_another_voxel_grid_is_a_problem(tmp_path):
     }
 
 
-def test_a_label_value_dataset_json_does_not_list_is_a_problem(tmp_path):
-    """A stray 255 in a binary prediction counted as foreground; the reference's dataset.json
-    lists 0 and 1, and holds references and predictions to them."""
+def test_a_reference_value_dataset_json_does_not_list_is_a_problem(tmp_path):
+    """A stray 255 in a binary reference counted as foreground; its dataset.json lists 0 and
+    1. Predictions are held to the scheme only: ablate predict writes binary foreground as 1
+    even where the dataset codes it 2 (holding them to dataset.json refused every case)."""
     cases = ct_dataset(tmp_path / "ct", ["ct_001", "ct_002"])
     perfect_predictions(cases, tmp_path / "pred")
     stray = np.array(cases[0].label)
     stray[0, 0, 0] = 255
-    save_nifti(tmp_path / "pred" / "ct_001.nii.gz", stray, (0.5, 0.5, 5.0))
+    save_nifti(cases[0].files["seg"], stray, (0.5, 0.5, 5.0))
     report = evaluate_predictions(tmp_path / "pred", tmp_path / "ct")
     assert [c["case_id"] for c in report.cases] == ["ct_002"]
     assert [p.message for p in report.problems] == [
         "label has values 255 that dataset.json does not list (it lists 0, 1)"
     ]
+    coded = tmp_path / "coded"  # foreground coded 2, predictions coded 1
+    for case in ct_dataset(coded, ["ct_001"]):
+        save_nifti(case.files["seg"], np.array(case.label) * 2, (0.5, 0.5, 5.0))
+    meta = json.loads((coded / "dataset.json").read_text())
+    (coded / "dataset.json").write_text(json.dumps({**meta, "labels": {"0": "bg", "2": "bleed"}}))
+    report = evaluate_predictions(tmp_path / "pred", coded)
+    assert [c["case_id"] for c in report.cases] == ["ct_001"]  # ct_002: no reference there
+    assert report.cases[0]["dice_fg"] == 1.0
 
 
 def test_to_dict_and_table(tmp_path):

@@ -110,6 +110,8 @@ def test_four_unnamed_labels_are_refused(tmp_path: Path) -> None:
         ({"background": 0, "whole tumor": [1, 2, 3], "tumor core": [2, 3],
           "enhancing tumor": 3}, (0, 1, 2, 3)),  # nnU-Net v2 regions
         ({"background": "zero", "lesion": "one"}, ()),  # nothing readable: nothing held to
+        ({"1": "haemorrhage"}, (0, 1)),  # background is 0, listed or not
+        ({"background": 0, "lesion": 1.5}, ()),  # a fractional code declares nothing
     ],
 )  # fmt: skip
 def test_declared_label_values(tmp_path: Path, labels: dict, declared: tuple) -> None:
