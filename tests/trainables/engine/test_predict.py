@@ -301,3 +301,27 @@ def test_a_foreground_model_without_dataset_statistics_is_refused(tmp_path) -> N
                            data__preprocess__normalization={"kind": "foreground"})  # fmt: skip
     with pytest.raises(InputError, match=r"ct.pt: data.preprocess.normalization.stats: 'fore"):
         build_predictor([("ct.pt", ct)], "cpu")
+
+
+def test_binary_foreground_is_written_with_the_datasets_own_code(tmp_path) -> None:
+    """A dataset coding haemorrhage 2 ({0: background, 2: bleed}) got its predictions as 1,
+    which its own dataset.json does not list."""
+    import json
+
+    from tests.trainables.data.nifti_factory import ct_dataset
+
+    ct = random_checkpoint(
+        tmp_path / "ct.pt", data__modalities=["ct"], data__synthetic__modality="ct"
+    )
+    predictor = build_predictor([("ct", ct)], "cpu")
+    written = {}
+    for code in (1, 2):
+        folder = tmp_path / f"in{code}"
+        ct_dataset(folder, ["ct_001"])
+        meta = json.loads((folder / "dataset.json").read_text())
+        labels = {"0": "background", str(code): "bleed"}
+        (folder / "dataset.json").write_text(json.dumps({**meta, "labels": labels}))
+        predict_directory(predictor, folder, tmp_path / f"out{code}")
+        written[code] = np.asarray(nib.load(tmp_path / f"out{code}" / "ct_001.nii.gz").dataobj)
+    assert (written[1] > 0).any() and set(np.unique(written[1])) <= {0, 1}
+    np.testing.assert_array_equal(written[2], written[1] * 2)
