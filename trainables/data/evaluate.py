@@ -205,8 +205,8 @@ def _score_case(
         raise CaseError(case_id, "reference case has no label file", folder)
     if not pred_path.is_file():
         raise CaseError(case_id, "missing prediction for this reference case", pred_path)
-    # dataset.json holds the reference to its values; a prediction only to the scheme (ablate
-    # predict writes binary foreground as 1 whatever code the dataset gives it)
+    # dataset.json holds the reference to its values; a prediction only to the scheme (binary
+    # foreground coded 1 by another tool, or by ablate before it wrote the dataset's code)
     ref, spacing, ref_affine = load_label(record.label, scheme, case_id, record.label_values)
     pred, _, pred_affine = load_label(pred_path, scheme, case_id)
     if pred.shape != ref.shape:
