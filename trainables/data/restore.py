@@ -47,14 +47,20 @@ def restore_geometry(label: np.ndarray, shape: Sequence[int], bbox: BBox | None)
     return full
 
 
-def to_source_labels(label: np.ndarray, scheme: LabelScheme) -> np.ndarray:
+def to_source_labels(
+    label: np.ndarray, scheme: LabelScheme, declared: tuple[int, ...] = ()
+) -> np.ndarray:
     """Internal codes (any shape) -> the scheme's own label values, uint8.
 
-    The inverse of :func:`trainables.data.labels.to_internal` (binary: 1 stays 1).
+    The inverse of :func:`trainables.data.labels.to_internal`. Binary foreground is 1, or the
+    dataset's own code where its dataset.json declares exactly one (``declared`` (0, 2): 2).
     """
     lut = np.zeros(max(scheme.to_internal.values()) + 1, dtype=np.uint8)
     for source, internal in sorted(scheme.to_internal.items(), reverse=True):
         lut[internal] = source  # reversed: the smallest source value wins a shared code
+    codes = [v for v in declared if v != 0]
+    if scheme.name == "binary" and len(codes) == 1 and 1 < codes[0] <= 255:
+        lut[1] = codes[0]
     if label.size and int(label.max()) >= len(lut):
         raise ValueError(f"internal code {int(label.max())} is outside the {scheme.name} scheme")
     return lut[np.asarray(label, dtype=np.int64)]

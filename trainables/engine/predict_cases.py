@@ -16,8 +16,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from trainables.data.labels import LabelScheme, get_scheme, internal_scheme
 from trainables.data.layouts import DatasetIndex, discover
 from trainables.data.nifti import open_nifti
@@ -98,17 +96,8 @@ def predict_record(
     reference = open_nifti(record.images[predictor.modalities[0]], record.case_id, header_only=True)
     labels = predictor.predict(case.image, tta)
     full = restore_geometry(labels, reference.shape[:3], case.bbox)
-    source = dataset_codes(to_source_labels(full, scheme), scheme, record.label_values)
+    source = to_source_labels(full, scheme, record.label_values)
     return write_label_nifti(source, reference, out / f"{record.case_id}.nii.gz")
-
-
-def dataset_codes(label: np.ndarray, scheme: LabelScheme, declared: tuple[int, ...]) -> np.ndarray:
-    """Binary foreground written with the dataset's own code where its dataset.json declares
-    one (``{0: background, 2: haemorrhage}``: 2), else 1. ``label``: (X, Y, Z) uint8."""
-    codes = [v for v in declared if v != 0]
-    if scheme.name != "binary" or len(codes) != 1 or not 1 < codes[0] <= 255:
-        return label
-    return np.where(label > 0, codes[0], 0).astype(np.uint8)
 
 
 def check_compatible(predictor: Predictor, index: DatasetIndex, scheme: LabelScheme) -> None:
