@@ -15,7 +15,7 @@ code  internal meaning                            BraTS<=2021  BraTS 2023+  MSD 
 Regions (BraTS evaluation): WT = {1, 2, 3}, TC = {1, 3}, ET = {3} in internal codes. The
 ``binary`` scheme (CT haemorrhage, brain tissue) maps any positive label to 1 with one region, FG
 (subtypes merge into one foreground); a negative label is an error, and so is a value an MSD
-folder's dataset.json does not list (:func:`trainables.data.nifti_voxels.check_declared`).
+folder's dataset.json does not list (:func:`trainables.data.nifti_voxels.map_label`).
 """
 
 from __future__ import annotations

@@ -39,7 +39,6 @@ from trainables.data.nifti_grid import (
 )
 from trainables.data.nifti_voxels import (
     apply_scaling,
-    check_declared,
     check_finite,
     check_not_constant,
     check_real_valued,
@@ -118,8 +117,8 @@ def _load(
     if label_img is not None and record.label is not None:
         source = _decode_label(label_img, record.label, record.case_id, shape)
         values = tuple(int(v) for v in np.unique(source)) if want_values else None
-        check_declared(source, record.label_values, record.case_id, record.label)
-        label = map_label(source, get_scheme(record.label_scheme), record.case_id, record.label)
+        scheme = get_scheme(record.label_scheme)
+        label = map_label(source, scheme, record.case_id, record.label, record.label_values)
     spacing_mm = spacing(sources[0].img)
     mods = tuple(s.modality for s in sources)
     return LoadedCase(record.case_id, image, label, mods, spacing_mm, affine), values
@@ -147,8 +146,8 @@ def load_label(
     shape = _spatial_shape(img, path, case_id, channels=0)
     check_header_grid(case_id, path, "label map", img)
     source = _decode_label(img, path, case_id, shape)
-    check_declared(source, declared, case_id, path)
-    return map_label(source, scheme, case_id, path), spacing(img), np.asarray(img.affine)
+    label = map_label(source, scheme, case_id, path, declared)
+    return label, spacing(img), np.asarray(img.affine)
 
 
 def open_nifti(path: Path, case_id: str, header_only: bool = False) -> nib.Nifti1Image:

@@ -90,7 +90,9 @@ def label_codes(data: np.ndarray, path: Path, case_id: str) -> np.ndarray:
     return data.astype(np.int64)
 
 
-def check_declared(source: np.ndarray, declared: tuple[int, ...], case_id: str, path: Path) -> None:
+def _check_declared(
+    source: np.ndarray, declared: tuple[int, ...], case_id: str, path: Path
+) -> None:
     """Refuse label values the dataset does not declare (``declared``; () checks nothing)."""
     if not declared:
         return
@@ -102,8 +104,12 @@ def check_declared(source: np.ndarray, declared: tuple[int, ...], case_id: str, 
         raise CaseError(case_id, message, path)
 
 
-def map_label(source: np.ndarray, scheme: LabelScheme, case_id: str, path: Path) -> np.ndarray:
-    """Source codes -> internal uint8 codes; values outside the scheme name the file."""
+def map_label(
+    source: np.ndarray, scheme: LabelScheme, case_id: str, path: Path, declared: tuple[int, ...]
+) -> np.ndarray:
+    """Source codes -> internal uint8 codes; values the dataset does not declare (``declared``,
+    its dataset.json's; () for any) or outside the scheme are a CaseError naming the file."""
+    _check_declared(source, declared, case_id, path)
     try:
         return to_internal(source, scheme)
     except ValueError as exc:  # to_internal lists the bad and the allowed values
