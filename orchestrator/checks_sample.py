@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 # Combinations of sampled values probed together; beyond it, only the range ends are combined.
 MAX_SAMPLE_COMBINATIONS = 4096
-# Paths whose value decides which cases a trial splits (see checks.check_same_split); the
+# Paths whose value decides which cases a trial splits (see checks_split.check_same_split); the
 # synthetic shape is not among them: the same seed gives the same heads at another sampling.
 SPLIT_PATHS = ("data.root", "data.split", *(f"data.synthetic.{f}" for f in SYNTHETIC_CASE_FIELDS))
 

@@ -196,9 +196,8 @@ def check_ray_to_join(given: str | None) -> None:
     if recorded is None:
         return  # nothing recorded: ray.init starts Ray here (or, for auto, says none runs)
     how = "--address auto" if address else "no --address given"
-    target = recorded.split("://", 1)[-1]
-    well_formed = target.rpartition(":")[2].isdigit() and target.rpartition(":")[0]
-    reason = _no_head(recorded) if well_formed else f"not host:port: {recorded!r}"
+    parsed = _host_port(recorded)
+    reason = _no_head(recorded) if parsed and parsed[0] else f"not host:port: {recorded!r}"
     if reason:
         raise InputError(
             f"{how}, so Ray would join the cluster last started on this machine (`ray start` "
@@ -211,16 +210,24 @@ def check_ray_to_join(given: str | None) -> None:
 def _no_head(address: str) -> str | None:
     """Why no Ray head accepts a connection at ``address``; None when one does, or when the
     address is symbolic or has no port (left to Ray)."""
+    parsed = _host_port(address)
+    if parsed is None:
+        return None
+    try:
+        socket.create_connection(parsed, timeout=CONNECT_TIMEOUT_S).close()
+    except OSError as error:
+        return _reason(error)
+    return None
+
+
+def _host_port(address: str) -> tuple[str, int] | None:
+    """``(host, port)`` of ``host:port`` or ``ray://host:port``; None for a symbolic address
+    (``auto``, ``local``) or one without a numeric port."""
     target = address.split("://", 1)[-1].rstrip("/")
     host, sep, port = target.rpartition(":")
     if address in SYMBOLIC_ADDRESSES or not sep or not port.isdigit():
         return None
-    host = host.strip("[]")  # an IPv6 literal: [::1]:6379
-    try:
-        socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_S).close()
-    except OSError as error:
-        return _reason(error)
-    return None
+    return host.strip("[]"), int(port)  # an IPv6 literal: [::1]:6379
 
 
 def _reason(error: OSError | ValueError) -> str:

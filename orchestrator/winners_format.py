@@ -97,7 +97,7 @@ def _state(table: WinnersTable) -> str | None:
 
 def _ahead(table: WinnersTable) -> str | None:
     ahead = [c.label for c in table.cells if c.status == "ahead"]
-    if not ahead or not table.cells:
+    if not ahead:
         return None
     one = len(ahead) == 1
     return (
