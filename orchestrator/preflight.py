@@ -139,10 +139,27 @@ def sweep_folder(storage: str, name: str) -> str:
     """``<storage>/<name>``: an absolute local path, or a URI with ``name`` added to its path
     and its query kept (``s3://bucket/ablate/<name>?endpoint_override=minio:9000``: pyarrow
     reads an S3-compatible store's endpoint from the query, so appending after it broke it)."""
+    if storage.startswith("file:") and "://" not in storage:  # RFC 8089's file:/x is /x
+        storage = _file_uri_path(storage)
     if "://" not in storage:
         return str(Path(storage).expanduser().resolve() / name)
     parts = urlsplit(storage)
     return urlunsplit(parts._replace(path=f"{parts.path.rstrip('/')}/{name}"))
+
+
+def _file_uri_path(uri: str) -> str:
+    """The local path of a one-slash ``file:/x`` URI (read as a folder named ``file:`` before).
+
+    Raises:
+        InputError: naming ``--storage``: ``file:x`` names no absolute path.
+    """
+    path = uri.removeprefix("file:")
+    if not path.startswith("/"):
+        raise InputError(
+            f"{uri} is not an absolute file: URI: pass file:///abs/path or a plain folder",
+            where="--storage",
+        )
+    return path
 
 
 def split_sweep_folder(path: str) -> tuple[str, str]:
@@ -150,7 +167,7 @@ def split_sweep_folder(path: str) -> tuple[str, str]:
     ``storage_path`` and run name)."""
     if "://" not in path:
         storage, _, name = path.rstrip("/").rpartition("/")
-        return storage, name
+        return storage or "/", name  # a sweep right under the root: '' would be the cwd
     parts = urlsplit(path)
     head, _, name = parts.path.rstrip("/").rpartition("/")
     return urlunsplit(parts._replace(path=head)), name

@@ -54,6 +54,23 @@ def test_a_storage_uri_keeps_its_query() -> None:
     assert split_sweep_folder(sweep_folder("gs://bucket", "study")) == ("gs://bucket", "study")
 
 
+def test_a_sweep_under_the_root_keeps_the_root_as_its_storage() -> None:
+    """``--storage /`` gave Tune an empty storage path (the current folder) on resume."""
+    assert sweep_folder("/", "study") == "/study"
+    assert split_sweep_folder("/study") == ("/", "study")
+
+
+def test_a_one_slash_file_uri_is_the_local_folder(tmp_path: Path) -> None:
+    """``file:/x`` (RFC 8089, as pyarrow reads it) was taken as a folder named ``file:``."""
+    assert sweep_folder(f"file:{tmp_path}", "study") == str(tmp_path / "study")
+    with pytest.raises(InputError) as error:
+        sweep_folder("file:ray_results", "study")
+    assert str(error.value) == (
+        "--storage: file:ray_results is not an absolute file: URI: pass file:///abs/path or a "
+        "plain folder"
+    )
+
+
 def test_storage_that_does_not_answer_is_refused_in_time() -> None:
     """Without network pyarrow's GCS client waited forever (no output): a listener that never
     answers stands in for it, through S3's endpoint override."""
