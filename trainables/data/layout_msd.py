@@ -62,9 +62,9 @@ def discover_msd(
         for case_id, paths in _group_by_case(nifti_files(extra)).items():
             images.setdefault(case_id, []).extend(paths)  # one id in both: a duplicate below
     where = root / "dataset.json"
-    channels = msd_channels(meta, where, [paths[0] for paths in images.values()])
+    channels = msd_channels(meta, where, [paths[0] for paths in images.values()], bool(labels))
     declared = declared_label_values(meta, where)  # first: an "ignore" label, whatever scheme
-    scheme = override or msd_scheme(meta, where, channels)
+    scheme = override or msd_scheme(meta, where, channels, bool(labels))
     problems = _broken_cases(root, image_dirs, images, labels, _msd_case_of(labels))
     cases: list[CaseRecord] = []
     for case_id, paths in images.items():
@@ -95,9 +95,9 @@ def _channel_file_cases(
             'modality each channel is, e.g. {"0": "T1", "1": "T1ce", "2": "T2", "3": "FLAIR"}',
             where,
         )
-    channels = msd_channels(meta, where, [])
+    channels = msd_channels(meta, where, [], bool(labels))
     declared = declared_label_values(meta, where)  # first: an "ignore" label, whatever scheme
-    scheme = override or msd_scheme(meta, where, channels)
+    scheme = override or msd_scheme(meta, where, channels, bool(labels))
     modality_of = {index: modality for modality, index in channels.items()}
     problems = _broken_cases(root, image_dirs, per_channel, labels, _channel_case_of)
     cases: list[CaseRecord] = []

@@ -2,12 +2,14 @@
 
 MSD writes ``"modality": {"0": "FLAIR", ...}`` and ``"labels": {"0": "background", ...}``;
 nnU-Net v2 writes ``"channel_names"`` and ``"labels": {"background": 0, ...}``. Either is
-read. Without the file (or without a channel entry) the channels come from the first image
-header: 3-D is single-channel CT, 4-D is Task01's order. ablate reads two label sets: binary
-(two labels: background and one foreground) and BraTS tumour labels (four, whose codes - Task01's,
-BraTS 2021's or 2023's - are read from their names); any other count, or names that do not say,
-is refused unless the scheme is given (``data.label_scheme``, ``--label-scheme``), since a
-guess would train on the wrong classes. Without labels listed, Task01's codes are assumed.
+read. As in nnU-Net, a labelled folder needs it: the channel entry says which channel is which
+modality (CT is normalised unlike MRI) and ``"labels"`` what each code means (Task01's 1 is
+oedema, BraTS 2023's 1 is necrosis), and a guess would train on the wrong inputs or classes
+silently. Only unlabelled 3-D images (new scans for ``ablate predict``) may go without it: one
+channel, read as CT. ablate reads two label sets: binary (two labels: background and one
+foreground) and BraTS tumour labels (four, whose codes - Task01's, BraTS 2021's or 2023's - are
+read from their names); any other count, or names that do not say, is refused unless the scheme
+is given (``data.label_scheme``, ``--label-scheme``).
 """
 
 from __future__ import annotations
@@ -36,8 +38,6 @@ MODALITY_ALIASES: dict[str, str] = {
     "ct": CT_MODALITY,
 }
 
-# MSD Task01's channel order, used when dataset.json is absent or has no modality entry.
-MSD_DEFAULT_CHANNELS: dict[str, int] = {"flair": 0, "t1": 1, "t1ce": 2, "t2": 3}
 CHANNEL_KEYS = ("modality", "channel_names")  # MSD's, nnU-Net v2's
 LABEL_COUNTS = (2, 4)  # binary; BraTS tumour classes (read from their names)
 
@@ -56,24 +56,37 @@ def read_dataset_json(root: Path) -> dict:
     return meta
 
 
-def msd_channels(meta: dict, where: Path, images: list[Path]) -> dict[str, int]:
+def msd_channels(meta: dict, where: Path, images: list[Path], labelled: bool) -> dict[str, int]:
     """Canonical modality -> channel index of an MSD folder's images.
 
     From dataset.json's (``meta``, read from ``where``) "modality" (MSD) or "channel_names"
-    (nnU-Net v2) entry when present; otherwise from the first readable image header: 3-D means
-    single-channel CT, 4-D means Task01's order (FLAIR, T1w, t1gd, T2w).
+    (nnU-Net v2) entry. Without one, only unlabelled 3-D ``images`` are read (single-channel
+    CT); otherwise an InputError says what to write.
     """
     for key in CHANNEL_KEYS:
         if key in meta:
             return _channels_from_json(key, meta[key], where)
-    return {CT_MODALITY: 0} if _first_image_is_3d(images) else dict(MSD_DEFAULT_CHANNELS)
+    is_3d = _first_image_is_3d(images)
+    if is_3d and not labelled:
+        return {CT_MODALITY: 0}
+    what = "missing" if not where.is_file() else 'no "modality" or "channel_names" entry'
+    why = (
+        "the images are 4-D, so which channel is which modality"
+        if not is_3d
+        else "training normalises CT and MRI differently, so what the images are"
+    )
+    raise InputError(
+        f'{what}: {why} must be written there as "modality" (MSD) or "channel_names" (nnU-Net '
+        'v2), e.g. {"0": "CT"} or {"0": "FLAIR", "1": "T1w", "2": "t1gd", "3": "T2w"}',
+        where,
+    )
 
 
 def _channels_from_json(key: str, names: object, where: Path) -> dict[str, int]:
     if not isinstance(names, dict) or not names:  # null, [], "" or {}: a mistake, not absence
         raise InputError(
             f'"{key}" must map channel index to name, e.g. {{"0": "FLAIR"}}, got '
-            f"{json.dumps(names)}; remove the key to read the channels from the image header",
+            f"{json.dumps(names)}",
             where,
         )
     if sorted(str(k) for k in names) != sorted(str(i) for i in range(len(names))):
@@ -103,13 +116,14 @@ def _first_image_is_3d(images: list[Path]) -> bool:
     raise InputError("no readable NIfTI header in imagesTr/", images[0].parent)
 
 
-def msd_scheme(meta: dict, where: Path, channels: dict[str, int]) -> str:
+def msd_scheme(meta: dict, where: Path, channels: dict[str, int], labelled: bool) -> str:
     """The label scheme of an MSD folder whose scheme is not given, from its dataset.json
     (``meta``, read from ``where``).
 
     CT, or two labels -> binary; four labels -> the BraTS scheme their names say
-    (:func:`tumour_scheme`); none listed -> Task01's. ``"labels"`` that is not an object, or
-    lists another count, is an InputError.
+    (:func:`tumour_scheme`); none listed -> Task01's for unlabelled images (what ``ablate
+    predict`` writes), an InputError for a ``labelled`` folder. ``"labels"`` that is not an
+    object, or lists another count, is an InputError.
     """
     labels = meta.get("labels")
     if "labels" in meta and (not isinstance(labels, dict) or not labels):
@@ -125,6 +139,13 @@ def msd_scheme(meta: dict, where: Path, channels: dict[str, int]) -> str:
             f'"labels" lists {len(labels)} labels ({", ".join(map(str, labels))}); without a '
             "given scheme ablate reads 2 (background + one: binary) or 4 (BraTS tumour labels): "
             "set data.label_scheme (ablate predict: --label-scheme) to say which",
+            where,
+        )
+    if not labels and labelled:  # Task01's 1 is oedema, BraTS 2023's necrosis: never guessed
+        raise InputError(
+            'no "labels" entry: dataset.json must say what each label value means, e.g. '
+            '{"0": "background", "1": "edema", "2": "non-enhancing tumor", "3": "enhancing '
+            'tumour"} (MSD Task01), or set data.label_scheme',
             where,
         )
     if not labels:

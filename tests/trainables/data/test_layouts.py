@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import nibabel as nib
@@ -73,31 +74,67 @@ def test_msd_task01_with_dataset_json(tmp_path):
     assert record.label_scheme == "msd_brats"
 
 
-def test_msd_without_dataset_json_uses_task01_order(tmp_path):
-    msd_dataset(tmp_path, ["BRATS_001"], dataset_json=False, labels=False)
-    record = discover(tmp_path).cases[0]
-    assert record.channels == {"flair": 0, "t1": 1, "t1ce": 2, "t2": 3}
-    assert record.label is None
-    assert record.label_scheme == "msd_brats"
+@pytest.mark.parametrize("labels", [True, False])
+def test_4d_msd_images_without_dataset_json_are_refused(tmp_path, labels):
+    """Task01's channel order was assumed: a stack in BraTS order (T1, T1ce, T2, FLAIR) then
+    trained and predicted with every modality under another's name, silently."""
+    msd_dataset(tmp_path, ["BRATS_001"], dataset_json=False, labels=labels)
+    with pytest.raises(InputError) as err:
+        discover(tmp_path, partial=not labels)
+    assert str(err.value) == (
+        f"{tmp_path / 'dataset.json'}: missing: the images are 4-D, so which channel is which "
+        'modality must be written there as "modality" (MSD) or "channel_names" (nnU-Net v2), '
+        'e.g. {"0": "CT"} or {"0": "FLAIR", "1": "T1w", "2": "t1gd", "3": "T2w"}'
+    )
+
+
+def test_labelled_msd_mri_without_label_names_is_refused(tmp_path):
+    """Without "labels" Task01's codes were assumed: BraTS 2023's 1 (necrosis) became oedema."""
+    msd_dataset(tmp_path, ["BRATS_001"])
+    write_dataset_json(tmp_path, {"modality": {"0": "FLAIR", "1": "T1w", "2": "t1gd", "3": "T2w"}})
+    with pytest.raises(InputError) as err:
+        discover(tmp_path)
+    assert str(err.value) == (
+        f'{tmp_path / "dataset.json"}: no "labels" entry: dataset.json must say what each label '
+        'value means, e.g. {"0": "background", "1": "edema", "2": "non-enhancing tumor", "3": '
+        '"enhancing tumour"} (MSD Task01), or set data.label_scheme'
+    )
+    assert discover(tmp_path, label_scheme="brats2023").label_scheme == "brats2023"
 
 
 def test_msd_channel_order_read_from_dataset_json(tmp_path):
     msd_dataset(tmp_path, ["BRATS_001"])
     order = {"0": "T1w", "1": "t1gd", "2": "T2w", "3": "FLAIR"}
-    write_dataset_json(tmp_path, {"modality": order})
+    labels = {"0": "background", "1": "edema", "2": "non-enhancing", "3": "enhancing"}
+    write_dataset_json(tmp_path, {"modality": order, "labels": labels})
     record = discover(tmp_path).cases[0]
     assert record.channels == {"t1": 0, "t1ce": 1, "t2": 2, "flair": 3}
 
 
-@pytest.mark.parametrize("with_json", [True, False])
-def test_ct_folder_is_single_channel_binary(tmp_path, with_json):
-    ct_dataset(tmp_path, ["ct_002", "ct_001"], dataset_json=with_json)
+def test_ct_folder_is_single_channel_binary(tmp_path):
+    ct_dataset(tmp_path, ["ct_002", "ct_001"])
     index = discover(tmp_path)
     record = index.cases[0]
     assert index.case_ids == ["ct_001", "ct_002"]
     assert record.modalities == ("ct",)
     assert record.channels == {}  # a plain 3-D file
     assert record.label_scheme == "binary"
+
+
+def test_3d_images_without_dataset_json_are_ct_only_when_unlabelled(tmp_path):
+    """New scans for ``ablate predict`` may come without it; a labelled folder may not: an MRI
+    volume read as CT would train on CT's normalisation and binary labels, silently."""
+    ct_dataset(tmp_path, ["ct_001"], dataset_json=False)
+    with pytest.raises(InputError) as err:
+        discover(tmp_path)
+    assert str(err.value).startswith(
+        f"{tmp_path / 'dataset.json'}: missing: training normalises CT and MRI differently, so "
+        'what the images are must be written there as "modality" (MSD)'
+    )
+    (tmp_path / "imagesTr").rename(tmp_path / "imagesTs")
+    shutil.rmtree(tmp_path / "labelsTr")
+    index = discover(tmp_path, partial=True)
+    assert index.cases[0].modalities == ("ct",) and index.label_scheme == "binary"
 
 
 def test_nnunet_channel_suffix_is_dropped(tmp_path):

@@ -3,6 +3,7 @@ message for each malformed entry (naming the file and the entry)."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -38,15 +39,16 @@ def test_label_counts_decide_the_scheme_in_both_dialects(tmp_path: Path) -> None
     ]:
         write_dataset_json(tmp_path, {"channel_names": TASK01, "labels": labels})
         assert discover(tmp_path).cases[0].label_scheme == scheme
-    write_dataset_json(tmp_path, {"modality": TASK01})  # no labels entry: Task01's
-    assert discover(tmp_path).cases[0].label_scheme == "msd_brats"
+    write_dataset_json(tmp_path, {"modality": TASK01})  # no labels entry: never guessed
+    assert _refused(tmp_path, {"modality": TASK01}).startswith('no "labels" entry')
+    shutil.rmtree(tmp_path / "labelsTr")  # new scans for predict: Task01's codes written
+    assert discover(tmp_path, partial=True).cases[0].label_scheme == "msd_brats"
 
 
 def test_malformed_entries_are_named(tmp_path: Path) -> None:
     msd_dataset(tmp_path, ["BRATS_001"])
     assert _refused(tmp_path, {"modality": None}) == (
-        '"modality" must map channel index to name, e.g. {"0": "FLAIR"}, got null; remove '
-        "the key to read the channels from the image header"
+        '"modality" must map channel index to name, e.g. {"0": "FLAIR"}, got null'
     )
     assert _refused(tmp_path, {"channel_names": {}}).startswith('"channel_names" must map')
     assert _refused(tmp_path, {"modality": {"1": "CT"}}) == (

@@ -17,6 +17,7 @@ from tests.trainables.data.nifti_factory import (
     msd_dataset,
     save_nifti,
     truncate,
+    write_dataset_json,
 )
 from trainables.data.labels import SCHEMES
 from trainables.data.layouts import discover
@@ -88,8 +89,10 @@ def test_ct_case(tmp_path):
 
 def test_binary_labels_merge_positive_values_and_refuse_negative_ones(tmp_path):
     """Subtypes (2, 255) are foreground; -1 read as foreground too, which no convention means.
-    (No dataset.json: one that lists labels holds the files to them, test_msd_json.py.)"""
+    (The scheme given: a dataset.json that lists labels holds the files to them,
+    test_msd_json.py.)"""
     written = ct_dataset(tmp_path, ["ct_001"], dataset_json=False)[0]
+    write_dataset_json(tmp_path, {"modality": {"0": "CT"}})
     record = discover(tmp_path).cases[0]
     assert record.label is not None and written.label is not None
     label = written.label.astype(np.int16)
