@@ -137,6 +137,7 @@ class WinnersTable:
         head = {"sweep": self.sweep, "parent_run_id": self.parent_run_id, "metric": self.metric}
         head |= {"mode": self.mode, "correction": self.correction, "alpha": self.alpha}
         head |= {"regions": list(self.regions), "missing_runs": self.missing}
+        head |= {"regions_on": self.case_split}
         head |= {"winner_run_id": self.winner_run_id, "citation": self.citation}
         head |= {"test_metric": self.test_metric, "compared_on": self.case_split}
         head |= {"ranked_metric": self.ranked_metric, "sweep_status": self.sweep_status}
@@ -196,7 +197,7 @@ def group_cells(
         if not _add_run(client, cell, run, metric, split):
             continue
         column = columns.setdefault(label, {})
-        keys = ("summary/epoch_s", test_key, *(names.best(f"val/dice_{r}") for r in names.REGIONS))
+        keys = ("summary/epoch_s", test_key, *(_region_key(r, split) for r in names.REGIONS))
         for key in keys:
             column.setdefault(key, []).extend(_finite([run.data.metrics.get(key)]))
         column.setdefault("cost_h", []).extend(_finite([device_hours(client, run, devices)]))
@@ -206,9 +207,16 @@ def group_cells(
         cell.cost_hours = _mean(column.get("cost_h"))
         cell.test_mean = _mean(column.get(test_key))
         cell.val_mean = _mean(list(cell.runs.values()))
-        dice = {r: column.get(names.best(f"val/dice_{r}")) for r in names.REGIONS}
+        dice = {r: column.get(_region_key(r, split)) for r in names.REGIONS}
         cell.dice = {r: float(np.mean(v)) for r, v in dice.items() if v}
     return list(cells.values())
+
+
+def _region_key(region: str, split: str) -> str:
+    """The run metric of a region's Dice on the cases the cells are ranked on: beside a test
+    mean, the region columns showed the selected epochs' validation Dice, unlabelled."""
+    val = f"val/dice_{region}"
+    return winners_test.test_metric(val) if split == winners_test.TEST else names.best(val)
 
 
 def _add_run(client: Any, cell: CellStats, run: Any, metric: str, split: str) -> bool:

@@ -14,8 +14,9 @@ NO_INTERVAL = "n=1: no interval"
 
 
 def columns(table: WinnersTable) -> list[str]:
-    """Column names: the Dice columns are the regions the sweep's runs logged (WT/TC/ET, FG)."""
-    regions = [r.upper() for r in table.regions]
+    """Column names: the Dice columns are the regions the sweep's runs logged (WT/TC/ET, FG),
+    on the cases the mean is (``test WT``, or ``val WT``: the selected epochs' validation)."""
+    regions = [f"{table.case_split} {r.upper()}" for r in table.regions]
     other = "val" if table.ranked_metric != table.metric else "test"  # the split not ranked on
     head = ["cell", "n", "mean", "95% CI", other, "Δ to best", "Δ 95% CI", "p (adj.)", "P(rank 1)"]
     tail = ["epoch s", f"{table.cost_device} h", "peak GiB", "paper", "status", "method"]

@@ -44,7 +44,7 @@ def test_cells_are_ranked_with_intervals_ties_and_failures(tmp_path: Path) -> No
     assert good.epoch_s == pytest.approx(11.5) and good.peak_gib == pytest.approx(2.3)
     text = format_table(table)
     assert "good   4  0.8150" in text and "  worse  " in text and "0 runs" not in text
-    assert "WT      TC      ET" in text and "FG" not in text
+    assert "val WT  val TC  val ET" in text and "FG" not in text  # the ranked split's Dice
     assert "no runs; 1 infeasible" in text
 
 
@@ -171,7 +171,7 @@ def test_a_ct_sweep_shows_the_fg_dice_column(tmp_path: Path) -> None:
     assert table.regions == ("fg",) and table.cells[0].dice == {"fg": pytest.approx(0.71)}
     lines = format_table(table).splitlines()
     assert "FG" in lines[1].split() and "WT" not in lines[1].split()
-    column = lines[1].index("FG")  # the columns are aligned: read the FG column of row "a"
+    column = lines[1].index("val FG")  # the columns are aligned: read the FG column of row "a"
     assert lines[2].startswith("a ") and lines[2][column : column + 6] == "0.7100"
 
 

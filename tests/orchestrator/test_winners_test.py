@@ -27,7 +27,7 @@ def _csv(split: str, values: np.ndarray) -> bytes:
     return f"case,{split}/dice_mean\n{rows}".encode()
 
 
-def _run(client, experiment, parent, cell, seed, val, test=None, test_cases=None) -> None:
+def _run(client, experiment, parent, cell, seed, val, test=None, test_cases=None) -> str:
     """A finished run: per-case validation values ``val``, test values ``test`` (logged as
     test/dice_mean at step 0 and per_case/test.csv), or a tag saying how many test cases."""
     tags = {"ablate.cell": cell, "ablate.seed": str(seed), "ablate.split_hash": "s1"}
@@ -40,6 +40,7 @@ def _run(client, experiment, parent, cell, seed, val, test=None, test_cases=None
     if test_cases is not None:
         tracking.set_tags(client, run_id, {"ablate.test_cases": str(test_cases)})
     client.set_terminated(run_id, status="FINISHED")
+    return run_id
 
 
 def test_comparisons_use_the_test_cases_when_every_run_has_them(
@@ -83,6 +84,28 @@ def test_comparisons_use_the_test_cases_when_every_run_has_them(
     assert {r["cell"]: round(r["test_mean"], 6) for r in payload["cells"]} == {
         label: round(c.test_mean, 6) for label, c in rows.items()
     }
+
+
+def test_region_columns_are_on_the_cases_the_mean_is(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Beside a test mean the WT column showed the selected epochs' validation Dice, unlabelled
+    (found by two audits: the README's own table averaged to its val column)."""
+    uri = mlflow_uri(tmp_path)
+    client, experiment, parent = _sweep(uri)
+    run_ids = [
+        _run(client, experiment, parent, "a", seed, np.full(4, 0.8), np.full(5, 0.6))
+        for seed in range(2)
+    ]
+    for run_id, (val, test) in zip(run_ids, [(0.9, 0.5), (0.8, 0.7)], strict=True):
+        tracking.log_metrics(client, run_id, {"best/val/dice_wt": val, "test/dice_wt": test}, 0)
+    table = find_winners(client, "study", tag=False)
+    assert table.case_split == "test" and table.cells[0].dice == {"wt": pytest.approx(0.6)}
+    header, row = format_table(table).splitlines()[1:3]
+    assert row[header.index("test WT") :].startswith("0.6000")
+    assert main(["winners", "study", "--tracking-uri", uri, "--json"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["regions_on"] == "test" and payload["cells"][0]["dice"]["wt"] == 0.6
 
 
 def test_one_run_without_test_cases_keeps_the_comparison_on_validation(tmp_path: Path) -> None:
