@@ -277,13 +277,15 @@ def check_distinct_cells(configs: dict[str, dict[str, Any]], errors: Problems) -
 
 
 def _leaf_paths(overrides: dict[str, Any], prefix: str = "") -> set[str]:
-    """Dotted paths of the values an override mapping sets (nested sections flattened)."""
+    """Dotted paths of the values an override mapping sets (nested sections flattened: a
+    mapping is merged into its section, so it sets its leaves, not the section)."""
     paths: set[str] = set()
     for key, value in overrides.items():
         path = f"{prefix}{key}"
-        if isinstance(value, dict):
+        if isinstance(value, dict) and value:
             paths |= _leaf_paths(value, f"{path}.")
-        paths.add(path)
+        else:
+            paths.add(path)
     return paths
 
 

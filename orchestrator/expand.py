@@ -35,7 +35,13 @@ from orchestrator.folds import check_fold_count, count_cases, fold_splits
 from orchestrator.plan_errors import PlanErrors
 from orchestrator.space import MAX_TRIALS, Resources, SpaceFile, load_space_file
 from orchestrator.space_search import AshaScheduler
-from trainables.config.dotted import apply_overrides, format_value, set_dotted
+from trainables.config.dotted import (
+    apply_overrides,
+    dropped_settings,
+    format_value,
+    get_dotted,
+    set_dotted,
+)
 from trainables.errors import InputError
 
 
@@ -331,6 +337,8 @@ def _trial_config(
     except ValueError as err:
         errors.add(f"cell {cell.label!r}: {err}")
         return None
+    for leaf in dropped_settings(data, overrides):
+        errors.add(_dropped_message(cell, leaf, data))
     if data_root is not None:
         set_dotted(data, "data.root", str(data_root))
     cfg = errors.check(data, cell.origins, context=f"cell {cell.label!r}")
@@ -339,6 +347,18 @@ def _trial_config(
     if smoke:
         cfg = smoke_config(cfg)
     return absolute_paths(cfg.model_dump(mode="json"))
+
+
+def _dropped_message(cell: Cell, leaf: str, data: dict[str, Any]) -> str:
+    """A setting that a kind switch applied after it dropped (its kind has no such field)."""
+    section, _, name = leaf.rpartition(".")
+    key = next(k for k in cell.overrides if leaf == k or leaf.startswith(f"{k}."))
+    origin = cell.origins.get(key, key) + leaf[len(key) :]
+    kind = get_dotted(data, f"{section}.kind", "?")
+    return (
+        f"cell {cell.label!r}: {origin} is lost: {section}.kind is {kind!r} in this cell, "
+        f"which has no {name}; set it only with a kind that has it"
+    )
 
 
 def absolute_paths(config: dict[str, Any]) -> dict[str, Any]:

@@ -62,15 +62,10 @@ def attribute_problem(problem: ConfigProblem, origins: dict[str, str], context: 
     if covering:
         return f"{origins[max(covering, key=len)]}: {problem}"
     section = field_path.rsplit(".", 1)[0]
-    if f"{section}.kind" in origins and "." in field_path:  # a field the old kind left behind
+    if f"{section}.kind" in origins and "." in field_path:  # a setting the switch carried over
         origin = origins[f"{section}.kind"]
-        way = (
-            "vary kinds with variants"
-            if origin.startswith("sample.")  # a sampled value cannot be a section
-            else f"write {section}: {{kind: ...}} to replace the section"
-        )
-        kept = "a kind set by a dotted key keeps the section's other fields"
-        return f"{origin}: {problem} ({kept}; {way})"
+        kept = "kept from the base: a kind switch keeps the settings the new kind also has"
+        return f"{origin}: {problem} ({kept}; set it beside the kind)"
     inside = [p for p in origins if p.startswith(field_path + ".")]
     if len(inside) == 1:
         return f"{origins[inside[0]]}: {problem}"

@@ -90,6 +90,15 @@ def test_btrseg_rows_see_one_pass_over_the_training_split_per_epoch() -> None:
     assert base.train.iterations_per_epoch * base.train.batch_size == train_cases
 
 
+def test_btrseg_rows_all_keep_the_papers_optimizer_settings() -> None:
+    """Table I: lr 5e-4 and weight decay 1e-5 in every row. The RAdam rows' kind switch
+    (``optimizer: {kind: radam}``) replaced the section and trained them with no decay."""
+    rows = cells("btrseg_table1")
+    assert {c.optimizer.kind for c in rows.values()} == {"adam", "radam"}
+    for label, cfg in rows.items():
+        assert (cfg.optimizer.lr, cfg.optimizer.weight_decay) == (5e-4, 1e-5), label
+
+
 def test_btrseg_cites_its_single_author_and_title() -> None:
     from orchestrator.space import load_space_file
 

@@ -10,6 +10,7 @@ import pytest
 from ablate_sweep_helpers import UNREACHABLE, run_validate, write_space
 
 from orchestrator.cli import main
+from orchestrator.expand import plan_sweep
 
 
 @pytest.fixture(autouse=True)
@@ -312,12 +313,11 @@ def test_a_section_rule_names_the_cell_when_several_axes_set_its_fields(
             "base: {validation.hd95: false}\nmetric: val/hd95_wt\nmode: min\n",
             ("metric: val/hd95_wt is never logged by cell 'base': validation.hd95 is false there",),
         ),
-        (  # named only by the cell before; the trial file's fields of the old kind the cause
+        (  # the switch drops attention_unet's own fields and keeps the shared ones
             "grid: {model.kind: [attention_unet, plain_unet]}\n",
             (
-                "grid.model.kind: model.attention: unknown key (allowed: ",
-                "(a kind set by a dotted key keeps the section's other fields; write model: "
-                "{kind: ...} to replace the section)",
+                "cell 'kind=plain_unet': sampling.patch_size: [32, 32, 32] leaves a 1-voxel "
+                "bottleneck in model 'plain_unet'",
             ),
         ),
     ],
@@ -352,3 +352,43 @@ def test_too_many_folds_under_smoke_says_smoke_shrank_the_cases(
     space = write_space(tmp_path, "name: s\nextends: trial.yaml\nfolds: 8\n")
     code, err = run_validate(space, capsys, "--smoke")
     assert code == 2 and "use at most 6 folds (--smoke generates fewer synthetic cases)" in err, err
+
+
+def test_a_setting_a_later_kind_switch_drops_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A variant's cosine ``min_lr`` under the grid's ``schedule.kind: poly`` vanished: the
+    poly cell trained without it, labelled as if it had it."""
+    text = (
+        "name: s\nextends: trial.yaml\ngrid: {schedule.kind: [cosine, poly]}\n"
+        "variants: [{label: low, overrides: {schedule.min_lr: 0.0001}}]\n"
+    )
+    code, err = run_validate(write_space(tmp_path, text), capsys)
+    assert (
+        code == 2
+        and (
+            "cell 'low,kind=poly': variants[0].overrides.schedule.min_lr is lost: schedule.kind is "
+            "'poly' in this cell, which has no min_lr; set it only with a kind that has it"
+        )
+        in err
+    ), err
+    assert "kind=cosine'" not in err
+
+
+def test_a_variants_kind_switch_and_a_grid_inside_the_section_combine(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A variant mapping is merged, so it sets its leaves, not the whole section: a cosine
+    variant beside a grid over ``schedule.warmup_epochs`` was refused as an overlap."""
+    text = (
+        "name: s\nextends: trial.yaml\nbase: {train.epochs: 4}\n"
+        "grid: {schedule.warmup_epochs: [0, 1]}\n"
+        "variants: [{label: cos, overrides: {schedule: {kind: cosine, min_lr: 0.0001}}}]\n"
+    )
+    path = write_space(tmp_path, text)
+    code, err = run_validate(path, capsys)
+    assert code == 0, err
+    schedules = {k: c["schedule"] for k, c in plan_sweep(path).cell_configs.items()}
+    assert schedules["cos,warmup_epochs=1"] == {
+        "kind": "cosine", "min_lr": 0.0001, "warmup_epochs": 1, "period_epochs": None
+    }  # fmt: skip

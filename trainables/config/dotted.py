@@ -13,13 +13,16 @@ from collections.abc import Mapping
 from typing import Any
 
 _MISSING = object()
+_DROPPED = object()  # a leaf a kind switch removed
 
 
-def set_dotted(data: dict[str, Any], path: str, value: Any) -> None:
+def set_dotted(data: dict[str, Any], path: str, value: Any, _at: tuple[str, ...] = ()) -> None:
     """Set ``value`` at dotted ``path`` in nested dicts, creating sections on the way.
 
-    A mapping value is merged into an existing section of the same ``kind`` and replaces one
-    of a different kind (a variant switch: ``model: {kind: unet}`` drops the old model's keys).
+    A mapping value is merged into the section already there. A new ``kind`` (a variant switch:
+    ``optimizer: {kind: radam}``, or ``optimizer.kind: radam``) keeps the settings the new kind
+    also declares (lr, weight decay) and drops the others, both spellings alike; a section whose
+    kinds the trial config does not know is replaced.
 
     Raises:
         ValueError: the path has an empty component or runs through a non-section value.
@@ -32,15 +35,31 @@ def set_dotted(data: dict[str, Any], path: str, value: Any) -> None:
             where = ".".join(parts[: depth + 1])
             raise ValueError(f"{where} is a value ({child!r}), not a section: {path} cannot exist")
         node = child
-    leaf = parts[-1]
+    leaf, at = parts[-1], (*_at, *parts)
     current = node.get(leaf)
-    if isinstance(value, Mapping) and isinstance(current, dict) and _same_kind(current, value):
-        merged = dict(current)
+    if isinstance(value, Mapping) and isinstance(current, dict):
+        merged = _for_kind(current, value.get("kind"), at)
         for key, sub in value.items():
-            set_dotted(merged, str(key), sub)
+            set_dotted(merged, str(key), sub, at)
         node[leaf] = merged
+    elif leaf == "kind" and value != node.get("kind"):  # optimizer.kind: radam
+        kept = _for_kind(node, value, at[:-1])
+        node.clear()
+        node.update(kept, kind=plain(value))
     else:
         node[leaf] = plain(value)
+
+
+def _for_kind(section: dict[str, Any], kind: Any, at: tuple[str, ...]) -> dict[str, Any]:
+    """A copy of ``section`` (at path ``at``) holding what a switch to ``kind`` keeps."""
+    if kind is None or kind == section.get("kind"):
+        return dict(section)
+    from trainables.config.kinds import kind_fields  # the schema is read lazily: no cycle
+
+    fields = kind_fields(at, str(kind))
+    if fields is None:
+        return {}
+    return {k: v for k, v in section.items() if k in fields and k != "kind"}
 
 
 def apply_overrides(data: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
@@ -50,6 +69,22 @@ def apply_overrides(data: Mapping[str, Any], overrides: Mapping[str, Any]) -> di
     for path, value in overrides.items():
         set_dotted(out, path, value)
     return out
+
+
+def dropped_settings(data: Mapping[str, Any], overrides: Mapping[str, Any]) -> list[str]:
+    """Leaf paths ``overrides`` set that ``data`` (the result of applying them) does not hold:
+    a later kind switch dropped them (a variant's ``schedule.min_lr`` under a grid's
+    ``schedule.kind: poly``), which would otherwise pass silently."""
+    lost = []
+    for key, value in overrides.items():
+        for leaf in _leaves(key, value):
+            sub = leaf[len(key) :].lstrip(".")
+            wanted = get_dotted(value, sub) if sub else value
+            if isinstance(wanted, Mapping):
+                continue
+            if get_dotted(data, leaf, _DROPPED) != plain(wanted):
+                lost.append(leaf)
+    return lost
 
 
 def _check_set_once(overrides: Mapping[str, Any]) -> None:
@@ -118,7 +153,3 @@ def _split(path: str) -> list[str]:
     if not all(parts):
         raise ValueError(f"{path!r} is not a dotted path (empty component)")
     return parts
-
-
-def _same_kind(current: Mapping[str, Any], value: Mapping[str, Any]) -> bool:
-    return "kind" not in value or value.get("kind") == current.get("kind")

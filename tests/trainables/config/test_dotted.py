@@ -13,8 +13,14 @@ def test_set_dotted_creates_merges_and_replaces_by_kind() -> None:
     assert data["train"] == {"epochs": 3}
     set_dotted(data, "model", {"norm": "group"})  # same kind: merged
     assert data["model"] == {"kind": "unet", "filters": [4, 8], "norm": "group"}
-    set_dotted(data, "model", {"kind": "attention_unet", "attention": False})  # new kind: replaced
-    assert data["model"] == {"kind": "attention_unet", "attention": False}
+    # a new kind keeps what it shares with the old (filters) and drops the rest (norm)
+    set_dotted(data, "model", {"kind": "attention_unet", "attention": False})
+    assert data["model"] == {"kind": "attention_unet", "filters": [4, 8], "attention": False}
+    set_dotted(data, "model.kind", "swin_unetr")  # the dotted spelling does the same
+    assert data["model"] == {"kind": "swin_unetr"}  # swin_unetr has none of them
+    data["other"] = {"kind": "a", "x": 1}  # a section whose kinds the trial config does not know
+    set_dotted(data, "other", {"kind": "b"})
+    assert data["other"] == {"kind": "b"}
     with pytest.raises(ValueError, match=r"train\.epochs is a value \(3\), not a section"):
         set_dotted(data, "train.epochs.x", 1)
 
