@@ -39,6 +39,7 @@ VERSION_TAGS = {
     "env/cuda": "ablate.cuda_version",
     "env/cudnn": "ablate.cudnn_version",
     "env/gpu": "ablate.gpu_name",
+    "env/precision": "ablate.precision_trained",  # train.precision as run (fp16 on a CPU: fp32)
 }
 
 

@@ -6,6 +6,7 @@ a space file is reported at once by ``ablate validate`` and ``ablate sweep`` bef
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -259,21 +260,40 @@ def _overlap(a: str, b: str) -> bool:
     return a == b or a.startswith(f"{b}.") or b.startswith(f"{a}.")
 
 
-def check_distinct_cells(configs: dict[str, dict[str, Any]], errors: Problems) -> None:
+def check_distinct_cells(
+    configs: dict[str, dict[str, Any]], errors: Problems, on_cpu: bool = False
+) -> None:
     """Two cells must not resolve to one trial config (YAML reads ``yes`` and ``on`` as true,
-    and the config takes ``1`` for true): they would be compared as if they differed."""
-    import json
-
-    seen: dict[str, str] = {}
+    and the config takes ``1`` for true), nor, for trials on a CPU (``on_cpu``: no GPU from
+    Ray; or ``device: cpu``), to one training there (fp16 runs as fp32 on a CPU): they would
+    be compared as if they differed."""
+    written: dict[str, str] = {}
+    trained: dict[str, str] = {}
     for label, config in configs.items():
         key = json.dumps(config, sort_keys=True)
-        if key in seen:
+        cpu = on_cpu or config.get("device") == "cpu"
+        alike = json.dumps(_as_trained_on_cpu(config), sort_keys=True) if cpu else key
+        if key in written:
             errors.add(
-                f"cells {seen[key]!r} and {label!r} give the same trial config (their values "
+                f"cells {written[key]!r} and {label!r} give the same trial config (their values "
                 "differ only in how they are written, e.g. 1 and true); make them differ"
             )
-        else:
-            seen[key] = label
+        elif alike in trained:
+            errors.add(
+                f"cells {trained[alike]!r} and {label!r} train alike: fp16 runs as fp32 on a "
+                "CPU, where these trials train (resources.gpu: 0 or device: cpu); give them a "
+                "GPU, or leave train.precision out of the axes"
+            )
+        written.setdefault(key, label)
+        trained.setdefault(alike, label)
+
+
+def _as_trained_on_cpu(config: dict[str, Any]) -> dict[str, Any]:
+    """The config as a CPU trains it (trainables.engine.precision.effective_precision)."""
+    train = config.get("train") or {}
+    if train.get("precision") != "fp16":
+        return config
+    return {**config, "train": {**train, "precision": "fp32"}}
 
 
 def _leaf_paths(overrides: dict[str, Any], prefix: str = "") -> set[str]:

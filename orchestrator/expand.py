@@ -152,7 +152,7 @@ def plan_sweep(
     # --smoke shrinks sizes, so cells that differ only in size look alike; after another error
     # (a grid over seed, say) the cells may look alike for that reason alone
     if not smoke and not errors.lines:
-        check_distinct_cells(cell_configs, errors)
+        check_distinct_cells(cell_configs, errors, on_cpu=space.resources.gpu <= 0)
     check_same_split(cell_configs, errors)
     check_metric_on_device(space, written_gpu, cell_configs, errors)
     check_metric_regions(space, cell_configs, errors)

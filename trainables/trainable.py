@@ -181,6 +181,7 @@ class AblateTrainable(tune.Trainable):
             self.preview = _safe_preview(self.runner)
         done = self.runner.epoch >= self.spec.config.train.epochs
         versions = runtime_versions(self.runner.device)  # env/...: tagged on the MLflow run
+        versions["env/precision"] = self.runner.precision  # as trained: fp16 is fp32 on a CPU
         return {**metrics, **self._identity(), **versions, "done": done}
 
     def run_epoch(self, runner: TrialRunner) -> dict[str, float]:

@@ -77,9 +77,10 @@ def test_smoke_sweep_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[st
         assert params["seed"] == key[-1] and params["model.kind"] == "attention_unet"
         perf = {"perf/epoch_s", "perf/step_ms", "perf/data_wait_frac", "perf/voxels_per_s"}
         assert EPOCH_METRICS | perf | {"best/val/dice_mean", "best/epoch"} <= set(run.data.metrics)
-        versions = {k: run.data.tags.get(k) for k in ("ablate.torch_version", "ablate.gpu_name")}
+        names = ("ablate.torch_version", "ablate.gpu_name", "ablate.precision_trained")
+        versions = {k: run.data.tags.get(k) for k in names}
         gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "none"
-        assert versions == {"ablate.torch_version": torch.__version__, "ablate.gpu_name": gpu}
+        assert versions == dict(zip(names, (torch.__version__, gpu, "fp32"), strict=True))
         steps = [m.step for m in client.get_metric_history(run.info.run_id, "val/dice_mean")]
         assert steps == [1, 2, 3]
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}

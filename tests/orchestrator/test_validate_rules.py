@@ -392,3 +392,24 @@ def test_a_variants_kind_switch_and_a_grid_inside_the_section_combine(
     assert schedules["cos,warmup_epochs=1"] == {
         "kind": "cosine", "min_lr": 0.0001, "warmup_epochs": 1, "period_epochs": None
     }  # fmt: skip
+
+
+def test_a_precision_axis_on_a_cpu_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """fp16 runs as fp32 on a CPU: the fp16 and fp32 cells trained alike, loss for loss, and
+    were ranked as two cells (found by two audits)."""
+    text = "name: s\nextends: trial.yaml\ngrid: {train.precision: [fp16, bf16, fp32]}\n"
+    code, err = run_validate(write_space(tmp_path, text), capsys)
+    assert (
+        code == 2
+        and (
+            "cells 'precision=fp16' and 'precision=fp32' train alike: fp16 runs as fp32 on a CPU, "
+            "where these trials train (resources.gpu: 0 or device: cpu); give them a GPU, or leave "
+            "train.precision out of the axes"
+        )
+        in err
+    ), err
+    assert "bf16" not in err  # bf16 autocast does run on a CPU
+    code, err = run_validate(write_space(tmp_path, text + "resources: {gpu: 1}\n"), capsys)
+    assert "train alike" not in err

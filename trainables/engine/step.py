@@ -151,6 +151,8 @@ def build_train_step(
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed patch shapes: autotune once (nnU-Net)
     precision = effective_precision(cfg.train.precision, device)
+    if precision != cfg.train.precision and progress is not None:
+        progress(f"train.precision {cfg.train.precision} runs as {precision} on the CPU")
     model = _build_model(cfg, scheme, in_channels, device, progress)
     memory_format = _memory_format(cfg) if speed.channels_last else None
     if memory_format is not None:

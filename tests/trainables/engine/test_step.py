@@ -57,6 +57,18 @@ def test_runner_and_benchmark_train_with_the_same_step(tiny: dict) -> None:
     assert runner.iteration == bench.train.iteration == 1
 
 
+def test_fp16_on_a_cpu_says_it_trains_in_fp32(tiny: dict) -> None:
+    """A precision axis on a CPU trained fp16 and fp32 cells alike with nothing said."""
+    from trainables.data.labels import INTERNAL_BRATS
+    from trainables.engine.step import build_train_step
+
+    tiny["train"].update(precision="fp16")
+    tiny["device"] = "cpu"
+    said: list[str] = []
+    step = build_train_step(parse_trial_config(tiny), INTERNAL_BRATS, 4, progress=said.append)
+    assert step.precision == "fp32" and said == ["train.precision fp16 runs as fp32 on the CPU"]
+
+
 def test_channels_last_runs_through_the_shared_builder(tiny: dict) -> None:
     tiny["train"].update(batch_size=1, speed={"channels_last": True})
     cfg = parse_trial_config(tiny)
