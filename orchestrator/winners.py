@@ -121,6 +121,7 @@ class WinnersTable:
     cost_device: str = "GPU"  # cost_hours are GPU-hours, or CPU-hours for a CPU-only sweep
     sweep_status: str = "FINISHED"  # the parent run's: RUNNING while the sweep goes on
     tests: int = 0  # pairs of cells compared: the multiplicity correction's family
+    smoke: bool = False  # a --smoke sweep: shrunk trials, a check that the study runs
 
     @property
     def ranked_metric(self) -> str:
@@ -143,6 +144,7 @@ class WinnersTable:
         head |= {"ranked_metric": self.ranked_metric, "sweep_status": self.sweep_status}
         head |= {"test_note": self.test_note or None, "cost_unit": f"{self.cost_device}-hours"}
         head |= {"pairs_compared": self.tests, "note": sweep_state_note(self)}
+        head |= {"smoke": self.smoke}
         return head | {"cells": [c.to_json() for c in self.cells]}
 
 
@@ -171,6 +173,7 @@ def find_winners(
     table = WinnersTable(sweep, parent.info.run_id, metric, mode, correction, alpha, cells, regions)
     table.citation, table.cost_device, table.tests = citation, device, tests
     table.sweep_status = parent.info.status
+    table.smoke = parent.data.tags.get("ablate.smoke") == "true"
     table.test_metric = winners_test.test_metric(metric)
     table.case_split, table.test_note = split, winners_test.test_note(runs, metric)
     table.winner_run_id = _best_run(cells[0], mode) if cells and cells[0].status == "best" else None

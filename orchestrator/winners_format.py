@@ -48,6 +48,11 @@ def describe(table: WinnersTable) -> str:
             "; a cell that lost runs others have is ranked on its estimated marginal mean (fit "
             "of cell + seed/fold effects over every seed and fold; status gives the shift)"
         )
+    if table.smoke:  # sizes and epochs shrunk: cells swept over them may have trained alike
+        text = (
+            "SMOKE SWEEP (--smoke): every trial shrunk to seconds (patch size, epochs, cases, "
+            "one seed), a check that the study runs; its numbers rank nothing. " + text
+        )
     if table.missing:
         runs = "run" if table.missing == 1 else "runs"
         text += (

@@ -379,6 +379,13 @@ def test_one_run_per_cell_says_no_pair_could_be_tested(tmp_path: Path) -> None:
     assert "p two-sided, but no pair of cells could be tested (a test needs two runs of each)" in (
         text
     )
+    assert "SMOKE" not in text
+    # --smoke shrinks the swept sizes too: audits saw patch-size cells ranked that trained alike
+    tracking.set_tags(client, parent, {"ablate.smoke": "true"})
+    assert format_table(find_winners(client, "smoke", tag=False)).startswith(
+        "SMOKE SWEEP (--smoke): every trial shrunk to seconds (patch size, epochs, cases, one "
+        "seed), a check that the study runs; its numbers rank nothing. sweep smoke (parent run "
+    )
 
 
 def test_a_cell_ahead_of_the_winner_is_said_under_the_table(tmp_path: Path) -> None:

@@ -80,7 +80,7 @@ def test_folds_sweep_pools_its_fold_runs(
     assert sorted(r.data.tags["ablate.fold"] for r in children) == ["0", "0", "1", "1"]
     assert len(set(parent.data.tags["ablate.split_hash"].split(","))) == 2
     table = _winners("folds-smoke", uri, capsys)
-    assert [c["n"] for c in table["cells"]] == [2, 2]
+    assert [c["n"] for c in table["cells"]] == [2, 2] and table["smoke"] is True
     other = table["cells"][1]
     assert other["status"] in ("tied", "worse")
     assert other["method"] == "case-paired means: t over 2 folds", other
