@@ -67,13 +67,24 @@ def check_samples(space: SpaceFile, configs: dict[str, dict[str, Any]], errors: 
                     break
                 cell = _in_cell(configs, label)
                 where = f"sample.{path}={format_value(value)}{cell}"
-                if errors.check(data, {path: f"sample.{path}{cell}"}, context=where) is None:
+                origin = f"sample.{path}{cell}{_drawn(rng, value)}"
+                if errors.check(data, {path: origin}, context=where) is None:
                     break
         if len(errors.lines) > before:
             return  # one cell's problems say it; the next cells would mostly repeat them
     for label, config in configs.items():
         if not check_sample_combinations(space, config, errors, _in_cell(configs, label)):
             return
+
+
+def _drawn(rng: Any, value: Any) -> str:
+    """Where a probe value between a continuous range's bounds comes from: 2.113 is no value
+    the file writes (a ``uniform`` range over ``train.batch_size`` wants ``int:``)."""
+    if rng.form == "int" or value in rng.written_values():
+        return ""
+    low, high = (format_value(v) for v in rng.written_values())
+    drawn = format_value(value)
+    return f" ({rng.form} draws values such as {drawn}; int: [{low}, {high}] draws whole numbers)"
 
 
 def _in_cell(configs: dict[str, Any], label: str) -> str:

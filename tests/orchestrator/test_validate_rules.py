@@ -413,3 +413,30 @@ def test_a_precision_axis_on_a_cpu_is_refused(
     assert "bf16" not in err  # bf16 autocast does run on a CPU
     code, err = run_validate(write_space(tmp_path, text + "resources: {gpu: 1}\n"), capsys)
     assert "train alike" not in err
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (  # the keys listed were train's, not init's
+            "base: {train.init: {checkpoint: x.pt, foo: 1}}\n",
+            "base.train.init: train.init.foo: unknown key (allowed: checkpoint, prefix, strict)",
+        ),
+        (  # YAML 1.1: an unquoted off is false
+            "variants: [{label: off, overrides: {train.epochs: 3}}]\n",
+            "variants.0.label: YAML reads an unquoted yes/no/on/off/true/false as a boolean (got "
+            "False): quote it to mean the word, e.g. 'off'",
+        ),
+        (  # 2.113 is the check's own probe: say where it comes from and what to write
+            "search: {kind: optuna, num_samples: 2}\n"
+            "sample: {train.batch_size: {uniform: [1, 4]}}\n",
+            "sample.train.batch_size (uniform draws values such as 2.113; int: [1, 4] draws whole "
+            "numbers): train.batch_size: must be a whole number (got 2.113)",
+        ),
+    ],
+)
+def test_messages_say_what_to_write(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, expected: str
+) -> None:
+    code, err = run_validate(write_space(tmp_path, "name: s\nextends: trial.yaml\n" + text), capsys)
+    assert code == 2 and expected in err, err

@@ -107,6 +107,13 @@ def _problem_text(error: Mapping[str, Any], owner: type[BaseModel] | None) -> st
         return str(ctx.get("error", error["msg"]))
     if kind == "missing":
         return "required field is missing"
+    if kind == "int_from_float":
+        return f"must be a whole number (got {_short(value)})"
+    if kind == "string_type" and isinstance(value, bool):  # label: off
+        return (
+            f"YAML reads an unquoted yes/no/on/off/true/false as a boolean (got {value}): quote "
+            "it to mean the word, e.g. 'off'"
+        )
     return f"{error['msg']} (got {_short(value)})"
 
 
@@ -127,21 +134,30 @@ def _user_path(
     current: Any = model_cls
     owner: type[BaseModel] | None = None
     for item in loc:
+        tagged = _member_by_tag(_union_members(current), item)
+        if tagged is not None:  # discriminator tag: users never write it in the path
+            current = tagged
+            owner = tagged
+            continue
+        current = _optional_model(current)
         if isinstance(current, type) and issubclass(current, BaseModel):
             owner = current
             field = current.model_fields.get(str(item))
             parts.append(str(item))
             current = field.annotation if field is not None else None
             continue
-        members = _union_members(current)
-        tagged = _member_by_tag(members, item)
-        if tagged is not None:  # discriminator tag: users never write it in the path
-            current = tagged
-            owner = tagged
-            continue
         parts.append(str(item))  # list index, dict key, or a plain union branch name
         current = _element_type(current)
     return ".".join(parts) or "<root>", owner
+
+
+def _optional_model(annotation: Any) -> Any:
+    """The model of ``Model | None`` (``train.init``), whose keys an unknown one is listed
+    against; any other annotation unchanged."""
+    models = [m for m in _union_members(annotation) if m is not type(None)]
+    if len(models) == 1 and isinstance(models[0], type) and issubclass(models[0], BaseModel):
+        return models[0]
+    return annotation
 
 
 def _union_members(annotation: Any) -> list[Any]:
