@@ -1,6 +1,7 @@
 """Surface-distance metrics on binary masks: HD95 and surface Dice (normalised surface distance).
 
-Definitions (as in BraTS / MedPy, with full connectivity):
+Definitions (HD95 as MedPy defines it, but on full-connectivity surfaces: MedPy's default
+erodes with connectivity 1, which gives a thinner shell and slightly larger distances):
 
 - The *surface* of a mask is ``mask XOR erode(mask)`` with a full-connectivity structuring
   element (3x3x3 ones in 3-D, 3x3 in 2-D) and voxels outside the volume counted as background,
@@ -8,7 +9,7 @@ Definitions (as in BraTS / MedPy, with full connectivity):
 - The directed surface distances P->R are, for every surface voxel of P, the Euclidean distance
   in mm (``distance_transform_edt(..., sampling=spacing)``) to the nearest surface voxel of R.
 - HD95 is the 95th percentile (numpy's default linear interpolation) of the union of both
-  directed sets, like ``medpy.metric.hd95``.
+  directed sets, like ``medpy.metric.hd95`` (``medpy.metric.hd95(..., connectivity=3)`` in 3-D).
 - Surface Dice at tolerance τ (Nikolov et al. 2021) is the fraction of surface voxels of both
   masks lying within τ mm of the other surface: ``(|{p: d(p,R) <= τ}| + |{r: d(r,P) <= τ}|) /
   (|∂P| + |∂R|)``. Surface voxels are counted with unit weight (not by surface-element area).
