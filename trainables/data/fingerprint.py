@@ -11,8 +11,9 @@ cache's manifest and the trained model's config (``normalization.stats``).
 Which cases: every labelled case of the dataset being prepared. The cache is shared by all
 trials, splits and folds of a sweep and is made before any split exists, so the numbers cannot
 be restricted to one split's training cases; nnU-Net likewise pools all of ``imagesTr``,
-including the cases its 5-fold cross-validation later validates on. The four pooled numbers per
-channel say nothing about where any one case's foreground is. Unlabelled cases contribute
+including the cases its 5-fold cross-validation later validates on (but not ``imagesTs``: a
+split's test cases do contribute here). The four pooled numbers per channel say nothing about
+where any one case's foreground is. Unlabelled cases contribute
 nothing (they have no foreground to sample); a dataset prepared for an external test or for
 ``ablate predict`` is normalised with the trained model's numbers, never recomputed.
 
