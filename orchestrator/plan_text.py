@@ -20,8 +20,10 @@ def _count(n: int, noun: str) -> str:
 def describe_plan(plan: Plan) -> tuple[str, list[dict[str, Any]]]:
     """The one-line summary and the trial rows ``ablate validate`` prints.
 
-    Rows are ``{"key", "cell", "fold", "seed", "overrides"}``; for Optuna, one row per cell with the
-    sampled ranges in place of values.
+    Rows are ``{"key", "cell", "fold", "seed", "overrides", "config"}`` (``config``: the
+    resolved trial config, every default filled in, as the trial will train, ``--smoke``
+    shrinking included); for Optuna, one row per cell with the sampled ranges in place of
+    values and the cell's config before sampling.
     """
     space, res = plan.space, plan.space.resources
     cells, seeds = _count(len(plan.cells), "cell"), _count(space.seeds, "seed")
@@ -50,6 +52,7 @@ def _plan_rows(plan: Plan) -> list[dict[str, Any]]:
                 "seed": t.seed,
                 # a fold's whole split section would drown the row: the key names the fold
                 "overrides": _shown({k: v for k, v in t.overrides.items() if k != "data.split"}),
+                "config": t.config,
             }
             for t in plan.trials
         ]
@@ -63,6 +66,7 @@ def _plan_rows(plan: Plan) -> list[dict[str, Any]]:
             "cell": c.label,
             "seed": None,
             "overrides": {**_shown(c.overrides), **ranges},
+            "config": plan.cell_configs.get(c.label),
         }
         for c in plan.cells
     ]

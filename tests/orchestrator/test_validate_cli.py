@@ -39,6 +39,14 @@ def test_valid_space_lists_every_trial(tmp_path: Path, capsys: pytest.CaptureFix
         "plain,deep_supervision=0/seed0",
         "plain,deep_supervision=0/seed1",
     ]
+    # each row's resolved config, defaults filled in: what the trial trains, not only the diff
+    model = rows[3]["config"]["model"]
+    assert (model["attention"], model["deep_supervision"], rows[3]["config"]["seed"]) == (
+        False,
+        1,
+        1,
+    )
+    assert rows[3]["config"]["validation"]["overlap"] == 0.5  # a default the file never wrote
 
 
 def test_malformed_yaml(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
