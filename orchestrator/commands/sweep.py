@@ -38,7 +38,9 @@ def _add_validate(verbs: argparse._SubParsersAction) -> None:
         "--address",
         help="Ray cluster the sweep will join (skips the local GPU check; so does $RAY_ADDRESS)",
     )
-    validate.add_argument("--json", action="store_true", help="the trial list as JSON")
+    validate.add_argument(
+        "--json", action="store_true", help="the trials as JSON, each with its resolved config"
+    )
     validate.set_defaults(handler=_validate)
 
 
