@@ -28,13 +28,30 @@ Beta = Annotated[float, Field(ge=0.0, lt=1.0)]
 
 
 class _OptimizerBase(Frozen):
-    """Fields every optimizer has: ``lr`` (> 0) and ``weight_decay`` (>= 0, L2 / decoupled)."""
+    """Fields every optimizer has: ``lr`` (> 0) and ``weight_decay`` (>= 0, L2 / decoupled).
+
+    Attributes:
+        lr: base learning rate, scaled each epoch by ``schedule`` (and its warm-up); each
+            kind's default is its paper's (see the kind's heading).
+        weight_decay: L2 penalty coefficient added to the gradient (torch's ``weight_decay``;
+            decoupled, applied to the weights, for ``adamw``); 0: none. Default 0 except for
+            ``adamw`` (1e-5): set it per study (BTRSeg: 1e-5, nnU-Net: 3e-5).
+    """
 
     lr: float = Field(gt=0.0)
     weight_decay: float = Field(default=0.0, ge=0.0)
 
 
 class _AdamFamily(_OptimizerBase):
+    """Fields of Adam and its variants (torch's defaults).
+
+    Attributes:
+        betas: ``(beta1, beta2)``, decay rates of the running averages of the gradient and of
+            its square, each in [0, 1) (torch's and FM-Net's (0.9, 0.999)).
+        eps: term added to the denominator ``sqrt(v) + eps`` for numerical stability (torch's
+            1e-8).
+    """
+
     betas: tuple[Beta, Beta] = (0.9, 0.999)
     eps: float = Field(default=1e-8, gt=0.0)
 
@@ -61,7 +78,12 @@ class NAdamConfig(_AdamFamily):
 
 
 class AdamWConfig(_AdamFamily):
-    """``torch.optim.AdamW`` with decoupled weight decay (paper 003: lr 1e-4, wd 1e-5)."""
+    """``torch.optim.AdamW`` with decoupled weight decay (paper 003: lr 1e-4, wd 1e-5).
+
+    Attributes:
+        weight_decay: decoupled weight decay: each step shrinks the weights by
+            ``lr * weight_decay`` (not added to the gradient); paper 003: 1e-5.
+    """
 
     kind: Literal["adamw"] = "adamw"
     lr: float = Field(default=1e-4, gt=0.0)
@@ -69,7 +91,14 @@ class AdamWConfig(_AdamFamily):
 
 
 class SGDConfig(_OptimizerBase):
-    """``torch.optim.SGD`` (nnU-Net: lr 0.01, Nesterov momentum 0.99; paper 003: lr 0.1)."""
+    """``torch.optim.SGD`` (nnU-Net: lr 0.01, Nesterov momentum 0.99; paper 003: lr 0.1).
+
+    Attributes:
+        lr: base learning rate (nnU-Net's initial lr: 0.01).
+        weight_decay: L2 penalty added to the gradient; default 0, nnU-Net uses 3e-5.
+        momentum: momentum factor, in [0, 1) (nnU-Net: 0.99; no dampening).
+        nesterov: Nesterov momentum (nnU-Net: true); needs ``momentum`` > 0.
+    """
 
     kind: Literal["sgd"] = "sgd"
     lr: float = Field(default=0.01, gt=0.0)
@@ -84,7 +113,15 @@ class SGDConfig(_OptimizerBase):
 
 
 class RMSpropConfig(_OptimizerBase):
-    """``torch.optim.RMSprop`` (paper 004's C-LSTM stage: lr 1e-5, momentum 0)."""
+    """``torch.optim.RMSprop`` (paper 004's C-LSTM stage: lr 1e-5, momentum 0).
+
+    Attributes:
+        alpha: smoothing constant of the running average of squared gradients, in (0, 1)
+            (torch's 0.99).
+        momentum: momentum factor, in [0, 1) (paper 004: 0, none).
+        eps: term added to the denominator ``sqrt(v) + eps`` for numerical stability (torch's
+            1e-8).
+    """
 
     kind: Literal["rmsprop"] = "rmsprop"
     lr: float = Field(default=1e-5, gt=0.0)
@@ -157,7 +194,13 @@ def implementation(cls: type[Optimizer]) -> dict[str, bool]:
 class _ScheduleBase(Frozen):
     """``warmup_epochs``: linear warm-up, ``lr = base * (e + 1) / (W + 1)`` for epochs ``e < W``;
     the schedule proper then starts at epoch ``W`` over the remaining ``total - W`` epochs
-    (``W < train.epochs``, checked with the trial config)."""
+    (``W < train.epochs``, checked with the trial config).
+
+    Attributes:
+        warmup_epochs: epochs ``W`` of linear warm-up: 0-based epoch ``e < W`` runs at
+            ``lr * (e + 1) / (W + 1)``; epoch ``W`` starts the schedule at the full lr, its
+            ``t`` counting epochs from there. 0: no warm-up; must be < ``train.epochs``.
+    """
 
     warmup_epochs: int = Field(default=0, ge=0)
 
@@ -169,14 +212,23 @@ class ConstantSchedule(_ScheduleBase):
 
 
 class ExponentialSchedule(_ScheduleBase):
-    """``lr = base * gamma**t`` (BTRSeg: gamma 0.985 per epoch)."""
+    """``lr = base * gamma**t`` (BTRSeg: gamma 0.985 per epoch).
+
+    Attributes:
+        gamma: factor the lr is multiplied by after every epoch (BTRSeg: 0.985); 1: constant.
+    """
 
     kind: Literal["exponential"] = "exponential"
     gamma: float = Field(default=0.985, gt=0.0, le=1.0)
 
 
 class PolySchedule(_ScheduleBase):
-    """nnU-Net's poly schedule: ``lr = base * (1 - t / T)**exponent`` over ``T`` epochs."""
+    """nnU-Net's poly schedule: ``lr = base * (1 - t / T)**exponent`` over ``T`` epochs.
+
+    Attributes:
+        exponent: power of the decay (nnU-Net: 0.9); ``T`` is ``train.epochs`` minus the
+            warm-up, so the lr falls towards 0 at the end of training.
+    """
 
     kind: Literal["poly"] = "poly"
     exponent: float = Field(default=0.9, gt=0.0)
@@ -197,7 +249,13 @@ class CosineSchedule(_ScheduleBase):
 
 
 class StepSchedule(_ScheduleBase):
-    """``lr = base * gamma**(t // step_size)`` (paper 003: step_size 3, gamma 0.8)."""
+    """``lr = base * gamma**(t // step_size)`` (paper 003: step_size 3, gamma 0.8).
+
+    Attributes:
+        step_size: epochs between two lr drops (required; paper 003: 3).
+        gamma: factor the lr is multiplied by at each drop (default 0.1, torch's ``StepLR``
+            default; paper 003: 0.8).
+    """
 
     kind: Literal["step"] = "step"
     step_size: int = Field(ge=1)

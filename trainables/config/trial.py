@@ -40,6 +40,17 @@ class SyntheticConfig(Frozen):
 
     ``modality: mri`` gives BraTS-2021-layout four-modality MRI with tumours; ``ct`` gives
     single-channel head CT (Hounsfield units) with a binary haemorrhage label.
+
+    Attributes:
+        modality: ``mri`` (t1, t1ce, t2, flair and a BraTS tumour label) or ``ct`` (one ``ct``
+            channel in HU and a binary lesion label); ``data.modalities`` must name channels
+            the generated cases have.
+        cases: number of generated cases (>= 2), all then split by ``data.split``.
+        shape: ``(X, Y, Z)`` size of every generated volume in voxels (1 mm isotropic spacing),
+            each axis >= 16.
+        seed: seed of the generator: case ``i`` depends only on the seed, ``i`` and the shape
+            (not on ``cases``, nor on the trial's ``seed``). The cases are written once per
+            (modality, seed, cases, shape) under ``<cache_dir>/synthetic/`` and reused.
     """
 
     modality: Literal["mri", "ct"] = "mri"
@@ -58,6 +69,7 @@ class DataConfig(Frozen):
         split: hold-out or k-fold split of the cases, from a seed.
         preprocess: preprocessing applied once when the cache is prepared.
         cache_dir: where prepared caches live (default ``$ABLATE_CACHE`` or ~/.cache/ablate).
+        synthetic: the generated cases trained on when ``root`` is None.
     """
 
     root: Path | None = None
@@ -87,7 +99,15 @@ class DataConfig(Frozen):
 
 
 class FreezeConfig(Frozen):
-    """Keep a named sub-module frozen for the first iterations (C-LSTM two-stage training)."""
+    """Keep a named sub-module frozen for the first iterations (C-LSTM two-stage training).
+
+    Attributes:
+        module: dotted name of a sub-module of the built network (``get_submodule``), e.g.
+            ``unet`` for the C-LSTM's inner slice U-Net; validation checks that the model has it.
+        iterations: optimizer steps (counted over the whole run, not per epoch) during which the
+            module gets no gradients and stays in eval mode (batch-norm statistics fixed); it
+            trains normally from then on.
+    """
 
     module: str
     iterations: int = Field(ge=1)
@@ -200,7 +220,27 @@ class ValidationConfig(Frozen):
 
 
 class TrialConfig(Frozen):
-    """Everything one training run depends on; the unit a sweep varies by dotted paths."""
+    """Everything one training run depends on; the unit a sweep varies by dotted paths.
+
+    Attributes:
+        name: the trial's label in ``ablate train``'s progress line and JSON summary (``trial``)
+            and in prediction logs; ``--smoke`` appends ``-smoke``.
+        seed: seeds the model's initialisation and, with the epoch number, each epoch's patch
+            sampling, augmentation draws and torch RNG (so a resumed epoch repeats exactly).
+            Not the split (``data.split.seed``) nor the synthetic cases
+            (``data.synthetic.seed``); a study sets it through ``seeds:`` (repeat i uses seed i).
+        device: ``auto``: CUDA when torch sees a GPU, else the CPU; ``cuda`` fails when no GPU
+            is visible; ``cpu`` rules out ``train.speed.cuda_graphs``.
+        data: which cases are read and how they are preprocessed.
+        sampling: how training patches are drawn and how validation covers a case.
+        augment: on-the-fly augmentation of the training patches.
+        model: the network, selected by ``kind``.
+        loss: the training loss, selected by ``kind``.
+        optimizer: the optimizer, selected by ``kind``.
+        schedule: the per-epoch learning-rate schedule, selected by ``kind`` (default constant).
+        train: the epoch loop.
+        validation: how and how often validation runs.
+    """
 
     name: str = "trial"
     seed: Seed = 0

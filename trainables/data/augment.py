@@ -58,6 +58,37 @@ class AugmentConfig(Frozen):
     Angles in degrees (drawn in ``[-rotation_deg, rotation_deg]``), ``scale_range`` as a factor
     on the sampling coordinates (> 1 shrinks the content), noise and blur in intensity units and
     voxels.
+
+    Attributes:
+        enabled: false: training patches are used as sampled, every transform below is off.
+        flip_prob: chance of mirroring, drawn per sample and per spatial axis independently
+            (nnU-Net: 0.5 on every axis).
+        rotation_prob: chance per sample of a rotation (nnU-Net: 0.2); a sample drawing rotation
+            and scale is resampled once (bilinear image, nearest label, zeros outside).
+        rotation_deg: largest rotation angle in degrees: each angle is uniform in
+            ``[-rotation_deg, rotation_deg]``, one per axis in 3-D (three rotations about axes
+            0, 1, 2 composed), one in-plane angle for 2-D models (nnU-Net: 30).
+        scale_prob: chance per sample of an isotropic zoom (nnU-Net: 0.2).
+        scale_range: ``(low, high)`` zoom factor, one per sample for all axes, applied to the
+            sampling coordinates: > 1 shrinks the content (zooms out), < 1 enlarges it
+            (nnU-Net: 0.7-1.4).
+        noise_prob: chance per sample of additive Gaussian noise (nnU-Net: 0.1).
+        noise_std: ``(low, high)`` noise standard deviation, one per sample (all channels), in
+            normalised intensity units (nnU-Net's "variance" (0, 0.1), used there as the std).
+        blur_prob: chance per sample of a Gaussian blur (nnU-Net: 0.2); every channel is
+            blurred, each with its own sigma.
+        blur_sigma: ``(low, high)`` Gaussian sigma in voxels, per sample and channel, the same on
+            every axis; the kernel radius is ``ceil(3 * high)`` voxels (nnU-Net: 0.5-1).
+        brightness_prob: chance per sample of a multiplicative brightness change (nnU-Net: 0.15).
+        brightness_range: ``(low, high)`` factor multiplying the intensities, per channel
+            (nnU-Net: 0.75-1.25).
+        contrast_prob: chance per sample of a contrast change (nnU-Net: 0.15).
+        contrast_range: ``(low, high)`` factor scaling each channel around its mean, the result
+            clipped to the channel's original min-max range (nnU-Net: 0.75-1.25).
+        gamma_prob: chance per sample of a gamma transform (nnU-Net: 0.3).
+        gamma_range: ``(low, high)`` exponent, per channel, applied to the intensity rescaled
+            to [0, 1] by the channel's min and max, then mapped back (nnU-Net: 0.7-1.5; its
+            inverted-gamma variant and mean/std retention are not applied here).
     """
 
     enabled: bool = True

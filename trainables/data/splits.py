@@ -26,7 +26,16 @@ from trainables.errors import InputError
 
 
 class HoldoutSplit(Frozen):
-    """Fixed fractions of the cases for (train, val, test), e.g. the BTRSeg paper's 70/10/20."""
+    """Fixed fractions of the cases for (train, val, test), e.g. the BTRSeg paper's 70/10/20.
+
+    Attributes:
+        fractions: ``(train, val, test)`` shares of the cases, each a fraction 0-1, summing to 1
+            with train > 0; counts are ``n * fraction`` by largest-remainder rounding, and train
+            (and val when its share is > 0) get at least one case. As a k-fold split's ``test``
+            only the test share counts (how many cases are held out of the folds).
+        seed: seed of the case ranking (``sha256(f"{seed}:{case_id}")``), independent of the
+            trial's ``seed``: the same seed and case set always give the same split.
+    """
 
     kind: Literal["holdout"] = "holdout"
     fractions: tuple[float, float, float] = (0.7, 0.1, 0.2)
@@ -48,6 +57,11 @@ class KFoldSplit(Frozen):
     """``folds`` equal folds; fold ``fold`` is the validation set, the rest train.
 
     Attributes:
+        folds: number of folds K (>= 2; at least K cases to fold); fold sizes differ by at
+            most one case.
+        fold: which fold (0 to K - 1) is the validation set; the other K - 1 folds train.
+        seed: seed of the case ranking the folds are dealt from, as in a hold-out split;
+            independent of the trial's ``seed`` and of ``test.seed``.
         test: optional hold-out split whose test part is set aside before folding: those cases
             are the test set of every fold (a space file's ``folds: K`` keeps its base trial's
             test cases this way), and only the others are folded. None: no test set.

@@ -70,7 +70,21 @@ class _ModelBase(Frozen):
 
 
 class ResidualUNetConfig(_ModelBase):
-    """BTRSeg's residual U-Net: max-pool down, transposed-conv up, residual blocks."""
+    """BTRSeg's residual U-Net: max-pool down, transposed-conv up, residual blocks.
+
+    Attributes:
+        spatial_dims: 3 for a volume model (3-D patches), 2 for a slice model (2-D patches).
+        filters: feature maps per resolution stage, highest resolution first (at least 2);
+            ``len(filters) - 1`` max-pool steps, so each patch axis must be divisible by
+            ``2**(len(filters) - 1)`` (16 for the default five stages).
+        norm: normalisation after every convolution: ``batch``, ``group`` (GroupNorm of
+            ``group_norm_groups`` groups) or ``instance`` (affine, no running statistics, as in
+            nnU-Net).
+        group_norm_groups: number of GroupNorm groups with ``norm: group`` (must divide every
+            entry of ``filters``); ignored by the other norms.
+        negative_slope: LeakyReLU slope after every norm (0 gives ReLU); also the ``a`` of the
+            Kaiming-normal weight initialisation.
+    """
 
     kind: Literal["residual_unet"] = "residual_unet"
     spatial_dims: Literal[2, 3] = 3
@@ -94,6 +108,21 @@ class AttentionUNetConfig(_ModelBase):
     1/2 and 1/4 resolution). ``bottleneck_depth`` counts the extra double-conv blocks at the
     lowest resolution with ``filters[-1]`` features (FM-Net: 2; the authors' code stacks that many
     ``conv_block``s after the last encoder stage).
+
+    Attributes:
+        spatial_dims: 3 for a volume model (3-D patches), 2 for a slice model (2-D patches).
+        filters: feature maps per resolution stage, highest resolution first (at least 2);
+            ``len(filters) - 1`` max-pool steps, so each patch axis must be divisible by
+            ``2**(len(filters) - 1)`` (16 for the default five stages).
+        attention: additive attention gates (Oktay et al.) on every skip connection, gated by
+            the coarser decoder level; false gives plain skips (the attention ablation).
+        deep_supervision: number of extra 1x1 output heads below the full-resolution one, at
+            1/2, 1/4, 1/8 resolution (0 to 3, at most ``len(filters) - 2``; 0: one output).
+            An integer, unlike ``plain_unet``'s true/false.
+        bottleneck_depth: extra double-conv blocks with ``filters[-1]`` features at the lowest
+            resolution (0 to 4).
+        negative_slope: LeakyReLU slope after every (instance) norm (FM-Net: 0.02; 0 gives
+            ReLU); also the ``a`` of the Kaiming-normal weight initialisation.
     """
 
     kind: Literal["attention_unet"] = "attention_unet"
@@ -137,6 +166,18 @@ class PlainUNetConfig(_ModelBase):
     With ``deep_supervision`` the training-mode output holds the decoder levels nnU-Net gives
     a non-zero loss weight: all but the lowest decoder level (nnU-Net computes that one but
     weights it 0), i.e. all resolutions but the two lowest, ``max(1, num_stages - 2)`` outputs.
+    Norm (instance) and LeakyReLU slope (0.01) are nnU-Net's, not configurable.
+
+    Attributes:
+        spatial_dims: 3 for a volume model (3-D patches), 2 for a slice model (2-D patches).
+        base_filters: features of the first (full-resolution) stage (nnU-Net: 32); stage ``i``
+            has ``base_filters * 2**i``, capped at ``max_filters``.
+        num_stages: resolution stages, so ``num_stages - 1`` strided-conv down-sampling steps
+            and each patch axis divisible by ``2**(num_stages - 1)`` (32 for the default 6,
+            nnU-Net's 3-D depth for a 128^3 patch); at least 2.
+        max_filters: cap on the features of any stage (nnU-Net: 320 in 3-D, 512 in 2-D).
+        deep_supervision: in training, return the ``max(1, num_stages - 2)`` logits nnU-Net
+            weights in its deep-supervision loss (full resolution first); false: one output.
     """
 
     kind: Literal["plain_unet"] = "plain_unet"
@@ -178,6 +219,20 @@ class UNetConfig(_ModelBase):
 
     Without ``filters`` the paper's widths for ``spatial_dims`` are used: 2-D (64..1024), 3-D
     (8, 16, 32, 64). ``norm="none"`` is the plain U-Net the paper started from.
+
+    Attributes:
+        spatial_dims: 2 for the slice U-Net (2-D patches), 3 for the small volume U-Net; also
+            picks the default ``filters``. The C-LSTM's inner ``unet`` must be 2.
+        filters: feature maps per resolution stage, highest resolution first (at least 2);
+            each patch axis must be divisible by ``2**(len(filters) - 1)``. Omitted: paper
+            003's (64, 128, 256, 512, 1024) in 2-D, (8, 16, 32, 64) in 3-D, or (16, 32, 64,
+            128, 256) as the C-LSTM's ``unet``.
+        norm: normalisation after every convolution: ``batch`` (paper 003 and 004), ``group``,
+            ``instance``, or ``none`` (the plain U-Net; its convolutions then have biases).
+        group_norm_groups: number of GroupNorm groups with ``norm: group`` (must divide every
+            entry of ``filters``); ignored by the other norms.
+        upsample: ``transpose`` (2x transposed convolution) or ``nearest`` (1x1 convolution,
+            then 2x nearest-neighbour up-sampling; the C-LSTM's ``unet`` default, paper 004).
     """
 
     kind: Literal["unet"] = "unet"
@@ -213,6 +268,15 @@ class CLSTMConfig(_ModelBase):
     ``unet`` is the inner slice network; the same dict as a ``kind: unet`` model config
     pre-trains it on slices (stage one of the paper's two-stage training). Input and output are
     volumes ``(B, C, X, Y, Z)``; only X and Y are constrained by the U-Net's down-sampling.
+
+    Attributes:
+        unet: the inner 2-D slice U-Net; keys left out take the C-LSTM's defaults (filters
+            16-256, batch norm, ``upsample: nearest``), not those of ``kind: unet``.
+        hidden_channels: channels of the ConvLSTM's hidden and cell states; the U-Net outputs
+            ``4 * hidden_channels`` (the input terms of the four gates).
+        checkpointing: gradient-checkpoint each slice step (recomputed in the backward pass), so
+            only one slice's U-Net activations are held at a time; slower, far less memory. Not
+            with ``train.speed.cuda_graphs``.
     """
 
     kind: Literal["clstm"] = "clstm"
@@ -268,6 +332,8 @@ class SwinUNETRConfig(_ModelBase):
     Deep supervision is not offered: the network has one output.
 
     Attributes:
+        spatial_dims: 3 for volumes, 2 for slices (MONAI's ``spatial_dims``); each patch axis
+            must be divisible by 32.
         feature_size: embedding width; a multiple of 12 (MONAI's requirement). MONAI's BraTS
             tutorial uses 48; paper 003 lowered it to 36 to fit Colab's memory (Sec. 3.3.1).
         depths: Swin blocks per stage (4 stages).
