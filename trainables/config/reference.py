@@ -41,7 +41,7 @@ def reference_markdown() -> str:
     from trainables.config.trial import TrialConfig
 
     lines = [HEADER]
-    for title, path, model in _sections(TrialConfig, "", ""):
+    for title, path, model, defaults in _sections(TrialConfig, "", "", None):
         lines += [f"## `{title}`" if title else "## top level", ""]
         doc = _summary(model)
         lines += [doc, ""] if doc else []
@@ -52,25 +52,30 @@ def reference_markdown() -> str:
                 continue  # a section: its own table
             key = f"{path}.{name}" if path else name
             what = described.get(name, "").replace("|", "\\|")
-            lines.append(f"| `{key}` | {_type(field)} | {_default(field)} | {what} |")
+            default = _default(field, defaults, name)
+            lines.append(f"| `{key}` | {_type(field)} | {default} | {what} |")
         lines.append("")
     return "\n".join(lines).rstrip() + "\n"
 
 
 def _sections(
-    model: type[BaseModel], path: str, kinds: str
-) -> Iterator[tuple[str, str, type[BaseModel]]]:
-    """``(title, dotted path, model)`` of ``model`` and of every section below it, depth
-    first; a section with kinds yields each kind's model, titled ``path (kind: x)``, and the
-    sections inside it carry that kind in their titles too."""
-    yield (f"{path}{kinds}", path, model)
+    model: type[BaseModel], path: str, kinds: str, defaults: BaseModel | None
+) -> Iterator[tuple[str, str, type[BaseModel], BaseModel | None]]:
+    """``(title, dotted path, model, its default instance)`` of ``model`` and of every section
+    below it, depth first; a section with kinds yields each kind's model, titled ``path (kind:
+    x)``, and the sections inside it carry that kind in their titles too. The default instance
+    is the section's own default where its owner sets one (the C-LSTM's slice U-Net is not
+    ``kind: unet``'s defaults)."""
+    yield (f"{path}{kinds}", path, model, defaults)
     for name, field in model.model_fields.items():
         sub = f"{path}.{name}" if path else name
         members = _section_models(field.annotation)
+        default = field.get_default(call_default_factory=True) if members else None
         for member in members:
             kind = member.model_fields.get("kind")
             inner = f" (kind: {kind.default})" if kind and len(members) > 1 else kinds
-            yield from _sections(member, sub, inner)
+            own = default if isinstance(default, member) else None
+            yield from _sections(member, sub, inner, own)
 
 
 def _section_models(annotation: Any) -> list[type[BaseModel]]:
@@ -154,10 +159,15 @@ def _bound(meta: Any) -> str:
     return ""
 
 
-def _default(field: FieldInfo) -> str:
-    if field.default is PydanticUndefined and field.default_factory is None:
+def _default(field: FieldInfo, defaults: BaseModel | None, name: str) -> str:
+    """The field's default as YAML writes it: from the section's own default instance where
+    it has one, else the field's."""
+    if defaults is not None:
+        value = getattr(defaults, name)
+    elif field.default is PydanticUndefined and field.default_factory is None:
         return "required"
-    value = field.get_default(call_default_factory=True)
+    else:
+        value = field.get_default(call_default_factory=True)
     if isinstance(value, BaseModel):
         return "(section)"
     if isinstance(value, enum.Enum):

@@ -43,3 +43,5 @@ def test_kinds_have_their_own_sections() -> None:
     page = reference_markdown()
     assert "## `optimizer (kind: radam)`" in page and "## `model (kind: swin_unetr)`" in page
     assert "| `optimizer.lr` | float, > 0.0 | `0.0005` |" in page
+    # a section's own default, not its model's: the C-LSTM's slice U-Net (helper review)
+    assert "| `model.unet.filters` | list of int | `[16, 32, 64, 128, 256]` |" in page
