@@ -122,6 +122,7 @@ class WinnersTable:
     sweep_status: str = "FINISHED"  # the parent run's: RUNNING while the sweep goes on
     tests: int = 0  # pairs of cells compared: the multiplicity correction's family
     smoke: bool = False  # a --smoke sweep: shrunk trials, a check that the study runs
+    paper_metric: str = ""  # the metric of the paper column's numbers
 
     @property
     def ranked_metric(self) -> str:
@@ -144,7 +145,7 @@ class WinnersTable:
         head |= {"ranked_metric": self.ranked_metric, "sweep_status": self.sweep_status}
         head |= {"test_note": self.test_note or None, "cost_unit": f"{self.cost_device}-hours"}
         head |= {"pairs_compared": self.tests, "note": sweep_state_note(self)}
-        head |= {"smoke": self.smoke}
+        head |= {"smoke": self.smoke, "paper_metric": self.paper_metric or None}
         return head | {"cells": [c.to_json() for c in self.cells]}
 
 
@@ -168,10 +169,12 @@ def find_winners(
     check_splits(runs, sweep)
     tests = rank(cells, mode, alpha, correction, metric)
     winners_test.mark_methods(cells, split)
-    citation = _attach_paper(client, parent.info.run_id, cells, metric)
+    ranked = winners_test.test_metric(metric) if split == winners_test.TEST else metric
+    citation, paper_metric = _attach_paper(client, parent.info.run_id, cells, (ranked, metric))
     regions = names.regions_logged(k for r in runs for k in r.data.metrics)
     table = WinnersTable(sweep, parent.info.run_id, metric, mode, correction, alpha, cells, regions)
     table.citation, table.cost_device, table.tests = citation, device, tests
+    table.paper_metric = paper_metric
     table.sweep_status = parent.info.status
     table.smoke = parent.data.tags.get("ablate.smoke") == "true"
     table.test_metric = winners_test.test_metric(metric)
@@ -298,17 +301,25 @@ def mark_cheapest(cells: list[CellStats]) -> None:
         pick.cheapest = True
 
 
-def _attach_paper(client: Any, parent_id: str, cells: list[CellStats], metric: str) -> str | None:
-    """The paper's number for each cell from the parent run's ``paper.json``, and its citation."""
+def _attach_paper(
+    client: Any, parent_id: str, cells: list[CellStats], metrics: tuple[str, ...]
+) -> tuple[str | None, str]:
+    """The paper's number for each cell from the parent run's ``paper.json``, its citation and
+    the metric the numbers are: the first of ``metrics`` (the ranked one, then the selection
+    metric) the paper reports for any cell, so a validation number never sits unlabelled
+    beside a test mean."""
     names_ = {a.path for a in client.list_artifacts(parent_id)}
     if PAPER_FILE not in names_:
-        return None
+        return None, metrics[-1]
     with tempfile.TemporaryDirectory() as tmp:
         path = client.download_artifacts(parent_id, PAPER_FILE, tmp)
         paper = json.loads(Path(path).read_text())
+    rows = paper.get("rows", {})
+    reported = [m for m in metrics if any(m in rows.get(c.label, {}) for c in cells)]
+    metric = reported[0] if reported else metrics[-1]
     for cell in cells:
-        cell.paper = paper.get("rows", {}).get(cell.label, {}).get(metric)
-    return paper.get("citation")
+        cell.paper = rows.get(cell.label, {}).get(metric)
+    return paper.get("citation"), metric
 
 
 def _best_run(cell: CellStats, mode: str) -> str:

@@ -19,7 +19,8 @@ def columns(table: WinnersTable) -> list[str]:
     regions = [f"{table.case_split} {r.upper()}" for r in table.regions]
     other = "val" if table.ranked_metric != table.metric else "test"  # the split not ranked on
     head = ["cell", "n", "mean", "95% CI", other, "Δ to best", "Δ 95% CI", "p (adj.)", "P(rank 1)"]
-    tail = ["epoch s", f"{table.cost_device} h", "peak GiB", "paper", "status", "method"]
+    paper = f"paper ({table.paper_metric.split('/')[0]})" if table.paper_metric else "paper"
+    tail = ["epoch s", f"{table.cost_device} h", "peak GiB", paper, "status", "method"]
     return head + regions + tail
 
 

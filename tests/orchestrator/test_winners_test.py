@@ -108,6 +108,24 @@ def test_region_columns_are_on_the_cases_the_mean_is(
     assert payload["regions_on"] == "test" and payload["cells"][0]["dice"]["wt"] == 0.6
 
 
+def test_the_paper_column_says_which_split_its_numbers_are(tmp_path: Path) -> None:
+    """A paper's val/dice_mean sat unlabelled beside a test mean, and a test/dice_mean it
+    reported was accepted but shown nowhere (audit)."""
+    client, experiment, parent = _sweep(mlflow_uri(tmp_path))
+    for seed in range(2):
+        _run(client, experiment, parent, "a", seed, np.full(4, 0.8), np.full(5, 0.6))
+    rows = {"a": {"val/dice_mean": 0.85}}
+    tracking.log_json(client, parent, {"citation": "P", "rows": rows}, "paper.json")
+    table = find_winners(client, "study", tag=False)
+    assert (table.paper_metric, table.cells[0].paper) == ("val/dice_mean", 0.85)
+    assert "paper (val)" in format_table(table).splitlines()[1]
+    rows["a"]["test/dice_mean"] = 0.7  # the number for what the table ranks on wins
+    tracking.log_json(client, parent, {"citation": "P", "rows": rows}, "paper.json")
+    table = find_winners(client, "study", tag=False)
+    assert (table.paper_metric, table.cells[0].paper) == ("test/dice_mean", 0.7)
+    assert "paper (test)" in format_table(table).splitlines()[1]
+
+
 def test_one_run_without_test_cases_keeps_the_comparison_on_validation(tmp_path: Path) -> None:
     client, experiment, parent = _sweep(mlflow_uri(tmp_path))
     for cell in ("a", "b"):
