@@ -1,0 +1,51 @@
+"""What every model config shares: the filters and norm-group checks, the patch divisor."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from trainables.config import Frozen
+
+NormChoice = Literal["batch", "group", "instance"]
+Filters = tuple[int, ...]
+
+# Paper 003: the 2-D slice U-Net keeps Ronneberger's widths; the 3-D U-Net is much smaller.
+UNET_2D_FILTERS: Filters = (64, 128, 256, 512, 1024)
+UNET_3D_FILTERS: Filters = (8, 16, 32, 64)
+
+
+def _check_filters(value: Filters) -> Filters:
+    if len(value) < 2:
+        raise ValueError(f"filters needs at least 2 stages (one down-sampling step), got {value}")
+    if any(f <= 0 for f in value):
+        raise ValueError(f"filters must be strictly positive, got {value}")
+    return value
+
+
+def _check_groups(norm: str, groups: int, filters: Filters) -> None:
+    if norm != "group":
+        return
+    bad = [f for f in filters if f % groups]
+    if bad:
+        raise ValueError(
+            f"group_norm_groups={groups} must divide every entry of filters {filters} "
+            f"(not {bad}) when norm is 'group'"
+        )
+
+
+class _ModelBase(Frozen):
+    """Shared helpers: the patch divisor from the number of down-sampling steps."""
+
+    @property
+    def input_dims(self) -> int:
+        """2 for a slice model ``(B, C, X, Y)``, 3 for a volume model ``(B, C, X, Y, Z)``."""
+        return int(self.spatial_dims)  # type: ignore[attr-defined]
+
+    @property
+    def stage_filters(self) -> Filters:
+        """Features per resolution stage, highest resolution first."""
+        return tuple(self.filters)  # type: ignore[attr-defined]
+
+    def divisor(self) -> tuple[int, ...]:
+        """What each patch axis must be divisible by, one entry per input axis."""
+        return (2 ** (len(self.stage_filters) - 1),) * self.input_dims
