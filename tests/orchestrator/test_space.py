@@ -151,6 +151,7 @@ def test_describe_plan_lists_trials_with_overrides(tmp_path: Path) -> None:
     space = write_space(tmp_path, "name: s\nextends: trial.yaml\ngrid: {optimizer.lr: [0.01]}\n")
     summary, rows = describe_plan(plan_sweep(space))
     assert "sweep 's', 1 cell x 1 seed = 1 trial (grid search, fifo scheduler" in summary
+    assert rows[0].pop("config")["optimizer"]["lr"] == 0.01  # the resolved config
     assert rows == [
         {
             "key": "lr=0.01/seed0",

@@ -199,7 +199,7 @@ def test_channels_last_is_refused_for_the_clstm() -> None:
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_cuda_graphs_with_device_auto_on_a_cpu_run_eagerly_with_a_note(tiny: dict) -> None:
-    tiny["train"].update(batch_size=1, speed={"cuda_graphs": True})
+    tiny["train"].update(batch_size=1, speed={"cuda_graphs": True}, precision="fp32")
     notes: list[str] = []
     bench = build_bench_step(parse_trial_config(tiny), progress=notes.append)
     assert bench.train.captured is None
