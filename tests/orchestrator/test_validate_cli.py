@@ -127,8 +127,8 @@ def test_unknown_keys_at_any_depth(
         (
             "{model.deep_supervison: [0, 1]}",
             "grid.model.deep_supervison: model.deep_supervison: unknown key (allowed: attention, "
-            "bottleneck_depth, deep_supervision, filters, kind, negative_slope, spatial_dims; did "
-            "you mean 'deep_supervision'?)",
+            "bottleneck_depth, deep_supervision, filters, group_norm_groups, kind, "
+            "negative_slope, norm, spatial_dims; did you mean 'deep_supervision'?)",
         ),
         ("{trian.epochs: [1]}", "grid.trian.epochs: trian: unknown key (allowed: augment, data, "),
         ("{train.epochs.max: [1]}", "cell 'max=1': train.epochs is a value (2), not a section"),
@@ -150,8 +150,8 @@ def test_dotted_paths_that_do_not_exist(
             "grid.train.batch_size: train.batch_size: Input should be a valid integer",
         ),
         (
-            "grid: {model.norm: [batch]}\n",  # the attention U-Net has no norm choice
-            "grid.model.norm: model.norm: unknown key",
+            "grid: {model.norm: [layer]}\n",  # the attention U-Net's norms: batch/group/instance
+            "grid.model.norm: model.norm: 'layer' is not one of batch, group, instance",
         ),
         ("seeds: two\n", "seeds: Input should be a valid integer"),
         ("resources: {cpu: lots}\n", "resources.cpu: Input should be a valid number"),

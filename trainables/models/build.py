@@ -42,7 +42,7 @@ def spec_for(cfg: ModelConfig, fused_norm_act: bool = False) -> UNetSpec:
         ops = ConvOps(cfg.spatial_dims, cfg.norm, cfg.negative_slope, cfg.group_norm_groups, fused)
         return UNetSpec(ops, cfg.filters, block="residual")
     if isinstance(cfg, AttentionUNetConfig):
-        ops = ConvOps(cfg.spatial_dims, "instance", cfg.negative_slope, fused_norm_act=fused)
+        ops = ConvOps(cfg.spatial_dims, cfg.norm, cfg.negative_slope, cfg.group_norm_groups, fused)
         heads = cfg.deep_supervision or None
         return UNetSpec(
             ops,
@@ -52,7 +52,7 @@ def spec_for(cfg: ModelConfig, fused_norm_act: bool = False) -> UNetSpec:
             deep_supervision_heads=heads,
         )
     if isinstance(cfg, PlainUNetConfig):
-        ops = ConvOps(cfg.spatial_dims, "instance", NNUNET_SLOPE, fused_norm_act=fused)
+        ops = ConvOps(cfg.spatial_dims, cfg.norm, NNUNET_SLOPE, cfg.group_norm_groups, fused)
         heads = cfg.deep_supervision_outputs - 1 if cfg.deep_supervision else None
         return UNetSpec(ops, cfg.filters, down="strided", deep_supervision_heads=heads)
     if isinstance(cfg, UNetConfig):

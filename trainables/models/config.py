@@ -101,8 +101,12 @@ class AttentionUNetConfig(_ModelBase):
             An integer, unlike ``plain_unet``'s true/false.
         bottleneck_depth: extra double-conv blocks with ``filters[-1]`` features at the lowest
             resolution (0 to 4).
-        negative_slope: LeakyReLU slope after every (instance) norm (FM-Net: 0.02; 0 gives
-            ReLU); also the ``a`` of the Kaiming-normal weight initialisation.
+        negative_slope: LeakyReLU slope after every norm (FM-Net: 0.02; 0 gives ReLU); also
+            the ``a`` of the Kaiming-normal weight initialisation.
+        norm: normalisation after every convolution: ``instance`` (FM-Net's; affine, no running
+            statistics), ``batch`` or ``group`` (the norm ablation).
+        group_norm_groups: number of GroupNorm groups with ``norm: group`` (must divide every
+            entry of ``filters``).
     """
 
     kind: Literal["attention_unet"] = "attention_unet"
@@ -112,6 +116,8 @@ class AttentionUNetConfig(_ModelBase):
     deep_supervision: int = 2
     bottleneck_depth: int = 2
     negative_slope: float = Field(0.02, ge=0)
+    norm: NormChoice = "instance"
+    group_norm_groups: int = Field(8, ge=1)
 
     _filters = field_validator("filters")(_check_filters)
 
@@ -131,6 +137,7 @@ class AttentionUNetConfig(_ModelBase):
 
     @model_validator(mode="after")
     def _ds_fits_decoder(self) -> AttentionUNetConfig:
+        _check_groups(self.norm, self.group_norm_groups, self.filters)
         levels = len(self.filters) - 1
         if self.deep_supervision > levels - 1:
             raise ValueError(
@@ -146,7 +153,8 @@ class PlainUNetConfig(_ModelBase):
     With ``deep_supervision`` the training-mode output holds the decoder levels nnU-Net gives
     a non-zero loss weight: all but the lowest decoder level (nnU-Net computes that one but
     weights it 0), i.e. all resolutions but the two lowest, ``max(1, num_stages - 2)`` outputs.
-    Norm (instance) and LeakyReLU slope (0.01) are nnU-Net's, not configurable.
+    Norm (instance) is nnU-Net's default and ``norm`` its ``norm_op`` ablation; the LeakyReLU
+    slope (0.01) is nnU-Net's, not configurable.
 
     Attributes:
         spatial_dims: 3 for a volume model (3-D patches), 2 for a slice model (2-D patches).
@@ -158,6 +166,10 @@ class PlainUNetConfig(_ModelBase):
         max_filters: cap on the features of any stage (nnU-Net: 320 in 3-D, 512 in 2-D).
         deep_supervision: in training, return the ``max(1, num_stages - 2)`` logits nnU-Net
             weights in its deep-supervision loss (full resolution first); false: one output.
+        norm: normalisation after every convolution: ``instance`` (nnU-Net's default),
+            ``batch`` or ``group``; only instance norm can take ``train.speed.fused_norm_act``.
+        group_norm_groups: number of GroupNorm groups with ``norm: group`` (must divide every
+            stage's features).
     """
 
     kind: Literal["plain_unet"] = "plain_unet"
@@ -166,6 +178,8 @@ class PlainUNetConfig(_ModelBase):
     num_stages: int = 6
     max_filters: int = 320
     deep_supervision: bool = True
+    norm: NormChoice = "instance"
+    group_norm_groups: int = Field(8, ge=1)
 
     @field_validator("base_filters", "max_filters")
     @classmethod
@@ -180,6 +194,11 @@ class PlainUNetConfig(_ModelBase):
         if value < 2:
             raise ValueError(f"num_stages must be at least 2 (one down-sampling step), got {value}")
         return value
+
+    @model_validator(mode="after")
+    def _groups_divide_stages(self) -> PlainUNetConfig:
+        _check_groups(self.norm, self.group_norm_groups, self.filters)
+        return self
 
     @property
     def filters(self) -> Filters:

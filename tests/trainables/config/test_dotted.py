@@ -8,12 +8,12 @@ from trainables.config.dotted import apply_overrides, format_value, get_dotted, 
 
 
 def test_set_dotted_creates_merges_and_replaces_by_kind() -> None:
-    data = {"model": {"kind": "unet", "filters": [4, 8], "norm": "batch"}}
+    data = {"model": {"kind": "unet", "filters": [4, 8], "upsample": "transpose"}}
     set_dotted(data, "train.epochs", 3)
     assert data["train"] == {"epochs": 3}
-    set_dotted(data, "model", {"norm": "group"})  # same kind: merged
-    assert data["model"] == {"kind": "unet", "filters": [4, 8], "norm": "group"}
-    # a new kind keeps what it shares with the old (filters) and drops the rest (norm)
+    set_dotted(data, "model", {"upsample": "nearest"})  # same kind: merged
+    assert data["model"] == {"kind": "unet", "filters": [4, 8], "upsample": "nearest"}
+    # a new kind keeps what it shares with the old (filters) and drops the rest (upsample)
     set_dotted(data, "model", {"kind": "attention_unet", "attention": False})
     assert data["model"] == {"kind": "attention_unet", "filters": [4, 8], "attention": False}
     set_dotted(data, "model.kind", "swin_unetr")  # the dotted spelling does the same

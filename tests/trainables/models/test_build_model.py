@@ -30,7 +30,18 @@ def _toy_configs(dims: int) -> list[ModelConfig]:
         ),
         ResidualUNetConfig(spatial_dims=dims, filters=(4, 8, 16), norm="batch"),
         AttentionUNetConfig(spatial_dims=dims, filters=(4, 8, 16, 32), deep_supervision=0),
+        AttentionUNetConfig(
+            spatial_dims=dims, filters=(4, 8, 16, 32), deep_supervision=0, norm="batch"
+        ),
         PlainUNetConfig(spatial_dims=dims, base_filters=4, num_stages=4, deep_supervision=False),
+        PlainUNetConfig(
+            spatial_dims=dims,
+            base_filters=4,
+            num_stages=4,
+            norm="group",
+            group_norm_groups=2,
+            deep_supervision=False,
+        ),
         UNetConfig(spatial_dims=dims, filters=(4, 8, 16), norm="none"),
         UNetConfig(spatial_dims=dims, filters=(4, 8, 16), upsample="nearest"),
     ]
@@ -102,6 +113,26 @@ def test_plain_unet_without_deep_supervision_returns_one_tensor_in_training() ->
     cfg = PlainUNetConfig(base_filters=2, num_stages=4, deep_supervision=False)
     out = build_model(cfg, 1, 2).train()(torch.randn(1, 1, 16, 16, 16))
     assert isinstance(out, torch.Tensor)
+
+
+@pytest.mark.parametrize("norm", ["instance", "batch", "group"])
+def test_nnunet_and_fmnet_norms_are_an_axis(norm: str) -> None:
+    """nnU-Net's ``norm_op`` and FM-Net's instance norm could not be ablated (audit): the norm
+    was fixed to instance in plain_unet and attention_unet."""
+    expected = {"instance": nn.InstanceNorm3d, "batch": nn.BatchNorm3d, "group": nn.GroupNorm}
+    for cfg in (
+        PlainUNetConfig(base_filters=4, num_stages=3, norm=norm, group_norm_groups=2),
+        AttentionUNetConfig(filters=(4, 8, 16), deep_supervision=0, norm=norm, group_norm_groups=2),
+    ):
+        model = build_model(cfg, in_channels=1, out_channels=2)
+        norms = {
+            type(m)
+            for m in model.modules()
+            if isinstance(m, nn.modules.batchnorm._NormBase | nn.GroupNorm)
+        }
+        assert norms == {expected[norm]}, (cfg.kind, norms)
+    with pytest.raises(ValueError, match=r"group_norm_groups=3 must divide every entry"):
+        PlainUNetConfig(base_filters=4, num_stages=3, norm="group", group_norm_groups=3)
 
 
 def test_attention_gates_add_parameters() -> None:
