@@ -135,8 +135,8 @@ class SpeedConfig(Frozen):
 
     Attributes:
         fused_norm_act: instance norm + LeakyReLU as one Triton kernel pair on CUDA
-            (:mod:`trainables.models.fused_norm`) in the instance-norm U-Nets (``plain_unet``,
-            ``attention_unet``, and ``residual_unet``/``unet`` with ``norm: instance``); the same
+            (:mod:`trainables.models.fused_norm`) in the U-Nets with ``norm: instance`` (the
+            default of ``plain_unet`` and ``attention_unet``); the same
             ops unfused on CPU. State dicts are interchangeable either way.
         channels_last: model weights and input in ``channels_last_3d`` (``channels_last`` for
             2-D models).
