@@ -37,9 +37,7 @@ from orchestrator.space import MAX_TRIALS, Resources, SpaceFile, load_space_file
 from orchestrator.space_search import AshaScheduler
 from trainables.config.dotted import (
     apply_overrides,
-    dropped_settings,
     format_value,
-    get_dotted,
     set_dotted,
 )
 from trainables.errors import InputError
@@ -87,7 +85,11 @@ class Plan:
 
     Attributes:
         base: the base trial config as a dict (``extends`` + ``base``), before cell overrides.
-        cell_configs: cell label -> resolved config dict at seed 0 (what Optuna samples onto).
+        cell_configs: cell label -> resolved config dict at seed 0 (every default filled in).
+        cell_sources: Optuna only: cell label -> the config as written (base and the cell's
+            overrides, paths absolute, no defaults filled in), what a sample is applied onto,
+            as the grid's overrides are: a sampled kind then takes its own defaults, not the
+            old kind's.
         trials: every cell x seed for grid search; empty for Optuna (trials are suggested).
     """
 
@@ -99,6 +101,7 @@ class Plan:
     cell_configs: dict[str, dict[str, Any]]
     trials: list[PlannedTrial] = field(default_factory=list)
     smoke: bool = False
+    cell_sources: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -144,10 +147,11 @@ def plan_sweep(
         if cell_trials:
             cell_configs[cell.label] = cell_trials[0].config
             trials += cell_trials if space.is_grid else []
+    sources = _cell_sources(space, base, cells, data_root) if not space.is_grid else {}
     if space.sample and cell_configs:
         check_sample_paths(space, cell_configs, errors)
         if not errors.lines:  # values only once the paths are ones a sample may vary
-            check_samples(space, cell_configs, errors)
+            check_samples(space, {k: v for k, v in sources.items() if k in cell_configs}, errors)
     check_synthetic_axes(cells, cell_configs, errors)
     # --smoke shrinks sizes, so cells that differ only in size look alike; after another error
     # (a grid over seed, say) the cells may look alike for that reason alone
@@ -162,7 +166,7 @@ def plan_sweep(
     check_stop_epochs(space, cell_configs, errors)
     check_init_checkpoints(cell_configs, errors)
     errors.raise_if_any(source)
-    return Plan(space, source, digest, base, cells, cell_configs, trials, smoke)
+    return Plan(space, source, digest, base, cells, cell_configs, trials, smoke, sources)
 
 
 def check_trial_count(space: SpaceFile, cells: int, max_trials: int, source: Path) -> None:
@@ -337,8 +341,6 @@ def _trial_config(
     except ValueError as err:
         errors.add(f"cell {cell.label!r}: {err}")
         return None
-    for leaf in dropped_settings(data, overrides):
-        errors.add(_dropped_message(cell, leaf, data))
     if data_root is not None:
         set_dotted(data, "data.root", str(data_root))
     cfg = errors.check(data, cell.origins, context=f"cell {cell.label!r}")
@@ -349,16 +351,21 @@ def _trial_config(
     return absolute_paths(cfg.model_dump(mode="json"))
 
 
-def _dropped_message(cell: Cell, leaf: str, data: dict[str, Any]) -> str:
-    """A setting that a kind switch applied after it dropped (its kind has no such field)."""
-    section, _, name = leaf.rpartition(".")
-    key = next(k for k in cell.overrides if leaf == k or leaf.startswith(f"{k}."))
-    origin = cell.origins.get(key, key) + leaf[len(key) :]
-    kind = get_dotted(data, f"{section}.kind", "?")
-    return (
-        f"cell {cell.label!r}: {origin} is lost: {section}.kind is {kind!r} in this cell, "
-        f"which has no {name}; set it only with a kind that has it"
-    )
+def _cell_sources(
+    space: SpaceFile, base: dict[str, Any], cells: list[Cell], data_root: Path | None
+) -> dict[str, dict[str, Any]]:
+    """Each cell's config as written at seed 0 (see :attr:`Plan.cell_sources`); cells whose
+    overrides do not apply are left out (their error is already recorded)."""
+    sources = {}
+    for cell in cells:
+        try:
+            data = apply_overrides(base, {**cell.overrides, "seed": 0})
+        except ValueError:
+            continue
+        if data_root is not None:
+            set_dotted(data, "data.root", str(data_root))
+        sources[cell.label] = absolute_paths(data)
+    return sources
 
 
 def absolute_paths(config: dict[str, Any]) -> dict[str, Any]:
@@ -370,7 +377,7 @@ def absolute_paths(config: dict[str, Any]) -> dict[str, Any]:
     from trainables.data.cache import default_cache_root
 
     out = apply_overrides(config, {})
-    data = out["data"]
+    data = out.setdefault("data", {})
     for key in ("root", "cache_dir"):
         if data.get(key):
             data[key] = str(Path(data[key]).expanduser().resolve())

@@ -86,7 +86,7 @@ def _per_cell(table: WinnersTable, done: list[Any]) -> Figure:
         [c.paper for c in done],
     )
     caption = "dot: mean over runs; whisker: Student-t 95% interval; diamond: the paper's number"
-    if table.paper_metric and table.paper_metric != table.ranked_metric:
+    if any(c.paper is not None for c in done) and table.paper_metric != table.ranked_metric:
         caption += f" ({table.paper_metric}: another split than the dots)"
     title = f"{table.ranked_metric} per cell (mean, 95% CI)"
     return Figure(title, png, caption, "metric_per_cell.png")

@@ -101,7 +101,8 @@ def param_space(plan: Plan) -> dict[str, Any]:
             {"key": t.key, "cell": t.cell, "seed": t.seed, "config": t.config} for t in plan.trials
         ]
         return {"ablate": meta, "trial": tune.grid_search(trials)}
-    meta["cells"] = [{"label": c.label, "config": plan.cell_configs[c.label]} for c in plan.cells]
+    meta["cells"] = [{"label": c.label, "config": plan.cell_sources[c.label]} for c in plan.cells]
+    meta["smoke"] = plan.smoke  # the worker shrinks each sampled trial as the grid's are
     cells = list(range(len(plan.cells)))
     sample = {path: _domain(rng) for path, rng in space.sample.items()}
     return {"ablate": meta, "cell": tune.choice(cells) if len(cells) > 1 else 0, "sample": sample}

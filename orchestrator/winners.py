@@ -139,7 +139,7 @@ class WinnersTable:
         head = {"sweep": self.sweep, "parent_run_id": self.parent_run_id, "metric": self.metric}
         head |= {"mode": self.mode, "correction": self.correction, "alpha": self.alpha}
         head |= {"regions": list(self.regions), "missing_runs": self.missing}
-        head |= {"regions_on": self.case_split}
+        head |= {"regions_on": "test" if self.case_split == winners_test.TEST else "val"}
         head |= {"winner_run_id": self.winner_run_id, "citation": self.citation}
         head |= {"test_metric": self.test_metric, "compared_on": self.case_split}
         head |= {"ranked_metric": self.ranked_metric, "sweep_status": self.sweep_status}
@@ -310,13 +310,13 @@ def _attach_paper(
     beside a test mean."""
     names_ = {a.path for a in client.list_artifacts(parent_id)}
     if PAPER_FILE not in names_:
-        return None, metrics[-1]
+        return None, ""
     with tempfile.TemporaryDirectory() as tmp:
         path = client.download_artifacts(parent_id, PAPER_FILE, tmp)
         paper = json.loads(Path(path).read_text())
     rows = paper.get("rows", {})
     reported = [m for m in metrics if any(m in rows.get(c.label, {}) for c in cells)]
-    metric = reported[0] if reported else metrics[-1]
+    metric = reported[0] if reported else ""
     for cell in cells:
         cell.paper = rows.get(cell.label, {}).get(metric)
     return paper.get("citation"), metric

@@ -16,10 +16,12 @@ NO_INTERVAL = "n=1: no interval"
 def columns(table: WinnersTable) -> list[str]:
     """Column names: the Dice columns are the regions the sweep's runs logged (WT/TC/ET, FG),
     on the cases the mean is (``test WT``, or ``val WT``: the selected epochs' validation)."""
-    regions = [f"{table.case_split} {r.upper()}" for r in table.regions]
+    on = "test" if table.case_split == "test" else "val"  # a perf/ or train/ metric: val's Dice
+    regions = [f"{on} {r.upper()}" for r in table.regions]
     other = "val" if table.ranked_metric != table.metric else "test"  # the split not ranked on
     head = ["cell", "n", "mean", "95% CI", other, "Δ to best", "Δ 95% CI", "p (adj.)", "P(rank 1)"]
-    paper = f"paper ({table.paper_metric.split('/')[0]})" if table.paper_metric else "paper"
+    split = table.paper_metric.split("/")[0]
+    paper = f"paper ({split})" if split in ("val", "test") else "paper"
     tail = ["epoch s", f"{table.cost_device} h", "peak GiB", paper, "status", "method"]
     return head + regions + tail
 

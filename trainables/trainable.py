@@ -46,6 +46,7 @@ from trainables.engine.per_case import PER_CASE_FILE
 from trainables.engine.precision import runtime_versions
 from trainables.engine.preview import preview_png
 from trainables.engine.runner import TrialDiverged, TrialOutOfMemory, TrialRunner
+from trainables.engine.smoke import smoke_config
 
 PREVIEW_FILE = "preview.png"  # the best epoch's preview, in each Tune checkpoint directory
 TRIAL_META_FILE = "trial.json"  # the trial's failure (if any), in each Tune checkpoint dir
@@ -93,10 +94,15 @@ class TrialIdentity:
     seed: int
     config: dict[str, Any]
     source: str
+    smoke: bool = False
 
     def validate(self) -> TrialSpec:
-        """The validated trial. Raises InputError naming the trial when its config is invalid."""
+        """The validated trial (shrunk by ``smoke_config`` for a ``--smoke`` Optuna sweep, as
+        the driver shrinks grid trials). Raises InputError naming the trial when its config is
+        invalid."""
         cfg = parse_trial_config(self.config, source=self.source)
+        if self.smoke:
+            cfg = smoke_config(cfg)
         return TrialSpec(self.key, self.cell, self.seed, cfg)
 
 
@@ -105,15 +111,16 @@ def trial_identity(tune_config: dict[str, Any], trial_id: str) -> TrialIdentity:
     if "trial" in tune_config:  # grid search: resolved and validated in the driver
         t = tune_config["trial"]
         return TrialIdentity(t["key"], t["cell"], int(t["seed"]), t["config"], f"trial {t['key']}")
-    cell = tune_config["ablate"]["cells"][int(tune_config.get("cell", 0))]
+    meta = tune_config["ablate"]
+    cell = meta["cells"][int(tune_config.get("cell", 0))]
     seed = int(tune_config.get("__trial_index__", 0))
     sampled: dict[str, Any] = tune_config.get("sample", {})
+    # onto the cell as written (no defaults filled in), as the grid applies its overrides
     data = apply_overrides(cell["config"], {**sampled, "seed": seed})
     names = [f"{p.rsplit('.', 1)[-1]}={format_value(v)}" for p, v in sampled.items()]
     label = ",".join([cell["label"], *names])
-    return TrialIdentity(
-        f"{label}/seed{seed}#{trial_id}", label, seed, data, f"sampled trial {trial_id}"
-    )
+    key, source = f"{label}/seed{seed}#{trial_id}", f"sampled trial {trial_id}"
+    return TrialIdentity(key, label, seed, data, source, bool(meta.get("smoke")))
 
 
 def resolve_trial(tune_config: dict[str, Any], trial_id: str) -> TrialSpec:

@@ -77,3 +77,25 @@ def test_samples_are_checked_in_every_cell(tmp_path: Path, capsys: pytest.Captur
     code, err = run_validate(write_space(tmp_path, text), capsys)
     assert code == 2, err
     assert "sample.schedule.warmup_epochs (cell 'short'): schedule.warmup_epochs: 4 must be" in err
+
+
+def test_a_sampled_kind_trains_as_the_same_grid_cell(tmp_path: Path) -> None:
+    """Samples were applied onto the cell's resolved config, where the old kind's defaults are
+    filled in: a sampled AdamW kept NAdam's weight decay 0, the grid's AdamW took AdamW's
+    1e-5 (review). The worker now samples onto the cell as written, as the grid does."""
+    from orchestrator.expand import plan_sweep
+    from orchestrator.tuner import param_space
+    from trainables.trainable import resolve_trial
+
+    grid = plan_sweep(
+        write_space(
+            tmp_path, "name: g\nextends: trial.yaml\ngrid: {optimizer.kind: [adamw]}\n", "g.yaml"
+        )
+    )
+    text = (
+        f"name: o\nextends: trial.yaml\n{OPTUNA}sample: {{optimizer.kind: {{choice: [adamw]}}}}\n"
+    )
+    optuna = param_space(plan_sweep(write_space(tmp_path, text, "o.yaml")))
+    sampled = resolve_trial({**optuna, "sample": {"optimizer.kind": "adamw"}}, "t1").config
+    assert sampled.optimizer.weight_decay == grid.trials[0].config["optimizer"]["weight_decay"]
+    assert sampled.optimizer.weight_decay == 1e-5 and sampled.optimizer.lr == 3e-3

@@ -13,7 +13,6 @@ from collections.abc import Mapping
 from typing import Any
 
 _MISSING = object()
-_DROPPED = object()  # a leaf a kind switch removed
 
 
 def set_dotted(data: dict[str, Any], path: str, value: Any, _at: tuple[str, ...] = ()) -> None:
@@ -45,46 +44,42 @@ def set_dotted(data: dict[str, Any], path: str, value: Any, _at: tuple[str, ...]
     elif leaf == "kind" and value != node.get("kind"):  # optimizer.kind: radam
         kept = _for_kind(node, value, at[:-1])
         node.clear()
-        node.update(kept, kind=plain(value))
+        node.update(kept)
     else:
         node[leaf] = plain(value)
 
 
 def _for_kind(section: dict[str, Any], kind: Any, at: tuple[str, ...]) -> dict[str, Any]:
-    """A copy of ``section`` (at path ``at``) holding what a switch to ``kind`` keeps."""
+    """A copy of ``section`` (at path ``at``) holding what a switch to ``kind`` keeps: the
+    settings both kinds share by definition (:mod:`trainables.config.kinds`)."""
     if kind is None or kind == section.get("kind"):
         return dict(section)
-    from trainables.config.kinds import kind_fields  # the schema is read lazily: no cycle
+    from trainables.config.kinds import shared_fields  # the schema is read lazily: no cycle
 
-    fields = kind_fields(at, str(kind))
-    if fields is None:
-        return {}
-    return {k: v for k, v in section.items() if k in fields and k != "kind"}
+    old = section.get("kind")
+    fields = shared_fields(at, None if old is None else str(old), str(kind))
+    kept = {k: v for k, v in section.items() if fields is not None and k in fields}
+    return {**kept, "kind": plain(kind)}
 
 
 def apply_overrides(data: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
-    """A deep copy of ``data`` with every dotted override set (see :func:`set_dotted`)."""
+    """A deep copy of ``data`` with every dotted override set (see :func:`set_dotted`).
+
+    Kind switches go first, shallowest first: a cell's own settings of a section (a variant's
+    ``schedule.min_lr``) then land in the kind the cell trains (a grid's ``schedule.kind:
+    cosine``), and one the kind lacks is an unknown key there, not silently dropped.
+    """
     _check_set_once(overrides)
     out = plain(data)
-    for path, value in overrides.items():
+    for path, value in sorted(overrides.items(), key=_switches_first):
         set_dotted(out, path, value)
     return out
 
 
-def dropped_settings(data: Mapping[str, Any], overrides: Mapping[str, Any]) -> list[str]:
-    """Leaf paths ``overrides`` set that ``data`` (the result of applying them) does not hold:
-    a later kind switch dropped them (a variant's ``schedule.min_lr`` under a grid's
-    ``schedule.kind: poly``), which would otherwise pass silently."""
-    lost = []
-    for key, value in overrides.items():
-        for leaf in _leaves(key, value):
-            sub = leaf[len(key) :].lstrip(".")
-            wanted = get_dotted(value, sub) if sub else value
-            if isinstance(wanted, Mapping):
-                continue
-            if get_dotted(data, leaf, _DROPPED) != plain(wanted):
-                lost.append(leaf)
-    return lost
+def _switches_first(item: tuple[str, Any]) -> tuple[bool, int]:
+    path, value = item
+    switch = path.rsplit(".", 1)[-1] == "kind" or (isinstance(value, Mapping) and "kind" in value)
+    return (not switch, path.count(".") if switch else 0)
 
 
 def _check_set_once(overrides: Mapping[str, Any]) -> None:

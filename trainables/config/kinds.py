@@ -1,8 +1,12 @@
-"""Which fields each ``kind`` of a trial-config section declares, read from the models.
+"""What a switch of a trial-config section's ``kind`` keeps, read from the models.
 
 A study switches a section's kind (``optimizer: {kind: radam}`` on an Adam base) to change only
-that: the settings the new kind shares with the old (learning rate, weight decay; a model's
-``spatial_dims``) carry over, and the ones it does not have are dropped.
+that. The settings both kinds inherit from a common base model mean the same in both (the
+optimizers' ``lr`` and ``weight_decay``, the Adam family's ``betas``, a schedule's
+``warmup_epochs``, a U-Net's ``spatial_dims``) and carry over; a setting each kind declares on
+its own may share a name but not a meaning (an exponential schedule's per-epoch ``gamma`` is
+not a step schedule's per-drop one; FM-Net's ``deep_supervision`` counts heads, nnU-Net's is a
+switch) and is left to the new kind's default.
 """
 
 from __future__ import annotations
@@ -15,27 +19,59 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from trainables.config.base import Frozen
 
-def kind_fields(path: Sequence[str], kind: str) -> frozenset[str] | None:
-    """The field names of the ``kind`` variant of the trial-config section at ``path``
-    (``("optimizer",)``, ``("data", "split")``); None where no section there has kinds."""
-    return _kind_fields(tuple(path), kind)
+
+def shared_fields(path: Sequence[str], old: str | None, new: str) -> frozenset[str] | None:
+    """The fields a switch from kind ``old`` to ``new`` of the section at ``path`` keeps (none
+    when ``old`` is unknown); None where no section there has kinds. ``old`` None is the
+    section's default kind (a YAML that never wrote it)."""
+    return _shared(tuple(path), old, new)
 
 
 @functools.cache
-def _kind_fields(path: tuple[str, ...], kind: str) -> frozenset[str] | None:
+def _shared(path: tuple[str, ...], old: str | None, new: str) -> frozenset[str] | None:
+    field = _field(path)
+    if field is None:
+        return None
+    members = _members(field.annotation)
+    target = _by_kind(members, new)
+    if target is None:
+        return None
+    old = old if old is not None else _default_kind(field)
+    source = _by_kind(members, old) if old is not None else None
+    if source is None:
+        return frozenset()
+    common = [b for b in target.__mro__ if b in source.__mro__ and _model(b) and b is not Frozen]
+    return frozenset(name for base in common for name in base.model_fields) - {"kind"}
+
+
+def _field(path: tuple[str, ...]) -> Any:
+    """The FieldInfo at dotted ``path`` of the trial config (through plain sections only)."""
     from trainables.config.trial import TrialConfig  # the trial config composes every section
 
     node: Any = TrialConfig
+    field = None
     for part in path:
-        field = _model(node).model_fields.get(part) if _model(node) else None
+        model = _model(node)
+        field = model.model_fields.get(part) if model else None
         if field is None:
             return None
         node = field.annotation
-    for member in _members(node):
+    return field
+
+
+def _default_kind(field: Any) -> str | None:
+    default = field.get_default(call_default_factory=True)
+    kind = default.get("kind") if isinstance(default, dict) else getattr(default, "kind", None)
+    return str(kind) if kind is not None else None
+
+
+def _by_kind(members: list[type[BaseModel]], kind: str) -> type[BaseModel] | None:
+    for member in members:
         tag = member.model_fields.get("kind")
         if tag is not None and kind in typing.get_args(tag.annotation):
-            return frozenset(member.model_fields)
+            return member
     return None
 
 

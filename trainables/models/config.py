@@ -30,6 +30,8 @@ from trainables.models.config_base import (
     _check_filters,
     _check_groups,
     _ModelBase,
+    _NormedModel,
+    _SpatialModel,
 )
 from trainables.models.config_swin import SWIN_STAGES, SwinUNETRConfig
 
@@ -49,7 +51,7 @@ __all__ = [
 ]
 
 
-class ResidualUNetConfig(_ModelBase):
+class ResidualUNetConfig(_NormedModel):
     """BTRSeg's residual U-Net: max-pool down, transposed-conv up, residual blocks.
 
     Attributes:
@@ -81,7 +83,7 @@ class ResidualUNetConfig(_ModelBase):
         return self
 
 
-class AttentionUNetConfig(_ModelBase):
+class AttentionUNetConfig(_NormedModel):
     """FM-Net: attention U-Net with instance norm, LeakyReLU 0.02, max-pool, transposed conv.
 
     ``deep_supervision`` counts the extra heads below the full-resolution output (FM-Net: 2, at
@@ -116,8 +118,6 @@ class AttentionUNetConfig(_ModelBase):
     deep_supervision: int = 2
     bottleneck_depth: int = 2
     negative_slope: float = Field(0.02, ge=0)
-    norm: NormChoice = "instance"
-    group_norm_groups: int = Field(8, ge=1)
 
     _filters = field_validator("filters")(_check_filters)
 
@@ -147,7 +147,7 @@ class AttentionUNetConfig(_ModelBase):
         return self
 
 
-class PlainUNetConfig(_ModelBase):
+class PlainUNetConfig(_NormedModel):
     """nnU-Net's plain conv U-Net: features ``base_filters * 2**i`` capped at ``max_filters``.
 
     With ``deep_supervision`` the training-mode output holds the decoder levels nnU-Net gives
@@ -178,8 +178,6 @@ class PlainUNetConfig(_ModelBase):
     num_stages: int = 6
     max_filters: int = 320
     deep_supervision: bool = True
-    norm: NormChoice = "instance"
-    group_norm_groups: int = Field(8, ge=1)
 
     @field_validator("base_filters", "max_filters")
     @classmethod
@@ -213,7 +211,7 @@ class PlainUNetConfig(_ModelBase):
         return max(1, self.num_stages - 2) if self.deep_supervision else 1
 
 
-class UNetConfig(_ModelBase):
+class UNetConfig(_SpatialModel):
     """Paper 003's classic U-Net: ReLU, max-pool, transposed conv (or nearest) up.
 
     Without ``filters`` the paper's widths for ``spatial_dims`` are used: 2-D (64..1024), 3-D

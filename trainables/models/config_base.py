@@ -1,8 +1,11 @@
-"""What every model config shares: the filters and norm-group checks, the patch divisor."""
+"""What the model configs share: the filters and norm-group checks, the patch divisor, and the
+settings several kinds declare in common (a kind switch keeps those: trainables.config.kinds)."""
 
 from __future__ import annotations
 
 from typing import Literal
+
+from pydantic import Field
 
 from trainables.config import Frozen
 
@@ -49,3 +52,27 @@ class _ModelBase(Frozen):
     def divisor(self) -> tuple[int, ...]:
         """What each patch axis must be divisible by, one entry per input axis."""
         return (2 ** (len(self.stage_filters) - 1),) * self.input_dims
+
+
+class _SpatialModel(_ModelBase):
+    """A network of 2-D slices or 3-D volumes (every kind but the C-LSTM, whose U-Net is 2-D).
+
+    Attributes:
+        spatial_dims: 3 for a volume model (3-D patches), 2 for a slice model (2-D patches).
+    """
+
+    spatial_dims: Literal[2, 3] = 3
+
+
+class _NormedModel(_SpatialModel):
+    """A U-Net whose convolutions are followed by a batch, group or instance norm.
+
+    Attributes:
+        norm: normalisation after every convolution: ``instance`` (affine, no running
+            statistics, as in nnU-Net), ``batch`` or ``group``.
+        group_norm_groups: number of GroupNorm groups with ``norm: group`` (must divide every
+            stage's features).
+    """
+
+    norm: NormChoice = "instance"
+    group_norm_groups: int = Field(8, ge=1)

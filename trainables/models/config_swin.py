@@ -6,12 +6,12 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from trainables.models.config_base import Filters, _ModelBase
+from trainables.models.config_base import Filters, _SpatialModel
 
 SWIN_STAGES = 4  # MONAI's SwinUNETR decoder is built for exactly four transformer stages
 
 
-class SwinUNETRConfig(_ModelBase):
+class SwinUNETRConfig(_SpatialModel):
     """Paper 003's SwinUNETR baseline: :class:`monai.networks.nets.SwinUNETR` (Sec. 3.3).
 
     A Swin transformer encoder (patch embedding of stride 2, then four stages each halving the

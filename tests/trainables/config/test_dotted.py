@@ -13,16 +13,32 @@ def test_set_dotted_creates_merges_and_replaces_by_kind() -> None:
     assert data["train"] == {"epochs": 3}
     set_dotted(data, "model", {"upsample": "nearest"})  # same kind: merged
     assert data["model"] == {"kind": "unet", "filters": [4, 8], "upsample": "nearest"}
-    # a new kind keeps what it shares with the old (filters) and drops the rest (upsample)
+    # a new kind keeps what both kinds inherit (spatial_dims), not what each declares on its
+    # own under one name (filters, upsample: the new kind's defaults apply)
+    data["model"]["spatial_dims"] = 3
     set_dotted(data, "model", {"kind": "attention_unet", "attention": False})
-    assert data["model"] == {"kind": "attention_unet", "filters": [4, 8], "attention": False}
-    set_dotted(data, "model.kind", "swin_unetr")  # the dotted spelling does the same
-    assert data["model"] == {"kind": "swin_unetr"}  # swin_unetr has none of them
+    assert data["model"] == {"kind": "attention_unet", "spatial_dims": 3, "attention": False}
+    set_dotted(data, "model.kind", "clstm")  # the dotted spelling does the same
+    assert data["model"] == {"kind": "clstm"}  # the C-LSTM shares none of them
+    optimizer = {"kind": "adam", "lr": 5e-4, "weight_decay": 1e-5, "betas": [0.9, 0.99]}
+    set_dotted(data, "optimizer", optimizer)
+    set_dotted(data, "optimizer.kind", "sgd")  # the optimizers share lr and weight decay
+    assert data["optimizer"] == {"kind": "sgd", "lr": 5e-4, "weight_decay": 1e-5}
+    set_dotted(data, "schedule", {"kind": "exponential", "gamma": 0.985, "warmup_epochs": 2})
+    set_dotted(data, "schedule", {"kind": "step", "step_size": 10})  # gamma: another meaning
+    assert data["schedule"] == {"kind": "step", "warmup_epochs": 2, "step_size": 10}
     data["other"] = {"kind": "a", "x": 1}  # a section whose kinds the trial config does not know
     set_dotted(data, "other", {"kind": "b"})
     assert data["other"] == {"kind": "b"}
     with pytest.raises(ValueError, match=r"train\.epochs is a value \(3\), not a section"):
         set_dotted(data, "train.epochs.x", 1)
+
+
+def test_kind_switches_are_applied_before_the_settings_beside_them() -> None:
+    """A cell's ``schedule.min_lr`` set before the grid's kind switch was dropped by it."""
+    base = {"schedule": {"kind": "poly", "exponent": 0.9}}
+    out = apply_overrides(base, {"schedule.min_lr": 1e-4, "schedule.kind": "cosine"})
+    assert out == {"schedule": {"kind": "cosine", "min_lr": 1e-4}}
 
 
 def test_apply_overrides_leaves_the_base_untouched() -> None:
