@@ -233,7 +233,7 @@ def check_axis_overlap(space: SpaceFile, errors: Problems) -> None:
     over variant, sampled value over both), so cells labelled apart would train alike. A path
     overlaps another it contains (a grid over ``model`` replaces a variant's ``model.attention``).
     """
-    grid = list(space.grid or {})
+    grid = _grid_leaves(space.grid or {})
     variant_paths = [(i, _leaf_paths(v.overrides)) for i, v in enumerate(space.variants or [])]
     for path in space.sample:
         for other in (*grid, *(q for _, paths in variant_paths for q in paths)):
@@ -246,13 +246,27 @@ def check_axis_overlap(space: SpaceFile, errors: Problems) -> None:
                 break
     for i, paths in variant_paths:
         for path in sorted(paths, key=lambda p: (-p.count("."), p)):  # the leaf, not its section
-            axis = next((g for g in grid if _overlap(path, g)), None)
-            if axis is not None:
+            leaf = next((g for g in grid if _overlap(path, g)), None)
+            if leaf is not None:
+                axis = grid[leaf]
                 errors.add(
                     f"variants[{i}].overrides.{path}: also set by the grid axis {axis}, whose "
                     "values replace the variant's in every cell; set it in one of them"
                 )
                 break
+
+
+def _grid_leaves(grid: dict[str, list[Any]]) -> dict[str, str]:
+    """Each value a grid axis sets -> the axis: a mapping value is merged, so an axis over a
+    section (``optimizer: [{kind: nadam}, {kind: radam}]``) sets only its values' leaves."""
+    leaves: dict[str, str] = {}
+    for axis, values in grid.items():
+        mappings = [v for v in values if isinstance(v, dict) and v]
+        paths = set().union(*(_leaf_paths(v, f"{axis}.") for v in mappings)) if mappings else set()
+        if len(mappings) < len(values):
+            paths.add(axis)
+        leaves |= dict.fromkeys(paths, axis)
+    return leaves
 
 
 def _overlap(a: str, b: str) -> bool:

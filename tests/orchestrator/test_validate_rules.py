@@ -439,3 +439,21 @@ def test_messages_say_what_to_write(
 ) -> None:
     code, err = run_validate(write_space(tmp_path, "name: s\nextends: trial.yaml\n" + text), capsys)
     assert code == 2 and expected in err, err
+
+
+def test_a_grid_over_a_section_sets_only_its_values_leaves(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Grid values are mappings merged into the section: a grid over ``optimizer`` kinds beside
+    a variant's ``optimizer.lr`` was refused as if the grid replaced the section (review)."""
+    text = (
+        "name: s\nextends: trial.yaml\ngrid: {optimizer: [{kind: nadam}, {kind: radam}]}\n"
+        "variants: [{label: a, overrides: {optimizer.lr: 0.001}}]\n"
+    )
+    code, err = run_validate(write_space(tmp_path, text), capsys)
+    assert code == 0, err
+    code, err = run_validate(write_space(tmp_path, text.replace("kind: nadam", "lr: 0.1")), capsys)
+    assert (
+        code == 2
+        and "variants[0].overrides.optimizer.lr: also set by the grid axis optimizer" in err
+    )
