@@ -64,45 +64,6 @@ def check_paper(space: SpaceFile, cells: list[Cell], errors: Problems) -> None:
                 )
 
 
-def check_device(space: SpaceFile, configs: dict[str, dict[str, Any]], errors: Problems) -> None:
-    """``device: cuda`` needs a GPU from Ray: trials without ``resources.gpu`` see none."""
-    if space.resources.gpu > 0:
-        return
-    for label, config in configs.items():
-        if config.get("device") == "cuda":
-            errors.add(
-                f"cell {label!r}: device 'cuda' but resources.gpu is 0, so Ray gives the trial "
-                "no GPU; set resources.gpu (e.g. 1, or 0.5 to share) or device: auto"
-            )
-
-
-# Metrics only a trial on a GPU logs (the engine measures CUDA memory).
-GPU_ONLY_METRICS = ("perf/peak_gpu_mem_gib",)
-
-
-def check_metric_on_device(
-    space: SpaceFile, written_gpu: float, configs: dict[str, dict[str, Any]], errors: Problems
-) -> None:
-    """A GPU-only metric is never logged by a trial without a GPU, so ranking by it would leave
-    an empty table. ``written_gpu`` is the file's ``resources.gpu`` (``--smoke`` on a CPU sets
-    0 on purpose: a plumbing check, not a measurement)."""
-    if space.metric not in GPU_ONLY_METRICS:
-        return
-    if written_gpu <= 0:
-        errors.add(
-            f"metric: {space.metric} is logged only by trials on a GPU, and resources.gpu is 0, "
-            "so no trial would log it; give the trials a GPU or rank by another metric"
-        )
-        return
-    for label, config in configs.items():
-        if config.get("device") == "cpu":
-            errors.add(
-                f"metric: {space.metric} is logged only by trials on a GPU, and cell {label!r} "
-                "has device: cpu"
-            )
-            return
-
-
 def check_synthetic_axes(
     cells: list[Cell], configs: dict[str, dict[str, Any]], errors: Problems
 ) -> None:
@@ -274,42 +235,6 @@ def _overlap(a: str, b: str) -> bool:
     return a == b or a.startswith(f"{b}.") or b.startswith(f"{a}.")
 
 
-def check_distinct_cells(
-    configs: dict[str, dict[str, Any]], errors: Problems, on_cpu: bool = False
-) -> None:
-    """Two cells must not resolve to one trial config (YAML reads ``yes`` and ``on`` as true,
-    and the config takes ``1`` for true), nor, for trials on a CPU (``on_cpu``: no GPU from
-    Ray; or ``device: cpu``), to one training there (fp16 runs as fp32 on a CPU): they would
-    be compared as if they differed."""
-    written: dict[str, str] = {}
-    trained: dict[str, str] = {}
-    for label, config in configs.items():
-        key = json.dumps(config, sort_keys=True)
-        cpu = on_cpu or config.get("device") == "cpu"
-        alike = json.dumps(_as_trained_on_cpu(config), sort_keys=True) if cpu else key
-        if key in written:
-            errors.add(
-                f"cells {written[key]!r} and {label!r} give the same trial config (their values "
-                "differ only in how they are written, e.g. 1 and true); make them differ"
-            )
-        elif alike in trained:
-            errors.add(
-                f"cells {trained[alike]!r} and {label!r} train alike: fp16 runs as fp32 on a "
-                "CPU, where these trials train (resources.gpu: 0 or device: cpu); give them a "
-                "GPU, or leave train.precision out of the axes"
-            )
-        written.setdefault(key, label)
-        trained.setdefault(alike, label)
-
-
-def _as_trained_on_cpu(config: dict[str, Any]) -> dict[str, Any]:
-    """The config as a CPU trains it (trainables.engine.precision.effective_precision)."""
-    train = config.get("train") or {}
-    if train.get("precision") != "fp16":
-        return config
-    return {**config, "train": {**train, "precision": "fp32"}}
-
-
 def _leaf_paths(overrides: dict[str, Any], prefix: str = "") -> set[str]:
     """Dotted paths of the values an override mapping sets (nested sections flattened: a
     mapping is merged into its section, so it sets its leaves, not the section)."""
@@ -355,7 +280,6 @@ def check_metric_regions(
     region = space.metric.rsplit("_", 1)[-1]
     if region not in REGIONS:
         return
-    import json
 
     found: dict[str, tuple[str, ...] | None] = {}  # per data config: cells mostly share one
     for label, config in configs.items():

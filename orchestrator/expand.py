@@ -17,10 +17,7 @@ from typing import Any
 from orchestrator.checks import (
     check_asha,
     check_axis_overlap,
-    check_device,
-    check_distinct_cells,
     check_init_checkpoints,
-    check_metric_on_device,
     check_metric_regions,
     check_metrics_computed,
     check_paper,
@@ -28,6 +25,12 @@ from orchestrator.checks import (
     check_stop_epochs,
     check_synthetic_axes,
     check_unique,
+)
+from orchestrator.checks_device import (
+    check_device,
+    check_distinct_cells,
+    check_metric_on_device,
+    check_precision_sample,
 )
 from orchestrator.checks_sample import check_sample_paths, check_samples
 from orchestrator.checks_split import check_same_split
@@ -152,6 +155,7 @@ def plan_sweep(
         check_sample_paths(space, cell_configs, errors)
         if not errors.lines:  # values only once the paths are ones a sample may vary
             check_samples(space, {k: v for k, v in sources.items() if k in cell_configs}, errors)
+    check_precision_sample(space, cell_configs, errors)
     check_synthetic_axes(cells, cell_configs, errors)
     # --smoke shrinks sizes, so cells that differ only in size look alike; after another error
     # (a grid over seed, say) the cells may look alike for that reason alone

@@ -25,8 +25,8 @@ Cells are the product of the variants (or one row without them) and the grid poi
 point without a grid); each cell runs ``seeds`` times, on each of ``folds`` cross-validation folds
 when given (:mod:`orchestrator.folds`). Override values are set at their dotted
 path by :func:`trainables.config.dotted.set_dotted`: a mapping value is merged into the section
-already there, unless it names a different ``kind`` (a variant switch), in which case it
-replaces the section.
+already there; a new ``kind`` keeps only the settings both kinds share
+(:mod:`trainables.config.kinds`), and kind switches are applied before the other overrides.
 
 This module holds the file model (its search and scheduler parts in
 :mod:`orchestrator.space_search`); :mod:`orchestrator.expand` turns it into validated trials.

@@ -400,18 +400,21 @@ def test_a_precision_axis_on_a_cpu_is_refused(
     were ranked as two cells (found by two audits)."""
     text = "name: s\nextends: trial.yaml\ngrid: {train.precision: [fp16, bf16, fp32]}\n"
     code, err = run_validate(write_space(tmp_path, text), capsys)
-    assert (
-        code == 2
-        and (
-            "cells 'precision=fp16' and 'precision=fp32' train alike: fp16 runs as fp32 on a CPU, "
-            "where these trials train (resources.gpu: 0 or device: cpu); give them a GPU, or leave "
-            "train.precision out of the axes"
-        )
-        in err
-    ), err
+    alike = "cells 'precision=fp16' and 'precision=fp32' train alike: "
+    on_cpu = (
+        "fp16 runs as fp32 on a CPU, where these trials train (resources.gpu: 0 or device: cpu)"
+    )
+    fix = "; train them on a GPU (resources.gpu, device auto or cuda), or leave train.precision"
+    assert code == 2 and alike + on_cpu + fix in err, err
     assert "bf16" not in err  # bf16 autocast does run on a CPU
     code, err = run_validate(write_space(tmp_path, text + "resources: {gpu: 1}\n"), capsys)
     assert "train alike" not in err
+    sampled = (
+        "name: s\nextends: trial.yaml\nsearch: {kind: optuna, num_samples: 2}\n"
+        "sample: {train.precision: {choice: [fp16, fp32]}}\n"
+    )
+    code, err = run_validate(write_space(tmp_path, sampled), capsys)
+    assert code == 2 and f"sample.train.precision: {on_cpu}; sample it on a GPU" in err, err
 
 
 @pytest.mark.parametrize(
@@ -423,8 +426,13 @@ def test_a_precision_axis_on_a_cpu_is_refused(
         ),
         (  # YAML 1.1: an unquoted off is false
             "variants: [{label: off, overrides: {train.epochs: 3}}]\n",
-            "variants.0.label: YAML reads an unquoted yes/no/on/off/true/false as a boolean (got "
-            "False): quote it to mean the word, e.g. 'off'",
+            "variants.0.label: YAML reads an unquoted yes/no/on/off/true/false as a boolean (here "
+            "false): quote it to mean the word, e.g. 'off'",
+        ),
+        (  # the same on a field of named options
+            "base: {model.norm: off}\n",
+            "model.norm: False is not one of batch, group, instance (YAML reads an unquoted "
+            "yes/no/on/off/true/false as a boolean (here false): quote it",
         ),
         (  # 2.113 is the check's own probe: say where it comes from and what to write
             "search: {kind: optuna, num_samples: 2}\n"

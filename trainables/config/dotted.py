@@ -27,13 +27,7 @@ def set_dotted(data: dict[str, Any], path: str, value: Any, _at: tuple[str, ...]
         ValueError: the path has an empty component or runs through a non-section value.
     """
     parts = _split(path)
-    node = data
-    for depth, part in enumerate(parts[:-1]):
-        child = node.setdefault(part, {})
-        if not isinstance(child, dict):
-            where = ".".join(parts[: depth + 1])
-            raise ValueError(f"{where} is a value ({child!r}), not a section: {path} cannot exist")
-        node = child
+    node = _section(data, parts[:-1], path)
     leaf, at = parts[-1], (*_at, *parts)
     current = node.get(leaf)
     if isinstance(value, Mapping) and isinstance(current, dict):
@@ -47,6 +41,18 @@ def set_dotted(data: dict[str, Any], path: str, value: Any, _at: tuple[str, ...]
         node.update(kept)
     else:
         node[leaf] = plain(value)
+
+
+def _section(data: dict[str, Any], parts: list[str], path: str) -> dict[str, Any]:
+    """The section at ``parts`` in ``data``, created where missing (``path`` names errors)."""
+    node = data
+    for depth, part in enumerate(parts):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            where = ".".join(parts[: depth + 1])
+            raise ValueError(f"{where} is a value ({child!r}), not a section: {path} cannot exist")
+        node = child
+    return node
 
 
 def _for_kind(section: dict[str, Any], kind: Any, at: tuple[str, ...]) -> dict[str, Any]:

@@ -99,22 +99,26 @@ def _problem_text(error: Mapping[str, Any], owner: type[BaseModel] | None) -> st
         return unknown_option_message(ctx.get("tag"), tags)
     if kind == "union_tag_not_found":
         return "required field is missing (it selects the variant)"
+    if isinstance(value, bool) and kind == "string_type":  # label: off
+        return _YAML_BOOLEAN.format(str(value).lower())
     if kind in ("literal_error", "enum"):
         raw = str(ctx.get("expected", "")).replace(" or ", ", ")
         expected = [e.strip().strip("'") for e in raw.split(",")]
-        return unknown_option_message(value, expected)
+        hint = f" ({_YAML_BOOLEAN.format(str(value).lower())})" if isinstance(value, bool) else ""
+        return unknown_option_message(value, expected) + hint
     if kind == "value_error":  # raised by our validators: the message already says it all
         return str(ctx.get("error", error["msg"]))
     if kind == "missing":
         return "required field is missing"
     if kind == "int_from_float":
         return f"must be a whole number (got {_short(value)})"
-    if kind == "string_type" and isinstance(value, bool):  # label: off
-        return (
-            f"YAML reads an unquoted yes/no/on/off/true/false as a boolean (got {value}): quote "
-            "it to mean the word, e.g. 'off'"
-        )
     return f"{error['msg']} (got {_short(value)})"
+
+
+_YAML_BOOLEAN = (
+    "YAML reads an unquoted yes/no/on/off/true/false as a boolean (here {}): quote it to mean "
+    "the word, e.g. 'off'"
+)
 
 
 def _short(value: Any, limit: int = 60) -> str:

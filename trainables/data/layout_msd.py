@@ -3,7 +3,7 @@
 Two ways to store a case's channels are read:
 
 * MSD: one file per case, 4-D for several channels (``BRATS_001.nii.gz``, X x Y x Z x 4), 3-D
-  for one (CT), channel order from dataset.json or Task01's;
+  for one (CT), channel order from dataset.json (required for 4-D images and for training);
 * nnU-Net v2: one 3-D file per channel, ``<case>_0000.nii.gz``, ``<case>_0001.nii.gz`` ...,
   which channel is which modality from dataset.json's ``channel_names`` (required: nnU-Net's
   BraTS order is not Task01's).
@@ -56,15 +56,17 @@ def discover_msd(
     meta = read_dataset_json(root)  # once: channels, labels and the layout's form read it
     per_channel = _channel_files([p for d in image_dirs for p in nifti_files(d)], meta, labels)
     if per_channel is not None:
-        return _channel_file_cases(root, meta, image_dirs, per_channel, labels, override)
+        trains = bool(labels) and not partial
+        return _channel_file_cases(root, meta, image_dirs, per_channel, labels, override, trains)
     images = _group_by_case(first, labelled=set(labels))
     for extra in image_dirs[1:]:
         for case_id, paths in _group_by_case(nifti_files(extra)).items():
             images.setdefault(case_id, []).extend(paths)  # one id in both: a duplicate below
     where = root / "dataset.json"
-    channels = msd_channels(meta, where, [paths[0] for paths in images.values()], bool(labels))
+    trains = bool(labels) and not partial  # predict reads images only: labels never matter
+    channels = msd_channels(meta, where, [paths[0] for paths in images.values()], trains)
     declared = declared_label_values(meta, where)  # first: an "ignore" label, whatever scheme
-    scheme = override or msd_scheme(meta, where, channels, bool(labels))
+    scheme = override or msd_scheme(meta, where, channels, trains)
     problems = _broken_cases(root, image_dirs, images, labels, _msd_case_of(labels))
     cases: list[CaseRecord] = []
     for case_id, paths in images.items():
@@ -85,8 +87,10 @@ def _channel_file_cases(
     per_channel: dict[str, dict[int, list[Path]]],
     labels: dict[str, list[Path]],
     override: str | None,
+    trains: bool,
 ) -> tuple[list[CaseRecord], list[CaseError]]:
-    """nnU-Net v2's one file per channel: each case's files by dataset.json's channel names."""
+    """nnU-Net v2's one file per channel: each case's files by dataset.json's channel names
+    (``trains``: the labels are read, so dataset.json must name them)."""
     where = root / "dataset.json"
     if not any(key in meta for key in CHANNEL_KEYS):
         raise InputError(
@@ -95,9 +99,9 @@ def _channel_file_cases(
             'modality each channel is, e.g. {"0": "T1", "1": "T1ce", "2": "T2", "3": "FLAIR"}',
             where,
         )
-    channels = msd_channels(meta, where, [], bool(labels))
+    channels = msd_channels(meta, where, [], trains)
     declared = declared_label_values(meta, where)  # first: an "ignore" label, whatever scheme
-    scheme = override or msd_scheme(meta, where, channels, bool(labels))
+    scheme = override or msd_scheme(meta, where, channels, trains)
     modality_of = {index: modality for modality, index in channels.items()}
     problems = _broken_cases(root, image_dirs, per_channel, labels, _channel_case_of)
     cases: list[CaseRecord] = []

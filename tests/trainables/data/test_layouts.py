@@ -97,7 +97,8 @@ def test_labelled_msd_mri_without_label_names_is_refused(tmp_path):
     assert str(err.value) == (
         f'{tmp_path / "dataset.json"}: no "labels" entry: dataset.json must say what each label '
         'value means, e.g. {"0": "background", "1": "edema", "2": "non-enhancing tumor", "3": '
-        '"enhancing tumour"} (MSD Task01), or set data.label_scheme'
+        '"enhancing tumour"} (MSD Task01), or give the scheme (data.label_scheme; ablate data: '
+        "--label-scheme)"
     )
     assert discover(tmp_path, label_scheme="brats2023").label_scheme == "brats2023"
 
@@ -131,6 +132,7 @@ def test_3d_images_without_dataset_json_are_ct_only_when_unlabelled(tmp_path):
         f"{tmp_path / 'dataset.json'}: missing: training normalises CT and MRI differently, so "
         'what the images are must be written there as "modality" (MSD)'
     )
+    assert discover(tmp_path, partial=True).cases[0].modalities == ("ct",)  # predict: images
     (tmp_path / "imagesTr").rename(tmp_path / "imagesTs")
     shutil.rmtree(tmp_path / "labelsTr")
     index = discover(tmp_path, partial=True)
