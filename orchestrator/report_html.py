@@ -12,7 +12,7 @@ import html
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from orchestrator.winners_format import cell_row, columns, describe, sweep_state_note
+from orchestrator.winners_format import cell_row, columns, describe, paper_lines, sweep_state_note
 
 if TYPE_CHECKING:
     from orchestrator.winners import WinnersTable
@@ -98,6 +98,7 @@ def _question(table: WinnersTable, context: ReportContext) -> str:
         parts.append(f"<p class='question'>{esc(context.question)}</p>")
     if table.citation:
         parts.append(f"<p class='muted'>Paper: {esc(table.citation)}</p>")
+    parts += [f"<p class='muted'>{esc(line)}</p>" for line in paper_lines(table)]
     return "".join(parts)
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from orchestrator.mlflow_ui import markdown_table
 from orchestrator.report_html import PROVENANCE_TAGS, ReportContext
 from orchestrator.winners import WinnersTable
-from orchestrator.winners_format import describe, sweep_state_note
+from orchestrator.winners_format import describe, paper_lines, sweep_state_note
 
 
 def render_markdown(
@@ -50,6 +50,7 @@ def _intro(table: WinnersTable) -> list[str]:
     ]
     if table.citation:
         lines.append(f"Paper column: {table.citation}.")
+    lines += [f"{line}." for line in paper_lines(table)]
     return lines
 
 

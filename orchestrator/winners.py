@@ -67,6 +67,7 @@ class CellStats:
     p_rank1: float = math.nan
     cheapest: bool = False
     paper: float | None = None
+    paper_reported: dict[str, float] = field(default_factory=dict)  # every number it reports
     adjustment: float = 0.0  # mean - plain mean of its runs: the cell lost runs (statistics)
     repeats: int = 0  # runs repeating a seed (and fold) of the cell, averaged (statistics)
 
@@ -98,6 +99,7 @@ class CellStats:
         row |= {"dice": self.dice, "epoch_s": _num(self.epoch_s)}
         row |= {"cost_hours": _num(self.cost_hours), "peak_gpu_mem_gib": self.peak_gib}
         row |= {"paper": self.paper, "outcomes": self.outcomes, "missing": self.missing}
+        row |= {"paper_reported": self.paper_reported}
         return row | {"runs": self.runs}
 
 
@@ -318,7 +320,8 @@ def _attach_paper(
     reported = [m for m in metrics if any(m in rows.get(c.label, {}) for c in cells)]
     metric = reported[0] if reported else ""
     for cell in cells:
-        cell.paper = rows.get(cell.label, {}).get(metric)
+        cell.paper_reported = dict(rows.get(cell.label, {}))
+        cell.paper = cell.paper_reported.get(metric)
     return paper.get("citation"), metric
 
 

@@ -75,6 +75,7 @@ def format_table(table: WinnersTable) -> str:
     ]
     if table.citation:
         lines.append(f"paper: {table.citation}")
+    lines += paper_lines(table)
     if table.winner_run_id:
         lines.append(f"winner run: {table.winner_run_id} (tagged winner=true)")
     else:
@@ -166,3 +167,23 @@ def _interval(ci: tuple[float, float]) -> str:
 
 def format_number(value: float, digits: int = 4) -> str:
     return "-" if not math.isfinite(value) else f"{value:.{digits}f}"
+
+
+def paper_lines(table: WinnersTable) -> list[str]:
+    """The paper's numbers the paper column does not show (FM-Net reports region Dice), one
+    line per cell, each beside ours where the table has the same quantity."""
+    lines = []
+    for cell in table.cells:
+        other = {m: v for m, v in cell.paper_reported.items() if m != table.paper_metric}
+        if other:
+            numbers = ", ".join(f"{m} {v:.4f}{_ours(table, cell, m)}" for m, v in other.items())
+            lines.append(f"paper, {cell.label}: {numbers}")
+    return lines
+
+
+def _ours(table: WinnersTable, cell: CellStats, metric: str) -> str:
+    """`` (ours 0.3524)`` for the ranked metric or a region Dice on the ranked cases."""
+    on = "test" if table.case_split == "test" else "val"
+    regions = {f"{on}/dice_{r}": cell.dice.get(r) for r in table.regions}
+    value = cell.mean if metric == table.ranked_metric else regions.get(metric)
+    return f" (ours {value:.4f})" if value is not None and math.isfinite(value) else ""

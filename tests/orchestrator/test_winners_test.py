@@ -120,10 +120,13 @@ def test_the_paper_column_says_which_split_its_numbers_are(tmp_path: Path) -> No
     assert (table.paper_metric, table.cells[0].paper) == ("val/dice_mean", 0.85)
     assert "paper (val)" in format_table(table).splitlines()[1]
     rows["a"]["test/dice_mean"] = 0.7  # the number for what the table ranks on wins
+    rows["a"]["test/dice_wt"] = 0.925  # FM-Net reports region Dice: listed beside ours
     tracking.log_json(client, parent, {"citation": "P", "rows": rows}, "paper.json")
     table = find_winners(client, "study", tag=False)
     assert (table.paper_metric, table.cells[0].paper) == ("test/dice_mean", 0.7)
-    assert "paper (test)" in format_table(table).splitlines()[1]
+    text = format_table(table)
+    assert "paper (test)" in text.splitlines()[1]
+    assert "paper, a: val/dice_mean 0.8500, test/dice_wt 0.9250\n" in text  # no test WT here
 
 
 def test_one_run_without_test_cases_keeps_the_comparison_on_validation(tmp_path: Path) -> None:
