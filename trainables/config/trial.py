@@ -137,7 +137,8 @@ class SpeedConfig(Frozen):
         fused_norm_act: instance norm + LeakyReLU as one Triton kernel pair on CUDA
             (:mod:`trainables.models.fused_norm`) in the U-Nets with ``norm: instance`` (the
             default of ``plain_unet`` and ``attention_unet``); the same
-            ops unfused on CPU. State dicts are interchangeable either way.
+            ops unfused on CPU. State dicts are interchangeable either way. Other models and
+            norms are left unfused, with a note in the trial's log.
         channels_last: model weights and input in ``channels_last_3d`` (``channels_last`` for
             2-D models).
         cuda_graphs: capture forward, loss and backward once into a CUDA graph over static input

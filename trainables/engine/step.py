@@ -25,6 +25,7 @@ from trainables.engine.graphs import CapturedStep
 from trainables.engine.precision import autocast_context, effective_precision, resolve_device
 from trainables.losses import build_loss, output_channels
 from trainables.models import build_model
+from trainables.models.fused_norm import FusedInstanceNormAct
 from trainables.optim import build_optimizer, build_scheduler
 
 
@@ -192,6 +193,14 @@ def _build_model(
     out_channels = output_channels(cfg.loss, scheme)
     fused = cfg.train.speed.fused_norm_act
     model = build_model(cfg.model, in_channels, out_channels, fused_norm_act=fused).to(device)
+    if fused and progress and not any(isinstance(m, FusedInstanceNormAct) for m in model.modules()):
+        # Only instance norm + (Leaky)ReLU blocks fuse: say so, or a timing row would claim it.
+        norm = getattr(cfg.model, "norm", None)
+        which = f"model.kind {cfg.model.kind}" + (f" with norm {norm}" if norm else "")
+        progress(
+            f"train.speed.fused_norm_act ignored: {which} has no block it fuses "
+            "(instance norm + LeakyReLU, in the U-Nets with norm: instance)"
+        )
     if cfg.train.init is not None:
         skipped = apply_init(model, cfg.train.init)
         if skipped and progress:

@@ -243,3 +243,24 @@ def test_each_switch_matches_the_plain_step_on_cuda(switch: str) -> None:
     on = run_steps(toy_config("fp16", device="cuda", **{switch: True}), STEPS)
     off = run_steps(toy_config("fp16", device="cuda"), STEPS)
     _check(compare(on, off), "bf16")
+
+
+def test_fused_norm_act_without_an_instance_norm_block_says_it_is_ignored(tiny: dict) -> None:
+    # A speed row would otherwise claim a kernel the model never ran.
+    tiny["model"]["norm"] = "batch"
+    tiny["train"].update(batch_size=1, speed={"fused_norm_act": True}, precision="fp32")
+    notes: list[str] = []
+    bench = build_bench_step(parse_trial_config(tiny), progress=notes.append)
+    assert not any(isinstance(m, FusedInstanceNormAct) for m in bench.train.model.modules())
+    assert notes == [
+        "train.speed.fused_norm_act ignored: model.kind attention_unet with norm batch has no "
+        "block it fuses (instance norm + LeakyReLU, in the U-Nets with norm: instance)"
+    ]
+
+
+def test_fused_norm_act_with_instance_norm_fuses_without_a_note(tiny: dict) -> None:
+    tiny["train"].update(batch_size=1, speed={"fused_norm_act": True}, precision="fp32")
+    notes: list[str] = []
+    bench = build_bench_step(parse_trial_config(tiny), progress=notes.append)
+    assert any(isinstance(m, FusedInstanceNormAct) for m in bench.train.model.modules())
+    assert notes == []
