@@ -19,9 +19,10 @@ def set_dotted(data: dict[str, Any], path: str, value: Any, _at: tuple[str, ...]
     """Set ``value`` at dotted ``path`` in nested dicts, creating sections on the way.
 
     A mapping value is merged into the section already there. A new ``kind`` (a variant switch:
-    ``optimizer: {kind: radam}``, or ``optimizer.kind: radam``) keeps the settings the new kind
-    also declares (lr, weight decay) and drops the others, both spellings alike; a section whose
-    kinds the trial config does not know is replaced.
+    ``optimizer: {kind: radam}``, or ``optimizer.kind: radam``) keeps the settings both kinds
+    inherit from a common base (lr, weight decay: :mod:`trainables.config.kinds`) and drops the
+    others, both spellings alike; a section whose kinds the trial config does not know is
+    replaced.
 
     Raises:
         ValueError: the path has an empty component or runs through a non-section value.
@@ -83,9 +84,16 @@ def apply_overrides(data: Mapping[str, Any], overrides: Mapping[str, Any]) -> di
 
 
 def _switches_first(item: tuple[str, Any]) -> tuple[bool, int]:
+    """Sort key: overrides that set a ``kind`` anywhere (``data.split.kind``, ``data: {split:
+    {kind: kfold}}``, ``model.unet: {kind: unet}``) before the others, by the depth of the
+    shallowest section they switch, so the order and spelling the file used do not matter."""
     path, value = item
-    switch = path.rsplit(".", 1)[-1] == "kind" or (isinstance(value, Mapping) and "kind" in value)
-    return (not switch, path.count(".") if switch else 0)
+    sections = [leaf.count(".") - 1 for leaf in _leaves(path, value) if _is_kind(leaf)]
+    return (not sections, min(sections, default=0))
+
+
+def _is_kind(leaf: str) -> bool:
+    return leaf == "kind" or leaf.endswith(".kind")
 
 
 def _check_set_once(overrides: Mapping[str, Any]) -> None:

@@ -47,18 +47,27 @@ def _shared(path: tuple[str, ...], old: str | None, new: str) -> frozenset[str] 
 
 
 def _field(path: tuple[str, ...]) -> Any:
-    """The FieldInfo at dotted ``path`` of the trial config (through plain sections only)."""
+    """The FieldInfo at dotted ``path`` of the trial config, through plain sections and
+    through a section of kinds where only one kind has the next name."""
     from trainables.config.trial import TrialConfig  # the trial config composes every section
 
     node: Any = TrialConfig
     field = None
     for part in path:
-        model = _model(node)
-        field = model.model_fields.get(part) if model else None
+        field = _only_field(_members(node), part)
         if field is None:
             return None
         node = field.annotation
     return field
+
+
+def _only_field(members: list[type[BaseModel]], name: str) -> Any:
+    """The field ``name`` of the one kind in ``members`` that has it (``model.unet``: the
+    C-LSTM's slice U-Net); None when none does, or several with different annotations."""
+    found = [m.model_fields[name] for m in members if name in m.model_fields]
+    if not found or any(f.annotation != found[0].annotation for f in found[1:]):
+        return None
+    return found[0]
 
 
 def _default_kind(field: Any) -> str | None:

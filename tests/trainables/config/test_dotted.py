@@ -41,6 +41,52 @@ def test_kind_switches_are_applied_before_the_settings_beside_them() -> None:
     assert out == {"schedule": {"kind": "cosine", "min_lr": 1e-4}}
 
 
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {
+            "data.split.test": {"kind": "holdout", "fractions": [0.8, 0, 0.2]},
+            "data.split.kind": "kfold",
+        },
+        {
+            "data": {"split": {"kind": "kfold"}},
+            "data.split.test": {"kind": "holdout", "fractions": [0.8, 0, 0.2]},
+        },
+        {
+            "data.split.kind": "kfold",
+            "data.split.test": {"kind": "holdout", "fractions": [0.8, 0, 0.2]},
+        },
+    ],
+)
+def test_a_nested_setting_survives_its_sections_switch_in_any_order_and_spelling(
+    overrides: dict,
+) -> None:
+    """A section's own kind is switched before a setting inside it, however the file wrote
+    them: ``data.split.test`` written before ``data.split.kind`` (both two dots deep), or the
+    switch spelled as a nested mapping, lost the test hold-out."""
+    out = apply_overrides({"data": {"split": {"kind": "holdout"}}}, overrides)
+    test = {"kind": "holdout", "fractions": [0.8, 0, 0.2]}
+    assert out == {"data": {"split": {"kind": "kfold", "test": test}}}
+
+
+def test_the_clstm_slice_unet_written_before_the_model_switch_is_kept() -> None:
+    slice_unet = {"kind": "unet", "filters": [8, 16], "norm": "group"}
+    out = apply_overrides(
+        {"model": {"kind": "attention_unet"}}, {"model.unet": slice_unet, "model.kind": "clstm"}
+    )
+    assert out == {"model": {"kind": "clstm", "unet": slice_unet}}
+
+
+@pytest.mark.parametrize(
+    "spelling", [{"model.unet.kind": "unet"}, {"model.unet": {"kind": "unet"}}]
+)
+def test_writing_the_kind_a_nested_section_already_has_keeps_its_settings(spelling: dict) -> None:
+    """The C-LSTM's slice U-Net has one kind; writing it is not a switch (it wiped the section)."""
+    base = {"model": {"kind": "clstm", "unet": {"norm": "group", "filters": [8, 16]}}}
+    out = apply_overrides(base, spelling)
+    assert out["model"]["unet"] == {"norm": "group", "filters": [8, 16], "kind": "unet"}
+
+
 def test_apply_overrides_leaves_the_base_untouched() -> None:
     base = {"train": {"epochs": 2}, "seed": 0}
     out = apply_overrides(base, {"train.epochs": 5, "seed": 1})
