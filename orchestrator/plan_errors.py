@@ -62,10 +62,10 @@ def attribute_problem(problem: ConfigProblem, origins: dict[str, str], context: 
     if covering:
         return f"{origins[max(covering, key=len)]}: {problem}"
     section = field_path.rsplit(".", 1)[0]
-    if f"{section}.kind" in origins and "." in field_path:  # a setting the switch carried over
-        origin = origins[f"{section}.kind"]
-        kept = "kept from the base: a kind switch keeps the settings the new kind also has"
-        return f"{origin}: {problem} ({kept}; set it beside the kind)"
+    if f"{section}.kind" in origins and "." in field_path:  # in the section the cell switched
+        # Missing from the new kind (a step schedule's step_size), or a setting both kinds
+        # inherit that the new kind's rules refuse: either way it belongs beside the switch.
+        return f"{origins[f'{section}.kind']}: {problem} (set it beside the kind)"
     inside = [p for p in origins if p.startswith(field_path + ".")]
     if len(inside) == 1:
         return f"{origins[inside[0]]}: {problem}"

@@ -56,14 +56,18 @@ def test_a_sampled_kind_is_checked_on_the_cells_resolved_config(
 ) -> None:
     """The worker applies a sample onto the cell's resolved config (NAdam's eps and betas set):
     sampling optimizer.kind passed validate and failed every trial. A kind switch now keeps
-    only what the new kind has (SGD: lr, weight_decay), so the sample is valid; a carried
-    setting the new kind refuses is named with its origin."""
+    only what both kinds inherit (SGD: lr, weight_decay), so the sample is valid; a field the
+    sampled kind needs and the cell lacks is named at the sample."""
     text = f"name: s\nextends: trial.yaml\n{OPTUNA}sample: {{optimizer.kind: {{choice: [sgd]}}}}\n"
     code, err = run_validate(write_space(tmp_path, text), capsys)
     assert code == 0, err
-    text += "base: {optimizer.lr: -1.0}\n"
+    text = f"name: s\nextends: trial.yaml\n{OPTUNA}sample: {{schedule.kind: {{choice: [step]}}}}\n"
     code, err = run_validate(write_space(tmp_path, text), capsys)
-    assert code == 2 and "optimizer.lr" in err, err
+    assert code == 2, err
+    assert (
+        "sample.schedule.kind: schedule.step_size: required field is missing (set it beside "
+        "the kind)" in err
+    ), err
 
 
 def test_samples_are_checked_in_every_cell(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
