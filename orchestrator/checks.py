@@ -192,7 +192,8 @@ def check_data_dir(root: Path, label_scheme: str, joined: bool, where: str = "--
 def check_axis_overlap(space: SpaceFile, errors: Problems) -> None:
     """A path set by two axes: the later one silently replaces the earlier in every cell (grid
     over variant, sampled value over both), so cells labelled apart would train alike. A path
-    overlaps another it contains (a grid over ``model`` replaces a variant's ``model.attention``).
+    overlaps another it contains (a sampled ``optimizer`` mapping beside a variant's
+    ``optimizer.lr``); a grid or variant mapping over a section counts only its values' leaves.
     """
     grid = _grid_leaves(space.grid or {})
     variant_paths = [(i, _leaf_paths(v.overrides)) for i, v in enumerate(space.variants or [])]

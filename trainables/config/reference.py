@@ -27,8 +27,10 @@ it current -->
 
 Every key of a trial config (`search_spaces/base/*.yaml`), by the dotted path a study's `base`,
 `grid`, `variants` and `sample` use ([study-files.md](study-files.md)). A section with kinds
-lists each kind's keys under its own heading: switching `kind` keeps the keys the new kind also
-has. Constraints (`>= 1`, `< 1`) are checked by `ablate validate`, with the rules across
+lists each kind's keys under its own heading: switching `kind` keeps only the keys both kinds
+inherit from a common base (an optimizer's `lr` and `weight_decay`, the Adam family's `betas`, a
+schedule's `warmup_epochs`, a U-Net's `spatial_dims` and `norm`); the others take the new kind's
+defaults. Constraints (`>= 1`, `< 1`) are checked by `ablate validate`, with the rules across
 sections (patch size vs the network's stride, warm-up vs epochs) in
 `trainables/config/rules.py`.
 """
@@ -182,7 +184,7 @@ def _yaml(value: Any) -> str:
         return str(value).lower()
     if isinstance(value, tuple | list):
         return "[" + ", ".join(_yaml(v) for v in value) + "]"
-    return str(value)
+    return str(value) if value != "" else '""'
 
 
 if __name__ == "__main__":

@@ -28,8 +28,11 @@ class SwinUNETRConfig(_SpatialModel):
         num_heads: attention heads per stage (4 stages).
         window_size: local attention window edge, in tokens.
         use_checkpoint: gradient checkpointing of the Swin blocks (less memory, slower step).
-        drop_rate, attn_drop_rate, dropout_path_rate: dropout of the MLPs, of the attention
-            weights, and stochastic depth.
+        drop_rate: dropout after the patch embedding and inside the Swin blocks (MLP, attention
+            output).
+        attn_drop_rate: dropout rate of the attention weights.
+        dropout_path_rate: stochastic depth: the rate at which a block's residual branch is
+            dropped, rising linearly over the blocks to this value.
         norm_name: normalisation of the convolutional decoder blocks.
     """
 
