@@ -415,6 +415,10 @@ def test_a_precision_axis_on_a_cpu_is_refused(
     )
     code, err = run_validate(write_space(tmp_path, sampled), capsys)
     assert code == 2 and f"sample.train.precision: {on_cpu}; sample it on a GPU" in err, err
+    # A GPU study's --smoke sweep runs on this CPU with resources.gpu 0 on purpose: validate
+    # recommended --smoke and --smoke refused it.
+    on_gpu = write_space(tmp_path, sampled + "resources: {gpu: 1}\n")
+    assert run_validate(on_gpu, capsys, "--smoke") == (0, "")
 
 
 @pytest.mark.parametrize(
@@ -432,7 +436,7 @@ def test_a_precision_axis_on_a_cpu_is_refused(
         (  # the same on a field of named options
             "base: {model.norm: off}\n",
             "model.norm: False is not one of batch, group, instance (YAML reads an unquoted "
-            "yes/no/on/off/true/false as a boolean (here false): quote it",
+            "yes/no/on/off/true/false as a boolean (here false))",
         ),
         (  # 2.113 is the check's own probe: say where it comes from and what to write
             "search: {kind: optuna, num_samples: 2}\n"

@@ -100,12 +100,12 @@ def _problem_text(error: Mapping[str, Any], owner: type[BaseModel] | None) -> st
     if kind == "union_tag_not_found":
         return "required field is missing (it selects the variant)"
     if isinstance(value, bool) and kind == "string_type":  # label: off
-        return _YAML_BOOLEAN.format(str(value).lower())
+        word = "on" if value else "off"
+        return f"{_yaml_boolean(value)}: quote it to mean the word, e.g. '{word}'"
     if kind in ("literal_error", "enum"):
         raw = str(ctx.get("expected", "")).replace(" or ", ", ")
         expected = [e.strip().strip("'") for e in raw.split(",")]
-        hint = f" ({_YAML_BOOLEAN.format(str(value).lower())})" if isinstance(value, bool) else ""
-        return unknown_option_message(value, expected) + hint
+        return unknown_option_message(value, expected) + _boolean_option_hint(value, expected)
     if kind == "value_error":  # raised by our validators: the message already says it all
         return str(ctx.get("error", error["msg"]))
     if kind == "missing":
@@ -115,10 +115,21 @@ def _problem_text(error: Mapping[str, Any], owner: type[BaseModel] | None) -> st
     return f"{error['msg']} (got {_short(value)})"
 
 
-_YAML_BOOLEAN = (
-    "YAML reads an unquoted yes/no/on/off/true/false as a boolean (here {}): quote it to mean "
-    "the word, e.g. 'off'"
-)
+def _yaml_boolean(value: bool) -> str:
+    return (
+        f"YAML reads an unquoted yes/no/on/off/true/false as a boolean (here {str(value).lower()})"
+    )
+
+
+def _boolean_option_hint(value: Any, options: list[str]) -> str:
+    """Why a named option got a boolean (``norm: off``), and the quoting where an option is
+    one of the words YAML reads so (``mode: 'off'``); nothing for a value that is no boolean."""
+    if not isinstance(value, bool):
+        return ""
+    words = {True: ("yes", "on", "true", "y"), False: ("no", "off", "false", "n")}[value]
+    quotable = [o for o in options if o.lower() in words]
+    quote = f"; quote it to mean the word: '{quotable[0]}'" if quotable else ""
+    return f" ({_yaml_boolean(value)}{quote})"
 
 
 def _short(value: Any, limit: int = 60) -> str:

@@ -126,3 +126,30 @@ def test_problems_are_structured_and_cross_field_paths_are_prefixed() -> None:
         "window.low: 4 must be at most epochs (3)",
         "window.high: 5 must be at most epochs (3)",
     ]
+
+
+class _Switch(Frozen):
+    mode: Literal["on", "off", "auto"] = "auto"
+    label: str = "x"
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        (  # an option that is one of YAML's boolean words: quote that word
+            {"mode": False},
+            "mode: False is not one of on, off, auto (YAML reads an unquoted yes/no/on/off/true/"
+            "false as a boolean (here false); quote it to mean the word: 'off')",
+        ),
+        (  # a free text field: the word matches the boolean read (was always 'off')
+            {"label": True},
+            "label: YAML reads an unquoted yes/no/on/off/true/false as a boolean (here true): "
+            "quote it to mean the word, e.g. 'on'",
+        ),
+    ],
+)
+def test_a_yaml_boolean_is_explained_with_the_word_to_quote(data: dict, expected: str) -> None:
+    with pytest.raises(InputError) as err:
+        validate_config(_Switch, data)
+    assert err.value.problems is not None
+    assert [str(p) for p in err.value.problems] == [expected]
