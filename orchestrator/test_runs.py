@@ -32,7 +32,7 @@ from orchestrator import tracking
 from orchestrator.test_tracking import DATA_TAG, EXTERNAL, TEST, has_test, log_test
 from trainables.config.trial import TrialConfig, parse_trial_config
 from trainables.data.cache import default_cache_root, ensure_prepared
-from trainables.data.layouts import discover
+from trainables.data.layouts import dataset_layout
 from trainables.engine.checkpoint import BEST_MODEL_FILE, load_checkpoint
 from trainables.engine.data import prepare_trial_data
 from trainables.engine.held_out import TestCases, TestResult, evaluate_cases, split_test_cases
@@ -78,8 +78,8 @@ def evaluate_sweep(
     """
     if data is not None and not data.is_dir():
         raise InputError(f"{data}: test data directory not found", where="--data")
-    if data is not None:  # an empty or unknown folder is said once, not once per run
-        discover(data)
+    if data is not None:  # an empty or unknown folder is said once, not once per run; the
+        dataset_layout(data)  # cases are read with each run's label scheme
     parent = tracking.find_sweep(client, sweep)
     runs = tracking.child_runs(client, parent)
     report = EvaluationReport(EXTERNAL if data else TEST)

@@ -56,6 +56,11 @@ def register(verbs: argparse._SubParsersAction) -> None:
     evaluate.add_argument("pred_dir", type=Path, help="<case_id>.nii.gz label maps")
     evaluate.add_argument("ref_dir", type=Path, help="reference dataset, any supported layout")
     evaluate.add_argument("--tolerance-mm", type=float, default=1.0, help="surface-Dice tolerance")
+    evaluate.add_argument(
+        "--label-scheme",
+        default="auto",
+        help="the reference's label values: auto (its layout's or dataset.json's), brats2021, ...",
+    )
     evaluate.add_argument("--json", action="store_true")
     evaluate.add_argument(
         "--lesion-wise",
@@ -112,7 +117,11 @@ def _evaluate(args: argparse.Namespace) -> int:
     from trainables.data.evaluate import evaluate_predictions
 
     report = evaluate_predictions(
-        args.pred_dir, args.ref_dir, args.tolerance_mm, lesion_wise=args.lesion_wise
+        args.pred_dir,
+        args.ref_dir,
+        args.tolerance_mm,
+        lesion_wise=args.lesion_wise,
+        label_scheme=args.label_scheme,
     )
     print_json(report.to_dict()) if args.json else print(report.format_table())
     return EXIT_BAD_INPUT if report.problems else 0

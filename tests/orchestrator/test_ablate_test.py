@@ -208,3 +208,34 @@ def test_an_old_foreground_model_is_not_normalised_with_the_test_datas_labels(
     (tmp_path / "external").mkdir()
     with pytest.raises(InputError, match=r"normalization.stats: the run's 'foreground' norm"):
         CaseSource(tmp_path / "external").cases(parse_trial_config(data), None)
+
+
+def test_runs_trained_with_a_given_scheme_are_tested_on_an_msd_folder_without_label_names(
+    trained: tuple[Path, TrainResult, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """dataset.json without "labels" is refused for ``auto`` (MSD Task01's and BraTS 2023's
+    codes differ), but a run trained with ``data.label_scheme`` set reads the folder that way:
+    the up-front check read it with ``auto`` and refused every run."""
+    import torch
+
+    from tests.trainables.data.nifti_factory import (
+        MSD_MODALITY_JSON,
+        msd_dataset,
+        write_dataset_json,
+    )
+
+    checkpoint, _, split = trained
+    saved = torch.load(checkpoint / "best.pt", weights_only=False)
+    saved["config"]["data"]["label_scheme"] = "msd_brats"
+    (tmp_path / "ckpt").mkdir()
+    torch.save(saved, tmp_path / "ckpt" / "best.pt")
+    uri = mlflow_uri(tmp_path)
+    _sweep(uri, tmp_path / "ckpt", split)
+    msd = tmp_path / "msd"
+    msd_dataset(msd, ["BRATS_001", "BRATS_002"], shape=(32, 32, 32))
+    write_dataset_json(msd, {"modality": MSD_MODALITY_JSON})  # no "labels"
+    assert main(["test", "study", "--tracking-uri", uri, "--data", str(msd)]) == 2  # run c
+    err = capsys.readouterr().err
+    assert 'no "labels" entry' not in err, err
+    assert re.search(r"tested \d/3 a/seed0: test_ext/dice_mean", err), err
+    assert "failed 3/3 c/seed0" in err, err

@@ -10,7 +10,14 @@ import numpy as np
 import pytest
 
 from orchestrator.cli import main
-from tests.trainables.data.nifti_factory import brats_case, save_nifti, truncate
+from tests.trainables.data.nifti_factory import (
+    MSD_MODALITY_JSON,
+    brats_case,
+    msd_dataset,
+    save_nifti,
+    truncate,
+    write_dataset_json,
+)
 
 
 @pytest.fixture
@@ -86,6 +93,24 @@ def test_evaluate_scores_predictions_and_flags_a_wrong_shape(
     assert report["cases"][0]["dice_wt"] == 1.0
     problems = " ".join(str(p) for p in report["problems"])
     assert "c2.nii.gz" in problems and "(9, 8, 6)" in problems and "(8, 8, 6)" in problems
+
+
+def test_evaluate_takes_the_label_scheme_dataset_json_does_not_name(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """An MSD folder whose dataset.json lists no labels is refused with ``auto`` (Task01's and
+    BraTS 2023's codes differ); the message's ``--label-scheme`` exists on evaluate too."""
+    refs, preds = tmp_path / "refs", tmp_path / "preds"
+    (case,) = msd_dataset(refs, ["BRATS_001"])
+    write_dataset_json(refs, {"modality": MSD_MODALITY_JSON})
+    preds.mkdir()
+    shutil.copy(case.files["seg"], preds / "BRATS_001.nii.gz")
+    assert main(["evaluate", str(preds), str(refs)]) == 2
+    assert "--label-scheme of ablate data prepare, predict and evaluate" in capsys.readouterr().err
+    args = ["evaluate", str(preds), str(refs), "--label-scheme", "msd_brats", "--json"]
+    assert main(args) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["label_scheme"] == "msd_brats" and report["cases"][0]["dice_et"] == 1.0
 
 
 def test_evaluate_reports_lesion_wise_scores(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -133,6 +133,7 @@ def evaluate_predictions(
     tolerance_mm: float = 1.0,
     progress: Progress | None = None,
     lesion_wise: bool = True,
+    label_scheme: str = "auto",
 ) -> EvaluationReport:
     """Score every reference case against its prediction.
 
@@ -143,6 +144,8 @@ def evaluate_predictions(
         progress: called as ``progress(done, total, case_id)`` after each reference case.
         lesion_wise: also compute the BraTS 2023 lesion-wise Dice and HD95 (one
             connected-component pass per region and case).
+        label_scheme: the reference's label values: "auto" (its layout's, or its
+            dataset.json's) or a scheme name (``ablate evaluate --label-scheme``).
 
     Raises:
         InputError: PRED_DIR missing or without NIfTI files; REF_DIR unreadable (see
@@ -150,7 +153,7 @@ def evaluate_predictions(
     """
     pred_root = Path(pred_dir).expanduser().absolute()
     preds, problems = _prediction_files(pred_root)
-    ref = discover(ref_dir)
+    ref = discover(ref_dir, label_scheme)
     if not ref.cases:
         detail = f" ({ref.problems[0]})" if ref.problems else ""
         raise InputError(f"no usable reference case{detail}", where=ref.root)

@@ -112,6 +112,17 @@ def layouts_help() -> str:
     return "\n".join(f"  {name}: {text}" for name, text in LAYOUT_HELP.items())
 
 
+def dataset_layout(root: str | Path) -> str:
+    """The layout of a dataset directory, read before its cases (``ablate test --data`` says
+    an empty or unknown folder once, not once per run; each run reads the cases with its own
+    label scheme).
+
+    Raises:
+        InputError: as :func:`discover` for a missing, empty or unknown directory.
+    """
+    return detect_layout(_check_root(root))
+
+
 def _check_root(root: str | Path) -> Path:
     path = Path(root).expanduser().absolute()
     if not path.exists():

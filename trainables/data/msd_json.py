@@ -145,8 +145,8 @@ def msd_scheme(meta: dict, where: Path, channels: dict[str, int], labelled: bool
         raise InputError(
             'no "labels" entry: dataset.json must say what each label value means, e.g. '
             '{"0": "background", "1": "edema", "2": "non-enhancing tumor", "3": "enhancing '
-            'tumour"} (MSD Task01), or give the scheme (data.label_scheme; ablate data: '
-            "--label-scheme)",
+            'tumour"} (MSD Task01), or give the scheme: data.label_scheme in the trial config, '
+            "--label-scheme of ablate data prepare, predict and evaluate",
             where,
         )
     if not labels:

@@ -97,8 +97,8 @@ def test_labelled_msd_mri_without_label_names_is_refused(tmp_path):
     assert str(err.value) == (
         f'{tmp_path / "dataset.json"}: no "labels" entry: dataset.json must say what each label '
         'value means, e.g. {"0": "background", "1": "edema", "2": "non-enhancing tumor", "3": '
-        '"enhancing tumour"} (MSD Task01), or give the scheme (data.label_scheme; ablate data: '
-        "--label-scheme)"
+        '"enhancing tumour"} (MSD Task01), or give the scheme: data.label_scheme in the trial '
+        "config, --label-scheme of ablate data prepare, predict and evaluate"
     )
     assert discover(tmp_path, label_scheme="brats2023").label_scheme == "brats2023"
 
