@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
-from orchestrator.winners_test import caption
+from orchestrator.winners_test import caption, test_metric
 
 if TYPE_CHECKING:
     from orchestrator.winners import CellStats, WinnersTable
@@ -182,8 +182,14 @@ def paper_lines(table: WinnersTable) -> list[str]:
 
 
 def _ours(table: WinnersTable, cell: CellStats, metric: str) -> str:
-    """`` (ours 0.3524)`` for the ranked metric or a region Dice on the ranked cases."""
+    """`` (ours 0.3524)`` for a quantity the table shows: the ranked metric (mean), the other
+    split's (the ``val`` or ``test`` column) or a region Dice on the ranked cases."""
     on = "test" if table.case_split == "test" else "val"
-    regions = {f"{on}/dice_{r}": cell.dice.get(r) for r in table.regions}
-    value = cell.mean if metric == table.ranked_metric else regions.get(metric)
+    shown = {f"{on}/dice_{r}": cell.dice.get(r) for r in table.regions}
+    if table.ranked_metric != table.metric:  # ranked on test: the val column
+        shown[table.metric] = cell.val_mean
+    else:
+        shown[test_metric(table.metric)] = cell.test_mean
+    shown[table.ranked_metric] = cell.mean
+    value = shown.get(metric)
     return f" (ours {value:.4f})" if value is not None and math.isfinite(value) else ""

@@ -126,7 +126,8 @@ def test_the_paper_column_says_which_split_its_numbers_are(tmp_path: Path) -> No
     assert (table.paper_metric, table.cells[0].paper) == ("test/dice_mean", 0.7)
     text = format_table(table)
     assert "paper (test)" in text.splitlines()[1]
-    assert "paper, a: val/dice_mean 0.8500, test/dice_wt 0.9250\n" in text  # no test WT here
+    # beside ours where the table shows it: the val column; no test WT column here
+    assert "paper, a: val/dice_mean 0.8500 (ours 0.8000), test/dice_wt 0.9250\n" in text
 
 
 def test_one_run_without_test_cases_keeps_the_comparison_on_validation(tmp_path: Path) -> None:
