@@ -200,6 +200,11 @@ class ValidationConfig(Frozen):
         max_cases: validate on at most this many cases (None: all validation cases).
         test_max_cases: evaluate the selected weights on at most this many test cases (None:
             all; ``--smoke`` sets 2). The test pass always predicts whole volumes.
+        test_tta: mirroring test-time augmentation in the test pass (and ``ablate test``),
+            nnU-Net's default at inference: probabilities averaged over the image flipped along
+            every combination of spatial axes (8 passes for 3-D models, 4 for 2-D), so the
+            test pass takes 8 (4) times as long. Validation, which selects the epoch, never
+            mirrors. ``ablate predict --tta`` predicts the same labels.
         hd95: also compute HD95 and surface Dice (slower than Dice alone).
         tolerance_mm: surface-Dice tolerance.
         batch_size: windows per inference forward pass; None: 4 for 3-D models, 64 for 2-D
@@ -211,6 +216,7 @@ class ValidationConfig(Frozen):
     gaussian: bool = True
     max_cases: int | None = Field(default=None, ge=1)
     test_max_cases: int | None = Field(default=None, ge=1)
+    test_tta: bool = False
     hd95: bool = True
     tolerance_mm: float = Field(default=1.0, gt=0)
     batch_size: int | None = Field(default=None, ge=1)

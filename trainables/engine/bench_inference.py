@@ -21,7 +21,8 @@ from trainables.config.trial import TrialConfig
 from trainables.engine.bench import configured_scheme
 from trainables.engine.inference import window_starts
 from trainables.engine.precision import effective_precision, peak_memory_gib, resolve_device
-from trainables.engine.predict import Member, Predictor, flip_axes
+from trainables.engine.predict import Member, Predictor
+from trainables.engine.tta import flip_axes
 from trainables.losses import output_channels
 from trainables.models import build_model
 

@@ -7,7 +7,8 @@ window with the trial's ``validation.overlap``, even when ``sampling.validation`
 ``center_crop`` (a speed device for validation: the reported number must be the full-volume
 one), and scored in the source images' grid (the crop pasted back), as ``ablate evaluate``
 scores ``ablate predict``'s output. ``validation.test_max_cases`` caps the cases for quick
-checks (``--smoke`` sets 2).
+checks (``--smoke`` sets 2); ``validation.test_tta`` mirrors each case (nnU-Net's inference
+default; :mod:`trainables.engine.tta`).
 
 Per case: every region's Dice, HD95, surface Dice, RVD, sensitivity, specificity
 (:func:`~trainables.metrics.case_metrics`) and the BraTS 2023 lesion-wise Dice and HD95
@@ -35,8 +36,9 @@ from trainables.data.labels import LabelScheme
 from trainables.data.restore import restore_geometry
 from trainables.engine.data import TrialData
 from trainables.engine.per_case import read_per_case_csv
+from trainables.engine.tta import mirrored_probabilities
 from trainables.engine.validation import predict_case
-from trainables.losses import logits_to_labels
+from trainables.losses import logits_to_labels, probabilities_to_labels
 from trainables.metrics import case_metrics, lesion_metrics, mean_metrics
 from trainables.metrics.names import metric_name
 
@@ -140,8 +142,7 @@ def evaluate_cases(
         case = cases.dataset.load(case_id, modalities=cases.modalities, mmap=True)
         if case.label is None:
             continue
-        logits = predict_case(model, cfg, case.image, device, autocast())
-        pred = logits_to_labels(logits[None], cfg.loss, cases.scheme)[0].cpu().numpy()
+        pred = _predict_labels(model, cfg, case.image, cases.scheme, device, autocast)
         pred, ref = in_source_grid(cases.dataset.entry(case_id), pred, np.asarray(case.label))
         scores = score_case(pred, ref, case.spacing, cases.scheme, cfg.validation.tolerance_mm)
         rows.append({"case": case_id, **{metric_name(prefix, k): v for k, v in scores.items()}})
@@ -154,6 +155,27 @@ def evaluate_cases(
             )
     model.train(was_training)
     return result_from_rows(rows, prefix)
+
+
+def _predict_labels(
+    model: nn.Module,
+    cfg: TrialConfig,
+    image: np.ndarray,
+    scheme: LabelScheme,
+    device: torch.device,
+    autocast: Callable[[], AbstractContextManager],
+) -> np.ndarray:
+    """(*S) internal labels of one (C, *S) case, mirrored when ``validation.test_tta``."""
+    if not cfg.validation.test_tta:
+        logits = predict_case(model, cfg, image, device, autocast())
+        return logits_to_labels(logits[None], cfg.loss, scheme)[0].cpu().numpy()
+    probs = mirrored_probabilities(
+        lambda view: predict_case(model, cfg, view, device, autocast()),
+        image,
+        cfg.model.input_dims,
+        cfg.loss,
+    )
+    return probabilities_to_labels(probs[None], cfg.loss, scheme)[0].cpu().numpy()
 
 
 @contextmanager

@@ -14,7 +14,6 @@ combination of flips of the model's spatial axes, nnU-Net style), then decode.
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -30,6 +29,7 @@ from trainables.data.preprocess import ForegroundNormalization, preprocess
 from trainables.data.types import CaseRecord, LoadedCase
 from trainables.engine.bench import configured_scheme
 from trainables.engine.precision import autocast_context, effective_precision, resolve_device
+from trainables.engine.tta import mirrored_probabilities
 from trainables.engine.validation import predict_case
 from trainables.errors import InputError
 from trainables.losses import (
@@ -90,17 +90,21 @@ class Predictor:
             labels = logits_to_labels(logits[None], member.cfg.loss, self.scheme)[0]
             return labels.to(torch.uint8).cpu().numpy()
         total: torch.Tensor | None = None
-        count = 0
         for member in self.members:
-            for axes in flip_axes(member.cfg.model.input_dims) if tta else [()]:
-                logits = self._logits(member, np.flip(image, axes) if axes else image)
-                probs = logits_to_probabilities(logits[None], member.cfg.loss)[0]
-                probs = probs.flip(axes) if axes else probs
-                total = probs if total is None else total.add_(probs)
-                count += 1
+            probs = self._probabilities(member, image, tta)
+            total = probs if total is None else total.add_(probs)
         assert total is not None
-        labels = probabilities_to_labels((total / count)[None], self.cfg.loss, self.scheme)[0]
+        mean = total / len(self.members)
+        labels = probabilities_to_labels(mean[None], self.cfg.loss, self.scheme)[0]
         return labels.to(torch.uint8).cpu().numpy()
+
+    def _probabilities(self, member: Member, image: np.ndarray, tta: bool) -> torch.Tensor:
+        """(K, *S) probabilities of one member, averaged over mirrored inputs with ``tta`` (as
+        the test pass does with ``validation.test_tta``)."""
+        if tta:
+            dims, loss = member.cfg.model.input_dims, member.cfg.loss
+            return mirrored_probabilities(lambda im: self._logits(member, im), image, dims, loss)
+        return logits_to_probabilities(self._logits(member, image)[None], member.cfg.loss)[0]
 
     def _logits(self, member: Member, image: np.ndarray) -> torch.Tensor:
         """(K, *S) float32 logits (on the device) of one member on a (C, *S) image."""
@@ -108,16 +112,6 @@ class Predictor:
         autocast = autocast_context(precision, self.device)
         volume = np.ascontiguousarray(image, dtype=np.float32)
         return predict_case(member.model, member.cfg, volume, self.device, autocast)
-
-
-def flip_axes(input_dims: int) -> list[tuple[int, ...]]:
-    """Every combination of flipped spatial axes of a (C, X, Y, Z) volume, identity first.
-
-    3-D models: the 8 subsets of (1, 2, 3); 2-D models (slices along Z): the 4 subsets of the
-    in-plane axes (1, 2). Axis numbers index the (C, *S) volume.
-    """
-    axes = (1, 2, 3) if input_dims == 3 else (1, 2)
-    return [combo for r in range(len(axes) + 1) for combo in itertools.combinations(axes, r)]
 
 
 def build_predictor(

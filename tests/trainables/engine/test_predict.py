@@ -21,8 +21,9 @@ from trainables.data.restore import restore_geometry, to_source_labels
 from trainables.data.synth import synthesize_dataset
 from trainables.engine.checkpoint import load_checkpoint
 from trainables.engine.held_out import TestCases, evaluate_cases
-from trainables.engine.predict import build_predictor, flip_axes
+from trainables.engine.predict import build_predictor
 from trainables.engine.predict_cases import predict_directory
+from trainables.engine.tta import flip_axes
 from trainables.errors import InputError
 
 
