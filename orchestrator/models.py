@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator import tracking
+from orchestrator.tracking_errors import restore_command
 from trainables.engine.checkpoint import (
     BEST_MODEL_FILE,
     load_checkpoint,
@@ -59,6 +60,19 @@ def resolve_model(spec: str, tracking_uri: str | None = None) -> list[Checkpoint
         path = path / BEST_MODEL_FILE
     if path.is_file() or path.suffix == ".pt":
         return [(str(path), load_checkpoint(path))]
+    try:
+        return _tracked_model(spec, tracking_uri)
+    except InputError as err:
+        if not path.is_dir():
+            raise
+        raise InputError(  # a checkpoint folder was meant, most likely: say what it lacks
+            f"{spec} is a folder without {BEST_MODEL_FILE} (an `ablate train --checkpoint-dir` "
+            f"folder holds one), and as a sweep or run name: {err}"
+        ) from None
+
+
+def _tracked_model(spec: str, tracking_uri: str | None) -> list[Checkpoint]:
+    """A run id, a sweep (its winner) or ``SWEEP:CELL`` (the cell's finished runs)."""
     client = tracking.connect(tracking_uri or tracking.default_tracking_uri(), existing=True)
     if ":" in spec:
         sweep, cell = spec.split(":", 1)
@@ -86,7 +100,7 @@ def _trial_run(client: Any, spec: str) -> Any | None:
     if run.info.lifecycle_stage == "deleted":
         raise InputError(
             f"run {spec} ({run.info.run_name}) was deleted in MLflow; restore it with "
-            f"`mlflow runs restore --run-id {spec}` to predict with it"
+            f"{restore_command(client, spec)} to predict with it"
         )
     return run
 
@@ -136,6 +150,17 @@ def cell_runs(client: Any, sweep: str, cell: str) -> list[Any]:
     return finished
 
 
+def use_store(uri: str) -> None:
+    """Point MLflow's process-wide tracking and registry URIs at ``uri``: its fluent calls
+    (``log_model``, a ``models:/`` download) ignore the client and use them, and the registry
+    otherwise stays the current folder's ``mlflow.db`` or ``MLFLOW_REGISTRY_URI``, so a model of
+    the same name elsewhere was registered to or loaded instead, silently."""
+    import mlflow
+
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+
+
 def load_registered(spec: str, tracking_uri: str | None = None) -> Checkpoint:
     """``models:/NAME@ALIAS`` (or ``/VERSION``): the logged network's weights and the trial
     config logged with it, as a checkpoint dict."""
@@ -144,6 +169,7 @@ def load_registered(spec: str, tracking_uri: str | None = None) -> Checkpoint:
     uri = tracking_uri or tracking.default_tracking_uri()
     client = tracking.connect(uri, existing=True)
     version = registered_version(client, spec)
+    use_store(uri)  # MLflow downloads a models:/ URI through the process-wide registry
     with tempfile.TemporaryDirectory() as tmp:
         local = mlflow.artifacts.download_artifacts(
             artifact_uri=f"models:/{version.name}/{version.version}", dst_path=tmp, tracking_uri=uri
@@ -222,7 +248,7 @@ def register_winner(client: Any, run_id: str, name: str, alias: str = CHAMPION) 
     member = build_predictor([(source, checkpoint)], device="cpu").members[0]
     cfg = member.cfg
     example = np.zeros((1, len(cfg.data.modalities), *cfg.sampling.patch_size), np.float32)
-    mlflow.set_tracking_uri(client.tracking_uri)
+    use_store(client.tracking_uri)  # log_model registers in the process-wide registry
     with tempfile.TemporaryDirectory() as tmp:
         config_path, weights_path = Path(tmp) / CONFIG_FILE, Path(tmp) / WEIGHTS_FILE
         config_path.write_text(json.dumps(checkpoint["config"], indent=1))

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 from orchestrator.preflight import check_sqlite_store
-from orchestrator.tracking_errors import no_parent_message
+from orchestrator.tracking_errors import no_parent_message, restore_command
 from trainables.errors import InputError
 from trainables.metrics import names
 
@@ -77,6 +77,12 @@ def connect(uri: str, timeout_s: float = 5.0, existing: bool = False) -> MlflowC
             f"http://{uri}, for a local store sqlite:///path/to/mlflow.db"
         )
     scheme = urlparse(uri).scheme
+    if scheme == "" and (Path(uri).expanduser().is_file() or uri.endswith(".db")):
+        path = Path(uri).expanduser().absolute()
+        raise InputError(
+            f"MLflow tracking URI {uri!r}{origin} is a file path without a scheme: write "
+            f"sqlite:///{path} for this SQLite store"
+        )
     if scheme in ("", "file"):  # MLflow's file store: in maintenance mode, never ablate's
         raise InputError(
             f"MLflow tracking URI {uri!r}{origin} is a folder, not a store ablate uses: write "
@@ -87,7 +93,7 @@ def connect(uri: str, timeout_s: float = 5.0, existing: bool = False) -> MlflowC
     elif scheme == "sqlite":
         check_sqlite_store(uri, existing)
     try:
-        client = MlflowClient(tracking_uri=uri)
+        client = MlflowClient(tracking_uri=uri, registry_uri=uri)  # models live in the store
         client.search_experiments(max_results=1)
     except Exception as err:  # MLflow raises many types for a bad store
         message = f"cannot use MLflow tracking URI {uri!r}{origin}: {_one_line(err)}"
@@ -229,6 +235,17 @@ def log_metrics(client: MlflowClient, run_id: str, metrics: dict[str, float], st
         client.log_batch(run_id, metrics=batch)
 
 
+def mark_undefined(client: MlflowClient, run_id: str, keys: list[str], step: int) -> None:
+    """Log NaN for ``keys`` at ``step``: MLflow cannot delete a metric, and a value an
+    overwriting evaluation no longer defines (an RVD over an empty region) would otherwise
+    stay, shown beside results it does not belong to."""
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    if keys:
+        client.log_batch(run_id, metrics=[Metric(k, math.nan, now, step) for k in keys])
+
+
 def holds_at_step(client: MlflowClient, run_id: str, key: str, step: int) -> bool:
     """Whether the run has a point of ``key`` at ``step``: a batch logged before (one
     ``log_batch`` is stored whole, so one of its keys answers for all of them)."""
@@ -312,7 +329,7 @@ def find_sweep(client: MlflowClient, sweep: str) -> Run:
         if run.info.lifecycle_stage == "deleted":  # a parent in the trash, named by its id
             raise InputError(
                 f"sweep parent run {sweep} was deleted in MLflow; restore it with "
-                f"`mlflow runs restore --run-id {sweep}` to read the sweep again"
+                f"{restore_command(client, sweep)} to read the sweep again"
             )
         return run
     names = sorted(e.name for e in client.search_experiments() if e.name != "Default")

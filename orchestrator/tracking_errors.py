@@ -94,6 +94,15 @@ def read_only_store_message(err: BaseException) -> str | None:
     )
 
 
+def restore_command(client: Any, run_id: str) -> str:
+    """The shell command that takes ``run_id`` out of MLflow's trash in the store ``client``
+    reads (``mlflow runs restore`` reads the store from the environment, not the folder)."""
+    import shlex
+
+    store = shlex.quote(client.tracking_uri)
+    return f"`MLFLOW_TRACKING_URI={store} mlflow runs restore --run-id {run_id}`"
+
+
 def no_parent_message(client: Any, sweep: str, experiment_id: str) -> str:
     """Why experiment ``sweep`` yields no sweep: its parent run deleted (named, with the way
     back), or never created (a sweep stopped before it started)."""
@@ -105,6 +114,6 @@ def no_parent_message(client: Any, sweep: str, experiment_id: str) -> str:
         run_id = deleted[0].info.run_id
         return (
             f"sweep {sweep!r}: its parent run {run_id} was deleted in MLflow; restore it with "
-            f"`mlflow runs restore --run-id {run_id}` to read the sweep again"
+            f"{restore_command(client, run_id)} to read the sweep again"
         )
     return f"sweep {sweep!r}: MLflow experiment {sweep!r} holds no sweep (no parent run)"

@@ -16,7 +16,7 @@ from ablate_sweep_helpers import mlflow_uri
 
 from orchestrator import provenance, tracking
 from orchestrator.cli import main
-from orchestrator.models import load_registered, register_winner, resolve_model
+from orchestrator.models import load_registered, register_winner, resolve_model, use_store
 from tests.cluster.cluster_harness import MlflowServer
 from tests.trainables.engine.predict_helpers import random_checkpoint, write_image_case
 from trainables.errors import InputError
@@ -65,14 +65,21 @@ def test_model_names_resolve_to_runs_cells_and_winners(tmp_path: Path, capsys) -
     assert resolve_model("abl", uri)[0][0] == f"run {best} (b/0)"  # ranked: best cell's run
     client.set_tag(a1, "winner", "true")
     assert resolve_model("abl", uri)[0][0] == f"run {a1} (a/1)"  # the tag decides
+    (tmp_path / "in").mkdir()
     for spec, message in [
         ("abl:c", "cell 'c' of sweep 'abl' has no finished runs (failed)"),
         ("abl:zz", "sweep 'abl' has no cell 'zz' (cells: a, b, c, d)"),
         (bare, f"run {bare} (d/0, finished) has no checkpoint/best.pt artifact"),
         ("nosweep", "no sweep named 'nosweep'"),
+        (  # a checkpoint folder without its best.pt was reported as a missing sweep (audit)
+            str(tmp_path / "in"),
+            f"{tmp_path / 'in'} is a folder without best.pt (an `ablate train --checkpoint-dir` "
+            f"folder holds one), and as a sweep or run name: no sweep named '{tmp_path / 'in'}'",
+        ),
     ]:
-        with pytest.raises(InputError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        with pytest.raises(InputError) as err:
             resolve_model(spec, uri)
+        assert message in str(err.value)
     write_image_case(tmp_path / "in", "c0")
     out = tmp_path / "out"
     args = ["predict", "abl:a", str(tmp_path / "in"), "--out", str(out), "--tracking-uri", uri]
@@ -99,11 +106,12 @@ def test_deleted_and_unknown_run_ids_are_refused(tmp_path: Path) -> None:
     client, exp, parent = _sweep(uri)
     run = _trial(client, exp, parent, "a", 0, 0.5, _checkpoint(tmp_path, 0))
     client.delete_run(run)
-    restore = f"`mlflow runs restore --run-id {run}` to predict with it"
-    with pytest.raises(InputError, match=f"run {run} \\(a/0\\) was deleted in MLflow; restore"):
+    with pytest.raises(InputError) as err:
         resolve_model(run, uri)
-    with pytest.raises(InputError, match=restore.replace("`", ".")):
-        resolve_model(run, uri)
+    assert str(err.value) == (  # the store named: mlflow's CLI reads it from the environment
+        f"run {run} (a/0) was deleted in MLflow; restore it with `MLFLOW_TRACKING_URI={uri} "
+        f"mlflow runs restore --run-id {run}` to predict with it"
+    )
     client.delete_run(parent)
     with pytest.raises(InputError, match=f"sweep parent run {parent} was deleted in MLflow"):
         resolve_model(parent, uri)
@@ -145,6 +153,35 @@ def test_a_registered_model_loads_without_unpickling(
         assert torch.equal(loaded["model"][key], tensor), key
 
 
+def test_a_registered_model_is_read_from_the_store_named_not_the_default_one(
+    tmp_path: Path,
+) -> None:
+    """``predict models:/seg@champion --tracking-uri A`` looked the version up in A and
+    downloaded it through MLflow's default registry: from another store holding a ``seg`` too,
+    another model was loaded silently (found by an audit)."""
+    import mlflow
+
+    stores = {}
+    for name, seed in (("a", 5), ("b", 6)):
+        (tmp_path / name).mkdir()
+        uri = mlflow_uri(tmp_path / name)
+        client, exp, parent = _sweep(uri, f"sweep-{name}")
+        run = _trial(client, exp, parent, "x", 0, 0.5, _checkpoint(tmp_path / name, seed))
+        assert register_winner(client, run, "seg") == "1"
+        stores[name] = uri
+    before = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+    mlflow.set_tracking_uri(stores["b"])  # the process's default store: another "seg"
+    mlflow.set_registry_uri(stores["b"])
+    try:
+        _, loaded = load_registered("models:/seg@champion", stores["a"])
+    finally:
+        mlflow.set_tracking_uri(before[0])
+        mlflow.set_registry_uri(before[1])
+    expected = resolve_model(str(tmp_path / "a" / "seed5" / "best.pt"))[0][1]
+    for key, tensor in expected["model"].items():
+        assert torch.equal(loaded["model"][key], tensor), key
+
+
 def test_a_failed_registration_leaves_the_run_finished(tmp_path: Path, capsys) -> None:
     """A name MLflow refuses is refused by the CLI before anything is logged (exit 2); a
     registration that fails inside MLflow anyway leaves the winning run FINISHED, not FAILED
@@ -181,7 +218,7 @@ def test_a_pickle_only_version_names_the_way_on_where_pickle_is_refused(
     model = build_predictor([("c", checkpoint)], device="cpu").members[0].model
     config = tmp_path / "trial_config.json"
     config.write_text(json.dumps(checkpoint["config"]))
-    mlflow.set_tracking_uri(uri)
+    use_store(uri)  # tracking and registry: log_model registers through the process-wide one
     with mlflow.start_run():
         mlflow.pytorch.log_model(
             model,

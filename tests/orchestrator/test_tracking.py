@@ -77,6 +77,19 @@ def test_a_folder_uri_and_a_missing_store_to_read_are_refused(
     )
 
 
+def test_a_store_file_without_a_scheme_gets_the_uri_to_write(tmp_path: Path) -> None:
+    """An existing mlflow.db given as a plain path was called "a folder" (audit)."""
+    store = Path(mlflow_uri(tmp_path).removeprefix("sqlite:///"))
+    assert store.is_file()
+    with pytest.raises(InputError) as err:
+        tracking.connect(str(store), existing=True)
+    assert str(err.value) == (
+        f"MLflow tracking URI {str(store)!r} is a file path without a scheme: write "
+        f"sqlite:///{store} for this SQLite store"
+    )
+    assert tracking.connect(f"sqlite:///{store}", existing=True) is not None
+
+
 def test_a_deleted_sweep_parent_is_named_with_the_way_back(tmp_path: Path) -> None:
     client = tracking.connect(mlflow_uri(tmp_path))
     experiment, _ = _sweep_parent(client, "empty")  # an experiment without a sweep parent
@@ -89,7 +102,8 @@ def test_a_deleted_sweep_parent_is_named_with_the_way_back(tmp_path: Path) -> No
         tracking.find_sweep(client, "gone")
     assert str(err.value) == (
         f"sweep 'gone': its parent run {parent} was deleted in MLflow; restore it with "
-        f"`mlflow runs restore --run-id {parent}` to read the sweep again"
+        f"`MLFLOW_TRACKING_URI={client.tracking_uri} mlflow runs restore --run-id {parent}` to "
+        "read the sweep again"
     )
 
 
