@@ -65,8 +65,9 @@ def prepare_sweep_data(plan: Plan, named: Iterable[str] = ()) -> list[str]:
             continue
         seen.add(key)
         cache_root = Path(data.cache_dir) if data.cache_dir else default_cache_root()
+        counter = preparation_counter(data.root)
         dataset = ensure_prepared(
-            data.root, cache_root, data.preprocess, data.label_scheme, _counter(data.root),
+            data.root, cache_root, data.preprocess, data.label_scheme, counter,
             workers=max(1, min(8, (os.cpu_count() or 1) - 1)),
         )  # fmt: skip
         skipped = dataset.left_out
@@ -75,12 +76,14 @@ def prepare_sweep_data(plan: Plan, named: Iterable[str] = ()) -> list[str]:
     return left_out
 
 
-def _counter(root: str) -> Callable[[int, int, str], None]:
+def preparation_counter(
+    root: str | Path, say: Callable[[str], None] = progress
+) -> Callable[[int, int, str], None]:
     """Progress of the preparation: every case for a small dataset, every ~5% of a large one."""
 
     def report(done: int, total: int, case_id: str) -> None:
         step = max(1, total // 20)
         if done == 1 or done == total or done % step == 0:
-            progress(f"data: preparing {root}: {done}/{total} cases read ({case_id})")
+            say(f"data: preparing {root}: {done}/{total} cases read ({case_id})")
 
     return report

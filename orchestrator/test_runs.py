@@ -29,7 +29,8 @@ from typing import Any
 import torch
 
 from orchestrator import tracking
-from orchestrator.test_tracking import DATA_TAG, EXTERNAL, TEST, has_test, log_test
+from orchestrator.sweep_data import preparation_counter
+from orchestrator.test_tracking import DATA_TAG, EXTERNAL, TEST, cases_tag, has_test, log_test
 from trainables.config.trial import TrialConfig, parse_trial_config
 from trainables.data.cache import default_cache_root, ensure_prepared
 from trainables.data.layouts import dataset_layout
@@ -59,6 +60,7 @@ class EvaluationReport:
     unfinished: int = 0
     already: int = 0
     left_out: list[str] = field(default_factory=list)  # --data cases that could not be prepared
+    no_test_cases: int = 0  # runs whose split holds no test case (tested on nothing)
 
 
 def evaluate_sweep(
@@ -91,6 +93,8 @@ def evaluate_sweep(
         _refuse_other_external(finished, data.resolve(), sweep)
     if not overwrite and all(has_test(r, report.prefix) for r in finished):
         report.already = len(finished)  # nothing to do (the sweep tested every run): no error
+        tag = cases_tag(report.prefix)
+        report.no_test_cases = sum(r.data.tags.get(tag) == "0" for r in finished)
         return report
     if missing_only and not overwrite:
         done = [r for r in finished if has_test(r, report.prefix)]
@@ -166,6 +170,8 @@ def evaluate_run(
         tags = {DATA_TAG: str(source.root)} if source.root else {}
         if source.root and source.left_out:  # the metrics are over the other cases
             tags[LEFT_OUT_TAG] = "\n".join(source.left_out)[: tracking.MAX_TAG]
+        elif source.root and LEFT_OUT_TAG in run.data.tags:  # an earlier set's (--overwrite)
+            client.delete_tag(run_id, LEFT_OUT_TAG)
         log_test(client, run_id, result.metrics, csv if result.per_case else None, prefix, tags)
     return result
 
@@ -246,7 +252,10 @@ class CaseSource:
         key = json.dumps([cfg.data.preprocess.model_dump(mode="json"), cfg.data.label_scheme])
         dataset = self._prepared.get(key)
         if dataset is None:
-            dataset = ensure_prepared(self.root, cache, cfg.data.preprocess, cfg.data.label_scheme)
+            counter = preparation_counter(self.root, self.progress) if self.progress else None
+            dataset = ensure_prepared(
+                self.root, cache, cfg.data.preprocess, cfg.data.label_scheme, counter
+            )
             self._note_left_out(dataset.left_out)
         self._prepared[key] = dataset
         labelled = [c for c in dataset.case_ids if dataset.entry(c).has_label]

@@ -16,6 +16,7 @@ An external test set (``ablate test --data DIR``) uses the prefix ``test_ext`` i
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +54,15 @@ def log_test(
     tags: dict[str, str] | None = None,
 ) -> None:
     """Log one run's test metrics (step 0), its cases tag, extra ``tags`` and its per-case CSV
-    (as ``per_case/<prefix>.csv``)."""
+    (as ``per_case/<prefix>.csv``). A ``prefix/`` value the run holds from an earlier
+    evaluation (``ablate test --overwrite``) that this one leaves undefined becomes NaN."""
+    held = client.get_run(run_id).data.metrics
+    stale = [
+        key
+        for key in held
+        if key.startswith(f"{prefix}/") and not math.isfinite(metrics.get(key, math.nan))
+    ]
+    tracking.mark_undefined(client, run_id, stale, TEST_STEP)
     tracking.log_metrics(client, run_id, metrics, TEST_STEP)
     cases = metrics.get(metric_name(prefix, "cases"))
     all_tags = dict(tags or {})

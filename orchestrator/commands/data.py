@@ -116,10 +116,14 @@ def _prepare(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     from trainables.data.evaluate import evaluate_predictions
 
+    def counter(done: int, total: int, case_id: str) -> None:  # stderr: --json stays clean
+        progress(f"evaluate {done}/{total} {case_id}")
+
     report = evaluate_predictions(
         args.pred_dir,
         args.ref_dir,
         args.tolerance_mm,
+        progress=counter,
         lesion_wise=args.lesion_wise,
         label_scheme=args.label_scheme,
     )

@@ -52,7 +52,12 @@ def _test(args: argparse.Namespace) -> int:
     if report.unfinished:
         text += f"; {report.unfinished} runs not finished, not tested"
     progress(text)
-    if report.already and not report.tested and not report.failed:
+    if report.no_test_cases == report.already > 0 and not args.data:
+        progress(
+            "nothing to test: the sweep's split holds no test cases (data.split's test fraction "
+            "is 0); test the runs on a labelled set kept apart with --data DIR"
+        )
+    elif report.already and not report.tested and not report.failed:
         why = (
             f"on {args.data}"
             if args.data

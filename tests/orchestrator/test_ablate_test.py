@@ -114,6 +114,9 @@ def test_an_external_test_set_is_logged_under_its_own_prefix(
     assert main(args) == 2  # run c has no checkpoint, and a case of --data is bad input
     err = capsys.readouterr().err
     assert "test_ext/dice_mean" in err and "on 2 cases" in err
+    assert (
+        f"data: preparing {(tmp_path / 'external').resolve()}: 3/3 cases read" in err
+    )  # was silent
     left_out = f"{blank}: flair is constant (every voxel is 0): an empty or broken file"
     assert f"1 case(s) of {(tmp_path / 'external').resolve()} left out of the test:" in err
     assert err.count(left_out) == 1  # named once, not once per run
@@ -137,6 +140,27 @@ def test_an_external_test_set_is_logged_under_its_own_prefix(
         f"{(tmp_path / 'external').resolve()}, not {other.resolve()}; a run keeps one external "
         "test set: pass --overwrite"
     ) in capsys.readouterr().err
+    assert main([*args[:-1], str(other), "--overwrite"]) == 2  # run c still has no checkpoint
+    tags = client.get_run(runs["b/seed0"]).data.tags
+    assert tags["ablate.test_ext.data"] == str(other.resolve())
+    assert "ablate.test_ext.left_out" not in tags  # the first set's, not this one's (audit)
+
+
+def test_an_overwrite_leaves_no_value_of_the_earlier_evaluation(tmp_path: Path) -> None:
+    """MLflow cannot delete a metric: an RVD the new test set leaves undefined (no ET in its
+    references) kept the old set's value beside the new set's tag (audit)."""
+    from orchestrator.test_tracking import log_test
+
+    client = tracking.connect(mlflow_uri(tmp_path))
+    experiment = tracking.ensure_experiment(client, "s")
+    run_id = client.create_run(experiment).info.run_id
+    log_test(client, run_id, {"test_ext/rvd_et": 1.89, "test_ext/dice_wt": 0.5}, prefix="test_ext")
+    log_test(client, run_id, {"test_ext/rvd_et": float("nan")}, prefix="test_ext")
+    metrics = client.get_run(run_id).data.metrics
+    assert np.isnan(metrics["test_ext/rvd_et"]) and np.isnan(metrics["test_ext/dice_wt"])
+    log_test(client, run_id, {"test_ext/dice_wt": 0.7}, prefix="test_ext")
+    metrics = client.get_run(run_id).data.metrics
+    assert metrics["test_ext/dice_wt"] == 0.7 and np.isnan(metrics["test_ext/rvd_et"])
 
 
 def test_overwrite_and_missing_together_are_refused(capsys: pytest.CaptureFixture[str]) -> None:
@@ -239,3 +263,22 @@ def test_runs_trained_with_a_given_scheme_are_tested_on_an_msd_folder_without_la
     assert 'no "labels" entry' not in err, err
     assert re.search(r"tested \d/3 a/seed0: test_ext/dice_mean", err), err
     assert "failed 3/3 c/seed0" in err, err
+
+
+def test_a_split_without_test_cases_says_so_and_where_to_test(
+    trained: tuple[Path, TrainResult, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Every run "tested before" was the message for runs tested on 0 cases (audit)."""
+    from orchestrator.test_tracking import log_test
+
+    checkpoint, _, split = trained
+    uri = mlflow_uri(tmp_path)
+    client, runs = _sweep(uri, checkpoint, split)
+    for run_id in runs.values():  # what the sweep logs when the split has no test case
+        log_test(client, run_id, {"test/cases": 0.0})
+    assert main(["test", "study", "--tracking-uri", uri]) == 0
+    err = capsys.readouterr().err
+    assert (
+        "nothing to test: the sweep's split holds no test cases (data.split's test fraction is "
+        "0); test the runs on a labelled set kept apart with --data DIR"
+    ) in err

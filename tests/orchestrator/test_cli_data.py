@@ -109,8 +109,10 @@ def test_evaluate_takes_the_label_scheme_dataset_json_does_not_name(
     assert "--label-scheme of ablate data prepare, predict and evaluate" in capsys.readouterr().err
     args = ["evaluate", str(preds), str(refs), "--label-scheme", "msd_brats", "--json"]
     assert main(args) == 0
-    report = json.loads(capsys.readouterr().out)
+    out, err = capsys.readouterr()
+    report = json.loads(out)  # the progress went to stderr
     assert report["label_scheme"] == "msd_brats" and report["cases"][0]["dice_et"] == 1.0
+    assert "evaluate 1/1 BRATS_001" in err  # was silent until the table
 
 
 def test_evaluate_reports_lesion_wise_scores(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
