@@ -98,7 +98,13 @@ def _load_failure(err: Exception) -> str:
             "not an ablate checkpoint (torch.load with weights_only=True refused it: a corrupt "
             "file, or one holding Python objects besides tensors and plain data)"
         )
-    return (text.splitlines() or [type(err).__name__])[0]
+    # A truncated zip or a text file surfaces as a bare KeyError('101') or "[Errno 22]": say
+    # what the file is, and keep torch's words for whoever debugs it.
+    first = (text.splitlines() or [""])[0]
+    return (
+        "not a readable torch file (corrupt, truncated or another format; "
+        f"{type(err).__name__}: {first})"
+    )
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

@@ -132,6 +132,16 @@ def test_other_checkpoint_versions_are_refused_naming_the_file(tmp_path: Path) -
             "with weights_only=True refused it: a corrupt file, or one holding Python objects "
             "besides tensors and plain data)"
         )
+    saved = (tmp_path / "ok.pt").read_bytes()  # cut in half, and a text file (audit)
+    (tmp_path / "half.pt").write_bytes(saved[: len(saved) // 2])
+    (tmp_path / "text.pt").write_text("epoch 101\n")
+    for name in ("half.pt", "text.pt"):
+        with pytest.raises(InputError) as err:
+            load_checkpoint(tmp_path / name)
+        assert str(err.value).startswith(
+            f"{tmp_path / name}: cannot read checkpoint: not a readable torch file (corrupt, "
+            "truncated or another format; "
+        ), str(err.value)
     with pytest.raises(ValueError, match="unknown checkpoint keys"):
         make_checkpoint({}, {}, 0, 0, optimiser={})
 
