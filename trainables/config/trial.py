@@ -190,6 +190,23 @@ class TrainConfig(Frozen):
     speed: SpeedConfig = SpeedConfig()
 
 
+class PostprocessConfig(Frozen):
+    """Post-processing of the predicted label map in the test pass and ``ablate predict``
+    (:mod:`trainables.engine.postprocess`); validation, which selects the epoch, sees the
+    raw map. Both off by default.
+
+    Attributes:
+        largest_component: keep only the largest 26-connected component of the foreground
+            (nnU-Net's "remove all but the largest component"): drops scattered false
+            positives, and a second lesion with them.
+        min_et_voxels: an enhancing-tumour prediction of fewer voxels than this becomes
+            necrosis (BraTS labels only; Isensee et al.'s post-processing); 0: off.
+    """
+
+    largest_component: bool = False
+    min_et_voxels: int = Field(default=0, ge=0)
+
+
 class ValidationConfig(Frozen):
     """How and how often validation runs.
 
@@ -205,6 +222,8 @@ class ValidationConfig(Frozen):
             every combination of spatial axes (8 passes for 3-D models, 4 for 2-D), so the
             test pass takes 8 (4) times as long. Validation, which selects the epoch, never
             mirrors. ``ablate predict --tta`` predicts the same labels.
+        test_postprocess: post-processing of the test pass's and ``ablate predict``'s label
+            maps (largest component, small enhancing tumour to necrosis).
         hd95: also compute HD95 and surface Dice (slower than Dice alone).
         tolerance_mm: surface-Dice tolerance.
         batch_size: windows per inference forward pass; None: 4 for 3-D models, 64 for 2-D
@@ -217,6 +236,7 @@ class ValidationConfig(Frozen):
     max_cases: int | None = Field(default=None, ge=1)
     test_max_cases: int | None = Field(default=None, ge=1)
     test_tta: bool = False
+    test_postprocess: PostprocessConfig = Field(default_factory=PostprocessConfig)
     hd95: bool = True
     tolerance_mm: float = Field(default=1.0, gt=0)
     batch_size: int | None = Field(default=None, ge=1)

@@ -8,7 +8,8 @@ window with the trial's ``validation.overlap``, even when ``sampling.validation`
 one), and scored in the source images' grid (the crop pasted back), as ``ablate evaluate``
 scores ``ablate predict``'s output. ``validation.test_max_cases`` caps the cases for quick
 checks (``--smoke`` sets 2); ``validation.test_tta`` mirrors each case (nnU-Net's inference
-default; :mod:`trainables.engine.tta`).
+default; :mod:`trainables.engine.tta`) and ``validation.test_postprocess`` cleans the map
+(:mod:`trainables.engine.postprocess`), as ``ablate predict`` does.
 
 Per case: every region's Dice, HD95, surface Dice, RVD, sensitivity, specificity
 (:func:`~trainables.metrics.case_metrics`) and the BraTS 2023 lesion-wise Dice and HD95
@@ -36,6 +37,7 @@ from trainables.data.labels import LabelScheme
 from trainables.data.restore import restore_geometry
 from trainables.engine.data import TrialData
 from trainables.engine.per_case import read_per_case_csv
+from trainables.engine.postprocess import postprocess_labels
 from trainables.engine.tta import mirrored_probabilities
 from trainables.engine.validation import predict_case
 from trainables.losses import logits_to_labels, probabilities_to_labels
@@ -165,17 +167,20 @@ def _predict_labels(
     device: torch.device,
     autocast: Callable[[], AbstractContextManager],
 ) -> np.ndarray:
-    """(*S) internal labels of one (C, *S) case, mirrored when ``validation.test_tta``."""
+    """(*S) internal labels of one (C, *S) case, mirrored when ``validation.test_tta``, then
+    post-processed (``validation.test_postprocess``)."""
     if not cfg.validation.test_tta:
         logits = predict_case(model, cfg, image, device, autocast())
-        return logits_to_labels(logits[None], cfg.loss, scheme)[0].cpu().numpy()
-    probs = mirrored_probabilities(
-        lambda view: predict_case(model, cfg, view, device, autocast()),
-        image,
-        cfg.model.input_dims,
-        cfg.loss,
-    )
-    return probabilities_to_labels(probs[None], cfg.loss, scheme)[0].cpu().numpy()
+        labels = logits_to_labels(logits[None], cfg.loss, scheme)[0].cpu().numpy()
+    else:
+        probs = mirrored_probabilities(
+            lambda view: predict_case(model, cfg, view, device, autocast()),
+            image,
+            cfg.model.input_dims,
+            cfg.loss,
+        )
+        labels = probabilities_to_labels(probs[None], cfg.loss, scheme)[0].cpu().numpy()
+    return postprocess_labels(labels, cfg.validation.test_postprocess, scheme)
 
 
 @contextmanager

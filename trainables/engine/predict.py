@@ -28,6 +28,7 @@ from trainables.data.nifti import load_case
 from trainables.data.preprocess import ForegroundNormalization, preprocess
 from trainables.data.types import CaseRecord, LoadedCase
 from trainables.engine.bench import configured_scheme
+from trainables.engine.postprocess import postprocess_labels
 from trainables.engine.precision import autocast_context, effective_precision, resolve_device
 from trainables.engine.tta import mirrored_probabilities
 from trainables.engine.validation import predict_case
@@ -81,9 +82,14 @@ class Predictor:
         mods = ", ".join(self.modalities)
         return f"{what} ({cfg.name}) reading {mods}, on {self.device.type} in {precision}"
 
-    @torch.no_grad()
     def predict(self, image: np.ndarray, tta: bool = False) -> np.ndarray:
-        """(C, *S) preprocessed image -> (*S) uint8 internal label codes."""
+        """(C, *S) preprocessed image -> (*S) uint8 internal label codes, post-processed as the
+        test pass does (the first member's ``validation.test_postprocess``)."""
+        labels = self._labels(image, tta)
+        return postprocess_labels(labels, self.cfg.validation.test_postprocess, self.scheme)
+
+    @torch.no_grad()
+    def _labels(self, image: np.ndarray, tta: bool) -> np.ndarray:
         if len(self.members) == 1 and not tta:
             member = self.members[0]
             logits = self._logits(member, image)

@@ -88,9 +88,16 @@ class TrialRunner:
             cfg, self.data.scheme, len(self.data.modalities), progress=progress
         )
         self.best = BestEpoch(metric, mode)
+        self._note_ignored_postprocess()
         self.dataset = self._make_dataset()
         self._loader: DataLoader | None = None
         self.test: TestResult | None = None  # the held-out test of the best epoch's weights
+
+    def _note_ignored_postprocess(self) -> None:
+        """A CT (binary) trial asking for the BraTS rule: said, not silently the same as 0."""
+        min_et = self.cfg.validation.test_postprocess.min_et_voxels
+        if min_et and "et" not in self.data.scheme.regions and self.progress:
+            self.progress("validation.test_postprocess.min_et_voxels ignored: binary labels")
 
     # The step's parts, under the names the rest of the engine (and its tests) use.
     device = property(lambda self: self.trainer.device)

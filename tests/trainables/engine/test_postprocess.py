@@ -1,0 +1,103 @@
+"""``validation.test_postprocess``: the two rules on hand-made label maps, the test pass and
+``ablate predict`` applying them alike, and a binary trial told that the BraTS rule is ignored."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tests.trainables.engine.predict_helpers import TINY, random_checkpoint
+from trainables.config.trial import PostprocessConfig, load_trial_config, parse_trial_config
+from trainables.data.cache import PreparedDataset, prepare
+from trainables.data.evaluate import evaluate_predictions
+from trainables.data.labels import INTERNAL_BINARY, INTERNAL_BRATS
+from trainables.data.synth import synthesize_dataset
+from trainables.engine.held_out import TestCases, evaluate_cases
+from trainables.engine.postprocess import postprocess_labels
+from trainables.engine.predict import build_predictor
+from trainables.engine.predict_cases import predict_directory
+from trainables.engine.runner import TrialRunner
+from trainables.engine.smoke import smoke_config
+
+NCR, ED, ET = 1, 2, 3  # internal BraTS codes
+
+
+def _tumour() -> np.ndarray:
+    """A 20^3 map: oedema block with a 2x2x2 ET core (8 voxels), and a 1-voxel ET speck
+    touching a 1-voxel oedema speck diagonally (26- but not 6-connected), apart from it."""
+    labels = np.zeros((20, 20, 20), np.uint8)
+    labels[2:8, 2:8, 2:8] = ED
+    labels[4:6, 4:6, 4:6] = ET
+    labels[14, 14, 14] = ED
+    labels[15, 15, 15] = ET
+    return labels
+
+
+def test_small_enhancing_tumour_becomes_necrosis_below_the_threshold_only() -> None:
+    labels = _tumour()  # 9 ET voxels in all
+    same = postprocess_labels(labels, PostprocessConfig(min_et_voxels=9), INTERNAL_BRATS)
+    np.testing.assert_array_equal(same, labels)  # 9 is not fewer than 9
+    out = postprocess_labels(labels, PostprocessConfig(min_et_voxels=10), INTERNAL_BRATS)
+    assert (out == ET).sum() == 0 and (out == NCR).sum() == 9 and (out == ED).sum() > 0
+    assert out.dtype == labels.dtype and (labels == ET).sum() == 9  # the input is kept
+    binary = (labels > 0).astype(np.uint8)
+    kept = postprocess_labels(binary, PostprocessConfig(min_et_voxels=10), INTERNAL_BINARY)
+    np.testing.assert_array_equal(kept, binary)
+
+
+def test_only_the_largest_26_connected_foreground_component_is_kept() -> None:
+    labels = _tumour()
+    out = postprocess_labels(labels, PostprocessConfig(largest_component=True), INTERNAL_BRATS)
+    np.testing.assert_array_equal(out[:10, :10, :10], labels[:10, :10, :10])  # labels kept
+    assert out[10:, 10:, 10:].sum() == 0  # the diagonal pair went as one component
+    single = np.zeros_like(labels)
+    single[14, 14, 14], single[15, 15, 15] = ED, ET  # diagonal neighbours: one component
+    kept = postprocess_labels(single, PostprocessConfig(largest_component=True), INTERNAL_BRATS)
+    np.testing.assert_array_equal(kept, single)
+    off = postprocess_labels(labels, PostprocessConfig(), INTERNAL_BRATS)
+    assert off is labels
+
+
+def test_the_test_pass_and_predict_post_process_alike(tmp_path: Path) -> None:
+    # this random model paints ~6,000 ET voxels per case, in one component: every ET goes
+    rules = {"largest_component": True, "min_et_voxels": 10_000}
+    ckpt = random_checkpoint(tmp_path / "ckpt" / "best.pt", validation__test_postprocess=rules)
+    data = tmp_path / "data"
+    synthesize_dataset(data, 2, 7, (40, 40, 36))
+    predictor = build_predictor([("ckpt", ckpt)], "cpu")
+    cfg, model = predictor.cfg, predictor.members[0].model
+    prepare(data, tmp_path / "cache", cfg.data.preprocess)
+    cache = PreparedDataset(tmp_path / "cache")
+    cases = TestCases(cache, cache.case_ids, cache.scheme, cfg.data.modalities)
+    cpu = torch.device("cpu")
+    cleaned = evaluate_cases(model, cfg, cases, cpu, _no_autocast).per_case
+    validation = cfg.validation.model_dump() | {"test_postprocess": {}}
+    raw_cfg = parse_trial_config(cfg.model_dump(mode="json") | {"validation": validation})
+    raw = evaluate_cases(model, raw_cfg, cases, cpu, _no_autocast).per_case
+    assert all(row["test/sensitivity_et"] == 0 for row in cleaned)
+    assert all(row["test/sensitivity_et"] > 0 for row in raw)
+    predict_directory(predictor, data, tmp_path / "out")
+    evaluated = {r["case_id"]: r for r in evaluate_predictions(tmp_path / "out", data).cases}
+    for row in cleaned:
+        for region in ("wt", "tc", "et"):
+            got = evaluated[row["case"]][f"dice_{region}"]
+            assert got == pytest.approx(row[f"test/dice_{region}"], abs=1e-9), (row, region)
+
+
+def test_a_binary_trial_is_told_the_enhancing_tumour_rule_is_ignored() -> None:
+    cfg = smoke_config(load_trial_config(TINY)).model_dump(mode="json")
+    cfg["data"] |= {"modalities": ["ct"], "label_scheme": "binary"}
+    cfg["data"]["synthetic"]["modality"] = "ct"
+    cfg["validation"]["test_postprocess"] = {"min_et_voxels": 200}
+    notes: list[str] = []
+    TrialRunner(parse_trial_config(cfg), progress=notes.append)
+    assert "validation.test_postprocess.min_et_voxels ignored: binary labels" in notes
+
+
+def _no_autocast():
+    from contextlib import nullcontext
+
+    return nullcontext()
