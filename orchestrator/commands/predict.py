@@ -43,11 +43,14 @@ def register(verbs: argparse._SubParsersAction) -> None:
 
 def _predict(args: argparse.Namespace) -> int:
     from orchestrator.models import resolve_model
+    from trainables.data.layouts import dataset_layout
     from trainables.engine.predict import build_predictor
     from trainables.engine.predict_cases import check_output, predict_directory
 
-    # before the model is fetched and loaded: a full --out is refused at once
+    # before the model is fetched and loaded: a full --out, or an input folder that is no
+    # dataset, is refused at once
     check_output(args.out, Path(args.input_dir).expanduser().absolute(), args.overwrite, False)
+    dataset_layout(args.input_dir)
     predictor = build_predictor(resolve_model(args.model, args.tracking_uri), args.device)
     progress(f"model: {predictor.describe()}{', with mirroring TTA' if args.tta else ''}")
     sources = [member.source for member in predictor.members]  # which run(s) MODEL resolved to

@@ -97,6 +97,10 @@ def test_model_names_resolve_to_runs_cells_and_winners(tmp_path: Path, capsys) -
     assert main([*args[:1], "nosweep", *args[2:]]) == 2
     err = capsys.readouterr().err
     assert "the output folder already holds 1 files (c0.nii.gz)" in err and "nosweep" not in err
+    (tmp_path / "empty").mkdir()  # nor an input folder that is no dataset (audit)
+    assert main(["predict", "nosweep", str(tmp_path / "empty"), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "dataset directory is empty" in err and "nosweep" not in err
 
 
 def test_deleted_and_unknown_run_ids_are_refused(tmp_path: Path) -> None:
