@@ -260,3 +260,15 @@ def test_real_reference_against_itself(brats_sample_dir, tmp_path):
     report = evaluate_predictions(tmp_path / "pred", tmp_path / "ref")
     assert report.problems == []
     assert [report.cases[0][f"dice_{r}"] for r in ("wt", "tc", "et")] == [1.0, 1.0, 1.0]
+
+
+def test_a_brats_reference_case_lacking_an_image_modality_is_still_scored(tmp_path):
+    """Evaluation reads the reference's labels only: a case without its T2 was refused as
+    "missing modality file(s)" (audit)."""
+    ref, pred = tmp_path / "ref", tmp_path / "pred"
+    cases = [brats_case(ref, "full", seed=1), brats_case(ref, "no_t2", skip=("t2",), seed=2)]
+    perfect_predictions(cases, pred)
+    report = evaluate_predictions(pred, ref)
+    assert not report.problems
+    assert [c["case_id"] for c in report.cases] == ["full", "no_t2"]
+    assert report.mean["dice_wt"] == 1.0
