@@ -172,7 +172,8 @@ def evaluate_run(
             tags[LEFT_OUT_TAG] = "\n".join(source.left_out)[: tracking.MAX_TAG]
         elif source.root and LEFT_OUT_TAG in run.data.tags:  # an earlier set's (--overwrite)
             client.delete_tag(run_id, LEFT_OUT_TAG)
-        log_test(client, run_id, result.metrics, csv if result.per_case else None, prefix, tags)
+        per_case = csv if result.per_case else None
+        log_test(client, run_id, result.metrics, per_case, prefix, tags, run.data.metrics)
     return result
 
 

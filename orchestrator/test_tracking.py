@@ -52,14 +52,15 @@ def log_test(
     per_case: Path | None = None,
     prefix: str = TEST,
     tags: dict[str, str] | None = None,
+    earlier: dict[str, float] | None = None,
 ) -> None:
     """Log one run's test metrics (step 0), its cases tag, extra ``tags`` and its per-case CSV
-    (as ``per_case/<prefix>.csv``). A ``prefix/`` value the run holds from an earlier
-    evaluation (``ablate test --overwrite``) that this one leaves undefined becomes NaN."""
-    held = client.get_run(run_id).data.metrics
+    (as ``per_case/<prefix>.csv``). ``earlier``: the metrics the run held before (``ablate
+    test --overwrite``); a ``prefix/`` value among them that this evaluation leaves undefined
+    becomes NaN."""
     stale = [
         key
-        for key in held
+        for key in earlier or {}
         if key.startswith(f"{prefix}/") and not math.isfinite(metrics.get(key, math.nan))
     ]
     tracking.mark_undefined(client, run_id, stale, TEST_STEP)

@@ -241,8 +241,8 @@ def mark_undefined(client: MlflowClient, run_id: str, keys: list[str], step: int
     stay, shown beside results it does not belong to."""
     from mlflow.entities import Metric
 
-    now = int(time.time() * 1000)
     if keys:
+        now = int(time.time() * 1000)
         client.log_batch(run_id, metrics=[Metric(k, math.nan, now, step) for k in keys])
 
 

@@ -155,10 +155,12 @@ def test_an_overwrite_leaves_no_value_of_the_earlier_evaluation(tmp_path: Path) 
     experiment = tracking.ensure_experiment(client, "s")
     run_id = client.create_run(experiment).info.run_id
     log_test(client, run_id, {"test_ext/rvd_et": 1.89, "test_ext/dice_wt": 0.5}, prefix="test_ext")
-    log_test(client, run_id, {"test_ext/rvd_et": float("nan")}, prefix="test_ext")
+    held = client.get_run(run_id).data.metrics  # what ablate test read before evaluating
+    log_test(client, run_id, {"test_ext/rvd_et": float("nan")}, prefix="test_ext", earlier=held)
     metrics = client.get_run(run_id).data.metrics
     assert np.isnan(metrics["test_ext/rvd_et"]) and np.isnan(metrics["test_ext/dice_wt"])
-    log_test(client, run_id, {"test_ext/dice_wt": 0.7}, prefix="test_ext")
+    held = client.get_run(run_id).data.metrics
+    log_test(client, run_id, {"test_ext/dice_wt": 0.7}, prefix="test_ext", earlier=held)
     metrics = client.get_run(run_id).data.metrics
     assert metrics["test_ext/dice_wt"] == 0.7 and np.isnan(metrics["test_ext/rvd_et"])
 
