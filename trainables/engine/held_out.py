@@ -38,9 +38,8 @@ from trainables.data.restore import restore_geometry
 from trainables.engine.data import TrialData
 from trainables.engine.per_case import read_per_case_csv
 from trainables.engine.postprocess import postprocess_labels
-from trainables.engine.tta import mirrored_probabilities
+from trainables.engine.tta import model_labels
 from trainables.engine.validation import predict_case
-from trainables.losses import logits_to_labels, probabilities_to_labels
 from trainables.metrics import case_metrics, lesion_metrics, mean_metrics
 from trainables.metrics.names import metric_name
 
@@ -169,18 +168,15 @@ def _predict_labels(
 ) -> np.ndarray:
     """(*S) internal labels of one (C, *S) case, mirrored when ``validation.test_tta``, then
     post-processed (``validation.test_postprocess``)."""
-    if not cfg.validation.test_tta:
-        logits = predict_case(model, cfg, image, device, autocast())
-        labels = logits_to_labels(logits[None], cfg.loss, scheme)[0].cpu().numpy()
-    else:
-        probs = mirrored_probabilities(
-            lambda view: predict_case(model, cfg, view, device, autocast()),
-            image,
-            cfg.model.input_dims,
-            cfg.loss,
-        )
-        labels = probabilities_to_labels(probs[None], cfg.loss, scheme)[0].cpu().numpy()
-    return postprocess_labels(labels, cfg.validation.test_postprocess, scheme)
+    labels = model_labels(
+        lambda view: predict_case(model, cfg, view, device, autocast()),
+        image,
+        cfg.model.input_dims,
+        cfg.loss,
+        scheme,
+        cfg.validation.test_tta,
+    )
+    return postprocess_labels(labels.cpu().numpy(), cfg.validation.test_postprocess, scheme)
 
 
 @contextmanager

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -30,11 +31,10 @@ from trainables.data.types import CaseRecord, LoadedCase
 from trainables.engine.bench import configured_scheme
 from trainables.engine.postprocess import postprocess_labels
 from trainables.engine.precision import autocast_context, effective_precision, resolve_device
-from trainables.engine.tta import mirrored_probabilities
+from trainables.engine.tta import mirrored_probabilities, model_labels
 from trainables.engine.validation import predict_case
 from trainables.errors import InputError
 from trainables.losses import (
-    logits_to_labels,
     logits_to_probabilities,
     output_channels,
     probabilities_to_labels,
@@ -90,10 +90,11 @@ class Predictor:
 
     @torch.no_grad()
     def _labels(self, image: np.ndarray, tta: bool) -> np.ndarray:
-        if len(self.members) == 1 and not tta:
+        if len(self.members) == 1:  # as the test pass predicts it
             member = self.members[0]
-            logits = self._logits(member, image)
-            labels = logits_to_labels(logits[None], member.cfg.loss, self.scheme)[0]
+            dims, loss = member.cfg.model.input_dims, member.cfg.loss
+            logits_of = partial(self._logits, member)
+            labels = model_labels(logits_of, image, dims, loss, self.scheme, tta)
             return labels.to(torch.uint8).cpu().numpy()
         total: torch.Tensor | None = None
         for member in self.members:
@@ -109,7 +110,7 @@ class Predictor:
         the test pass does with ``validation.test_tta``)."""
         if tta:
             dims, loss = member.cfg.model.input_dims, member.cfg.loss
-            return mirrored_probabilities(lambda im: self._logits(member, im), image, dims, loss)
+            return mirrored_probabilities(partial(self._logits, member), image, dims, loss)
         return logits_to_probabilities(self._logits(member, image)[None], member.cfg.loss)[0]
 
     def _logits(self, member: Member, image: np.ndarray) -> torch.Tensor:

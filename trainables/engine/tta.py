@@ -1,7 +1,7 @@
 """Mirroring test-time augmentation, nnU-Net's default at inference: the model sees the image
 flipped along every combination of its spatial axes, and the probabilities, flipped back, are
-averaged. Used by the test pass (``validation.test_tta``) and ``ablate predict --tta`` alike, so
-the two give the same labels."""
+averaged. Used by the test pass (``validation.test_tta``) and ``ablate predict --tta`` alike
+(:func:`model_labels`), so the two give the same labels."""
 
 from __future__ import annotations
 
@@ -11,7 +11,13 @@ from collections.abc import Callable
 import numpy as np
 from torch import Tensor
 
-from trainables.losses import LossConfig, logits_to_probabilities
+from trainables.data.labels import LabelScheme
+from trainables.losses import (
+    LossConfig,
+    logits_to_labels,
+    logits_to_probabilities,
+    probabilities_to_labels,
+)
 
 
 def flip_axes(input_dims: int) -> list[tuple[int, ...]]:
@@ -38,3 +44,20 @@ def mirrored_probabilities(
         total = probs if total is None else total.add_(probs)
     assert total is not None
     return total / len(flips)
+
+
+def model_labels(
+    logits_of: Callable[[np.ndarray], Tensor],
+    image: np.ndarray,
+    input_dims: int,
+    loss: LossConfig,
+    scheme: LabelScheme,
+    tta: bool,
+) -> Tensor:
+    """(*S) int64 internal labels of one model on a (C, *S) image: its logits decoded directly
+    (as validation does), or with ``tta`` its mirrored probabilities averaged, then decoded.
+    The test pass and a one-model :class:`~trainables.engine.predict.Predictor` both call it."""
+    if not tta:
+        return logits_to_labels(logits_of(image)[None], loss, scheme)[0]
+    probs = mirrored_probabilities(logits_of, image, input_dims, loss)
+    return probabilities_to_labels(probs[None], loss, scheme)[0]
