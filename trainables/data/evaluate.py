@@ -22,7 +22,7 @@ from typing import Any
 
 from trainables.data.files import nifti_files, nifti_stem
 from trainables.data.labels import LabelScheme, get_scheme, internal_scheme
-from trainables.data.layouts import dataset_layout, discover
+from trainables.data.layouts import discover, is_msd_folder
 from trainables.data.nifti import load_label
 from trainables.data.nifti_grid import check_affine
 from trainables.data.types import CaseRecord
@@ -155,7 +155,7 @@ def evaluate_predictions(
     preds, problems = _prediction_files(pred_root)
     # BraTS reference cases are scored on their labels alone: one lacking an image modality
     # (partial) still counts; an MSD folder keeps its labelled imagesTr/ cases only
-    partial = dataset_layout(ref_dir) != "msd"
+    partial = not is_msd_folder(Path(ref_dir).expanduser())
     ref = discover(ref_dir, label_scheme, partial=partial)
     if not ref.cases:
         detail = f" ({ref.problems[0]})" if ref.problems else ""

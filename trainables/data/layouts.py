@@ -140,6 +140,12 @@ def _check_root(root: str | Path) -> Path:
     return path
 
 
+def is_msd_folder(root: Path) -> bool:
+    """Whether ``root`` is in the MSD layout (``imagesTr/`` or ``imagesTs/``): two ``stat``
+    calls, no listing of its cases."""
+    return (root / "imagesTr").is_dir() or (root / "imagesTs").is_dir()
+
+
 def detect_layout(root: Path) -> str:
     """Name the layout of ``root``: "msd" if it has imagesTr/, else the BraTS naming most files use.
 
@@ -147,7 +153,7 @@ def detect_layout(root: Path) -> str:
         InputError: no known layout (the message lists the layouts understood and hints when
             ``root`` is itself a case folder).
     """
-    if (root / "imagesTr").is_dir() or (root / "imagesTs").is_dir():
+    if is_msd_folder(root):
         return "msd"
     votes: Counter[str] = Counter()
     for case_dir in _case_dirs(root):
