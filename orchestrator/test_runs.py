@@ -249,6 +249,14 @@ class CaseSource:
                 "data's labels, so retrain it to test it on other data",
                 where="data.preprocess.normalization.stats",
             )
+        resample = cfg.data.preprocess.resample
+        if resample.kind == "target_spacing" and resample.spacing is None:  # training's grid
+            raise InputError(
+                "the run's 'target_spacing' resampling carries no spacing (training fills it "
+                "in), so the grid it trained on is unknown; the test data's own spacing is not "
+                "that grid",
+                where="data.preprocess.resample.spacing",
+            )
         cache = Path(cfg.data.cache_dir) if cfg.data.cache_dir else default_cache_root()
         key = json.dumps([cfg.data.preprocess.model_dump(mode="json"), cfg.data.label_scheme])
         dataset = self._prepared.get(key)

@@ -236,6 +236,22 @@ def test_an_old_foreground_model_is_not_normalised_with_the_test_datas_labels(
         CaseSource(tmp_path / "external").cases(parse_trial_config(data), None)
 
 
+def test_a_resampling_model_without_its_spacing_is_not_given_the_test_datas(
+    tmp_path: Path,
+) -> None:
+    """The target spacing is the training dataset's grid: an external set's own median is
+    another grid, so a config without it is refused, naming the field."""
+    from orchestrator.test_runs import CaseSource
+    from trainables.config.trial import parse_trial_config
+    from trainables.errors import InputError
+
+    data = yaml.safe_load(tiny_trial(tmp_path).read_text())
+    data["data"]["preprocess"] = {"resample": {"kind": "target_spacing"}}
+    (tmp_path / "external").mkdir()
+    with pytest.raises(InputError, match=r"resample.spacing: the run's 'target_spacing' resam"):
+        CaseSource(tmp_path / "external").cases(parse_trial_config(data), None)
+
+
 def test_runs_trained_with_a_given_scheme_are_tested_on_an_msd_folder_without_label_names(
     trained: tuple[Path, TrainResult, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -1,4 +1,5 @@
-"""Dataset-level foreground intensity statistics for ``foreground`` normalisation.
+"""Dataset-level numbers: foreground intensity statistics for ``foreground`` normalisation,
+and the target spacing of ``target_spacing`` resampling (:func:`with_dataset_spacing`).
 
 nnU-Net's ``CTNormalization`` clips every case to the 0.5th and 99.5th percentiles of the
 *training dataset's* foreground intensities and z-scores it with their mean and std. Its
@@ -30,7 +31,8 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from trainables.data.nifti import load_case
+from trainables.data.nifti import load_case, open_nifti
+from trainables.data.nifti_grid import spacing as header_spacing
 from trainables.data.parallel import map_cases
 from trainables.data.preprocess import (
     ForegroundIntensity,
@@ -38,6 +40,7 @@ from trainables.data.preprocess import (
     PreprocessConfig,
     crop_case,
 )
+from trainables.data.resample import TargetSpacing, dataset_target_spacing
 from trainables.data.types import MODALITIES, CaseRecord, LoadedCase
 from trainables.errors import CaseError, InputError
 
@@ -142,3 +145,42 @@ def pooled_stats(
             )
         )
     return tuple(stats)
+
+
+def with_dataset_spacing(cfg: PreprocessConfig, records: Sequence[CaseRecord]) -> PreprocessConfig:
+    """``cfg`` with ``target_spacing`` resampling's ``spacing`` computed from ``records``
+    (nnU-Net's rule, :func:`~trainables.data.resample.dataset_target_spacing`).
+
+    From the headers of the labelled cases' first image (all cases when none is labelled; a
+    spacing says nothing of a label), so no voxel is decoded. A case whose header cannot be read
+    is left out here (its preparation names it). One deviation: nnU-Net's median shape is that
+    after the crop to the non-zero box; the headers give the shape before it.
+
+    Raises:
+        InputError: no case's header could be read.
+    """
+    resample = cfg.resample
+    if not isinstance(resample, TargetSpacing) or resample.spacing is not None:
+        return cfg
+    labelled = [r for r in records if r.label is not None] or list(records)
+    grids = [g for g in (_header_grid(r) for r in labelled) if g is not None]
+    if not grids:
+        raise InputError(
+            "'target_spacing' resampling computes its spacing from the dataset's image headers, "
+            f"and none of its {len(labelled)} cases has a readable one; write "
+            "data.preprocess.resample.spacing",
+            where="data.preprocess.resample",
+        )
+    target = dataset_target_spacing([g[0] for g in grids], [g[1] for g in grids])
+    update = {"resample": resample.model_copy(update={"spacing": target})}
+    return cfg.model_copy(update=update)
+
+
+def _header_grid(record: CaseRecord) -> tuple[tuple[float, float, float], tuple[int, ...]] | None:
+    """(spacing mm, spatial shape) from the header of the case's first image, or None."""
+    path = record.images[record.modalities[0]]
+    try:
+        img = open_nifti(path, record.case_id, header_only=True)
+    except CaseError:
+        return None
+    return header_spacing(img), tuple(int(n) for n in img.shape[:3])

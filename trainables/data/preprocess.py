@@ -19,6 +19,8 @@ training never repeats it. Every step is pure numpy on one :class:`LoadedCase`:
    - ``ct_window``: clip Hounsfield units to ``[center - width/2, center + width/2]``, scale to
      [0, 1].
    - ``none``: only cast to float32.
+3. ``resample`` (``kind: target_spacing``): resample image and label to one voxel spacing,
+   nnU-Net's way (:mod:`trainables.data.resample`); ``none`` (the default) keeps the grid.
 
 Constant images (std 0, an empty brain mask) never produce NaN: the std is replaced by 1 and empty
 masks leave the channel at 0.
@@ -39,6 +41,7 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from trainables.config import Frozen
+from trainables.data.resample import NoResampling, ResampleConfig, resample_case
 from trainables.data.types import LoadedCase
 from trainables.errors import CaseError, InputError
 
@@ -172,10 +175,13 @@ class PreprocessConfig(Frozen):
     Attributes:
         crop_to_nonzero: crop to the bounding box of voxels non-zero in any modality.
         normalization: intensity normalisation, selected by ``kind``.
+        resample: resampling to one voxel spacing after the normalisation (nnU-Net's order),
+            selected by ``kind``; ``none`` keeps each case's grid.
     """
 
     crop_to_nonzero: bool = True
     normalization: NormalizationConfig = Field(default_factory=ZScoreNormalization)
+    resample: ResampleConfig = Field(default_factory=NoResampling)
 
     def fingerprint(self) -> str:
         """Short stable hash (16 hex digits) of the canonical config JSON and PREPROCESS_VERSION.
@@ -183,26 +189,30 @@ class PreprocessConfig(Frozen):
         Two configs that preprocess identically (e.g. a default left out vs. written explicitly)
         give the same fingerprint because defaults are filled in before hashing.
         """
-        payload = {"version": PREPROCESS_VERSION, "config": self.model_dump(mode="json")}
+        config = self.model_dump(mode="json")
+        if config["resample"] == {"kind": "none"}:  # caches made before resampling stay valid
+            del config["resample"]
+        payload = {"version": PREPROCESS_VERSION, "config": config}
         canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
 def preprocess(case: LoadedCase, cfg: PreprocessConfig) -> LoadedCase:
-    """Crop and normalise one case; the label is cropped but never read by the normalisation.
+    """Crop, normalise and resample one case; the normalisation never reads the label.
 
     Args:
         case: decoded case; image (C, X, Y, Z) any real dtype, label (X, Y, Z) uint8 or None.
         cfg: what to do (``foreground`` normalisation needs its ``stats`` set).
 
     Returns:
-        A new case: image (C, X', Y', Z') float32, label cropped alike, ``bbox`` set to the crop
-        in source-grid voxels when cropping (composed with an existing ``bbox``). ``affine`` stays
-        the source files' affine.
+        A new case: image (C, X', Y', Z') float32, label cropped (and resampled) alike, ``bbox``
+        set to the crop in source-grid voxels when cropping (composed with an existing
+        ``bbox``); when resampled, ``spacing`` is the target and ``source_spacing`` the
+        case's own. ``affine`` stays the source files' affine.
     """
     case = crop_case(case) if cfg.crop_to_nonzero else case
     image = normalize(np.asarray(case.image, dtype=np.float32), case.modalities, cfg.normalization)
-    return replace(case, image=image)
+    return resample_case(replace(case, image=image), cfg.resample)
 
 
 def crop_case(case: LoadedCase) -> LoadedCase:

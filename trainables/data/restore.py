@@ -1,9 +1,10 @@
 """Undo the preprocessing's geometry and label mapping, and write label maps as NIfTI.
 
 A prediction is made on the array the cache would hold: the source grid cropped to the
-non-zero bounding box (``LoadedCase.bbox``), internal label codes. :func:`restore_geometry`
-pastes it back into the source grid (zeros outside the box: background); there is no resampling
-to undo, because :mod:`trainables.data.preprocess` keeps the source voxel grid.
+non-zero bounding box (``LoadedCase.bbox``), internal label codes. A case resampled to a target
+spacing has its outputs brought back to the crop's grid before they are decoded
+(:mod:`trainables.engine.resize`); :func:`restore_geometry` then pastes the labels back into
+the source grid (zeros outside the box: background).
 :func:`to_source_labels` maps internal codes back to the dataset's own values (BraTS <= 2021
 0/1/2/4, BraTS 2023 0/1/2/3, MSD Task01 0/1/2/3 in its order, binary 0/1), and
 :func:`write_label_nifti` writes them with the input's affine and header, through a temporary

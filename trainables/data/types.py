@@ -54,9 +54,11 @@ class LoadedCase:
             ``modalities`` order.
         label: (X, Y, Z) uint8 internal label codes, or None.
         modalities: channel names.
-        spacing: voxel size in mm along (X, Y, Z).
+        spacing: voxel size in mm along (X, Y, Z) of these arrays.
         affine: (4, 4) voxel-to-world matrix of the source files.
         bbox: ((x0, x1), (y0, y1), (z0, z1)) crop of the source grid this array covers, if cropped.
+        source_spacing: the source grid's voxel size (mm) when the arrays were resampled to
+            ``spacing`` (``data.preprocess.resample``); None: they are on the source grid.
     """
 
     case_id: str
@@ -66,3 +68,4 @@ class LoadedCase:
     spacing: tuple[float, float, float]
     affine: np.ndarray
     bbox: tuple[tuple[int, int], ...] | None = None
+    source_spacing: tuple[float, float, float] | None = None

@@ -5,8 +5,9 @@ validation cases, and its weights are then evaluated once on the split's test ca
 (``TrialData.split.test``). Test cases are always predicted whole, by Gaussian-weighted sliding
 window with the trial's ``validation.overlap``, even when ``sampling.validation`` is
 ``center_crop`` (a speed device for validation: the reported number must be the full-volume
-one), and scored in the source images' grid (the crop pasted back), as ``ablate evaluate``
-scores ``ablate predict``'s output. ``validation.test_max_cases`` caps the cases for quick
+one), and scored in the source images' grid (a resampled case's outputs resampled back before
+they are decoded, the crop pasted back), as ``ablate evaluate`` scores ``ablate predict``'s
+output. ``validation.test_max_cases`` caps the cases for quick
 checks (``--smoke`` sets 2); ``validation.test_tta`` mirrors each case (nnU-Net's inference
 default; :mod:`trainables.engine.tta`) and ``validation.test_postprocess`` cleans the map
 (:mod:`trainables.engine.postprocess`), as ``ablate predict`` does.
@@ -38,6 +39,7 @@ from trainables.data.restore import restore_geometry
 from trainables.engine.data import TrialData
 from trainables.engine.per_case import read_per_case_csv
 from trainables.engine.postprocess import postprocess_labels
+from trainables.engine.resize import ToSource, to_source_grid
 from trainables.engine.tta import model_labels
 from trainables.engine.validation import predict_case
 from trainables.metrics import case_metrics, lesion_metrics, mean_metrics
@@ -113,8 +115,9 @@ def score_case(
 def in_source_grid(
     entry: CaseEntry, pred: np.ndarray, ref: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Prediction and reference (X', Y', Z') on the cached crop, pasted back into the source
-    images' (X, Y, Z) grid: the reported numbers are those of the case as it was given
+    """Prediction and reference (X', Y', Z') on the crop of the source grid (a resampled case's
+    prediction already brought back to it), pasted back into the source images' (X, Y, Z)
+    grid: the reported numbers are those of the case as it was given
     (specificity counts the background outside the crop; an empty region's HD95 penalty is the
     whole volume's diagonal), so ``ablate evaluate`` of ``ablate predict``'s output matches."""
     return (
@@ -143,9 +146,13 @@ def evaluate_cases(
         case = cases.dataset.load(case_id, modalities=cases.modalities, mmap=True)
         if case.label is None:
             continue
-        pred = _predict_labels(model, cfg, case.image, cases.scheme, device, autocast)
-        pred, ref = in_source_grid(cases.dataset.entry(case_id), pred, np.asarray(case.label))
-        scores = score_case(pred, ref, case.spacing, cases.scheme, cfg.validation.tolerance_mm)
+        entry = cases.dataset.entry(case_id)
+        to_source = to_source_grid(entry.crop_shape, entry.spacing, entry.grid_spacing)
+        pred = _predict_labels(model, cfg, case.image, cases.scheme, device, autocast, to_source)
+        ref = np.asarray(cases.dataset.source_label(case_id))
+        pred, ref = in_source_grid(entry, pred, ref)
+        tolerance = cfg.validation.tolerance_mm
+        scores = score_case(pred, ref, entry.grid_spacing, cases.scheme, tolerance)
         rows.append({"case": case_id, **{metric_name(prefix, k): v for k, v in scores.items()}})
         if progress:
             dice = scores["dice_mean"]
@@ -165,9 +172,11 @@ def _predict_labels(
     scheme: LabelScheme,
     device: torch.device,
     autocast: Callable[[], AbstractContextManager],
+    to_source: ToSource | None,
 ) -> np.ndarray:
-    """(*S) internal labels of one (C, *S) case, mirrored when ``validation.test_tta``, then
-    post-processed (``validation.test_postprocess``)."""
+    """(*S) internal labels of one (C, *S) case, mirrored when ``validation.test_tta``, brought
+    back to the source grid when resampled (``to_source``), then post-processed
+    (``validation.test_postprocess``)."""
     labels = model_labels(
         lambda view: predict_case(model, cfg, view, device, autocast()),
         image,
@@ -175,6 +184,7 @@ def _predict_labels(
         cfg.loss,
         scheme,
         cfg.validation.test_tta,
+        to_source,
     )
     return postprocess_labels(labels.cpu().numpy(), cfg.validation.test_postprocess, scheme)
 

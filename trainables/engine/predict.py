@@ -27,10 +27,12 @@ from trainables.config.trial import TrialConfig, parse_trial_config
 from trainables.data.labels import LabelScheme
 from trainables.data.nifti import load_case
 from trainables.data.preprocess import ForegroundNormalization, preprocess
+from trainables.data.resample import TargetSpacing
 from trainables.data.types import CaseRecord, LoadedCase
 from trainables.engine.bench import configured_scheme
 from trainables.engine.postprocess import postprocess_labels
 from trainables.engine.precision import autocast_context, effective_precision, resolve_device
+from trainables.engine.resize import ToSource, to_source_grid
 from trainables.engine.tta import mirrored_probabilities, model_labels
 from trainables.engine.validation import predict_case
 from trainables.errors import InputError
@@ -82,19 +84,22 @@ class Predictor:
         mods = ", ".join(self.modalities)
         return f"{what} ({cfg.name}) reading {mods}, on {self.device.type} in {precision}"
 
-    def predict(self, image: np.ndarray, tta: bool = False) -> np.ndarray:
+    def predict(
+        self, image: np.ndarray, tta: bool = False, to_source: ToSource | None = None
+    ) -> np.ndarray:
         """(C, *S) preprocessed image -> (*S) uint8 internal label codes, post-processed as the
-        test pass does (the first member's ``validation.test_postprocess``)."""
-        labels = self._labels(image, tta)
+        test pass does (the first member's ``validation.test_postprocess``); a resampled case
+        (``to_source``, :func:`source_grid_of`) gives labels on its source grid's crop."""
+        labels = self._labels(image, tta, to_source)
         return postprocess_labels(labels, self.cfg.validation.test_postprocess, self.scheme)
 
     @torch.no_grad()
-    def _labels(self, image: np.ndarray, tta: bool) -> np.ndarray:
+    def _labels(self, image: np.ndarray, tta: bool, to_source: ToSource | None) -> np.ndarray:
         if len(self.members) == 1:  # as the test pass predicts it
             member = self.members[0]
             dims, loss = member.cfg.model.input_dims, member.cfg.loss
             logits_of = partial(self._logits, member)
-            labels = model_labels(logits_of, image, dims, loss, self.scheme, tta)
+            labels = model_labels(logits_of, image, dims, loss, self.scheme, tta, to_source)
             return labels.to(torch.uint8).cpu().numpy()
         total: torch.Tensor | None = None
         for member in self.members:
@@ -102,6 +107,7 @@ class Predictor:
             total = probs if total is None else total.add_(probs)
         assert total is not None
         mean = total / len(self.members)
+        mean = to_source(mean) if to_source else mean
         labels = probabilities_to_labels(mean[None], self.cfg.loss, self.scheme)[0]
         return labels.to(torch.uint8).cpu().numpy()
 
@@ -136,7 +142,7 @@ def build_predictor(
 
 def _member(source: str, checkpoint: dict[str, Any], device: torch.device) -> Member:
     cfg = parse_trial_config(checkpoint.get("config"), source)
-    _check_normalization(cfg, source)
+    _check_dataset_numbers(cfg, source)
     scheme = configured_scheme(cfg)
     model = build_model(cfg.model, len(cfg.data.modalities), output_channels(cfg.loss, scheme))
     try:
@@ -149,16 +155,19 @@ def _member(source: str, checkpoint: dict[str, Any], device: torch.device) -> Me
     return Member(cfg, model.to(device).eval(), source)
 
 
-def _check_normalization(cfg: TrialConfig, source: str) -> None:
-    """A model must carry every dataset-level number its normalisation applies (``foreground``
-    needs the training dataset's statistics, which new images cannot provide)."""
+def _check_dataset_numbers(cfg: TrialConfig, source: str) -> None:
+    """A model must carry every dataset-level number its preprocessing applies: ``foreground``
+    normalisation's statistics and ``target_spacing`` resampling's spacing are the training
+    dataset's, which new images cannot provide."""
     norm = cfg.data.preprocess.normalization
-    if isinstance(norm, ForegroundNormalization):
-        try:
+    try:
+        if isinstance(norm, ForegroundNormalization):
             for modality in cfg.data.modalities:
                 norm.stats_for(modality)
-        except InputError as err:
-            raise InputError(f"{err.where}: {err.message}", source) from None
+        if isinstance(cfg.data.preprocess.resample, TargetSpacing):
+            cfg.data.preprocess.resample.target()
+    except InputError as err:
+        raise InputError(f"{err.where}: {err.message}", source) from None
 
 
 def _check_members(members: list[Member]) -> None:
@@ -179,12 +188,22 @@ def _check_members(members: list[Member]) -> None:
             )
 
 
+def source_grid_of(case: LoadedCase, source_shape: Sequence[int]) -> ToSource | None:
+    """How a prepared input's outputs go back to its source grid's crop (``source_shape``: the
+    source images' (X, Y, Z)); None when it was not resampled."""
+    if case.source_spacing is None:
+        return None
+    crop = [hi - lo for lo, hi in case.bbox] if case.bbox else list(source_shape)
+    return to_source_grid(crop, case.spacing, case.source_spacing)
+
+
 def prepare_input(record: CaseRecord, predictor: Predictor) -> LoadedCase:
     """Decode one case's images and preprocess them as the trial's cache did.
 
     Returns:
         The case with image (C, X', Y', Z') float32 (values rounded through float16, as the
-        cache stores them), ``bbox`` the crop from the source grid, ``label`` None.
+        cache stores them), ``bbox`` the crop from the source grid, ``label`` None; resampled
+        to the training's spacing when its config says so (``source_spacing`` set).
 
     Raises:
         CaseError: a modality the model reads is missing, or a file is unreadable (named).

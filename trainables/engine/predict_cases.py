@@ -21,7 +21,7 @@ from trainables.data.layouts import DatasetIndex, discover
 from trainables.data.nifti import open_nifti
 from trainables.data.restore import restore_geometry, to_source_labels, write_label_nifti
 from trainables.data.types import CaseRecord
-from trainables.engine.predict import Predictor, prepare_input
+from trainables.engine.predict import Predictor, prepare_input, source_grid_of
 from trainables.errors import CaseError, InputError
 
 Progress = Callable[[str], None]
@@ -91,11 +91,13 @@ def predict_directory(
 def predict_record(
     predictor: Predictor, record: CaseRecord, scheme: LabelScheme, out: Path, tta: bool
 ) -> Path:
-    """One case: preprocess, predict, undo the crop, map to ``scheme``'s values, write."""
+    """One case: preprocess, predict, undo the resampling and the crop, map to ``scheme``'s
+    values, write."""
     case = prepare_input(record, predictor)  # first: names a missing modality (CaseError)
     reference = open_nifti(record.images[predictor.modalities[0]], record.case_id, header_only=True)
-    labels = predictor.predict(case.image, tta)
-    full = restore_geometry(labels, reference.shape[:3], case.bbox)
+    shape = reference.shape[:3]
+    labels = predictor.predict(case.image, tta, source_grid_of(case, shape))
+    full = restore_geometry(labels, shape, case.bbox)
     source = to_source_labels(full, scheme, record.label_values)
     return write_label_nifti(source, reference, out / f"{record.case_id}.nii.gz")
 

@@ -12,6 +12,7 @@ import numpy as np
 from torch import Tensor
 
 from trainables.data.labels import LabelScheme
+from trainables.engine.resize import ToSource
 from trainables.losses import (
     LossConfig,
     logits_to_labels,
@@ -53,11 +54,15 @@ def model_labels(
     loss: LossConfig,
     scheme: LabelScheme,
     tta: bool,
+    to_source: ToSource | None = None,
 ) -> Tensor:
     """(*S) int64 internal labels of one model on a (C, *S) image: its logits decoded directly
     (as validation does), or with ``tta`` its mirrored probabilities averaged, then decoded.
-    The test pass and a one-model :class:`~trainables.engine.predict.Predictor` both call it."""
+    ``to_source`` (a resampled case) first brings the logits or probabilities back to the
+    source grid, so the labels are (*S_source). The test pass and a one-model
+    :class:`~trainables.engine.predict.Predictor` both call it."""
+    back = to_source or (lambda scores: scores)
     if not tta:
-        return logits_to_labels(logits_of(image)[None], loss, scheme)[0]
+        return logits_to_labels(back(logits_of(image))[None], loss, scheme)[0]
     probs = mirrored_probabilities(logits_of, image, input_dims, loss)
-    return probabilities_to_labels(probs[None], loss, scheme)[0]
+    return probabilities_to_labels(back(probs)[None], loss, scheme)[0]

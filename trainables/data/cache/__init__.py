@@ -7,6 +7,8 @@ mapping lets a patch sampler touch only the pages it needs. Layout::
     <cache>/manifest.json                     Manifest (written last: no manifest = no cache)
     <cache>/cases/<case_id>/image.npy         (C, X, Y, Z) float16, all modalities, canonical order
     <cache>/cases/<case_id>/label.npy         (X, Y, Z) uint8 internal codes (absent if unlabelled)
+    <cache>/cases/<case_id>/source_label.npy  (X, Y, Z) uint8 the label before resampling
+                                              (only for cases resampled to a target spacing)
     <cache>/cases/<case_id>/fg_locations.npy  (N, 3) int32 foreground voxel coordinates
 
 ``fg_locations`` holds, **per internal class** 1..K, a random subsample of up to 10k

@@ -35,7 +35,10 @@ class CaseEntry(Frozen):
 
     ``label_scheme`` is the case's source scheme; ``shape`` the cached (cropped) (X, Y, Z);
     ``source_shape`` the (X, Y, Z) of the source images before the crop;
-    ``spacing`` mm; ``bbox`` the crop in source-grid voxels; ``affine`` the source files' (4, 4);
+    ``spacing`` mm of the cached arrays; ``source_spacing`` the source grid's when the arrays
+    were resampled (``data.preprocess.resample``; the crop's source-grid label is then also
+    stored, ``source_label.npy``), None when they are on the source grid;
+    ``bbox`` the crop in source-grid voxels; ``affine`` the source files' (4, 4);
     ``fg_classes`` (internal class, stored locations) pairs in ``fg_locations.npy`` order.
     """
 
@@ -50,6 +53,20 @@ class CaseEntry(Frozen):
     has_label: bool
     fg_classes: tuple[tuple[int, int], ...]
     sources: tuple[SourceFile, ...]
+    source_spacing: tuple[float, float, float] | None = None  # absent from caches before it
+
+    @property
+    def crop_shape(self) -> tuple[int, int, int]:
+        """(X, Y, Z) of the crop on the source grid (the source shape when not cropped)."""
+        if self.bbox is None:
+            return self.source_shape
+        (x0, x1), (y0, y1), (z0, z1) = self.bbox
+        return (x1 - x0, y1 - y0, z1 - z0)
+
+    @property
+    def grid_spacing(self) -> tuple[float, float, float]:
+        """Voxel size (mm) of the source grid, where the reported metrics are measured."""
+        return self.source_spacing or self.spacing
 
 
 class SkippedCase(Frozen):

@@ -21,7 +21,7 @@ from trainables.data.cache.manifest import (
     SkippedCase,
     SourceFile,
 )
-from trainables.data.fingerprint import with_dataset_stats
+from trainables.data.fingerprint import with_dataset_spacing, with_dataset_stats
 from trainables.data.labels import (
     get_scheme,
     internal_scheme,
@@ -55,7 +55,9 @@ def prepare(
         out: cache directory: new, empty, or an earlier cache (it is overwritten).
         preprocess: preprocessing applied to each case; ``foreground`` normalisation without
             ``stats`` first gets them from the dataset's labelled cases
-            (:func:`~trainables.data.fingerprint.with_dataset_stats`, one more decoding pass).
+            (:func:`~trainables.data.fingerprint.with_dataset_stats`, one more decoding pass),
+            ``target_spacing`` resampling without ``spacing`` from their headers
+            (:func:`~trainables.data.fingerprint.with_dataset_spacing`).
         label_scheme: source label scheme name or "auto".
         progress: called as ``progress(done, total, case_id)`` after each case.
         workers: processes decoding cases in parallel (1 = in this process).
@@ -72,6 +74,7 @@ def prepare(
     source, out = _checked_paths(source, out)
     index = discover(source, label_scheme)
     applied = with_dataset_stats(preprocess, index.cases, workers, progress)
+    applied = with_dataset_spacing(applied, index.cases)
     _claim_output(out)
     jobs = [(record, out / "cases", applied) for record in index.cases]
     names = [record.case_id for record in index.cases]
@@ -152,7 +155,7 @@ def _prepare_case(
     except CaseError as err:
         return SkippedCase(case_id=record.case_id, message=str(err), sources=sources)
     fg, fg_classes = foreground_sample(case.label, record.case_id)
-    _write_case_dir(cases_dir, case, fg)
+    _write_case_dir(cases_dir, case, fg, _source_label(loaded, case))
     return CaseEntry(
         case_id=case.case_id,
         label_scheme=record.label_scheme,
@@ -165,7 +168,18 @@ def _prepare_case(
         has_label=case.label is not None,
         fg_classes=fg_classes,
         sources=sources,
+        source_spacing=case.source_spacing,
     )
+
+
+def _source_label(loaded: LoadedCase, case: LoadedCase) -> np.ndarray | None:
+    """The label on the source grid's crop, kept for a resampled case (the test pass scores
+    predictions brought back to this grid); None when the case was not resampled."""
+    if case.source_spacing is None or loaded.label is None:
+        return None
+    if case.bbox is None:
+        return loaded.label
+    return loaded.label[tuple(slice(lo, hi) for lo, hi in case.bbox)]
 
 
 def source_files(record: CaseRecord) -> tuple[SourceFile, ...]:
@@ -189,13 +203,17 @@ def _check_float16_range(case: LoadedCase) -> None:
         )
 
 
-def _write_case_dir(cases_dir: Path, case: LoadedCase, fg: np.ndarray) -> None:
+def _write_case_dir(
+    cases_dir: Path, case: LoadedCase, fg: np.ndarray, source_label: np.ndarray | None
+) -> None:
     """Write the arrays into a temp dir, then rename it into place (replacing an old one)."""
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{case.case_id}-", dir=cases_dir))
     os.chmod(tmp, 0o755)  # mkdtemp makes it private; the cache is shared between users' jobs
     np.save(tmp / "image.npy", case.image.astype(np.float16))
     if case.label is not None:
         np.save(tmp / "label.npy", np.ascontiguousarray(case.label, dtype=np.uint8))
+    if source_label is not None:
+        np.save(tmp / "source_label.npy", np.ascontiguousarray(source_label, dtype=np.uint8))
     np.save(tmp / "fg_locations.npy", fg)
     final = cases_dir / case.case_id
     if final.exists():

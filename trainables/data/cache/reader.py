@@ -97,7 +97,17 @@ class PreparedDataset:
             spacing=entry.spacing,
             affine=np.asarray(entry.affine, dtype=np.float64),
             bbox=entry.bbox,
+            source_spacing=entry.source_spacing,
         )
+
+    def source_label(self, case_id: str) -> np.ndarray:
+        """(X, Y, Z) uint8 internal codes on the source grid's crop (``CaseEntry.crop_shape``):
+        the stored label, or for a resampled case the label as it was before resampling."""
+        entry = self.entry(case_id)
+        if not entry.has_label:
+            raise InputError(f"case {case_id!r} has no label", where=self.root)
+        name = "label.npy" if entry.source_spacing is None else "source_label.npy"
+        return np.load(self.root / "cases" / case_id / name, mmap_mode="r")
 
     def foreground_locations(self, case_id: str, label: int | None = None) -> np.ndarray:
         """Stored foreground voxel coordinates, (N, 3) int32 in the cached grid.
