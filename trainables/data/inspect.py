@@ -7,6 +7,7 @@ unusable. A bad case never hides the others.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Any
 
 from trainables.data.layouts import discover
 from trainables.data.nifti import load_case_with_label_values
+from trainables.data.resample import dataset_target_spacing
 from trainables.data.types import CaseRecord
 from trainables.errors import CaseError
 
@@ -85,8 +87,21 @@ class InspectReport:
     def num_problems(self) -> int:
         return len(self.cases) - self.num_ok
 
+    @property
+    def target_spacing(self) -> tuple[float, float, float] | None:
+        """What ``data.preprocess.resample: {kind: target_spacing}`` would resample this dataset
+        to (nnU-Net's rule over the usable labelled cases, all usable ones when none is
+        labelled); None when no case loaded. Shapes are the source files', as prepare reads."""
+        usable = [c for c in self.cases if c.ok and c.spacing and c.shape]
+        chosen = [c for c in usable if c.has_label] or usable
+        if not chosen:
+            return None
+        spacings = [c.spacing for c in chosen if c.spacing]
+        return dataset_target_spacing(spacings, [c.shape for c in chosen if c.shape])
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary for ``ablate data inspect --json``."""
+        target = self.target_spacing
         return {
             "root": str(self.root),
             "layout": self.layout,
@@ -94,8 +109,25 @@ class InspectReport:
             "num_cases": len(self.cases),
             "num_ok": self.num_ok,
             "num_problems": self.num_problems,
+            "target_spacing": list(target) if target else None,
             "cases": [c.to_dict() for c in self.cases],
         }
+
+    def spacing_line(self) -> str | None:
+        """``spacing: 0.80x0.80x1.00 to 0.80x0.80x2.50 mm; ...target 0.80x0.80x1.75 mm``."""
+        target = self.target_spacing
+        if target is None:
+            return None
+        seen = sorted({c.spacing for c in self.cases if c.ok and c.spacing})
+        if len(seen) == 1 and all(
+            math.isclose(a, b, rel_tol=1e-5) for a, b in zip(seen[0], target, strict=True)
+        ):
+            return f"spacing: {_mm(target)} mm in every case (resampling would change nothing)"
+        span = f"{_mm(seen[0])} to {_mm(seen[-1])}" if len(seen) > 1 else _mm(seen[0])
+        return (
+            f"spacing: {span} mm over {len(seen)} distinct grids; data.preprocess.resample "
+            f"{{kind: target_spacing}} would resample to {_mm(target)} mm"
+        )
 
     def format_table(self) -> str:
         """Human-readable report: a summary line, then one aligned line per case."""
@@ -110,7 +142,8 @@ class InspectReport:
             "  ".join([*(v.ljust(w) for v, w in zip(r[:-1], widths, strict=True)), r[-1]])
             for r in rows
         ]
-        return "\n".join([head, *lines])
+        spacing = self.spacing_line()
+        return "\n".join([head, *([spacing] if spacing else []), *lines])
 
 
 def inspect_dataset(
@@ -168,7 +201,7 @@ def _problem_row(
 def _row(case: CaseReport, root: Path) -> tuple[str, ...]:
     """Table cells of one case; paths shown relative to the dataset root."""
     shape = "x".join(str(n) for n in case.shape) if case.shape else "-"
-    spacing = "x".join(f"{s:.2f}" for s in case.spacing) if case.spacing else "-"
+    spacing = _mm(case.spacing) if case.spacing else "-"
     if case.labels is not None:
         labels = ",".join(str(v) for v in case.labels)
     else:
@@ -176,6 +209,10 @@ def _row(case: CaseReport, root: Path) -> tuple[str, ...]:
     where = f"{_relative(case.problem_file, root)}: " if case.problem_file else ""
     status = "ok" if case.ok else f"ERROR {where}{case.problem}"
     return case.case_id, ",".join(case.modalities) or "-", shape, spacing, labels, status
+
+
+def _mm(spacing: tuple[float, float, float]) -> str:
+    return "x".join(f"{s:.2f}" for s in spacing)
 
 
 def _relative(path: str, root: Path) -> str:

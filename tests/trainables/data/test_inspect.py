@@ -60,6 +60,7 @@ def test_to_dict_is_json_ready(mixed_dir):
     assert first_good["labels"] == [0, 1, 2, 4]
     assert first_good["problem"] is None
     assert data["cases"][3]["ok"] is False
+    assert data["target_spacing"] == [1.0, 1.0, 1.0]
 
 
 def test_format_table_one_line_per_case(mixed_dir):
@@ -67,6 +68,12 @@ def test_format_table_one_line_per_case(mixed_dir):
     assert lines[0] == (
         f"{mixed_dir} (layout brats2021, labels brats2021): 4 cases, 2 usable, 2 with problems"
     )
+    # the labelled case's grid is the target (the unlabelled 2 mm one is not counted)
+    assert lines[1] == (
+        "spacing: 1.00x1.00x1.00 to 1.00x1.00x2.00 mm over 2 distinct grids; "
+        "data.preprocess.resample {kind: target_spacing} would resample to 1.00x1.00x1.00 mm"
+    )
+    lines = lines[:1] + lines[2:]
     assert lines[1].split() == [
         "case",
         "modalities",
@@ -112,6 +119,9 @@ def test_msd_and_ct_show_source_label_values(tmp_path):
     assert ct.label_scheme == "binary"
     assert [c.labels for c in ct.cases] == [(0, 1), (0, 3)]
     assert ct.cases[0].modalities == ("ct",) and ct.cases[0].spacing == (0.5, 0.5, 5.0)
+    assert ct.format_table().splitlines()[1] == (
+        "spacing: 0.50x0.50x5.00 mm in every case (resampling would change nothing)"
+    )
 
 
 def test_inspect_never_writes(mixed_dir):
