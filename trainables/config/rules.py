@@ -30,6 +30,7 @@ def trial_problems(cfg: TrialConfig) -> list[ConfigProblem]:
     """Every cross-component problem of ``cfg``, in field order."""
     return [
         *data_problems(cfg.data),
+        *resample_problems(cfg),
         *patch_problems(cfg),
         *batch_problems(cfg),
         *schedule_problems(cfg),
@@ -171,6 +172,24 @@ def submodule_names(model: ModelConfig) -> frozenset[str]:
     with torch.device("meta"):
         network = build_model(model, 1, 1)
     return frozenset(name for name, _ in network.named_modules() if name)
+
+
+def resample_problems(cfg: TrialConfig) -> list[ConfigProblem]:
+    """A slice model resampled to a target spacing must say whether its slice spacing is
+    resampled too: nnU-Net's 2d configuration keeps it, a 3-D one does not."""
+    resample = cfg.data.preprocess.resample
+    if (
+        cfg.model.input_dims == 2
+        and resample.kind == "target_spacing"
+        and "in_plane_only" not in resample.model_fields_set
+    ):
+        why = (
+            f"model {cfg.model.kind!r} reads 2-D slices: write true to keep each case's slice "
+            "spacing and resample in-plane only (nnU-Net's 2d configuration), or false to "
+            "resample the slice spacing too"
+        )
+        return [ConfigProblem("data.preprocess.resample.in_plane_only", why)]
+    return []
 
 
 def data_problems(data: DataConfig) -> list[ConfigProblem]:

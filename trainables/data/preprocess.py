@@ -41,7 +41,7 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from trainables.config import Frozen
-from trainables.data.resample import NoResampling, ResampleConfig, resample_case
+from trainables.data.resample import NoResampling, ResampleConfig, TargetSpacing, resample_case
 from trainables.data.types import LoadedCase
 from trainables.errors import CaseError, InputError
 
@@ -182,6 +182,17 @@ class PreprocessConfig(Frozen):
     crop_to_nonzero: bool = True
     normalization: NormalizationConfig = Field(default_factory=ZScoreNormalization)
     resample: ResampleConfig = Field(default_factory=NoResampling)
+
+    def as_requested(self) -> PreprocessConfig:
+        """This config with the numbers a preparation computes from the dataset unset
+        (``foreground`` statistics, the ``target_spacing``): the request a cache holding
+        exactly this preprocessing was prepared from, when these numbers came from it."""
+        update: dict = {}
+        if isinstance(self.normalization, ForegroundNormalization) and self.normalization.stats:
+            update["normalization"] = self.normalization.model_copy(update={"stats": None})
+        if isinstance(self.resample, TargetSpacing) and self.resample.spacing is not None:
+            update["resample"] = self.resample.model_copy(update={"spacing": None})
+        return self.model_copy(update=update) if update else self
 
     def fingerprint(self) -> str:
         """Short stable hash (16 hex digits) of the canonical config JSON and PREPROCESS_VERSION.

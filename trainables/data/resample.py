@@ -12,9 +12,10 @@ is. Coordinates map voxel centres onto voxel centres (``(i + 0.5) * in / out - 0
 ``skimage.transform.resize`` does in nnU-Net, and spline overshoot is clipped to the input's
 range per channel (skimage's ``clip=True``).
 
-Predictions go the other way in :func:`trainables.engine.resize.resize_scores`: logits or
-probabilities on the resampled grid are brought back to the source grid before they are decoded
-into labels, so every reported number is measured on the case as it was given.
+Predictions go the other way in :mod:`trainables.engine.resize`: probabilities on the
+resampled grid are brought back to the source grid before they are decoded into labels, so
+every reported number is measured on the case as it was given. A slice model keeps each case's
+slice spacing when ``in_plane_only`` (nnU-Net's 2d configuration).
 """
 
 from __future__ import annotations
@@ -53,11 +54,20 @@ class TargetSpacing(Frozen):
             model's config carries the computed one, so prediction and external tests resample
             new cases to the grid training used. Written out, it is applied as given.
         image_order: spline order for images (3: nnU-Net's cubic; 1: linear; 0: nearest).
+        in_plane_only: resample X and Y only and keep each case's own slice spacing (Z), as
+            nnU-Net's 2d configuration does ("we do not change the spacing between slices");
+            a slice model (2-D) must say which it wants, a volume model takes false.
     """
 
     kind: Literal["target_spacing"] = "target_spacing"
     spacing: tuple[PositiveFloat, PositiveFloat, PositiveFloat] | None = None
     image_order: int = Field(default=3, ge=0, le=5)
+    in_plane_only: bool = False
+
+    def target_for(self, spacing: Sequence[float]) -> Spacing:
+        """The spacing a case of ``spacing`` is resampled to (its own Z when in-plane only)."""
+        x, y, z = self.target()
+        return (x, y, float(spacing[2])) if self.in_plane_only else (x, y, z)
 
     def target(self) -> Spacing:
         """The spacing to resample to; InputError naming the field when it is unset."""
@@ -79,15 +89,14 @@ def resample_case(case: LoadedCase, cfg: NoResampling | TargetSpacing) -> Loaded
     when ``cfg`` is ``none`` or the target grid has the case's shape."""
     if isinstance(cfg, NoResampling):
         return case
-    target = cfg.target()
+    target = cfg.target_for(case.spacing)
     shape = resampled_shape(case.image.shape[1:], case.spacing, target)
     if shape == tuple(case.image.shape[1:]):
         return case
     axis = coarse_axis(case.spacing, target)
     image = resample_image(case.image, shape, axis, cfg.image_order)
     label = None if case.label is None else resample_label(case.label, shape, axis)
-    spacing = (float(target[0]), float(target[1]), float(target[2]))
-    return replace(case, image=image, label=label, spacing=spacing, source_spacing=case.spacing)
+    return replace(case, image=image, label=label, spacing=target, source_spacing=case.spacing)
 
 
 def resampled_shape(
@@ -125,12 +134,22 @@ def resample_image(
         order: spline order of the other axes.
 
     Returns:
-        (C, X', Y', Z') float32, each channel clipped to its input range.
+        (C, X', Y', Z') float32, each channel clipped to its input range (with ``axis``, each
+        slice along it to its source slice's range, as nnU-Net resizes slice by slice).
     """
     out = np.empty((image.shape[0], *shape), dtype=np.float32)
     for index, channel in enumerate(np.asarray(image, dtype=np.float32)):
-        resized = _resize(channel, shape, axis, order)
-        np.clip(resized, channel.min(), channel.max(), out=out[index])
+        if axis is None:
+            np.clip(
+                _resize(channel, shape, None, order), channel.min(), channel.max(), out=out[index]
+            )
+            continue
+        in_plane = tuple(channel.shape[a] if a == axis else shape[a] for a in range(3))
+        resized = _zoom(channel, in_plane, order) if in_plane != channel.shape else channel.copy()
+        others = tuple(a for a in range(3) if a != axis)
+        low, high = channel.min(axis=others, keepdims=True), channel.max(axis=others, keepdims=True)
+        np.clip(resized, low, high, out=resized)
+        out[index] = np.take(resized, nearest_indices(channel.shape[axis], shape[axis]), axis=axis)
     return out
 
 

@@ -32,14 +32,13 @@ from trainables.data.types import CaseRecord, LoadedCase
 from trainables.engine.bench import configured_scheme
 from trainables.engine.postprocess import postprocess_labels
 from trainables.engine.precision import autocast_context, effective_precision, resolve_device
-from trainables.engine.resize import ToSource, to_source_grid
+from trainables.engine.resize import ToSource, source_labels, to_source_grid
 from trainables.engine.tta import mirrored_probabilities, model_labels
 from trainables.engine.validation import predict_case
 from trainables.errors import InputError
 from trainables.losses import (
     logits_to_probabilities,
     output_channels,
-    probabilities_to_labels,
 )
 from trainables.models import build_model
 
@@ -107,8 +106,7 @@ class Predictor:
             total = probs if total is None else total.add_(probs)
         assert total is not None
         mean = total / len(self.members)
-        mean = to_source(mean) if to_source else mean
-        labels = probabilities_to_labels(mean[None], self.cfg.loss, self.scheme)[0]
+        labels = source_labels(mean, self.cfg.loss, self.scheme, to_source, probabilities=True)
         return labels.to(torch.uint8).cpu().numpy()
 
     def _probabilities(self, member: Member, image: np.ndarray, tta: bool) -> torch.Tensor:

@@ -1,11 +1,15 @@
 """Model outputs on a resampled grid, brought back to the case's own grid before decoding.
 
 A case prepared with ``data.preprocess.resample`` is predicted on the target-spacing grid; its
-logits (or averaged probabilities) are then resampled to the cropped source grid and only then
-decoded into labels, as nnU-Net's ``convert_predicted_logits_to_segmentation_with_correct_shape``
-does: linear interpolation, with the coarse axis of an anisotropic grid by nearest neighbour
-(:func:`trainables.data.resample.coarse_axis`). Voxel centres map onto voxel centres
-(``align_corners=False``), as the forward resampling does.
+probabilities (softmax or sigmoid, averaged over mirrored copies or ensemble members where
+those apply) are then resampled to the cropped source grid and only then decoded into labels
+(:func:`source_labels`): linear interpolation, with the coarse axis of an anisotropic grid by
+nearest neighbour (:func:`trainables.data.resample.coarse_axis`), voxel centres onto voxel
+centres (``align_corners=False``), as the forward resampling maps them. nnU-Net v1 resampled
+softmax probabilities the same way; v2 resamples logits (and averages logits over mirrors and
+folds). Probabilities are used here because they are what the mirrored and ensemble paths
+average, so one model, its mirrored copies and an ensemble of it are brought back alike.
+Validation of whole volumes, the test pass and ``ablate predict`` all call it.
 """
 
 from __future__ import annotations
@@ -16,7 +20,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from trainables.data.labels import LabelScheme
 from trainables.data.resample import Spacing, coarse_axis, nearest_indices
+from trainables.losses import (
+    LossConfig,
+    logits_to_labels,
+    logits_to_probabilities,
+    probabilities_to_labels,
+)
 
 ToSource = Callable[[Tensor], Tensor]  # (K, *S') scores on the resampled grid -> (K, *S)
 
@@ -53,3 +64,20 @@ def to_source_grid(
         return None
     axis = coarse_axis(grid_spacing, source_spacing)
     return lambda scores: resize_scores(scores, shape, axis)
+
+
+def source_labels(
+    scores: Tensor,
+    loss: LossConfig,
+    scheme: LabelScheme,
+    to_source: ToSource | None,
+    probabilities: bool = False,
+) -> Tensor:
+    """(*S) int64 internal labels of one case's (K, *S') logits, or ``probabilities``: decoded
+    directly when the case was not resampled (``to_source`` None, ``S == S'``), else turned
+    into probabilities, brought back to the source grid and decoded there."""
+    if to_source is None:
+        decode = probabilities_to_labels if probabilities else logits_to_labels
+        return decode(scores[None], loss, scheme)[0]
+    probs = scores if probabilities else logits_to_probabilities(scores[None], loss)[0]
+    return probabilities_to_labels(to_source(probs)[None], loss, scheme)[0]

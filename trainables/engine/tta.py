@@ -12,13 +12,8 @@ import numpy as np
 from torch import Tensor
 
 from trainables.data.labels import LabelScheme
-from trainables.engine.resize import ToSource
-from trainables.losses import (
-    LossConfig,
-    logits_to_labels,
-    logits_to_probabilities,
-    probabilities_to_labels,
-)
+from trainables.engine.resize import ToSource, source_labels
+from trainables.losses import LossConfig, logits_to_probabilities
 
 
 def flip_axes(input_dims: int) -> list[tuple[int, ...]]:
@@ -58,11 +53,10 @@ def model_labels(
 ) -> Tensor:
     """(*S) int64 internal labels of one model on a (C, *S) image: its logits decoded directly
     (as validation does), or with ``tta`` its mirrored probabilities averaged, then decoded.
-    ``to_source`` (a resampled case) first brings the logits or probabilities back to the
-    source grid, so the labels are (*S_source). The test pass and a one-model
-    :class:`~trainables.engine.predict.Predictor` both call it."""
-    back = to_source or (lambda scores: scores)
+    ``to_source`` (a resampled case) first brings the probabilities back to the source grid
+    (:func:`~trainables.engine.resize.source_labels`), so the labels are (*S_source). The test
+    pass and a one-model :class:`~trainables.engine.predict.Predictor` both call it."""
     if not tta:
-        return logits_to_labels(back(logits_of(image))[None], loss, scheme)[0]
+        return source_labels(logits_of(image), loss, scheme, to_source)
     probs = mirrored_probabilities(logits_of, image, input_dims, loss)
-    return probabilities_to_labels(back(probs)[None], loss, scheme)[0]
+    return source_labels(probs, loss, scheme, to_source, probabilities=True)

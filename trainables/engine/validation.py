@@ -1,4 +1,9 @@
-"""Validation: whole-volume (or centre-crop) sliding-window prediction and BraTS metrics."""
+"""Validation: whole-volume (or centre-crop) sliding-window prediction and BraTS metrics.
+
+The loss is measured on the cached grid; a whole case resampled to a target spacing is scored
+on its own grid (probabilities brought back, as the test pass does), a centre crop on the
+cached grid.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +21,7 @@ from trainables.data.labels import LabelScheme, regions_from_labels
 from trainables.data.sampling import validation_view
 from trainables.engine.data import TrialData
 from trainables.engine.inference import sliding_window_logits
-from trainables.losses import logits_to_labels
+from trainables.engine.resize import source_labels, to_source_grid
 from trainables.metrics import case_metrics, dice, mean_metrics
 from trainables.metrics.names import metric_name
 
@@ -81,8 +86,8 @@ def validate(
         logits = predict_case(model, cfg, image, device, autocast())
         target = torch.from_numpy(np.asarray(label, dtype=np.int64)).to(device)
         losses.append(float(loss_fn(logits[None], target[None])))
-        pred = logits_to_labels(logits[None], cfg.loss, data.scheme)[0].cpu().numpy()
-        per_case.append(_case_metrics(pred, np.asarray(label), case.spacing, data.scheme, cfg))
+        pred, ref, spacing = _scored_labels(logits, label, case_id, cfg, data)
+        per_case.append(_case_metrics(pred, ref, spacing, data.scheme, cfg))
     model.train()
     metrics = {metric_name("val", k): v for k, v in mean_metrics(per_case).items()}
     metrics[metric_name("val", "loss")] = float(np.mean(losses))
@@ -95,6 +100,22 @@ def validate(
         for case_id, case, loss in zip(case_ids, per_case, losses, strict=True)
     ]
     return ValidationResult(metrics, rows)
+
+
+def _scored_labels(
+    logits: Tensor, label: np.ndarray, case_id: str, cfg: TrialConfig, data: TrialData
+) -> tuple[np.ndarray, np.ndarray, tuple[float, float, float]]:
+    """Prediction, reference and spacing the metrics compare: a whole resampled case on its
+    source grid (probabilities brought back, the label as it was, its spacing), so ``val/``
+    numbers are measured where ``test/`` ones are and compare across ``resample`` settings;
+    otherwise (a centre crop, a case on its own grid) on the cached grid."""
+    entry = data.dataset.entry(case_id)
+    if cfg.sampling.validation == "whole" and entry.source_spacing is not None:
+        to_source = to_source_grid(entry.crop_shape, entry.spacing, entry.source_spacing)
+        pred = source_labels(logits, cfg.loss, data.scheme, to_source).cpu().numpy()
+        return pred, np.asarray(data.dataset.source_label(case_id)), entry.source_spacing
+    pred = source_labels(logits, cfg.loss, data.scheme, None).cpu().numpy()
+    return pred, np.asarray(label), entry.spacing
 
 
 def _case_metrics(

@@ -145,3 +145,23 @@ def test_seeds_and_floats_must_be_what_numpy_and_torch_take() -> None:
     ]:
         (problem,) = _problems(_base(**overrides))
         assert str(problem).startswith(message), str(problem)
+
+
+def test_a_slice_model_says_whether_its_slice_spacing_is_resampled() -> None:
+    """nnU-Net's 2d configuration keeps the spacing between slices; a 3-D one resamples it."""
+    resample = {"kind": "target_spacing"}
+    data = _base("unet2d_penalty", **{"data.preprocess.resample": resample})
+    assert _problems(data) == [
+        ConfigProblem(
+            "data.preprocess.resample.in_plane_only",
+            "model 'unet' reads 2-D slices: write true to keep each case's slice spacing and "
+            "resample in-plane only (nnU-Net's 2d configuration), or false to resample the "
+            "slice spacing too",
+        )
+    ]
+    for choice in (True, False):
+        written = {**resample, "in_plane_only": choice}
+        data = _base("unet2d_penalty", **{"data.preprocess.resample": written})
+        assert parse_trial_config(data).data.preprocess.resample.in_plane_only is choice
+    volume = parse_trial_config(_base(**{"data.preprocess.resample": resample}))
+    assert volume.data.preprocess.resample.in_plane_only is False

@@ -126,6 +126,29 @@ def test_a_case_keeps_its_grid_unless_the_target_changes_its_shape() -> None:
     assert moved.spacing == (1.0, 1.0, 2.5) and moved.source_spacing == (0.5, 0.5, 5.0)
 
 
+def test_in_plane_only_keeps_each_cases_slice_spacing() -> None:
+    case = _case((0.5, 0.5, 5.0))
+    moved = resample_case(case, TargetSpacing(spacing=(1.0, 1.0, 1.0), in_plane_only=True))
+    assert moved.spacing == (1.0, 1.0, 5.0) and moved.image.shape == (1, 6, 5, 4)
+    thin = resample_case(_case((0.5, 0.5, 2.0)), TargetSpacing(spacing=(1.0, 1.0, 5.0),
+                                                                in_plane_only=True))  # fmt: skip
+    assert thin.spacing == (1.0, 1.0, 2.0) and thin.image.shape == (1, 6, 5, 4)
+
+
+def test_slices_resampled_apart_keep_their_own_range() -> None:
+    """nnU-Net resizes slice by slice with skimage's clip: a faint slice beside a bright one
+    is clipped to its own range, not to the volume's."""
+    image = np.zeros((1, 8, 8, 2), np.float32)
+    image[0, 4:, :, 0] = 1.0  # a faint step
+    image[0, 4:, :, 1] = 100.0  # a bright one
+    out = resample_image(image, (20, 8, 2), axis=2, order=3)
+    assert out[0, :, :, 0].min() == 0.0 and out[0, :, :, 0].max() == 1.0
+    unclipped = ndimage.zoom(
+        image[0, :, :, 0], (20 / 8, 1), order=3, mode="nearest", grid_mode=True
+    )
+    assert unclipped.max() > 1.0  # the cubic spline overshoots, so the clip did the work
+
+
 def test_an_unset_target_names_the_field() -> None:
     with pytest.raises(InputError) as err:
         resample_case(_case((1.0, 1.0, 1.0)), TargetSpacing())
@@ -212,3 +235,23 @@ def test_the_cache_holds_the_resampled_case_and_its_source_grid_label(tmp_path: 
     fg = cache.foreground_locations("case2")
     assert fg.max(axis=0).tolist() < [24, 24, 4] and case.label[tuple(fg.T)].all()
     np.testing.assert_array_equal(cache.source_label("case0"), cache.load("case0").label)
+
+
+def test_a_models_filled_in_config_reuses_the_cache_its_numbers_came_from(tmp_path: Path) -> None:
+    """A trained model's config carries the computed spacing and statistics; testing it on its
+    own dataset must not prepare a twin of the training cache (other numbers still do)."""
+    from trainables.data.cache import ensure_prepared
+
+    root = _ct_folder(tmp_path / "ct", [(0.5, 0.5, 5.0), (0.5, 0.5, 5.0), (1.0, 1.0, 5.0)])
+    request = PreprocessConfig(
+        normalization={"kind": "foreground"}, resample={"kind": "target_spacing"}
+    )
+    trained = ensure_prepared(root, tmp_path / "caches", request)
+    filled = trained.manifest.preprocess
+    assert filled.resample.spacing is not None and filled.normalization.stats is not None
+    assert filled.as_requested() == request
+    again = ensure_prepared(root, tmp_path / "caches", filled)
+    assert again.root == trained.root
+    assert len(list((tmp_path / "caches").glob("ct-*"))) == 1
+    other = filled.model_copy(update={"resample": TargetSpacing(spacing=(1.0, 1.0, 5.0))})
+    assert ensure_prepared(root, tmp_path / "caches", other).root != trained.root

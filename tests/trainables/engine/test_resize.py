@@ -122,3 +122,59 @@ def test_a_model_without_its_target_spacing_is_refused(tmp_path: Path) -> None:
     )
     with pytest.raises(InputError, match=r"m.pt: data.preprocess.resample.spacing: 'target_sp"):
         build_predictor([("m.pt", ckpt)], "cpu")
+
+
+def test_validation_scores_a_resampled_case_where_the_test_pass_does(tmp_path: Path) -> None:
+    """``val/`` numbers of a whole resampled case are measured on its own grid, as ``test/``
+    ones are: the same model on the same case gives the same Dice and HD95 either way."""
+    from trainables.config.trial import parse_trial_config
+    from trainables.data.splits import Split
+    from trainables.engine.data import TrialData
+    from trainables.engine.validation import validate
+    from trainables.losses import build_loss
+
+    resample = {"kind": "target_spacing", "spacing": [1.5, 1.5, 2.0]}
+    ckpt = random_checkpoint(tmp_path / "ckpt" / "best.pt", data__preprocess__resample=resample)
+    synthesize_dataset(tmp_path / "data", 2, 7, (40, 40, 16), spacing=(1.0, 1.0, 4.0))
+    predictor = build_predictor([("ckpt", ckpt)], "cpu")
+    cfg, model = predictor.cfg, predictor.members[0].model
+    whole = cfg.model_dump(mode="json")
+    whole["sampling"]["validation"] = "whole"
+    whole["validation"]["hd95"] = True
+    cfg = parse_trial_config(whole)
+    prepare(tmp_path / "data", tmp_path / "cache", cfg.data.preprocess)
+    cache = PreparedDataset(tmp_path / "cache")
+    ids = cache.case_ids
+    split = Split(train=(), val=tuple(ids), test=(), hash="x")
+    data = TrialData(cache, split, cache.scheme, cfg.data.modalities, tmp_path / "data")
+    loss = build_loss(cfg.loss, cache.scheme)
+    cpu = torch.device("cpu")
+    val = validate(model, loss, cfg, data, cpu, nullcontext).per_case
+    cases = TestCases(cache, ids, cache.scheme, cfg.data.modalities)
+    test = evaluate_cases(model, cfg, cases, cpu, nullcontext).per_case
+    for v, t in zip(val, test, strict=True):
+        for metric in ("dice_wt", "dice_tc", "hd95_et"):
+            assert v[f"val/{metric}"] == pytest.approx(t[f"test/{metric}"], abs=1e-9)
+
+
+def test_an_ensemble_of_one_model_predicts_what_the_model_does(tmp_path: Path) -> None:
+    """One model, and two copies of it averaged, are brought back to the source grid alike
+    (both as probabilities)."""
+    from trainables.data.layouts import discover
+    from trainables.engine.predict import prepare_input, source_grid_of
+
+    resample = {"kind": "target_spacing", "spacing": [1.5, 1.5, 2.0]}
+    ckpt = random_checkpoint(tmp_path / "m.pt", data__preprocess__resample=resample)
+    synthesize_dataset(tmp_path / "data", 2, 7, (40, 40, 16), spacing=(1.0, 1.0, 4.0))
+    single = build_predictor([("a", ckpt)], "cpu")
+    pair = build_predictor([("a", ckpt), ("b", ckpt)], "cpu")
+    for record in discover(tmp_path / "data").cases:
+        case = prepare_input(record, single)
+        back = source_grid_of(case, (40, 40, 16))
+        assert back is not None
+        one, two = (
+            single.predict(case.image, to_source=back),
+            pair.predict(case.image, to_source=back),
+        )
+        assert one.shape == tuple(hi - lo for lo, hi in case.bbox)  # the crop, source grid
+        np.testing.assert_array_equal(one, two)

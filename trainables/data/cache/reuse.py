@@ -63,12 +63,36 @@ def ensure_prepared(
     source = Path(source).expanduser().resolve()
     root = Path(cache_root).expanduser().resolve()
     root.mkdir(parents=True, exist_ok=True)
-    name = f"{safe_name(source)}-{cache_key(source, preprocess, label_scheme)[:12]}"
+    same = _computed_from_request(source, root, preprocess, label_scheme)
+    if same is not None:
+        return same
+    name = _cache_name(source, preprocess, label_scheme)
     cache_dir = root / name
     with _exclusive_lock(root / f".{name}.lock"):
         if not _is_current(cache_dir, source, preprocess, label_scheme):
             prepare(source, cache_dir, preprocess, label_scheme, progress, workers)
         return PreparedDataset(cache_dir)
+
+
+def _cache_name(source: Path, preprocess: PreprocessConfig, label_scheme: str) -> str:
+    return f"{safe_name(source)}-{cache_key(source, preprocess, label_scheme)[:12]}"
+
+
+def _computed_from_request(
+    source: Path, root: Path, preprocess: PreprocessConfig, label_scheme: str
+) -> PreparedDataset | None:
+    """The current cache prepared from ``preprocess`` with its dataset numbers unset, when the
+    numbers it computed are ``preprocess``'s: a trained model's config (statistics and target
+    spacing filled in) then reuses its training cache instead of preparing a twin."""
+    requested = preprocess.as_requested()
+    if requested is preprocess:
+        return None
+    name = _cache_name(source, requested, label_scheme)
+    with _exclusive_lock(root / f".{name}.lock"):
+        if not _is_current(root / name, source, requested, label_scheme):
+            return None
+        dataset = PreparedDataset(root / name)
+    return dataset if dataset.manifest.preprocess == preprocess else None
 
 
 @contextmanager
