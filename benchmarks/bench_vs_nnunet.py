@@ -96,6 +96,12 @@ def load_trial(args: argparse.Namespace) -> TrialConfig:
             f"model.kind plain_unet and a region loss, got {cfg.model.kind} / {cfg.loss.kind}",
             args.trial,
         )
+    if cfg.model.strides is not None or cfg.model.kernel_sizes is not None:
+        raise InputError(
+            "the reference is nnU-Net's isotropic BraTS plan (stride 2, kernel 3 at every "
+            "stage): leave model.strides and model.kernel_sizes unset",
+            args.trial,
+        )
     return cfg
 
 

@@ -106,6 +106,9 @@ def test_bad_set_and_non_nnunet_trials_are_refused(capsys: pytest.CaptureFixture
     assert bench.main(["--trial", btrseg, "--device", "cpu"]) == 2
     err = capsys.readouterr().err
     assert "btrseg.yaml" in err and "model.kind plain_unet" in err and "residual_unet" in err
+    strides = "model.strides=[[1,1,1],[2,2,2],[2,2,2],[2,2,2],[2,2,2],[2,2,1]]"
+    with pytest.raises(InputError, match=r"nnU-Net's isotropic BraTS plan .* leave model.strid"):
+        bench.load_trial(_toy_args("--set", strides))
 
 
 @pytest.mark.slow

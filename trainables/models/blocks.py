@@ -18,6 +18,9 @@ from trainables.models.fused_norm import FusedInstanceNormAct
 
 NormKind = Literal["batch", "group", "instance", "none"]
 BlockKind = Literal["plain", "residual"]
+# A kernel size or stride: one value for every axis, or one per axis (nnU-Net's plans give
+# per-axis lists, e.g. (1, 3, 3) kernels and (1, 2, 2) strides for thick slices).
+Size = int | tuple[int, ...]
 
 _CONV = {2: nn.Conv2d, 3: nn.Conv3d}
 _CONV_T = {2: nn.ConvTranspose2d, 3: nn.ConvTranspose3d}
@@ -32,30 +35,43 @@ def _check_dims(spatial_dims: int) -> int:
     return spatial_dims
 
 
+def is_unit(size: Size) -> bool:
+    """Whether a stride (or scale) leaves every axis as it is."""
+    return all(s == 1 for s in size) if isinstance(size, tuple) else size == 1
+
+
+def _same_padding(kernel_size: Size) -> Size:
+    """ "Same" padding of odd kernels per axis (0 for an even one)."""
+    if isinstance(kernel_size, tuple):
+        return tuple(k // 2 if k % 2 == 1 else 0 for k in kernel_size)
+    return kernel_size // 2 if kernel_size % 2 == 1 else 0
+
+
 def conv_nd(
     spatial_dims: int,
     in_channels: int,
     out_channels: int,
-    kernel_size: int = 3,
-    stride: int = 1,
+    kernel_size: Size = 3,
+    stride: Size = 1,
     bias: bool = True,
 ) -> nn.Module:
-    """``Conv{2,3}d`` with "same" padding for odd kernels (a stride-2 conv halves each axis)."""
+    """``Conv{2,3}d`` with "same" padding for odd kernels (a stride-2 conv halves each axis);
+    ``kernel_size`` and ``stride`` one value or one per axis."""
     conv = _CONV[_check_dims(spatial_dims)]
-    padding = kernel_size // 2 if kernel_size % 2 == 1 else 0
+    padding = _same_padding(kernel_size)
     return conv(in_channels, out_channels, kernel_size, stride=stride, padding=padding, bias=bias)
 
 
 def transposed_conv_nd(
-    spatial_dims: int, in_channels: int, out_channels: int, scale: int = 2
+    spatial_dims: int, in_channels: int, out_channels: int, scale: Size = 2
 ) -> nn.Module:
-    """``ConvTranspose{2,3}d`` with kernel = stride = ``scale``: each axis grows by ``scale``."""
+    """``ConvTranspose{2,3}d`` with kernel = stride = ``scale``: each axis grows by its scale."""
     conv_t = _CONV_T[_check_dims(spatial_dims)]
     return conv_t(in_channels, out_channels, kernel_size=scale, stride=scale, bias=True)
 
 
-def max_pool_nd(spatial_dims: int, scale: int = 2) -> nn.Module:
-    """``MaxPool{2,3}d`` with kernel = stride = ``scale``: each axis shrinks by ``scale``."""
+def max_pool_nd(spatial_dims: int, scale: Size = 2) -> nn.Module:
+    """``MaxPool{2,3}d`` with kernel = stride = ``scale``: each axis shrinks by its scale."""
     return _POOL[_check_dims(spatial_dims)](kernel_size=scale, stride=scale)
 
 
@@ -103,7 +119,7 @@ class ConvOps:
     groups: int = 8
     fused_norm_act: bool = False
 
-    def conv(self, cin: int, cout: int, kernel_size: int = 3, stride: int = 1) -> nn.Module:
+    def conv(self, cin: int, cout: int, kernel_size: Size = 3, stride: Size = 1) -> nn.Module:
         """A convolution feeding a norm layer: no bias unless there is no norm (it would cancel)."""
         bias = self.norm == "none"
         return conv_nd(self.spatial_dims, cin, cout, kernel_size, stride, bias=bias)
@@ -126,13 +142,16 @@ class ConvOps:
 
 
 class ConvNormAct(nn.Sequential):
-    """conv (k x k[x k], same padding, optional stride) -> norm -> (Leaky)ReLU.
+    """conv (``kernel`` per axis, 3 by default, same padding, optional stride) -> norm ->
+    (Leaky)ReLU.
 
     ``(B, cin, *S)`` -> ``(B, cout, *S / stride)``.
     """
 
-    def __init__(self, ops: ConvOps, cin: int, cout: int, stride: int = 1) -> None:
-        super().__init__(ops.conv(cin, cout, 3, stride), *ops.norm_act(cout))
+    def __init__(
+        self, ops: ConvOps, cin: int, cout: int, stride: Size = 1, kernel: Size = 3
+    ) -> None:
+        super().__init__(ops.conv(cin, cout, kernel, stride), *ops.norm_act(cout))
 
 
 class StackedConvs(nn.Sequential):
@@ -141,9 +160,11 @@ class StackedConvs(nn.Sequential):
     ``(B, cin, *S)`` -> ``(B, cout, *S / stride)``.
     """
 
-    def __init__(self, ops: ConvOps, cin: int, cout: int, n: int = 2, stride: int = 1) -> None:
-        layers = [ConvNormAct(ops, cin, cout, stride)]
-        layers += [ConvNormAct(ops, cout, cout) for _ in range(1, n)]
+    def __init__(
+        self, ops: ConvOps, cin: int, cout: int, n: int = 2, stride: Size = 1, kernel: Size = 3
+    ) -> None:
+        layers = [ConvNormAct(ops, cin, cout, stride, kernel)]
+        layers += [ConvNormAct(ops, cout, cout, 1, kernel) for _ in range(1, n)]
         super().__init__(*layers)
 
 
@@ -155,12 +176,14 @@ class ResidualBlock(nn.Module):
     normalised so both branches enter the sum on the same scale.
     """
 
-    def __init__(self, ops: ConvOps, cin: int, cout: int, stride: int = 1) -> None:
+    def __init__(
+        self, ops: ConvOps, cin: int, cout: int, stride: Size = 1, kernel: Size = 3
+    ) -> None:
         super().__init__()
-        self.conv1 = ConvNormAct(ops, cin, cout, stride)
-        self.conv2 = nn.Sequential(ops.conv(cout, cout, 3), ops.norm_layer(cout))
+        self.conv1 = ConvNormAct(ops, cin, cout, stride, kernel)
+        self.conv2 = nn.Sequential(ops.conv(cout, cout, kernel), ops.norm_layer(cout))
         self.shortcut: nn.Module = nn.Identity()
-        if cin != cout or stride != 1:
+        if cin != cout or not is_unit(stride):
             self.shortcut = nn.Sequential(ops.conv(cin, cout, 1, stride), ops.norm_layer(cout))
         self.act = ops.act()
 
@@ -169,13 +192,19 @@ class ResidualBlock(nn.Module):
 
 
 def make_block(
-    kind: BlockKind, ops: ConvOps, cin: int, cout: int, stride: int = 1, n_convs: int = 2
+    kind: BlockKind,
+    ops: ConvOps,
+    cin: int,
+    cout: int,
+    stride: Size = 1,
+    n_convs: int = 2,
+    kernel: Size = 3,
 ) -> nn.Module:
     """One U-Net block: ``n_convs`` plain ConvNormAct layers, or a two-conv residual block."""
     if kind == "residual":
-        return ResidualBlock(ops, cin, cout, stride)
+        return ResidualBlock(ops, cin, cout, stride, kernel)
     if kind == "plain":
-        return StackedConvs(ops, cin, cout, n_convs, stride)
+        return StackedConvs(ops, cin, cout, n_convs, stride, kernel)
     raise ValueError(f"unknown block kind {kind!r} (plain, residual)")
 
 

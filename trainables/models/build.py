@@ -54,7 +54,14 @@ def spec_for(cfg: ModelConfig, fused_norm_act: bool = False) -> UNetSpec:
     if isinstance(cfg, PlainUNetConfig):
         ops = ConvOps(cfg.spatial_dims, cfg.norm, NNUNET_SLOPE, cfg.group_norm_groups, fused)
         heads = cfg.deep_supervision_outputs - 1 if cfg.deep_supervision else None
-        return UNetSpec(ops, cfg.filters, down="strided", deep_supervision_heads=heads)
+        return UNetSpec(
+            ops,
+            cfg.filters,
+            down="strided",
+            deep_supervision_heads=heads,
+            strides=cfg.strides,
+            kernel_sizes=cfg.kernel_sizes,
+        )
     if isinstance(cfg, UNetConfig):
         ops = ConvOps(cfg.spatial_dims, cfg.norm, 0.0, cfg.group_norm_groups, fused)
         return UNetSpec(ops, cfg.filters, up=cfg.upsample)

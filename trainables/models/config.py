@@ -18,9 +18,10 @@ with a message that names the field.
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, PositiveInt, field_validator, model_validator
 
 from trainables.models.config_base import (
     UNET_2D_FILTERS,
@@ -147,6 +148,21 @@ class AttentionUNetConfig(_NormedModel):
         return self
 
 
+def _check_per_stage(
+    name: str, values: tuple[tuple[int, ...], ...] | None, stages: int, dims: int
+) -> None:
+    """A per-stage, per-axis list must have one entry per stage, each with one value per axis."""
+    if values is None:
+        return
+    if len(values) != stages:
+        raise ValueError(
+            f"{name}: {len(values)} entries for num_stages {stages}: give one per stage"
+        )
+    bad = [list(v) for v in values if len(v) != dims]
+    if bad:
+        raise ValueError(f"{name}: each entry needs {dims} values (spatial_dims), got {bad[0]}")
+
+
 class PlainUNetConfig(_NormedModel):
     """nnU-Net's plain conv U-Net: features ``base_filters * 2**i`` capped at ``max_filters``.
 
@@ -170,6 +186,13 @@ class PlainUNetConfig(_NormedModel):
             ``batch`` or ``group``; only instance norm can take ``train.speed.fused_norm_act``.
         group_norm_groups: number of GroupNorm groups with ``norm: group`` (must divide every
             stage's features).
+        strides: per stage, the down-sampling factor (1 or 2) per axis, nnU-Net plans'
+            ``pool_op_kernel_sizes``: ``num_stages`` entries, the first all 1, e.g. ``[1, 2, 2]``
+            to keep thick slices' Z in the early stages; each patch axis must be divisible by
+            the product of its strides. None: 2 on every axis after the first stage.
+        kernel_sizes: per stage, the convolution kernel (odd) per axis, nnU-Net plans'
+            ``conv_kernel_sizes`` (e.g. ``[3, 3, 1]`` while Z is coarse); the decoder block of a
+            level uses that level's. None: 3 everywhere.
     """
 
     kind: Literal["plain_unet"] = "plain_unet"
@@ -178,6 +201,8 @@ class PlainUNetConfig(_NormedModel):
     num_stages: int = 6
     max_filters: int = 320
     deep_supervision: bool = True
+    strides: tuple[tuple[Literal[1, 2], ...], ...] | None = None
+    kernel_sizes: tuple[tuple[PositiveInt, ...], ...] | None = None
 
     @field_validator("base_filters", "max_filters")
     @classmethod
@@ -196,7 +221,26 @@ class PlainUNetConfig(_NormedModel):
     @model_validator(mode="after")
     def _groups_divide_stages(self) -> PlainUNetConfig:
         _check_groups(self.norm, self.group_norm_groups, self.filters)
+        for name in ("strides", "kernel_sizes"):
+            _check_per_stage(name, getattr(self, name), self.num_stages, self.spatial_dims)
+        if self.strides is not None and any(s != 1 for s in self.strides[0]):
+            raise ValueError(
+                f"strides: the first stage works at full resolution, so its stride is "
+                f"{[1] * self.spatial_dims}, got {list(self.strides[0])}"
+            )
+        kernels = self.kernel_sizes or ()
+        if any(k % 2 == 0 for per_axis in kernels for k in per_axis):
+            raise ValueError(
+                "kernel_sizes: every kernel must be odd (same padding keeps the shape), got "
+                f"{[list(k) for k in self.kernel_sizes]}"
+            )
         return self
+
+    def divisor(self) -> tuple[int, ...]:
+        """What each patch axis must be divisible by: the product of its strides."""
+        if self.strides is None:
+            return super().divisor()
+        return tuple(math.prod(axis) for axis in zip(*self.strides, strict=True))
 
     @property
     def filters(self) -> Filters:

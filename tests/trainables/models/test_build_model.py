@@ -109,6 +109,102 @@ def test_plain_unet_deep_supervision_heads_like_nnunet() -> None:
     assert model.encoder.stages[1][0][0].stride == (2, 2, 2)  # strided-conv down-sampling
 
 
+THICK_SLICES = {  # an nnU-Net-like plan for thick slices: Z kept and 1-wide in early stages
+    "strides": [[1, 1, 1], [2, 2, 1], [2, 2, 1], [2, 2, 2], [2, 2, 2]],
+    "kernel_sizes": [[3, 3, 1], [3, 3, 1], [3, 3, 3], [3, 3, 3], [3, 3, 3]],
+}
+
+
+def test_plain_unet_takes_nnunets_per_stage_strides_and_kernels() -> None:
+    cfg = PlainUNetConfig(base_filters=2, num_stages=5, max_filters=8, **THICK_SLICES)
+    assert cfg.divisor() == (16, 16, 4)
+    model = build_model(cfg, in_channels=1, out_channels=2).train()
+    outs = model(torch.randn(1, 1, 32, 32, 8))
+    assert [tuple(o.shape[2:]) for o in outs] == [(32, 32, 8), (16, 16, 8), (8, 8, 8)]
+    first = model.encoder.stages[0][0][0]
+    assert first.kernel_size == (3, 3, 1) and first.padding == (1, 1, 0)
+    assert model.encoder.stages[1][0][0].stride == (2, 2, 1)
+    ups = [stage.up for stage in model.decoder]  # deepest first
+    assert [u.stride for u in ups] == [(2, 2, 2), (2, 2, 2), (2, 2, 1), (2, 2, 1)]
+    assert model.decoder[-1].block[0][0].kernel_size == (3, 3, 1)  # the level's own kernel
+    model.eval()
+    assert model(torch.randn(1, 1, 32, 16, 8)).shape == (1, 2, 32, 16, 8)
+    with pytest.raises(InputError, match=r"\(16, 16, 6\) must be divisible by \[16, 16, 4\]"):
+        model(torch.randn(1, 1, 16, 16, 6))
+
+
+def test_the_default_plan_written_out_builds_the_default_network() -> None:
+    plain = PlainUNetConfig(base_filters=2, num_stages=4, max_filters=8)
+    written = PlainUNetConfig(
+        base_filters=2,
+        num_stages=4,
+        max_filters=8,
+        strides=[[1, 1, 1]] + [[2, 2, 2]] * 3,
+        kernel_sizes=[[3, 3, 3]] * 4,
+    )
+    assert written.divisor() == plain.divisor() == (8, 8, 8)
+    torch.manual_seed(0)
+    a = build_model(plain, 1, 2).eval()
+    torch.manual_seed(0)
+    b = build_model(written, 1, 2).eval()
+    x = torch.randn(1, 1, 16, 16, 16)
+    assert [k for k in a.state_dict()] == [k for k in b.state_dict()]
+    torch.testing.assert_close(a(x), b(x), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(
+    "plan, message",
+    [
+        ({"strides": [[1, 1, 1], [2, 2, 2]]}, "strides: 2 entries for num_stages 3: give one "),
+        ({"strides": [[1, 1, 1], [2, 2], [2, 2, 2]]}, "strides: each entry needs 3 values (spa"),
+        ({"strides": [[2, 2, 2], [2, 2, 2], [2, 2, 2]]}, "strides: the first stage works at fu"),
+        ({"strides": [[1, 1, 1], [3, 2, 2], [2, 2, 2]]}, "strides.1.0: 3 is not one of 1, 2"),
+        ({"kernel_sizes": [[3, 3, 3], [3, 3, 2], [3, 3, 3]]}, "kernel_sizes: every kernel mus"),
+    ],
+)
+def test_a_bad_plan_is_refused_naming_the_field(plan: dict, message: str) -> None:
+    from trainables.config import validate_config
+
+    with pytest.raises(InputError) as err:
+        validate_config(PlainUNetConfig, {"num_stages": 3, **plan}, "model")
+    assert message in str(err.value)
+
+
+def test_our_anisotropic_plan_is_nnunets_network() -> None:
+    """Against dynamic-network-architectures' PlainConvUNet (nnU-Net v2's own) built from the
+    same plan: the same convolution weights (kernel per axis) and output shapes; nnU-Net also
+    builds the lowest decoder level's 1x1 output, which it weights 0 and ablate omits."""
+    unet = pytest.importorskip("dynamic_network_architectures.architectures.unet")
+    cfg = PlainUNetConfig(base_filters=2, num_stages=5, max_filters=8, **THICK_SLICES)
+    ours = build_model(cfg, in_channels=1, out_channels=2).train()
+    theirs = unet.PlainConvUNet(
+        input_channels=1, n_stages=5, features_per_stage=list(cfg.filters), conv_op=nn.Conv3d,
+        kernel_sizes=THICK_SLICES["kernel_sizes"], strides=THICK_SLICES["strides"],
+        n_conv_per_stage=[2] * 5, num_classes=2, n_conv_per_stage_decoder=[2] * 4,
+        conv_bias=True, norm_op=nn.InstanceNorm3d, norm_op_kwargs={"affine": True},
+        nonlin=nn.LeakyReLU, deep_supervision=True,
+    ).train()  # fmt: skip
+
+    def conv_shapes(model: nn.Module) -> list[tuple[int, ...]]:
+        convs = (nn.Conv3d, nn.ConvTranspose3d)
+        return sorted(tuple(m.weight.shape) for m in model.modules() if isinstance(m, convs))
+
+    heads = [tuple(h.weight.shape) for h in ours.heads]
+    assert heads == [tuple(h.weight.shape) for h in theirs.decoder.seg_layers][::-1][:3]
+    unused = tuple(theirs.decoder.seg_layers[0].weight.shape)  # the lowest level's output
+    assert conv_shapes(ours) == _without(conv_shapes(theirs), unused)
+    x = torch.randn(1, 1, 32, 32, 8)
+    theirs_out = [tuple(o.shape) for o in theirs(x)][: len(ours(x))]
+    assert [tuple(o.shape) for o in ours(x)] == theirs_out
+
+
+def _without(items: list, item: object) -> list:
+    """``items`` less one occurrence of ``item``."""
+    rest = list(items)
+    rest.remove(item)
+    return rest
+
+
 def test_plain_unet_without_deep_supervision_returns_one_tensor_in_training() -> None:
     cfg = PlainUNetConfig(base_filters=2, num_stages=4, deep_supervision=False)
     out = build_model(cfg, 1, 2).train()(torch.randn(1, 1, 16, 16, 16))
