@@ -183,16 +183,22 @@ class PreprocessConfig(Frozen):
     normalization: NormalizationConfig = Field(default_factory=ZScoreNormalization)
     resample: ResampleConfig = Field(default_factory=NoResampling)
 
-    def as_requested(self) -> PreprocessConfig:
-        """This config with the numbers a preparation computes from the dataset unset
-        (``foreground`` statistics, the ``target_spacing``): the request a cache holding
-        exactly this preprocessing was prepared from, when these numbers came from it."""
-        update: dict = {}
-        if isinstance(self.normalization, ForegroundNormalization) and self.normalization.stats:
-            update["normalization"] = self.normalization.model_copy(update={"stats": None})
-        if isinstance(self.resample, TargetSpacing) and self.resample.spacing is not None:
-            update["resample"] = self.resample.model_copy(update={"spacing": None})
-        return self.model_copy(update=update) if update else self
+    def requests(self) -> list[PreprocessConfig]:
+        """The requests a cache holding exactly this preprocessing may have been prepared
+        from: this config with any of the numbers a preparation computes from the dataset
+        (``foreground`` statistics, the ``target_spacing``) unset, all of them first; empty
+        when it has none set. A trained model's config holds them filled in, whether the
+        trial computed them or wrote them out."""
+        unset: list[list[tuple[str, Frozen]]] = [[]]
+        norm, resample = self.normalization, self.resample
+        if isinstance(norm, ForegroundNormalization) and norm.stats is not None:
+            unset = [
+                [*u, ("normalization", norm.model_copy(update={"stats": None}))] for u in unset
+            ] + unset
+        if isinstance(resample, TargetSpacing) and resample.spacing is not None:
+            spacing = ("resample", resample.model_copy(update={"spacing": None}))
+            unset = [[*u, spacing] for u in unset] + unset
+        return [self.model_copy(update=dict(u)) for u in unset if u]
 
     def fingerprint(self) -> str:
         """Short stable hash (16 hex digits) of the canonical config JSON and PREPROCESS_VERSION.

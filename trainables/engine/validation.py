@@ -1,8 +1,8 @@
 """Validation: whole-volume (or centre-crop) sliding-window prediction and BraTS metrics.
 
 The loss is measured on the cached grid; a whole case resampled to a target spacing is scored
-on its own grid (probabilities brought back, as the test pass does), a centre crop on the
-cached grid.
+on the crop of its own grid (probabilities brought back, as the test pass does), a centre crop
+on the cached grid.
 """
 
 from __future__ import annotations
@@ -105,10 +105,14 @@ def validate(
 def _scored_labels(
     logits: Tensor, label: np.ndarray, case_id: str, cfg: TrialConfig, data: TrialData
 ) -> tuple[np.ndarray, np.ndarray, tuple[float, float, float]]:
-    """Prediction, reference and spacing the metrics compare: a whole resampled case on its
-    source grid (probabilities brought back, the label as it was, its spacing), so ``val/``
-    numbers are measured where ``test/`` ones are and compare across ``resample`` settings;
-    otherwise (a centre crop, a case on its own grid) on the cached grid."""
+    """Prediction, reference and spacing the metrics compare: a whole resampled case on the
+    crop of its source grid (probabilities brought back, the label as it was, its spacing),
+    the grid an unresampled case is scored on, so ``val/`` numbers compare across
+    ``resample`` settings; otherwise (a centre crop) on the cached grid. The test pass pastes
+    the crop back into the whole volume: Dice, HD95, surface Dice, RVD and sensitivity agree
+    with it, while specificity (which counts the background outside the crop) and an empty
+    region's HD95 penalty (the volume's diagonal) do not, for resampled and unresampled cases
+    alike."""
     entry = data.dataset.entry(case_id)
     if cfg.sampling.validation == "whole" and entry.source_spacing is not None:
         to_source = to_source_grid(entry.crop_shape, entry.spacing, entry.source_spacing)

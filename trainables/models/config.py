@@ -187,9 +187,10 @@ class PlainUNetConfig(_NormedModel):
         group_norm_groups: number of GroupNorm groups with ``norm: group`` (must divide every
             stage's features).
         strides: per stage, the down-sampling factor (1 or 2) per axis, nnU-Net plans'
-            ``pool_op_kernel_sizes``: ``num_stages`` entries, the first all 1, e.g. ``[1, 2, 2]``
-            to keep thick slices' Z in the early stages; each patch axis must be divisible by
-            the product of its strides. None: 2 on every axis after the first stage.
+            ``pool_op_kernel_sizes``: ``num_stages`` entries, the first all 1, e.g.
+            ``[2, 2, 1]`` to keep thick slices' Z (axes X, Y, Z) in the early stages; each
+            patch axis must be divisible by the product of its strides. None: 2 on every axis
+            after the first stage.
         kernel_sizes: per stage, the convolution kernel (odd) per axis, nnU-Net plans'
             ``conv_kernel_sizes`` (e.g. ``[3, 3, 1]`` while Z is coarse); the decoder block of a
             level uses that level's. None: 3 everywhere.

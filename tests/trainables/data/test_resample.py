@@ -249,9 +249,14 @@ def test_a_models_filled_in_config_reuses_the_cache_its_numbers_came_from(tmp_pa
     trained = ensure_prepared(root, tmp_path / "caches", request)
     filled = trained.manifest.preprocess
     assert filled.resample.spacing is not None and filled.normalization.stats is not None
-    assert filled.as_requested() == request
+    assert filled.requests()[0] == request and len(filled.requests()) == 3
     again = ensure_prepared(root, tmp_path / "caches", filled)
     assert again.root == trained.root
     assert len(list((tmp_path / "caches").glob("ct-*"))) == 1
     other = filled.model_copy(update={"resample": TargetSpacing(spacing=(1.0, 1.0, 5.0))})
     assert ensure_prepared(root, tmp_path / "caches", other).root != trained.root
+    # a spacing written out in the trial, the statistics computed: the same reuse
+    written = request.model_copy(update={"resample": TargetSpacing(spacing=(0.5, 0.5, 2.5))})
+    trained = ensure_prepared(root, tmp_path / "written", written)
+    again = ensure_prepared(root, tmp_path / "written", trained.manifest.preprocess)
+    assert again.root == trained.root and len(list((tmp_path / "written").glob("ct-*"))) == 1

@@ -81,18 +81,21 @@ def _cache_name(source: Path, preprocess: PreprocessConfig, label_scheme: str) -
 def _computed_from_request(
     source: Path, root: Path, preprocess: PreprocessConfig, label_scheme: str
 ) -> PreparedDataset | None:
-    """The current cache prepared from ``preprocess`` with its dataset numbers unset, when the
-    numbers it computed are ``preprocess``'s: a trained model's config (statistics and target
-    spacing filled in) then reuses its training cache instead of preparing a twin."""
-    requested = preprocess.as_requested()
-    if requested is preprocess:
-        return None
-    name = _cache_name(source, requested, label_scheme)
-    with _exclusive_lock(root / f".{name}.lock"):
-        if not _is_current(root / name, source, requested, label_scheme):
-            return None
-        dataset = PreparedDataset(root / name)
-    return dataset if dataset.manifest.preprocess == preprocess else None
+    """A current cache prepared from ``preprocess`` with some of its dataset numbers unset
+    (:meth:`PreprocessConfig.requests`), when the numbers it computed are ``preprocess``'s: a
+    trained model's config (statistics and target spacing filled in) then reuses its training
+    cache instead of preparing a twin."""
+    for requested in preprocess.requests():
+        name = _cache_name(source, requested, label_scheme)
+        if not (root / name).is_dir():
+            continue
+        with _exclusive_lock(root / f".{name}.lock"):
+            if not _is_current(root / name, source, requested, label_scheme):
+                continue
+            dataset = PreparedDataset(root / name)
+        if dataset.manifest.preprocess == preprocess:
+            return dataset
+    return None
 
 
 @contextmanager
