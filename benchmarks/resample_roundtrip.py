@@ -25,7 +25,7 @@ import torch
 from trainables.data.labels import INTERNAL_BINARY, INTERNAL_BRATS
 from trainables.data.layouts import discover
 from trainables.data.nifti import load_case
-from trainables.data.preprocess import PreprocessConfig, preprocess
+from trainables.data.preprocess import PreprocessConfig, crop_shape, preprocess
 from trainables.data.restore import restore_geometry
 from trainables.data.types import CaseRecord
 from trainables.engine.resize import to_source_grid
@@ -42,10 +42,9 @@ def roundtrip(record: CaseRecord, spacing: tuple[float, float, float]) -> dict[s
     tic = time.perf_counter()
     case = preprocess(raw, cfg)
     seconds = time.perf_counter() - tic
-    crop = [hi - lo for lo, hi in case.bbox] if case.bbox else list(raw.label.shape)
     classes = int(max(raw.label.max(), case.label.max())) + 1
     scores = torch.from_numpy(np.eye(classes, dtype=np.float32)[case.label]).movedim(-1, 0)
-    back = to_source_grid(crop, case.spacing, case.source_spacing or case.spacing)
+    back = to_source_grid(crop_shape(case.bbox, raw.label.shape), case.spacing, case.source_spacing)
     labels = (back(scores) if back else scores).argmax(0).numpy().astype(np.uint8)
     full = restore_geometry(labels, raw.label.shape, case.bbox)
     scheme = INTERNAL_BINARY if classes <= 2 else INTERNAL_BRATS

@@ -32,6 +32,7 @@ foreground oversampling (nnU-Net likewise computes class locations during prepro
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 from collections.abc import Sequence
 from dataclasses import replace
@@ -189,16 +190,18 @@ class PreprocessConfig(Frozen):
         (``foreground`` statistics, the ``target_spacing``) unset, all of them first; empty
         when it has none set. A trained model's config holds them filled in, whether the
         trial computed them or wrote them out."""
-        unset: list[list[tuple[str, Frozen]]] = [[]]
+        computed: list[tuple[str, Frozen]] = []
         norm, resample = self.normalization, self.resample
         if isinstance(norm, ForegroundNormalization) and norm.stats is not None:
-            unset = [
-                [*u, ("normalization", norm.model_copy(update={"stats": None}))] for u in unset
-            ] + unset
+            computed.append(("normalization", norm.model_copy(update={"stats": None})))
         if isinstance(resample, TargetSpacing) and resample.spacing is not None:
-            spacing = ("resample", resample.model_copy(update={"spacing": None}))
-            unset = [[*u, spacing] for u in unset] + unset
-        return [self.model_copy(update=dict(u)) for u in unset if u]
+            computed.append(("resample", resample.model_copy(update={"spacing": None})))
+        subsets = [
+            subset
+            for size in range(len(computed), 0, -1)
+            for subset in itertools.combinations(computed, size)
+        ]
+        return [self.model_copy(update=dict(subset)) for subset in subsets]
 
     def fingerprint(self) -> str:
         """Short stable hash (16 hex digits) of the canonical config JSON and PREPROCESS_VERSION.
@@ -267,6 +270,11 @@ def nonzero_bbox(image: np.ndarray) -> tuple[tuple[int, int], ...]:
         hits = np.flatnonzero(np.any(mask, axis=other))
         box.append((int(hits[0]), int(hits[-1]) + 1) if hits.size else (0, mask.shape[axis]))
     return tuple(box)
+
+
+def crop_shape(bbox: Sequence[tuple[int, int]] | None, shape: Sequence[int]) -> tuple[int, ...]:
+    """The (X, Y, Z) a crop ``bbox`` of a ``shape`` grid covers (``shape`` when not cropped)."""
+    return tuple(int(n) for n in shape) if bbox is None else tuple(hi - lo for lo, hi in bbox)
 
 
 def _compose_bbox(

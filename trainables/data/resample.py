@@ -139,17 +139,7 @@ def resample_image(
     """
     out = np.empty((image.shape[0], *shape), dtype=np.float32)
     for index, channel in enumerate(np.asarray(image, dtype=np.float32)):
-        if axis is None:
-            np.clip(
-                _resize(channel, shape, None, order), channel.min(), channel.max(), out=out[index]
-            )
-            continue
-        in_plane = tuple(channel.shape[a] if a == axis else shape[a] for a in range(3))
-        resized = _zoom(channel, in_plane, order) if in_plane != channel.shape else channel.copy()
-        others = tuple(a for a in range(3) if a != axis)
-        low, high = channel.min(axis=others, keepdims=True), channel.max(axis=others, keepdims=True)
-        np.clip(resized, low, high, out=resized)
-        out[index] = np.take(resized, nearest_indices(channel.shape[axis], shape[axis]), axis=axis)
+        out[index] = _resize(channel, shape, axis, order, clip=True)
     return out
 
 
@@ -166,16 +156,26 @@ def resample_label(label: np.ndarray, shape: Sequence[int], axis: int | None) ->
     return out
 
 
-def _resize(volume: np.ndarray, shape: Sequence[int], axis: int | None, order: int) -> np.ndarray:
+def _resize(
+    volume: np.ndarray, shape: Sequence[int], axis: int | None, order: int, clip: bool = False
+) -> np.ndarray:
     """(X, Y, Z) float32 -> ``shape``: spline ``order`` on every axis, or on every axis but
-    ``axis`` followed by nearest neighbour along ``axis``."""
+    ``axis`` followed by nearest neighbour along ``axis``. ``clip``: the spline's overshoot
+    clipped to the input's range (with ``axis``, each slice to its own source slice's)."""
     shape = tuple(int(n) for n in shape)
     if tuple(volume.shape) == shape:
         return volume.astype(np.float32, copy=True)
     if axis is None:
-        return _zoom(volume, shape, order)
+        out = _zoom(volume, shape, order)
+        return np.clip(out, volume.min(), volume.max(), out=out) if clip else out
     in_plane = tuple(volume.shape[a] if a == axis else shape[a] for a in range(volume.ndim))
-    resized = _zoom(volume, in_plane, order) if in_plane != volume.shape else volume
+    resized = volume  # in-plane unchanged: only the nearest-neighbour picks below
+    if in_plane != volume.shape:
+        resized = _zoom(volume, in_plane, order)
+    if clip and resized is not volume:
+        others = tuple(a for a in range(volume.ndim) if a != axis)
+        low, high = volume.min(axis=others, keepdims=True), volume.max(axis=others, keepdims=True)
+        np.clip(resized, low, high, out=resized)
     return np.take(resized, nearest_indices(volume.shape[axis], shape[axis]), axis=axis)
 
 

@@ -21,6 +21,7 @@ import nibabel as nib
 import numpy as np
 
 from trainables.data.labels import LabelScheme
+from trainables.data.preprocess import crop_shape
 
 BBox = Sequence[tuple[int, int]]
 
@@ -40,8 +41,7 @@ def restore_geometry(label: np.ndarray, shape: Sequence[int], bbox: BBox | None)
         if tuple(label.shape) != tuple(shape):
             raise ValueError(f"label shape {label.shape} is not the source shape {tuple(shape)}")
         return label
-    sizes = tuple(hi - lo for lo, hi in bbox)
-    if sizes != tuple(label.shape):
+    if crop_shape(bbox, shape) != tuple(label.shape):
         raise ValueError(f"label shape {label.shape} does not fit the crop {list(bbox)}")
     full = np.zeros(tuple(shape), dtype=label.dtype)
     full[tuple(slice(lo, hi) for lo, hi in bbox)] = label

@@ -147,7 +147,7 @@ def evaluate_cases(
         if case.label is None:
             continue
         entry = cases.dataset.entry(case_id)
-        to_source = to_source_grid(entry.crop_shape, entry.spacing, entry.grid_spacing)
+        to_source = to_source_grid(entry.crop_shape, entry.spacing, entry.source_spacing)
         pred = _predict_labels(model, cfg, case.image, cases.scheme, device, autocast, to_source)
         ref = np.asarray(cases.dataset.source_label(case_id))
         pred, ref = in_source_grid(entry, pred, ref)

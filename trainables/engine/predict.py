@@ -26,7 +26,7 @@ from torch import nn
 from trainables.config.trial import TrialConfig, parse_trial_config
 from trainables.data.labels import LabelScheme
 from trainables.data.nifti import load_case
-from trainables.data.preprocess import ForegroundNormalization, preprocess
+from trainables.data.preprocess import ForegroundNormalization, crop_shape, preprocess
 from trainables.data.resample import TargetSpacing
 from trainables.data.types import CaseRecord, LoadedCase
 from trainables.engine.bench import configured_scheme
@@ -189,10 +189,7 @@ def _check_members(members: list[Member]) -> None:
 def source_grid_of(case: LoadedCase, source_shape: Sequence[int]) -> ToSource | None:
     """How a prepared input's outputs go back to its source grid's crop (``source_shape``: the
     source images' (X, Y, Z)); None when it was not resampled."""
-    if case.source_spacing is None:
-        return None
-    crop = [hi - lo for lo, hi in case.bbox] if case.bbox else list(source_shape)
-    return to_source_grid(crop, case.spacing, case.source_spacing)
+    return to_source_grid(crop_shape(case.bbox, source_shape), case.spacing, case.source_spacing)
 
 
 def prepare_input(record: CaseRecord, predictor: Predictor) -> LoadedCase:

@@ -56,11 +56,12 @@ def resize_scores(scores: Tensor, shape: Sequence[int], axis: int | None) -> Ten
 
 
 def to_source_grid(
-    shape: Sequence[int], grid_spacing: Spacing, source_spacing: Spacing
+    shape: Sequence[int], grid_spacing: Spacing, source_spacing: Spacing | None
 ) -> ToSource | None:
     """The function taking scores from the resampled grid (``grid_spacing``) to the source
-    crop (``shape`` at ``source_spacing``), or None when the case was not resampled."""
-    if tuple(grid_spacing) == tuple(source_spacing):
+    crop (``shape`` at ``source_spacing``), or None when the case was not resampled
+    (``source_spacing`` None, as a case on its own grid holds it, or the same spacing)."""
+    if source_spacing is None or tuple(grid_spacing) == tuple(source_spacing):
         return None
     axis = coarse_axis(grid_spacing, source_spacing)
     return lambda scores: resize_scores(scores, shape, axis)

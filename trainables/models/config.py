@@ -18,7 +18,6 @@ with a message that names the field.
 
 from __future__ import annotations
 
-import math
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, PositiveInt, field_validator, model_validator
@@ -33,6 +32,7 @@ from trainables.models.config_base import (
     _ModelBase,
     _NormedModel,
     _SpatialModel,
+    stride_product,
 )
 from trainables.models.config_swin import SWIN_STAGES, SwinUNETRConfig
 
@@ -241,7 +241,7 @@ class PlainUNetConfig(_NormedModel):
         """What each patch axis must be divisible by: the product of its strides."""
         if self.strides is None:
             return super().divisor()
-        return tuple(math.prod(axis) for axis in zip(*self.strides, strict=True))
+        return stride_product(self.strides)
 
     @property
     def filters(self) -> Filters:

@@ -3,6 +3,8 @@ settings several kinds declare in common (a kind switch keeps those: trainables.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from typing import Literal
 
 from pydantic import Field
@@ -15,6 +17,11 @@ Filters = tuple[int, ...]
 # Paper 003: the 2-D slice U-Net keeps Ronneberger's widths; the 3-D U-Net is much smaller.
 UNET_2D_FILTERS: Filters = (64, 128, 256, 512, 1024)
 UNET_3D_FILTERS: Filters = (8, 16, 32, 64)
+
+
+def stride_product(strides: Sequence[Sequence[int]]) -> tuple[int, ...]:
+    """Per axis, the product of the per-stage strides: what an input axis must divide by."""
+    return tuple(math.prod(axis) for axis in zip(*strides, strict=True))
 
 
 def _check_filters(value: Filters) -> Filters:

@@ -16,7 +16,6 @@ anisotropic networks nnU-Net plans for thick-slice data.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -34,6 +33,7 @@ from trainables.models.blocks import (
     max_pool_nd,
     transposed_conv_nd,
 )
+from trainables.models.config_base import stride_product
 
 DownKind = Literal["maxpool", "strided"]
 UpKind = Literal["transpose", "nearest"]
@@ -77,7 +77,7 @@ class UNetSpec:
         """What each spatial axis of the input must be divisible by (product of its strides)."""
         if self.strides is None:
             return (2 ** (len(self.filters) - 1),) * self.ops.spatial_dims
-        return tuple(math.prod(axis) for axis in zip(*self.strides, strict=True))
+        return stride_product(self.strides)
 
     def stride(self, level: int) -> Size:
         """Down-sampling from ``level - 1`` to ``level`` (level 0: none)."""

@@ -9,7 +9,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from trainables.config import Frozen
-from trainables.data.preprocess import PreprocessConfig
+from trainables.data.preprocess import PreprocessConfig, crop_shape
 from trainables.errors import InputError
 
 # Bump when the on-disk layout or the manifest schema changes; older caches are then refused by
@@ -58,10 +58,8 @@ class CaseEntry(Frozen):
     @property
     def crop_shape(self) -> tuple[int, int, int]:
         """(X, Y, Z) of the crop on the source grid (the source shape when not cropped)."""
-        if self.bbox is None:
-            return self.source_shape
-        (x0, x1), (y0, y1), (z0, z1) = self.bbox
-        return (x1 - x0, y1 - y0, z1 - z0)
+        x, y, z = crop_shape(self.bbox, self.source_shape)
+        return (x, y, z)
 
     @property
     def grid_spacing(self) -> tuple[float, float, float]:
