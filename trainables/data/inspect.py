@@ -15,6 +15,8 @@ from typing import Any
 
 from trainables.data.layouts import discover
 from trainables.data.nifti import load_case_with_label_values
+from trainables.data.parallel import map_cases
+from trainables.data.preprocess import crop_shape, nonzero_bbox
 from trainables.data.resample import dataset_target_spacing
 from trainables.data.types import CaseRecord
 from trainables.errors import CaseError
@@ -31,6 +33,8 @@ class CaseReport:
         modalities: canonical modalities found (empty when discovery already rejected the case).
         shape: (X, Y, Z) voxels, None if the case did not load.
         spacing: voxel size in mm along (X, Y, Z), None if the case did not load.
+        crop_shape: (X, Y, Z) voxels of the box non-zero in any modality (what
+            ``crop_to_nonzero`` keeps; nnU-Net's ``shapes_after_crop``), None if not loaded.
         labels: label values present in source codes, None without a (loadable) label.
         has_label: whether a label file was found.
         problem: why the case cannot be used, None when it loaded.
@@ -41,6 +45,7 @@ class CaseReport:
     modalities: tuple[str, ...]
     shape: tuple[int, int, int] | None = None
     spacing: tuple[float, float, float] | None = None
+    crop_shape: tuple[int, int, int] | None = None
     labels: tuple[int, ...] | None = None
     has_label: bool = False
     problem: str | None = None
@@ -57,6 +62,7 @@ class CaseReport:
             "modalities": list(self.modalities),
             "shape": list(self.shape) if self.shape else None,
             "spacing": list(self.spacing) if self.spacing else None,
+            "crop_shape": list(self.crop_shape) if self.crop_shape else None,
             "labels": list(self.labels) if self.labels is not None else None,
             "has_label": self.has_label,
             "ok": self.ok,
@@ -147,7 +153,10 @@ class InspectReport:
 
 
 def inspect_dataset(
-    root: str | Path, progress: Progress | None = None, label_scheme: str = "auto"
+    root: str | Path,
+    progress: Progress | None = None,
+    label_scheme: str = "auto",
+    workers: int = 1,
 ) -> InspectReport:
     """Discover and load every case of ``root``.
 
@@ -155,16 +164,16 @@ def inspect_dataset(
         root: dataset directory in any layout :func:`~trainables.data.layouts.discover` reads.
         progress: called as ``progress(done, total, case_id)`` after each case is loaded.
         label_scheme: "auto" or a scheme name, passed to ``discover``.
+        workers: processes that load cases side by side (1: this process, one at a time).
 
     Raises:
         InputError: the directory is missing, empty or in no known layout.
     """
     index = discover(root, label_scheme)
     rows = [_problem_row(err, ()) for err in index.problems]
-    for done, record in enumerate(index.cases, start=1):
-        rows.append(_inspect_case(record))
-        if progress is not None:
-            progress(done, len(index.cases), record.case_id)
+    jobs = [(record,) for record in index.cases]
+    names = [record.case_id for record in index.cases]
+    rows.extend(map_cases(_inspect_case, jobs, names, workers, progress))
     rows.sort(key=lambda r: r.case_id)
     return InspectReport(index.root, index.layout, index.label_scheme, rows)
 
@@ -181,6 +190,7 @@ def _inspect_case(record: CaseRecord) -> CaseReport:
         modalities=case.modalities,
         shape=shape,
         spacing=case.spacing,
+        crop_shape=crop_shape(nonzero_bbox(case.image), shape),  # type: ignore[arg-type]
         labels=values,
         has_label=record.label is not None,
     )

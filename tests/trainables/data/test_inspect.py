@@ -140,3 +140,25 @@ def test_real_case(brats_sample_dir, tmp_path):
     assert row.shape == (240, 240, 155) and row.spacing == (1.0, 1.0, 1.0)
     assert row.modalities == ("t1", "t1ce", "t2", "flair")
     assert row.labels == (0, 1, 2, 4)
+
+
+def test_crop_shape_is_the_box_of_non_zero_voxels(tmp_path):
+    ct_dataset(tmp_path, ["a"], shape=(10, 12, 8))
+    image = np.zeros((10, 12, 8), dtype=np.float32)
+    image[2:7, 1:12, 3:5] = 40.0  # 5 x 11 x 2 voxels of body, air (0) around it
+    save_nifti(tmp_path / "imagesTr" / "a.nii.gz", image, (0.5, 0.5, 5.0))
+    label = np.zeros((10, 12, 8), dtype=np.uint8)
+    label[3, 4, 3] = 1
+    save_nifti(tmp_path / "labelsTr" / "a.nii.gz", label, (0.5, 0.5, 5.0))
+    case = inspect_dataset(tmp_path).cases[0]
+    assert (case.shape, case.crop_shape) == ((10, 12, 8), (5, 11, 2))
+    assert json.loads(json.dumps(inspect_dataset(tmp_path).to_dict()))["cases"][0][
+        "crop_shape"
+    ] == [5, 11, 2]
+
+
+def test_two_workers_report_what_one_does(mixed_dir):
+    calls = []
+    pooled = inspect_dataset(mixed_dir, progress=lambda *a: calls.append(a), workers=2)
+    assert pooled.to_dict() == inspect_dataset(mixed_dir).to_dict()
+    assert sorted(c[0] for c in calls) == [1, 2, 3]  # the loadable-by-discovery cases, counted

@@ -1,0 +1,95 @@
+"""From an inspected dataset to trial-config settings that validate and train."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.trainables.data.nifti_factory import ct_dataset, msd_dataset
+from trainables.config.trial import parse_trial_config
+from trainables.data.inspect import inspect_dataset
+from trainables.errors import InputError
+from trainables.planning.render import (
+    nested,
+    plan_dict,
+    plan_inspected,
+    plan_overrides,
+    plan_summary,
+    plan_yaml,
+    planned_trial,
+)
+
+REPO = Path(__file__).resolve().parents[3]
+CT_BASE = REPO / "search_spaces" / "base" / "nnunet_ct.yaml"
+
+
+@pytest.fixture
+def thick_ct(tmp_path: Path) -> Path:
+    """Four 48x40x12 CT cases at 0.5 x 0.5 x 5 mm (the factory's HU noise fills every voxel)."""
+    ct_dataset(tmp_path / "ct", [f"ct_{i}" for i in range(4)], shape=(48, 40, 12))
+    return tmp_path / "ct"
+
+
+def test_the_plan_is_made_from_the_labelled_cases(thick_ct: Path) -> None:
+    plan = plan_inspected(inspect_dataset(thick_ct))
+    assert plan.num_cases == 4
+    assert plan.target_spacing == (0.5, 0.5, 5.0)
+    # 10x coarser Z: stride 1 and kernel 1 along Z until the in-plane spacing catches up
+    assert plan.fullres.kernel_sizes[0] == (3, 3, 1)
+    assert plan.fullres.strides[1] == (2, 2, 1)
+
+
+@pytest.mark.parametrize("configuration", ["3d_fullres", "2d"])
+def test_the_plan_applied_to_the_ct_base_is_a_valid_trial(thick_ct: Path, configuration) -> None:
+    plan = plan_inspected(inspect_dataset(thick_ct))
+    merged = planned_trial(CT_BASE, plan, configuration)
+    cfg = parse_trial_config(merged)
+    chosen = plan.fullres if configuration == "3d_fullres" else plan.slices
+    assert cfg.model.kind == "plain_unet"
+    assert tuple(cfg.sampling.patch_size) == chosen.patch_size
+    assert cfg.model.strides == chosen.strides and cfg.model.kernel_sizes == chosen.kernel_sizes
+    assert cfg.train.batch_size == chosen.batch_size
+    assert cfg.data.preprocess.resample.spacing == plan.target_spacing
+    assert cfg.data.preprocess.resample.in_plane_only is (configuration == "2d")
+    # the rest of the base stays as it was: nnU-Net's planner does not choose the optimizer
+    assert cfg.optimizer.kind == "sgd" and cfg.data.preprocess.normalization.kind == "ct_window"
+    assert cfg.loss.batch_dice is (configuration == "2d" or plan.fullres_batch_dice)
+
+
+def test_a_loss_without_batch_dice_keeps_its_own_settings(thick_ct: Path, tmp_path: Path) -> None:
+    base = yaml.safe_load(CT_BASE.read_text())
+    base["loss"] = {"kind": "bce"}
+    path = tmp_path / "bce.yaml"
+    path.write_text(yaml.safe_dump(base))
+    merged = planned_trial(path, plan_inspected(inspect_dataset(thick_ct)), "3d_fullres")
+    assert merged["loss"] == {"kind": "bce"}
+
+
+def test_a_study_file_is_no_base(thick_ct: Path, tmp_path: Path) -> None:
+    study = tmp_path / "study.yaml"
+    study.write_text("name: s\nextends: base/nnunet_ct.yaml\ngrid: {optimizer.lr: [0.1]}\n")
+    with pytest.raises(InputError, match="this is a study \\(search-space\\) file"):
+        planned_trial(study, plan_inspected(inspect_dataset(thick_ct)), "3d_fullres")
+
+
+def test_unlabelled_images_cannot_be_planned(tmp_path: Path) -> None:
+    msd_dataset(tmp_path / "msd", ["a", "b"], labels=False)
+    with pytest.raises(InputError, match="no usable labelled case to plan from"):
+        plan_inspected(inspect_dataset(tmp_path / "msd"))
+
+
+def test_yaml_and_json_say_the_same_plan(thick_ct: Path) -> None:
+    plan = plan_inspected(inspect_dataset(thick_ct))
+    overrides = plan_overrides(plan, "3d_fullres")
+    lines = plan_summary(plan, "3d_fullres", thick_ct)
+    text = plan_yaml(lines, nested(overrides))
+    assert text.startswith("# nnU-Net 3d_fullres plan of ")
+    assert "target spacing 0.50x0.50x5.00 mm" in text
+    loaded = yaml.safe_load(text)
+    assert list(loaded) == ["data", "sampling", "model", "loss", "train"]  # trial-config order
+    assert loaded["model"]["strides"] == [list(s) for s in plan.fullres.strides]
+    as_json = plan_dict(plan, "3d_fullres")
+    assert as_json["settings"] == overrides
+    assert as_json["configurations"]["2d"]["patch_size"] == list(plan.slices.patch_size)

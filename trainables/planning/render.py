@@ -1,0 +1,163 @@
+"""From an inspected dataset to a plan, and from a plan to trial-config settings.
+
+The settings a plan fixes, as the trial config names them: the target spacing
+(``data.preprocess.resample``), the patch (``sampling.patch_size``), nnU-Net's plain U-Net with
+the planned stages, strides and kernels (``model``), the batch (``train.batch_size``) and, for
+3d_fullres, nnU-Net v2's batch-Dice choice (``loss.batch_dice``). Everything else (loss,
+optimizer, schedule, normalisation, augmentation) stays with the base config: nnU-Net's
+planner does not choose it either.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from trainables.config.dotted import apply_overrides
+from trainables.config.trial import TrialConfig, load_yaml, parse_trial_config
+from trainables.data.inspect import InspectReport
+from trainables.data.labels import get_scheme
+from trainables.errors import InputError
+from trainables.planning.configuration import BASE_FEATURES, ConfigurationPlan
+from trainables.planning.dataset import DatasetPlan, plan_dataset
+
+Configuration = Literal["3d_fullres", "2d"]
+
+
+def plan_inspected(report: InspectReport, gpu_memory_gb: float = 8.0) -> DatasetPlan:
+    """Plan from the usable labelled cases of an ``ablate data inspect`` report.
+
+    Raises:
+        InputError: no usable labelled case (nnU-Net plans from its training cases).
+    """
+    cases = [
+        c for c in report.cases if c.ok and c.has_label and c.spacing and c.shape and c.crop_shape
+    ]
+    if not cases or report.label_scheme is None:
+        raise InputError(
+            "no usable labelled case to plan from (nnU-Net plans from the training cases: "
+            "images with a label)",
+            report.root,
+        )
+    return plan_dataset(
+        [c.spacing for c in cases if c.spacing],
+        [c.shape for c in cases if c.shape],
+        [c.crop_shape for c in cases if c.crop_shape],
+        num_classes=len(get_scheme(report.label_scheme).to_internal),
+        gpu_memory_gb=gpu_memory_gb,
+    )
+
+
+def configuration_of(plan: DatasetPlan, configuration: Configuration) -> ConfigurationPlan:
+    return plan.fullres if configuration == "3d_fullres" else plan.slices
+
+
+def plan_overrides(plan: DatasetPlan, configuration: Configuration) -> dict[str, Any]:
+    """The plan as dotted trial-config settings (module doc)."""
+    chosen = configuration_of(plan, configuration)
+    slices = configuration == "2d"
+    resample = {"kind": "target_spacing", "spacing": list(plan.target_spacing)}
+    if slices:  # nnU-Net's 2d keeps each case's slice spacing
+        resample["in_plane_only"] = True
+    overrides: dict[str, Any] = {
+        "data.preprocess.resample": resample,
+        "sampling.patch_size": list(chosen.patch_size),
+        "model": {
+            "kind": "plain_unet",
+            "spatial_dims": 2 if slices else 3,
+            "base_filters": BASE_FEATURES,
+            "num_stages": chosen.num_stages,
+            "max_filters": chosen.max_features,
+            "strides": [list(s) for s in chosen.strides],
+            "kernel_sizes": [list(k) for k in chosen.kernel_sizes],
+        },
+        "train.batch_size": chosen.batch_size,
+    }
+    # nnU-Net v2: 2d always trains with batch Dice, 3d_fullres only when 3d_lowres exists
+    overrides["loss.batch_dice"] = True if slices else plan.fullres_batch_dice
+    return overrides
+
+
+def planned_trial(
+    base: str | Path, plan: DatasetPlan, configuration: Configuration
+) -> dict[str, Any]:
+    """The base trial YAML's settings with the plan merged in, validated by every trial-config
+    rule (the patch divides by the strides, a slice model resamples in-plane only...).
+
+    Raises:
+        InputError: the base is not a trial config, or the plan does not fit it (naming the
+            field).
+    """
+    overrides = plan_overrides(plan, configuration)
+    data = load_yaml(base)
+    loss = parse_trial_config(data, base).loss
+    if "batch_dice" not in type(loss).model_fields:  # a loss without the choice keeps its own
+        overrides.pop("loss.batch_dice")
+    merged = apply_overrides(data, overrides)
+    parse_trial_config(merged, f"{base} with the plan applied")
+    return merged
+
+
+def plan_summary(plan: DatasetPlan, configuration: Configuration, root: str | Path) -> list[str]:
+    """Comment lines that say where the plan came from and what it covers."""
+    chosen = configuration_of(plan, configuration)
+    lowres = "yes" if plan.lowres else "no"
+    return [
+        f"nnU-Net {configuration} plan of {root} ({plan.num_cases} labelled cases, "
+        f"{plan.gpu_memory_gb:g} GB GPU memory target)",
+        f"target spacing {_x(plan.target_spacing, '.2f')} mm; median shape after crop and "
+        f"resampling {_x(plan.median_shape, '.0f')} voxels",
+        f"patch {_x(chosen.patch_size, 'd')} covers {100 * chosen.patch_fraction:.1f}% of the "
+        f"median image; {chosen.num_stages} stages; batch {chosen.batch_size}; nnU-Net would "
+        f"add 3d_lowres: {lowres}",
+    ]
+
+
+def plan_yaml(lines: list[str], settings: dict[str, Any]) -> str:
+    """``settings`` as YAML under ``# `` comment ``lines``."""
+    body = yaml.safe_dump(settings, sort_keys=False, default_flow_style=None)
+    return "".join(f"# {line}\n" for line in lines) + body
+
+
+def nested(overrides: dict[str, Any]) -> dict[str, Any]:
+    """Dotted settings as nested sections (what a trial YAML or a study's ``base:`` holds), in
+    the trial config's section order."""
+    sections = apply_overrides({}, overrides) if overrides else {}
+    order = list(TrialConfig.model_fields)
+    return dict(sorted(sections.items(), key=lambda item: order.index(item[0])))
+
+
+def plan_dict(plan: DatasetPlan, configuration: Configuration) -> dict[str, Any]:
+    """JSON-ready: both configurations, the lowres verdict and the chosen one's settings."""
+    return {
+        "num_cases": plan.num_cases,
+        "gpu_memory_gb": plan.gpu_memory_gb,
+        "target_spacing": list(plan.target_spacing),
+        "median_shape": list(plan.median_shape),
+        "configurations": {"3d_fullres": _config(plan.fullres), "2d": _config(plan.slices)},
+        "lowres": None if plan.lowres is None else _config(plan.lowres),
+        "fullres_batch_dice": plan.fullres_batch_dice,
+        "chosen": configuration,
+        "settings": plan_overrides(plan, configuration),
+    }
+
+
+def _config(chosen: ConfigurationPlan) -> dict[str, Any]:
+    return {
+        "spacing": list(chosen.spacing),
+        "median_shape": list(chosen.median_shape),
+        "patch_size": list(chosen.patch_size),
+        "strides": [list(s) for s in chosen.strides],
+        "kernel_sizes": [list(k) for k in chosen.kernel_sizes],
+        "batch_size": chosen.batch_size,
+        "num_stages": chosen.num_stages,
+        "max_features": chosen.max_features,
+        "activations": chosen.activations,
+        "patch_fraction": round(chosen.patch_fraction, 4),
+    }
+
+
+def _x(values: Any, fmt: str) -> str:
+    return "x".join(format(v, fmt) for v in values)
