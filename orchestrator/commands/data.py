@@ -1,4 +1,4 @@
-"""``ablate data synth | inspect | prepare`` and ``ablate evaluate``.
+"""``ablate data synth | inspect | plan | prepare`` and ``ablate evaluate``.
 
 A directory with some bad cases is still handled case by case: the good cases are inspected,
 prepared or evaluated, the bad ones are reported naming their files, and the exit code is 2.
@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from orchestrator.commands.common import positive_int, print_json, progress
+from orchestrator.commands.common import positive_float, positive_int, print_json, progress
 
 EXIT_BAD_INPUT = 2
 
@@ -42,7 +42,33 @@ def register(verbs: argparse._SubParsersAction) -> None:
     inspect = sub.add_parser("inspect", help="list cases, modalities, shapes, labels, problems")
     inspect.add_argument("dir", type=Path)
     inspect.add_argument("--json", action="store_true", help="machine-readable output")
+    inspect.add_argument("--workers", type=positive_int, default=1, help="cases read at once")
     inspect.set_defaults(handler=_inspect)
+
+    plan = sub.add_parser(
+        "plan", help="nnU-Net's plan: target spacing, patch, network and batch from the data"
+    )
+    plan.add_argument("dir", type=Path)
+    plan.add_argument(
+        "--configuration",
+        choices=["3d_fullres", "2d"],
+        default="3d_fullres",
+        help="3d_fullres (volume model, default) or 2d (slice model)",
+    )
+    plan.add_argument(
+        "--gpu-memory-gb",
+        type=positive_float,
+        default=8.0,
+        help="GPU memory to plan the patch and batch for (nnU-Net's default 8)",
+    )
+    plan.add_argument("--label-scheme", default="auto")
+    plan.add_argument("--workers", type=positive_int, default=1, help="cases read at once")
+    plan.add_argument(
+        "--base", type=Path, help="trial YAML to apply the plan to; prints the whole trial config"
+    )
+    plan.add_argument("--out", type=Path, help="write the YAML here instead of printing it")
+    plan.add_argument("--json", action="store_true", help="machine-readable output")
+    plan.set_defaults(handler=_plan)
 
     prepare = sub.add_parser("prepare", help="preprocess once into a memory-mapped cache")
     prepare.add_argument("dir", type=Path)
@@ -90,8 +116,47 @@ def _inspect(args: argparse.Namespace) -> int:
     def counter(done: int, total: int, name: str) -> None:
         progress(f"inspect {done}/{total} {name}")
 
-    report = inspect_dataset(args.dir, progress=None if args.json else counter)
+    report = inspect_dataset(args.dir, None if args.json else counter, workers=args.workers)
     print_json(report.to_dict()) if args.json else print(report.format_table())
+    return EXIT_BAD_INPUT if report.problems else 0
+
+
+def _plan(args: argparse.Namespace) -> int:
+    from trainables.data.inspect import inspect_dataset
+    from trainables.planning.render import (
+        nested,
+        plan_dict,
+        plan_inspected,
+        plan_overrides,
+        plan_summary,
+        plan_yaml,
+        planned_trial,
+    )
+
+    def counter(done: int, total: int, name: str) -> None:
+        progress(f"plan: read {done}/{total} {name}")
+
+    report = inspect_dataset(args.dir, counter, args.label_scheme, args.workers)
+    for case in report.problems:  # planned without them; the exit code says so
+        where = f"{case.problem_file}: " if case.problem_file else ""
+        print(f"skipped {case.case_id}: {where}{case.problem}", file=sys.stderr)
+    plan = plan_inspected(report, args.gpu_memory_gb)
+    if args.json:
+        print_json(plan_dict(plan, args.configuration))
+        return EXIT_BAD_INPUT if report.problems else 0
+    lines = plan_summary(plan, args.configuration, args.dir)
+    if args.base:
+        settings = planned_trial(args.base, plan, args.configuration)
+        lines.append(f"{args.base} with the plan applied (validated)")
+    else:
+        settings = nested(plan_overrides(plan, args.configuration))
+        lines.append("put these under a study's `base:`, or give --base TRIAL.yaml")
+    text = plan_yaml(lines, settings)
+    if args.out:
+        args.out.write_text(text)
+        print(f"wrote {args.out}")
+    else:
+        print(text, end="")
     return EXIT_BAD_INPUT if report.problems else 0
 
 

@@ -1,4 +1,4 @@
-"""``ablate data synth | inspect | prepare`` and ``ablate evaluate`` through the CLI entry point."""
+"""``ablate data synth | inspect | plan | prepare`` and ``ablate evaluate`` through the CLI."""
 
 from __future__ import annotations
 
@@ -8,11 +8,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from orchestrator.cli import main
 from tests.trainables.data.nifti_factory import (
     MSD_MODALITY_JSON,
     brats_case,
+    ct_dataset,
     msd_dataset,
     save_nifti,
     truncate,
@@ -147,3 +149,63 @@ def test_a_directory_that_is_no_dataset_exits_2(
     assert main(["data", "inspect", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert f"ablate: error: {tmp_path}" in err and "brats2021" in err
+
+
+def _thick_ct(root: Path, count: int = 4) -> Path:
+    ct_dataset(root, [f"ct_{i}" for i in range(count)], shape=(48, 40, 12))
+    return root
+
+
+def test_plan_prints_settings_a_trial_takes_and_the_planned_trial_trains(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from trainables.config.trial import load_trial_config
+
+    data = _thick_ct(tmp_path / "ct")
+    assert main(["data", "plan", str(data)]) == 0
+    captured = capsys.readouterr()
+    assert "plan: read 4/4 ct_3" in captured.err  # progress per case, on stderr
+    settings = yaml.safe_load(captured.out)
+    assert settings["model"]["kind"] == "plain_unet"
+    assert settings["model"]["kernel_sizes"][0] == [3, 3, 1]  # 5 mm slices: no Z context yet
+    base = Path(__file__).resolve().parents[2] / "search_spaces" / "base" / "nnunet_ct.yaml"
+    out = tmp_path / "planned.yaml"
+    args = ["data", "plan", str(data), "--base", str(base), "--out", str(out)]
+    assert main(args) == 0
+    assert f"wrote {out}" in capsys.readouterr().out
+    cfg = load_trial_config(out)
+    assert cfg.model.strides == tuple(tuple(s) for s in settings["model"]["strides"])
+    assert main(["train", str(out), "--data", str(data), "--smoke"]) == 0
+    slices = tmp_path / "planned_2d.yaml"
+    args = ["data", "plan", str(data), "--configuration", "2d", "--base", str(base)]
+    assert main([*args, "--out", str(slices)]) == 0
+    assert load_trial_config(slices).model.spatial_dims == 2
+    assert main(["train", str(slices), "--data", str(data), "--smoke"]) == 0
+
+
+def test_plan_skips_a_broken_case_names_it_and_exits_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    data = _thick_ct(tmp_path / "ct", count=3)
+    truncate(data / "imagesTr" / "ct_1.nii.gz")
+    assert main(["data", "plan", str(data), "--json"]) == 2
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["num_cases"] == 2
+    assert "skipped ct_1: " in captured.err and "ct_1.nii.gz" in captured.err
+
+
+def test_plan_of_unlabelled_images_exits_2_saying_why(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    msd_dataset(tmp_path / "msd", ["a", "b"], labels=False)
+    assert main(["data", "plan", str(tmp_path / "msd")]) == 2
+    assert "no usable labelled case to plan from" in capsys.readouterr().err
+
+
+def test_plan_refuses_a_gpu_memory_that_is_no_positive_number(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["data", "plan", str(tmp_path), "--gpu-memory-gb", "0"])
+    assert exit_info.value.code == 2
+    assert "--gpu-memory-gb: must be a number > 0, got 0" in capsys.readouterr().err

@@ -88,7 +88,9 @@ class DiceCEConfig(Frozen):
         ce_weight: weight of the cross-entropy term (>= 0).
         dice_weight: weight of the Dice term (>= 0).
         smooth: see :class:`RegionDiceConfig`.
-        batch_dice: default True: nnU-Net uses batch Dice for its 3-D configurations.
+        batch_dice: one Dice per class over the whole batch (default True). nnU-Net v2's plans
+            choose it for 2d, and for 3d_fullres only when the images are large enough for a
+            3d_lowres; ``ablate data plan`` sets it as nnU-Net would for the dataset.
     """
 
     kind: Literal["dice_ce"] = "dice_ce"
@@ -164,8 +166,9 @@ class DiceBCEConfig(Frozen):
         bce_weight: weight of the BCE term (>= 0; nnU-Net: 1).
         dice_weight: weight of the Dice term (>= 0; nnU-Net: 1).
         smooth: see :class:`RegionDiceConfig`.
-        batch_dice: default True, as nnU-Net's 3-D full-resolution plans (one Dice per region
-            over the whole batch).
+        batch_dice: one Dice per region over the whole batch (default True). nnU-Net v2's plans
+            choose it for 2d, and for 3d_fullres only when the images are large enough for a
+            3d_lowres; ``ablate data plan`` sets it as nnU-Net would for the dataset.
     """
 
     kind: Literal["dice_bce"] = "dice_bce"
