@@ -32,6 +32,7 @@ def trial_problems(cfg: TrialConfig) -> list[ConfigProblem]:
         *data_problems(cfg.data),
         *resample_problems(cfg),
         *patch_problems(cfg),
+        *augment_problems(cfg),
         *batch_problems(cfg),
         *schedule_problems(cfg),
         *freeze_problems(cfg),
@@ -189,6 +190,17 @@ def resample_problems(cfg: TrialConfig) -> list[ConfigProblem]:
             "resample the slice spacing too"
         )
         return [ConfigProblem("data.preprocess.resample.in_plane_only", why)]
+    return []
+
+
+def augment_problems(cfg: TrialConfig) -> list[ConfigProblem]:
+    """Dummy 2-D augmentation keeps one axis of a 3-D patch; a slice model's patch has none."""
+    if cfg.augment.dummy_2d and cfg.model.input_dims == 2:
+        why = (
+            f"model {cfg.model.kind!r} reads 2-D slices, which are rotated and scaled in-plane "
+            "already: leave dummy_2d null or false"
+        )
+        return [ConfigProblem("augment.dummy_2d", why)]
     return []
 
 

@@ -6,6 +6,9 @@ so every transform here is a batched tensor op on whatever device the batch live
 - spatial: one rotation (about all three axes in 3-D, in-plane in 2-D) times an isotropic scale
   per sample, resampled with a single ``affine_grid`` + ``grid_sample`` for the samples that drew
   it (bilinear image, nearest label, zero padding, ``align_corners=False``); mirroring per axis.
+  A strongly anisotropic 3-D patch (thick slices) is rotated and scaled within its slices only,
+  as nnU-Net's "dummy 2-D" augmentation does (:func:`spatial_plan`), so slices several mm apart
+  are never interpolated into each other.
 - intensity, per sample (parameters per channel where nnU-Net varies them): Gaussian noise,
   Gaussian blur (separable 1-D kernels), multiplicative brightness, contrast around the mean
   (clipped to the original range), gamma on the [0, 1]-rescaled intensity.
@@ -42,11 +45,13 @@ from trainables.data.augment_ops import (
 from trainables.errors import InputError
 
 __all__ = [
+    "ANISOTROPY_RATIO",
     "LABEL_DTYPES",
     "AugmentConfig",
     "augment_batch",
     "gaussian_blur",
     "rotation_matrices",
+    "spatial_plan",
     "spatial_transform",
 ]
 
@@ -67,7 +72,14 @@ class AugmentConfig(Frozen):
             and scale is resampled once (bilinear image, nearest label, zeros outside).
         rotation_deg: largest rotation angle in degrees: each angle is uniform in
             ``[-rotation_deg, rotation_deg]``, one per axis in 3-D (three rotations about axes
-            0, 1, 2 composed), one in-plane angle for 2-D models (nnU-Net: 30).
+            0, 1, 2 composed), one in-plane angle for 2-D models and in dummy 2-D. None:
+            nnU-Net v2's choice from the patch: 30 for 3-D patches, 180 in dummy 2-D; for 2-D
+            patches 180, or 15 when the longer side exceeds 1.5 x the shorter.
+        dummy_2d: 3-D patches only: rotate and scale within the plane of the two longer patch
+            axes, leaving the shortest axis (thick slices) as it is (nnU-Net's
+            ``do_dummy_2D_aug``). None: when the longest patch axis is more than 3 x the
+            shortest, nnU-Net's rule (its first axis, the coarsest, is the shortest patch axis
+            of the plans it makes: ``ablate data plan``).
         scale_prob: chance per sample of an isotropic zoom (nnU-Net: 0.2).
         scale_range: ``(low, high)`` zoom factor, one per sample for all axes, applied to the
             sampling coordinates: > 1 shrinks the content (zooms out), < 1 enlarges it
@@ -94,7 +106,8 @@ class AugmentConfig(Frozen):
     enabled: bool = True
     flip_prob: float = Field(default=0.5, ge=0.0, le=1.0)
     rotation_prob: float = Field(default=0.2, ge=0.0, le=1.0)
-    rotation_deg: float = Field(default=30.0, ge=0.0, le=180.0)
+    rotation_deg: float | None = Field(default=None, ge=0.0, le=180.0)
+    dummy_2d: bool | None = None
     scale_prob: float = Field(default=0.2, ge=0.0, le=1.0)
     scale_range: tuple[float, float] = (0.7, 1.4)
     noise_prob: float = Field(default=0.1, ge=0.0, le=1.0)
@@ -126,6 +139,30 @@ def _check_range(value: tuple[float, float], positive: bool) -> tuple[float, flo
     if (positive and low <= 0) or low < 0:
         raise ValueError(f"low {low} must be {'> 0' if positive else '>= 0'}")
     return value
+
+
+ANISOTROPY_RATIO = 3.0  # nnU-Net's ANISO_THRESHOLD: longest / shortest patch axis for dummy 2-D
+
+
+def spatial_plan(cfg: AugmentConfig, shape: tuple[int, ...]) -> tuple[float, int | None]:
+    """The rotation bound in degrees and the slice axis (None: fully 3-D) for a patch.
+
+    nnU-Net v2's ``configure_rotation_dummyDA_mirroring_and_inital_patch_size`` where the
+    config leaves them None (see :class:`AugmentConfig`).
+
+    Args:
+        shape: the patch's spatial extent in voxels, 2 or 3 axes.
+    """
+    slice_axis = None
+    if len(shape) == 3:
+        anisotropic = max(shape) / min(shape) > ANISOTROPY_RATIO
+        if cfg.dummy_2d or (cfg.dummy_2d is None and anisotropic):
+            slice_axis = shape.index(min(shape))
+    if cfg.rotation_deg is not None:
+        return cfg.rotation_deg, slice_axis
+    if len(shape) == 2:
+        return (15.0 if max(shape) / min(shape) > 1.5 else 180.0), None
+    return (180.0 if slice_axis is not None else 30.0), slice_axis
 
 
 # Decision columns of the per-batch random draw; flips follow, one column per spatial axis.
@@ -265,18 +302,24 @@ def _spatial(
     rows: _Rows,
     generator: torch.Generator,
 ) -> tuple[Tensor, Tensor]:
-    """Rotation and scale in one resampling of the samples that drew either."""
+    """Rotation and scale in one resampling of the samples that drew either; in dummy 2-D, a
+    rotation about the slice axis only and a scale of the other two axes only."""
     batch, ndim = image.shape[0], image.ndim - 2
-    angles = _uniform(
-        (-cfg.rotation_deg, cfg.rotation_deg), (batch, 3 if ndim == 3 else 1), generator, image
-    )
+    degrees, slice_axis = spatial_plan(cfg, tuple(image.shape[2:]))
+    angles = _uniform((-degrees, degrees), (batch, 3 if ndim == 3 else 1), generator, image)
     scales = _uniform(cfg.scale_range, (batch,), generator, image)
     if not rows.host["spatial"]:
         return image, label
     rotate, scale = rows.masks["rotation"], rows.masks["scale"]
+    per_axis = torch.where(scale, scales, torch.ones_like(scales)).unsqueeze(1).repeat(1, ndim)
+    if slice_axis is not None:  # in-place only: python-int indexing, no host-device copy
+        for axis in range(3):
+            if axis != slice_axis:
+                angles[:, axis] = 0.0
+        per_axis[:, slice_axis] = 1.0
     eye = torch.eye(ndim, device=image.device).expand(batch, ndim, ndim)
     matrix = torch.where(rotate.view(-1, 1, 1), rotation_matrices(angles.deg2rad()), eye)
-    matrix = matrix * torch.where(scale, scales, torch.ones_like(scales)).view(-1, 1, 1)
+    matrix = matrix * per_axis.view(batch, 1, ndim)  # R @ diag(scale per axis)
     index = rows.device["spatial"]
     warped, lab = spatial_transform(
         image.index_select(0, index), label.index_select(0, index), matrix.index_select(0, index)

@@ -165,3 +165,12 @@ def test_a_slice_model_says_whether_its_slice_spacing_is_resampled() -> None:
         assert parse_trial_config(data).data.preprocess.resample.in_plane_only is choice
     volume = parse_trial_config(_base(**{"data.preprocess.resample": resample}))
     assert volume.data.preprocess.resample.in_plane_only is False
+
+
+def test_dummy_2d_augmentation_needs_a_3d_patch() -> None:
+    data = _base("unet2d_penalty", **{"augment.dummy_2d": True})
+    assert [str(p) for p in _problems(data)] == [
+        "augment.dummy_2d: model 'unet' reads 2-D slices, which are rotated and scaled in-plane "
+        "already: leave dummy_2d null or false"
+    ]
+    assert parse_trial_config(_base(**{"augment.dummy_2d": True})).augment.dummy_2d is True

@@ -15,6 +15,7 @@ from trainables.data.augment import (
     augment_batch,
     gaussian_blur,
     rotation_matrices,
+    spatial_plan,
     spatial_transform,
 )
 from trainables.errors import InputError
@@ -128,6 +129,39 @@ def test_identity_matrix_changes_nothing_but_rounding() -> None:
     out_image, out_label = spatial_transform(image, label, eye)
     assert torch.equal(out_label, label)
     torch.testing.assert_close(out_image, image)
+
+
+@pytest.mark.parametrize(
+    ("shape", "given", "expected"),
+    [
+        ((128, 160, 112), {}, (30.0, None)),  # nnU-Net's BraTS patch: fully 3-D, 30 degrees
+        ((128, 128, 40), {}, (180.0, 2)),  # thick slices (3.2 x): dummy 2-D about Z
+        ((20, 128, 112), {}, (180.0, 0)),  # the coarse axis is X
+        ((96, 96, 32), {}, (30.0, None)),  # exactly 3 x is not more than 3 x
+        ((128, 128), {}, (180.0, None)),  # square slices turn all the way
+        ((192, 64), {}, (15.0, None)),  # elongated slices barely
+        ((128, 128, 40), {"dummy_2d": False}, (30.0, None)),
+        ((64, 64, 64), {"dummy_2d": True, "rotation_deg": 10.0}, (10.0, 0)),
+    ],
+)
+def test_spatial_plan_follows_nnunets_rule_unless_told(shape, given, expected) -> None:
+    assert spatial_plan(AugmentConfig(**given), shape) == expected
+
+
+@pytest.mark.parametrize(("dummy_2d", "spreads"), [(True, False), (False, True)])
+def test_dummy_2d_keeps_every_slice_to_itself(dummy_2d: bool, spreads: bool) -> None:
+    """A lesion on one Z slice stays on that slice in dummy 2-D; 3-D rotation spreads it."""
+    label = torch.zeros(4, 24, 24, 8, dtype=torch.int64)
+    label[:, 8:16, 6:18, 3] = 1
+    image = label.unsqueeze(1).float()
+    cfg = _config(rotation_prob=1.0, scale_prob=1.0).model_copy(
+        update={"dummy_2d": dummy_2d, "rotation_deg": 40.0}
+    )
+    out_image, out_label = augment_batch(image, label, cfg, _gen(3))
+    other_slices = [z for z in range(8) if z != 3]
+    touched = bool(out_label[..., other_slices].any()) or bool(out_image[..., other_slices].any())
+    assert touched is spreads
+    assert not torch.equal(out_label, label)  # the slices themselves were rotated and scaled
 
 
 def test_spatial_augmentation_only_resamples_drawn_samples() -> None:
