@@ -206,7 +206,20 @@ def dataset_target_spacing(spacings: Sequence[Spacing], shapes: Sequence[Sequenc
     Args:
         spacings: (X, Y, Z) mm of each case.
         shapes: (X, Y, Z) voxels of each case, same order.
+
+    Returns:
+        (X, Y, Z) mm, rounded to 1 nm: headers store float32 spacings (0.6 reads 0.6000000238),
+        and 1 nm is far below any voxel. :func:`exact_target_spacing` is the unrounded value.
     """
+    target = exact_target_spacing(spacings, shapes)
+    return (round(float(target[0]), 6), round(float(target[1]), 6), round(float(target[2]), 6))
+
+
+def exact_target_spacing(
+    spacings: Sequence[Sequence[float]], shapes: Sequence[Sequence[int]]
+) -> np.ndarray:
+    """:func:`dataset_target_spacing` before rounding: nnU-Net's planner works on this value,
+    and float32 noise in it decides ties such as which of two equal axes is "coarsest"."""
     values = np.asarray(spacings, dtype=np.float64)
     target = np.median(values, axis=0)
     median_shape = np.median(np.asarray(shapes, dtype=np.float64), axis=0)
@@ -218,5 +231,4 @@ def dataset_target_spacing(spacings: Sequence[Spacing], shapes: Sequence[Sequenc
         coarse = float(np.percentile(values[:, worst], 10))
         finest_other = max(target[a] for a in others)
         target[worst] = coarse if coarse >= finest_other else finest_other + 1e-5
-    # headers store float32 spacings (0.6 reads 0.6000000238): 1 nm is far below any voxel
-    return (round(float(target[0]), 6), round(float(target[1]), 6), round(float(target[2]), 6))
+    return target

@@ -29,7 +29,11 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from trainables.data.resample import dataset_target_spacing, resampled_shape
+from trainables.data.resample import (
+    dataset_target_spacing,
+    exact_target_spacing,
+    resampled_shape,
+)
 from trainables.planning.configuration import ConfigurationPlan, plan_configuration
 
 LOWRES_PATCH_FRACTION = 0.25  # below this share of the median image, nnU-Net adds 3d_lowres
@@ -43,9 +47,11 @@ class DatasetPlan:
 
     Attributes:
         num_cases: labelled cases planned from.
-        target_spacing: mm per voxel every case is resampled to.
+        target_spacing: mm per voxel every case is resampled to (rounded to 1 nm, as prepare
+            has it).
         median_shape: median shape after cropping and resampling, voxels.
-        fullres: the 3d_fullres configuration.
+        fullres: the 3d_fullres configuration; None for single-slice images (a median of one
+            voxel along the coarsest axis), for which nnU-Net plans no 3-D configuration.
         slices: the 2d configuration, on the (X, Y) plane.
         lowres: nnU-Net's 3d_lowres configuration when it would make one, else None.
         gpu_memory_gb: the GPU memory planned for.
@@ -54,7 +60,7 @@ class DatasetPlan:
     num_cases: int
     target_spacing: tuple[float, float, float]
     median_shape: tuple[float, float, float]
-    fullres: ConfigurationPlan
+    fullres: ConfigurationPlan | None
     slices: ConfigurationPlan
     lowres: ConfigurationPlan | None
     gpu_memory_gb: float
@@ -83,23 +89,29 @@ def plan_dataset(
     """
     if not spacings:
         raise ValueError("planning needs at least one labelled case")
-    target = dataset_target_spacing([tuple(s) for s in spacings], [tuple(n) for n in header_shapes])
-    resampled = [resampled_shape(n, s, target) for n, s in zip(crop_shapes, spacings, strict=True)]
+    # nnU-Net plans with the unrounded spacing: its float32 noise breaks ties between axes
+    exact = exact_target_spacing(spacings, header_shapes)
+    resampled = [resampled_shape(n, s, exact) for n, s in zip(crop_shapes, spacings, strict=True)]
     median = tuple(float(v) for v in np.median(np.asarray(resampled, dtype=np.float64), axis=0))
-    order = planning_order(target)
-    spacing_p, median_p = to_planning_order(order, target), to_planning_order(order, median)
+    order = planning_order(exact)
+    spacing_p, median_p = to_planning_order(order, exact), to_planning_order(order, median)
     dataset_voxels = math.prod(median_p) * len(spacings)
-    fullres = plan_configuration(spacing_p, median_p, dataset_voxels, num_classes, gpu_memory_gb)
-    lowres = _lowres(fullres, len(spacings), num_classes, gpu_memory_gb)
+    fullres: ConfigurationPlan | None = None
+    lowres: ConfigurationPlan | None = None
+    if median_p[0] != 1:  # single slices: nnU-Net makes no 3-D configuration
+        fullres = plan_configuration(
+            spacing_p, median_p, dataset_voxels, num_classes, gpu_memory_gb
+        )
+        lowres = _lowres(fullres, len(spacings), num_classes, gpu_memory_gb)
     # the (X, Y) plane in nnU-Net's order, (Y, X)
     slices = plan_configuration(
-        (target[1], target[0]), (median[1], median[0]), dataset_voxels, num_classes, gpu_memory_gb
+        (exact[1], exact[0]), (median[1], median[0]), dataset_voxels, num_classes, gpu_memory_gb
     )
     return DatasetPlan(
         num_cases=len(spacings),
-        target_spacing=target,
+        target_spacing=dataset_target_spacing(spacings, header_shapes),  # type: ignore[arg-type]
         median_shape=median,  # type: ignore[arg-type]
-        fullres=_from_plan(order, fullres),
+        fullres=None if fullres is None else _from_plan(order, fullres),
         slices=_from_plan((1, 0), slices),
         lowres=None if lowres is None else _from_plan(order, lowres),
         gpu_memory_gb=gpu_memory_gb,

@@ -21,7 +21,7 @@ from trainables.data.inspect import InspectReport
 from trainables.data.labels import get_scheme
 from trainables.errors import InputError
 from trainables.planning.configuration import BASE_FEATURES, ConfigurationPlan
-from trainables.planning.dataset import DatasetPlan, plan_dataset
+from trainables.planning.dataset import DatasetPlan, plan_dataset, planning_order
 
 Configuration = Literal["3d_fullres", "2d"]
 
@@ -51,7 +51,20 @@ def plan_inspected(report: InspectReport, gpu_memory_gb: float = 8.0) -> Dataset
 
 
 def configuration_of(plan: DatasetPlan, configuration: Configuration) -> ConfigurationPlan:
-    return plan.fullres if configuration == "3d_fullres" else plan.slices
+    """The chosen configuration's plan.
+
+    Raises:
+        InputError: 3d_fullres of single-slice images (nnU-Net plans only 2d for them).
+    """
+    if configuration == "2d":
+        return plan.slices
+    if plan.fullres is None:
+        shape = "x".join(f"{n:g}" for n in plan.median_shape)
+        raise InputError(
+            f"the images are single slices (median shape {shape} voxels): nnU-Net plans no "
+            "3-D configuration for them; plan --configuration 2d"
+        )
+    return plan.fullres
 
 
 def plan_overrides(plan: DatasetPlan, configuration: Configuration) -> dict[str, Any]:
@@ -104,6 +117,13 @@ def plan_summary(plan: DatasetPlan, configuration: Configuration, root: str | Pa
     """Comment lines that say where the plan came from and what it covers."""
     chosen = configuration_of(plan, configuration)
     lowres = "yes" if plan.lowres else "no"
+    coarsest = planning_order(plan.target_spacing)[0]  # the axis nnU-Net's 2d slices along
+    slicing = []
+    if configuration == "2d" and plan.target_spacing[coarsest] > plan.target_spacing[2]:
+        slicing = [
+            f"note: axis {'XYZ'[coarsest]} is the coarsest; nnU-Net's 2d would slice along it, "
+            "ablate's slice models cut along Z (the plan is for the X-Y plane they see)"
+        ]
     return [
         f"nnU-Net {configuration} plan of {root} ({plan.num_cases} labelled cases, "
         f"{plan.gpu_memory_gb:g} GB GPU memory target)",
@@ -112,6 +132,7 @@ def plan_summary(plan: DatasetPlan, configuration: Configuration, root: str | Pa
         f"patch {_x(chosen.patch_size, 'd')} covers {100 * chosen.patch_fraction:.1f}% of the "
         f"median image; {chosen.num_stages} stages; batch {chosen.batch_size}; nnU-Net would "
         f"add 3d_lowres: {lowres}",
+        *slicing,
     ]
 
 
@@ -136,7 +157,10 @@ def plan_dict(plan: DatasetPlan, configuration: Configuration) -> dict[str, Any]
         "gpu_memory_gb": plan.gpu_memory_gb,
         "target_spacing": list(plan.target_spacing),
         "median_shape": list(plan.median_shape),
-        "configurations": {"3d_fullres": _config(plan.fullres), "2d": _config(plan.slices)},
+        "configurations": {
+            "3d_fullres": None if plan.fullres is None else _config(plan.fullres),
+            "2d": _config(plan.slices),
+        },
         "lowres": None if plan.lowres is None else _config(plan.lowres),
         "fullres_batch_dice": plan.fullres_batch_dice,
         "chosen": configuration,

@@ -57,3 +57,21 @@ def test_slices_plan_the_xy_plane() -> None:
 def test_no_case_is_refused() -> None:
     with pytest.raises(ValueError, match="planning needs at least one labelled case"):
         plan_dataset([], [], [], 2)
+
+
+def test_single_slices_get_no_3d_configuration() -> None:
+    """nnU-Net plans only 2d for images one voxel thick (its planner's median-shape check)."""
+    plan = plan_dataset([(0.5, 0.5, 1.0)] * 5, [(512, 400, 1)] * 5, [(512, 400, 1)] * 5, 3)
+    assert plan.fullres is None and plan.lowres is None
+    assert plan.slices.patch_size == (512, 448)  # 400 padded to a multiple of 2**6
+
+
+def test_the_transpose_is_decided_on_the_unrounded_spacing() -> None:
+    """Float32 header noise (1.0000001 mm) makes X nnU-Net's coarsest axis and moves it first;
+    nnU-Net 2.8.1 plans (160, 112, 128) in (X, Y, Z) for these cases (found by fuzzing the
+    planner against nnU-Net's own code), while the reported spacing is rounded as prepare's."""
+    plan = plan_dataset(
+        [(1.0000001, 1.0, 1.0)] * 5, [(400, 300, 400)] * 5, [(400, 300, 400)] * 5, 3
+    )
+    assert plan.fullres is not None and plan.fullres.patch_size == (160, 112, 128)
+    assert plan.target_spacing == (1.0, 1.0, 1.0)

@@ -93,3 +93,19 @@ def test_yaml_and_json_say_the_same_plan(thick_ct: Path) -> None:
     as_json = plan_dict(plan, "3d_fullres")
     assert as_json["settings"] == overrides
     assert as_json["configurations"]["2d"]["patch_size"] == list(plan.slices.patch_size)
+
+
+def test_single_slice_images_are_planned_2d_only(tmp_path: Path) -> None:
+    ct_dataset(tmp_path / "flat", ["a", "b"], shape=(48, 40, 1), spacing=(0.5, 0.5, 1.0))
+    plan = plan_inspected(inspect_dataset(tmp_path / "flat"))
+    with pytest.raises(InputError, match="the images are single slices \\(median shape 48x40x1"):
+        plan_overrides(plan, "3d_fullres")
+    assert plan_dict(plan, "2d")["configurations"]["3d_fullres"] is None
+
+
+def test_a_2d_plan_says_when_nnunet_would_slice_another_axis(tmp_path: Path) -> None:
+    ct_dataset(tmp_path / "x", ["a", "b"], shape=(12, 48, 40), spacing=(5.0, 0.5, 0.5))
+    plan = plan_inspected(inspect_dataset(tmp_path / "x"))
+    lines = plan_summary(plan, "2d", tmp_path / "x")
+    assert lines[-1].startswith("note: axis X is the coarsest; nnU-Net's 2d would slice along it")
+    assert not plan_summary(plan, "3d_fullres", tmp_path / "x")[-1].startswith("note")
