@@ -30,15 +30,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-from pydantic import Field, field_validator
 from torch import Tensor
 
-from trainables.config.base import Frozen
+from trainables.data.augment_config import ANISOTROPY_RATIO, AugmentConfig, spatial_plan
 from trainables.data.augment_ops import (
     adjust_contrast,
     adjust_gamma,
     gaussian_blur,
     rotation_matrices,
+    simulate_low_resolution,
     spatial_transform,
     upload,
 )
@@ -48,126 +48,30 @@ __all__ = [
     "ANISOTROPY_RATIO",
     "LABEL_DTYPES",
     "AugmentConfig",
+    "adjust_gamma",
     "augment_batch",
     "gaussian_blur",
     "rotation_matrices",
+    "simulate_low_resolution",
     "spatial_plan",
     "spatial_transform",
 ]
 
 
-class AugmentConfig(Frozen):
-    """Per-transform probabilities (per sample; flips per sample and axis) and ranges.
-
-    Defaults follow nnU-Net v2. Ranges are ``(low, high)``; a value is drawn uniformly in them.
-    Angles in degrees (drawn in ``[-rotation_deg, rotation_deg]``), ``scale_range`` as a factor
-    on the sampling coordinates (> 1 shrinks the content), noise and blur in intensity units and
-    voxels.
-
-    Attributes:
-        enabled: false: training patches are used as sampled, every transform below is off.
-        flip_prob: chance of mirroring, drawn per sample and per spatial axis independently
-            (nnU-Net: 0.5 on every axis).
-        rotation_prob: chance per sample of a rotation (nnU-Net: 0.2); a sample drawing rotation
-            and scale is resampled once (bilinear image, nearest label, zeros outside).
-        rotation_deg: largest rotation angle in degrees: each angle is uniform in
-            ``[-rotation_deg, rotation_deg]``, one per axis in 3-D (three rotations about axes
-            0, 1, 2 composed), one in-plane angle for 2-D models and in dummy 2-D. None:
-            nnU-Net v2's choice from the patch: 30 for 3-D patches, 180 in dummy 2-D; for 2-D
-            patches 180, or 15 when the longer side exceeds 1.5 x the shorter.
-        dummy_2d: 3-D patches only: rotate and scale within the plane of the two longer patch
-            axes, leaving the shortest axis (thick slices) as it is (nnU-Net's
-            ``do_dummy_2D_aug``). None: when the longest patch axis is more than 3 x the
-            shortest, nnU-Net's rule (its first axis, the coarsest, is the shortest patch axis
-            of the plans it makes: ``ablate data plan``).
-        scale_prob: chance per sample of an isotropic zoom (nnU-Net: 0.2).
-        scale_range: ``(low, high)`` zoom factor, one per sample for all axes, applied to the
-            sampling coordinates: > 1 shrinks the content (zooms out), < 1 enlarges it
-            (nnU-Net: 0.7-1.4).
-        noise_prob: chance per sample of additive Gaussian noise (nnU-Net: 0.1).
-        noise_std: ``(low, high)`` noise standard deviation, one per sample (all channels), in
-            normalised intensity units (nnU-Net's "variance" (0, 0.1), used there as the std).
-        blur_prob: chance per sample of a Gaussian blur (nnU-Net: 0.2); every channel is
-            blurred, each with its own sigma.
-        blur_sigma: ``(low, high)`` Gaussian sigma in voxels, per sample and channel, the same on
-            every axis; the kernel radius is ``ceil(3 * high)`` voxels (nnU-Net: 0.5-1).
-        brightness_prob: chance per sample of a multiplicative brightness change (nnU-Net: 0.15).
-        brightness_range: ``(low, high)`` factor multiplying the intensities, per channel
-            (nnU-Net: 0.75-1.25).
-        contrast_prob: chance per sample of a contrast change (nnU-Net: 0.15).
-        contrast_range: ``(low, high)`` factor scaling each channel around its mean, the result
-            clipped to the channel's original min-max range (nnU-Net: 0.75-1.25).
-        gamma_prob: chance per sample of a gamma transform (nnU-Net: 0.3).
-        gamma_range: ``(low, high)`` exponent, per channel, applied to the intensity rescaled
-            to [0, 1] by the channel's min and max, then mapped back (nnU-Net: 0.7-1.5; its
-            inverted-gamma variant and mean/std retention are not applied here).
-    """
-
-    enabled: bool = True
-    flip_prob: float = Field(default=0.5, ge=0.0, le=1.0)
-    rotation_prob: float = Field(default=0.2, ge=0.0, le=1.0)
-    rotation_deg: float | None = Field(default=None, ge=0.0, le=180.0)
-    dummy_2d: bool | None = None
-    scale_prob: float = Field(default=0.2, ge=0.0, le=1.0)
-    scale_range: tuple[float, float] = (0.7, 1.4)
-    noise_prob: float = Field(default=0.1, ge=0.0, le=1.0)
-    noise_std: tuple[float, float] = (0.0, 0.1)
-    blur_prob: float = Field(default=0.2, ge=0.0, le=1.0)
-    blur_sigma: tuple[float, float] = (0.5, 1.0)
-    brightness_prob: float = Field(default=0.15, ge=0.0, le=1.0)
-    brightness_range: tuple[float, float] = (0.75, 1.25)
-    contrast_prob: float = Field(default=0.15, ge=0.0, le=1.0)
-    contrast_range: tuple[float, float] = (0.75, 1.25)
-    gamma_prob: float = Field(default=0.3, ge=0.0, le=1.0)
-    gamma_range: tuple[float, float] = (0.7, 1.5)
-
-    @field_validator("noise_std", "brightness_range", "contrast_range")
-    @classmethod
-    def _non_negative_range(cls, value: tuple[float, float]) -> tuple[float, float]:
-        return _check_range(value, positive=False)
-
-    @field_validator("scale_range", "blur_sigma", "gamma_range")
-    @classmethod
-    def _positive_range(cls, value: tuple[float, float]) -> tuple[float, float]:
-        return _check_range(value, positive=True)
-
-
-def _check_range(value: tuple[float, float], positive: bool) -> tuple[float, float]:
-    low, high = value
-    if low > high:
-        raise ValueError(f"low {low} is greater than high {high}")
-    if (positive and low <= 0) or low < 0:
-        raise ValueError(f"low {low} must be {'> 0' if positive else '>= 0'}")
-    return value
-
-
-ANISOTROPY_RATIO = 3.0  # nnU-Net's ANISO_THRESHOLD: longest / shortest patch axis for dummy 2-D
-
-
-def spatial_plan(cfg: AugmentConfig, shape: tuple[int, ...]) -> tuple[float, int | None]:
-    """The rotation bound in degrees and the slice axis (None: fully 3-D) for a patch.
-
-    nnU-Net v2's ``configure_rotation_dummyDA_mirroring_and_inital_patch_size`` where the
-    config leaves them None (see :class:`AugmentConfig`).
-
-    Args:
-        shape: the patch's spatial extent in voxels, 2 or 3 axes.
-    """
-    slice_axis = None
-    if len(shape) == 3:
-        anisotropic = max(shape) / min(shape) > ANISOTROPY_RATIO
-        if cfg.dummy_2d or (cfg.dummy_2d is None and anisotropic):
-            slice_axis = shape.index(min(shape))
-    if cfg.rotation_deg is not None:
-        return cfg.rotation_deg, slice_axis
-    if len(shape) == 2:
-        return (15.0 if max(shape) / min(shape) > 1.5 else 180.0), None
-    return (180.0 if slice_axis is not None else 30.0), slice_axis
-
-
 # Decision columns of the per-batch random draw; flips follow, one column per spatial axis.
 LABEL_DTYPES = (torch.int64, torch.uint8)  # uint8: ``train.speed.uint8_labels``; kept as given
-_TRANSFORMS = ("rotation", "scale", "noise", "blur", "brightness", "contrast", "gamma")
+Step = Callable[[Tensor, Tensor], Tensor]  # (rows of the batch, their indices) -> new rows
+_TRANSFORMS = (
+    "rotation",
+    "scale",
+    "noise",
+    "blur",
+    "brightness",
+    "contrast",
+    "lowres",
+    "gamma_invert",
+    "gamma",
+)
 
 
 def augment_batch(
@@ -185,8 +89,9 @@ def augment_batch(
         cfg: probabilities and ranges.
         generator: source of the transforms' parameters and noise; on the tensors' device.
         host_generator: CPU source of the per-sample decisions (which sample gets which
-            transform; one ``(B, 7 + len(S))`` uniform draw per call). None draws them from
-            ``generator``, which must then be a CPU generator (the CPU workers' path).
+            transform; one ``(B, 9 + len(S))`` uniform draw per call) and of the low-resolution
+            channels and zooms (one ``(B, C, 2)`` draw: they set tensor shapes). None draws
+            them from ``generator``, which must then be a CPU generator (the CPU workers' path).
 
     Returns:
         ``(B, C, *S)`` image and ``(B, *S)`` label (same dtypes), new tensors or the inputs
@@ -203,9 +108,26 @@ def augment_batch(
             where="augment_batch",
         )
     rows = _decide(cfg, image.shape[0], image.ndim - 2, decider, image.device)
+    lowres = _lowres_zooms(cfg, rows, image.shape[:2], decider)
+    _, slice_axis = spatial_plan(cfg, tuple(image.shape[2:]))
     image, label = _spatial(image, label, cfg, rows, generator)
-    image = _intensity(image, cfg, rows, generator)
+    image = _intensity(image, cfg, rows, generator, (lowres, slice_axis))
     return _flips(image, label, rows)
+
+
+def _lowres_zooms(
+    cfg: AugmentConfig, rows: _Rows, batch_channels: torch.Size, host: torch.Generator
+) -> list[list[float | None]]:
+    """Per sample that drew ``lowres``, per channel: the zoom, or None (channel untouched).
+
+    Drawn on the host, always (B, C, 2) numbers so the stream does not depend on the draws.
+    """
+    draws = torch.rand(*batch_channels, 2, generator=host, dtype=torch.float64).tolist()
+    low, high = cfg.lowres_zoom
+    return [
+        [low + (high - low) * z if u < cfg.lowres_channel_prob else None for u, z in draws[b]]
+        for b in rows.host["lowres"]
+    ]
 
 
 def _check_batch(image: Tensor, label: Tensor) -> None:
@@ -328,15 +250,23 @@ def _spatial(
 
 
 def _intensity(
-    image: Tensor, cfg: AugmentConfig, rows: _Rows, generator: torch.Generator
+    image: Tensor,
+    cfg: AugmentConfig,
+    rows: _Rows,
+    generator: torch.Generator,
+    lowres: tuple[list[list[float | None]], int | None],
 ) -> Tensor:
-    """Noise, blur, brightness, contrast and gamma, in nnU-Net's order."""
-    b, c = image.shape[:2]
+    """Noise, blur, brightness, contrast, low resolution, inverted gamma and gamma, in
+    nnU-Net's order. ``lowres``: the host-drawn zooms and the axis kept (dummy 2-D)."""
+    b, c, ndim = image.shape[0], image.shape[1], image.ndim - 2
     std = _uniform(cfg.noise_std, (b,), generator, image)
-    sigma = _uniform(cfg.blur_sigma, (b, c), generator, image)
-    bright = _uniform(cfg.brightness_range, (b, c), generator, image)
-    contrast = _uniform(cfg.contrast_range, (b, c), generator, image)
-    gamma = _uniform(cfg.gamma_range, (b, c), generator, image)
+    sigma = _uniform(cfg.blur_sigma, (b, c, ndim), generator, image)
+    blurred = torch.rand((b, c), generator=generator, device=image.device) < cfg.blur_channel_prob
+    factors = {
+        name: _bg_contrast(getattr(cfg, f"{kind}_range"), (b, c), generator, image)
+        for name, kind in (("brightness", "brightness"), ("contrast", "contrast"),
+                           ("gamma_invert", "gamma"), ("gamma", "gamma"))
+    }  # fmt: skip
 
     def noise(x: Tensor, i: Tensor) -> Tensor:
         eps = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
@@ -344,20 +274,46 @@ def _intensity(
 
     def blur(x: Tensor, i: Tensor) -> Tensor:
         # The configured upper bound fixes the kernel size on the host (see gaussian_blur).
-        return gaussian_blur(x, sigma.index_select(0, i), max_sigma=cfg.blur_sigma[1])
+        out = gaussian_blur(x, sigma.index_select(0, i), max_sigma=cfg.blur_sigma[1])
+        chosen = blurred.index_select(0, i).view(*x.shape[:2], *([1] * ndim))
+        return torch.where(chosen, out, x)
 
-    image = _on_rows(image, rows, "noise", noise)
-    image = _on_rows(image, rows, "blur", blur)
-    per_channel = {  # name -> (drawn (B, C) parameters, fn(x, parameters shaped like x))
-        "brightness": (bright, torch.mul),
-        "contrast": (contrast, adjust_contrast),
-        "gamma": (gamma, adjust_gamma),
-    }
-    for name, (values, fn) in per_channel.items():
-        image = _on_rows(
-            image, rows, name, lambda x, i, v=values, f=fn: f(x, _per(v.index_select(0, i), x))
-        )
+    def gamma(invert: bool) -> Callable[[Tensor, Tensor], Tensor]:
+        return lambda x, g: adjust_gamma(x, g, invert, cfg.gamma_retain_stats)
+
+    def low_resolution(x: Tensor, _index: Tensor) -> Tensor:
+        zooms, keep_axis = lowres  # in the order of the rows that drew it, as x is
+        return simulate_low_resolution(x, zooms, keep_axis)
+
+    def per_channel(name: str, fn: Callable[[Tensor, Tensor], Tensor]) -> Step:
+        return lambda x, i: fn(x, _per(factors[name].index_select(0, i), x))
+
+    steps: list[tuple[str, Step]] = [
+        ("noise", noise),
+        ("blur", blur),
+        ("brightness", per_channel("brightness", torch.mul)),
+        ("contrast", per_channel("contrast", adjust_contrast)),
+        ("lowres", low_resolution),
+        ("gamma_invert", per_channel("gamma_invert", gamma(invert=True))),
+        ("gamma", per_channel("gamma", gamma(invert=False))),
+    ]
+    for name, step in steps:
+        image = _on_rows(image, rows, name, step)
     return image
+
+
+def _bg_contrast(
+    low_high: tuple[float, float], shape: tuple[int, ...], generator: torch.Generator, like: Tensor
+) -> Tensor:
+    """nnU-Net's ``BGContrast``: half the draws uniform in ``[low, 1)``, the others in
+    ``[max(low, 1), high]``, so a range around 1 darkens as often as it brightens."""
+    low, high = low_high
+    below = torch.rand(shape, generator=generator, device=like.device) < 0.5
+    u = torch.rand(shape, generator=generator, device=like.device)
+    upper = max(low, 1.0)
+    under = low + (min(high, 1.0) - low) * u
+    over = upper + (high - upper) * u
+    return torch.where(below & (low < 1.0), under, over)
 
 
 def _per(values: Tensor, x: Tensor) -> Tensor:

@@ -8,6 +8,7 @@ from the device.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -87,7 +88,7 @@ def rotation_matrices(angles: Tensor) -> Tensor:
 
 
 def gaussian_blur(x: Tensor, sigma: Tensor, max_sigma: float) -> Tensor:
-    """Separable Gaussian blur with one sigma per sample and channel (replicate borders).
+    """Separable Gaussian blur with one sigma per sample, channel and axis (replicate borders).
 
     Each 1-D kernel is ``exp(-d^2 / (2 sigma^2))`` over the offsets ``d`` in ``[-r, r]``,
     normalised to sum 1, with ``r = max(1, ceil(3 max_sigma))`` voxels. The radius comes from
@@ -100,8 +101,9 @@ def gaussian_blur(x: Tensor, sigma: Tensor, max_sigma: float) -> Tensor:
 
     Args:
         x: ``(n, C, *S)`` float, ``S`` 2-D or 3-D.
-        sigma: ``(n, C)`` standard deviations in voxels (> 0), at most ``max_sigma`` (a larger
-            one is truncated at ``r`` rather than at 3 sigma).
+        sigma: ``(n, C, len(S))`` standard deviations in voxels per axis (> 0), or ``(n, C)``
+            for the same on every axis; at most ``max_sigma`` (a larger one is truncated at
+            ``r`` rather than at 3 sigma).
         max_sigma: upper bound of ``sigma`` in voxels (``AugmentConfig.blur_sigma[1]``).
 
     Returns:
@@ -109,13 +111,15 @@ def gaussian_blur(x: Tensor, sigma: Tensor, max_sigma: float) -> Tensor:
         1-D kernel per spatial axis, so the whole batch costs ``len(S)`` convolutions.
     """
     n, c, *spatial = x.shape
+    if sigma.ndim == 2:
+        sigma = sigma.unsqueeze(-1).expand(n, c, len(spatial))
     radius = max(1, math.ceil(3.0 * max_sigma))
     offsets = torch.arange(-radius, radius + 1, device=x.device, dtype=torch.float32)
-    kernel = torch.exp(-0.5 * (offsets / sigma.reshape(-1, 1).float()) ** 2)
-    kernel = (kernel / kernel.sum(1, keepdim=True)).to(x.dtype)  # (n*C, 2r+1)
     conv = F.conv3d if len(spatial) == 3 else F.conv2d
     out = x.reshape(1, n * c, *spatial)
     for axis in range(len(spatial)):
+        kernel = torch.exp(-0.5 * (offsets / sigma[..., axis].reshape(-1, 1).float()) ** 2)
+        kernel = (kernel / kernel.sum(1, keepdim=True)).to(x.dtype)  # (n*C, 2r+1)
         shape = [1] * len(spatial)
         shape[axis] = kernel.shape[1]
         pad = [0] * (2 * len(spatial))
@@ -123,6 +127,38 @@ def gaussian_blur(x: Tensor, sigma: Tensor, max_sigma: float) -> Tensor:
         padded = F.pad(out, pad, mode="replicate")
         out = conv(padded, kernel.view(n * c, 1, *shape), groups=n * c)
     return out.view(n, c, *spatial)
+
+
+def simulate_low_resolution(
+    x: Tensor, zooms: Sequence[Sequence[float | None]], keep_axis: int | None
+) -> Tensor:
+    """nnU-Net's ``SimulateLowResolutionTransform``: each chosen channel down by nearest
+    neighbour to ``round(S * zoom)`` voxels, then back to ``S`` by (bi/tri)linear interpolation.
+
+    Args:
+        x: ``(n, C, *S)`` float.
+        zooms: per sample, per channel, the share of the resolution kept (host numbers: they
+            set tensor shapes), or None to leave that channel as it is.
+        keep_axis: an axis of ``S`` kept at full resolution (dummy 2-D's slice axis), or None.
+
+    Returns:
+        ``(n, C, *S)``, a new tensor.
+    """
+    spatial = list(x.shape[2:])
+    mode = "trilinear" if len(spatial) == 3 else "bilinear"
+    out = x.clone()
+    for i, row in enumerate(zooms):
+        for c, zoom in enumerate(row):
+            if zoom is None:
+                continue
+            size = [
+                n if axis == keep_axis else max(1, round(n * zoom))
+                for axis, n in enumerate(spatial)
+            ]
+            low = F.interpolate(x[i, c][None, None].float(), size=size, mode="nearest-exact")
+            back = F.interpolate(low, size=spatial, mode=mode, align_corners=False)
+            out[i, c] = back[0, 0].to(x.dtype)
+    return out
 
 
 def _spatial_dims(x: Tensor) -> tuple[int, ...]:
@@ -137,10 +173,29 @@ def adjust_contrast(x: Tensor, factor: Tensor) -> Tensor:
     return torch.clamp((x - mean) * factor + mean, low, high)
 
 
-def adjust_gamma(x: Tensor, gamma: Tensor) -> Tensor:
-    """``low + range * ((x - low) / range) ** gamma`` per channel (a no-op on flat channels)."""
+def adjust_gamma(
+    x: Tensor, gamma: Tensor, invert: bool = False, retain_stats: bool = False
+) -> Tensor:
+    """``low + range * ((x - low) / range) ** gamma`` per channel (a no-op on flat channels).
+
+    Args:
+        x: ``(n, C, *S)``.
+        gamma: exponents broadcastable to ``x`` (one per sample and channel).
+        invert: transform ``-x`` and negate the result (nnU-Net's ``p_invert_image``), so the
+            exponent bends the bright end instead of the dark one.
+        retain_stats: give each channel back its mean and standard deviation (unbiased), as
+            nnU-Net's ``p_retain_stats``.
+    """
     dims = _spatial_dims(x)
+    if invert:
+        x = -x
+    if retain_stats:
+        mean, std = x.mean(dim=dims, keepdim=True), x.std(dim=dims, keepdim=True)
     low, high = x.amin(dim=dims, keepdim=True), x.amax(dim=dims, keepdim=True)
     span = high - low
     unit = ((x - low) / span.clamp_min(1e-7)).clamp(0.0, 1.0)
-    return unit.pow(gamma) * span + low
+    out = unit.pow(gamma) * span + low
+    if retain_stats:
+        new_mean, new_std = out.mean(dim=dims, keepdim=True), out.std(dim=dims, keepdim=True)
+        out = (out - new_mean) * (std / new_std.clamp_min(1e-7)) + mean
+    return -out if invert else out

@@ -12,15 +12,18 @@ from trainables.config import validate_config
 from trainables.data import augment as augment_module
 from trainables.data.augment import (
     AugmentConfig,
+    adjust_gamma,
     augment_batch,
     gaussian_blur,
     rotation_matrices,
+    simulate_low_resolution,
     spatial_plan,
     spatial_transform,
 )
 from trainables.errors import InputError
 
-PROBS = [name for name in AugmentConfig.model_fields if name.endswith("_prob")]
+# per-sample probabilities; the per-channel ones (blur, lowres) stay at their defaults
+PROBS = [n for n in AugmentConfig.model_fields if n.endswith("_prob") and "channel" not in n]
 
 
 def _config(**probs: float) -> AugmentConfig:
@@ -167,7 +170,7 @@ def test_dummy_2d_keeps_every_slice_to_itself(dummy_2d: bool, spreads: bool) -> 
 def test_spatial_augmentation_only_resamples_drawn_samples() -> None:
     image, label = _batch()
     cfg = _config(rotation_prob=0.5, scale_prob=0.5)
-    out_image, out_label = augment_batch(image, label, cfg, _gen(7))
+    out_image, out_label = augment_batch(image, label, cfg, _gen(4))
     changed = [not torch.equal(out_image[b], image[b]) for b in range(2)]
     unchanged_labels = [torch.equal(out_label[b], label[b]) for b in range(2)]
     assert changed.count(True) == 1  # this seed draws the transform for exactly one sample
@@ -176,19 +179,75 @@ def test_spatial_augmentation_only_resamples_drawn_samples() -> None:
 
 def test_intensity_transforms_keep_values_finite_and_in_range() -> None:
     image, label = _batch()
-    for name in ("contrast_prob", "gamma_prob"):
+    out, _ = augment_batch(image, label, _config(contrast_prob=1.0), _gen(8))
+    assert torch.isfinite(out).all() and not torch.equal(out, image)
+    low, high = image.amin((2, 3, 4)), image.amax((2, 3, 4))
+    assert (out.amin((2, 3, 4)) >= low - 1e-6).all() and (out.amax((2, 3, 4)) <= high + 1e-6).all()
+    for name in ("gamma_prob", "gamma_invert_prob"):  # nnU-Net keeps mean and std, not range
         out, _ = augment_batch(image, label, _config(**{name: 1.0}), _gen(8))
         assert torch.isfinite(out).all() and not torch.equal(out, image)
-        low, high = image.amin((2, 3, 4)), image.amax((2, 3, 4))
-        assert (out.amin((2, 3, 4)) >= low - 1e-6).all() and (
-            out.amax((2, 3, 4)) <= high + 1e-6
-        ).all()
-    for name in ("noise_prob", "blur_prob", "brightness_prob"):
-        out, _ = augment_batch(image, label, _config(**{name: 1.0}), _gen(9))
+        torch.testing.assert_close(out.mean((2, 3, 4)), image.mean((2, 3, 4)))
+        torch.testing.assert_close(out.std((2, 3, 4)), image.std((2, 3, 4)))
+    for name in ("noise_prob", "blur_prob", "brightness_prob", "lowres_prob"):
+        cfg = _config(**{name: 1.0}).model_copy(
+            update={"blur_channel_prob": 1.0, "lowres_channel_prob": 1.0}
+        )
+        out, _ = augment_batch(image, label, cfg, _gen(9))
         assert torch.isfinite(out).all() and not torch.equal(out, image)
     flat = torch.full((2, 3, 16, 16, 16), 0.25)
-    out, _ = augment_batch(flat, label, _config(gamma_prob=1.0, contrast_prob=1.0), _gen(10))
-    assert torch.equal(out, flat)  # constant channels have no contrast or gamma to change
+    cfg = _config(gamma_prob=1.0, gamma_invert_prob=1.0, contrast_prob=1.0)
+    out, _ = augment_batch(flat, label, cfg, _gen(10))
+    torch.testing.assert_close(out, flat)  # constant channels have no contrast or gamma
+
+
+def test_inverted_gamma_bends_the_bright_end() -> None:
+    x = torch.linspace(0, 1, 11).view(1, 1, 11, 1)
+    gamma = torch.tensor(2.0).view(1, 1, 1, 1)
+    plain = adjust_gamma(x, gamma)
+    inverted = adjust_gamma(x, gamma, invert=True)
+    torch.testing.assert_close(plain, x**2)  # dark values pushed down
+    torch.testing.assert_close(inverted, 1 - (1 - x) ** 2)  # bright values pushed up
+    kept = adjust_gamma(x, gamma, retain_stats=True)
+    torch.testing.assert_close((kept.mean(), kept.std()), (x.mean(), x.std()))
+
+
+def test_bg_contrast_draws_below_and_above_one_equally() -> None:
+    like = torch.zeros(1)
+    draws = augment_module._bg_contrast((0.7, 1.5), (20000,), _gen(0), like)
+    assert float(draws.min()) >= 0.7 and float(draws.max()) <= 1.5
+    assert abs(float((draws < 1).float().mean()) - 0.5) < 0.02  # plain uniform: 0.375
+    above = augment_module._bg_contrast((1.1, 1.5), (1000,), _gen(0), like)
+    assert float(above.min()) >= 1.1
+
+
+def test_low_resolution_keeps_zoom_1_and_the_kept_axis() -> None:
+    x = torch.rand(1, 2, 8, 8, 6, generator=_gen(0))
+    torch.testing.assert_close(simulate_low_resolution(x, [[1.0, None]], None), x)
+    halved = simulate_low_resolution(x, [[0.5, None]], None)
+    assert not torch.equal(halved[0, 0], x[0, 0]) and torch.equal(halved[0, 1], x[0, 1])
+    # slices constant in-plane, different along Z: in-plane down/up-sampling changes nothing
+    layered = torch.arange(6.0).view(1, 1, 1, 1, 6).expand(1, 1, 8, 8, 6).contiguous()
+    torch.testing.assert_close(simulate_low_resolution(layered, [[0.5]], 2), layered)
+    assert not torch.equal(simulate_low_resolution(layered, [[0.5]], None), layered)
+
+
+def test_low_resolution_by_hand() -> None:
+    # 4 -> 2 voxels by nearest-exact picks voxels 1 and 3; bilinear back (half-pixel centres)
+    x = torch.tensor([0.0, 10.0, 20.0, 30.0]).view(1, 1, 1, 4).expand(1, 1, 2, 4).contiguous()
+    out = simulate_low_resolution(x, [[0.5]], None)
+    torch.testing.assert_close(out[0, 0, 0], torch.tensor([10.0, 15.0, 25.0, 30.0]))
+
+
+def test_blur_touches_the_chosen_channels_along_each_axis_by_its_own_sigma() -> None:
+    spike = torch.zeros(1, 1, 9, 9, 9)
+    spike[0, 0, 4, 4, 4] = 1.0
+    sigma = torch.tensor([[[1.0, 1e-3, 1e-3]]])  # blur along axis 0 only
+    out = gaussian_blur(spike, sigma, max_sigma=1.0)
+    assert float(out[0, 0, :, 4, 4].sum()) == pytest.approx(1.0, abs=1e-5)
+    assert float(out[0, 0, 4, 3, 4]) == pytest.approx(0.0, abs=1e-6)
+    image, label = _batch()
+    none = _config(blur_prob=1.0).model_copy(update={"blur_channel_prob": 0.0})
+    assert torch.equal(augment_batch(image, label, none, _gen(1))[0], image)
 
 
 def test_gaussian_blur_preserves_constants_and_mass() -> None:
