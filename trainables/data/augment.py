@@ -9,9 +9,10 @@ so every transform here is a batched tensor op on whatever device the batch live
   A strongly anisotropic 3-D patch (thick slices) is rotated and scaled within its slices only,
   as nnU-Net's "dummy 2-D" augmentation does (:func:`spatial_plan`), so slices several mm apart
   are never interpolated into each other.
-- intensity, per sample (parameters per channel where nnU-Net varies them): Gaussian noise,
-  Gaussian blur (separable 1-D kernels), multiplicative brightness, contrast around the mean
-  (clipped to the original range), gamma on the [0, 1]-rescaled intensity.
+- intensity, per sample (parameters per channel where nnU-Net varies them), in nnU-Net's
+  order: Gaussian noise, Gaussian blur (separable 1-D kernels, a sigma per axis), multiplicative
+  brightness, contrast around the mean (clipped to the original range), simulated low
+  resolution, gamma of the inverted intensity, gamma; both gammas keep the mean and std.
 
 Which samples get which transform is decided on the host, by one ``torch.rand`` per batch on a
 CPU ``torch.Generator`` (``host_generator``), because these decisions choose which code runs:
@@ -177,7 +178,7 @@ def _decide(
     """
     probs = [getattr(cfg, f"{name}_prob") for name in _TRANSFORMS] + [cfg.flip_prob] * ndim
     draws = torch.rand(batch, len(probs), generator=host_generator)
-    hits = draws < torch.tensor(probs)  # (B, 7 + ndim) bool, on the host
+    hits = draws < torch.tensor(probs)  # (B, 9 + ndim) bool, on the host
     names = [*_TRANSFORMS, *(f"flip{axis}" for axis in range(ndim))]
     host = {name: hits[:, j].nonzero().flatten().tolist() for j, name in enumerate(names)}
     host["spatial"] = sorted(set(host["rotation"]) | set(host["scale"]))

@@ -42,8 +42,8 @@ class AugmentConfig(Frozen):
         noise_prob: chance per sample of additive Gaussian noise (nnU-Net: 0.1).
         noise_std: ``(low, high)`` noise standard deviation, one per sample (all channels), in
             normalised intensity units (nnU-Net's "variance" (0, 0.1), used there as the std).
-        blur_prob: chance per sample of a Gaussian blur (nnU-Net: 0.2); every channel is
-            blurred, each with its own sigma.
+        blur_prob: chance per sample of a Gaussian blur (nnU-Net: 0.2); each channel is then
+            blurred with probability ``blur_channel_prob``, with its own sigmas.
         blur_sigma: ``(low, high)`` Gaussian sigma in voxels, drawn per sample, channel and
             axis; the kernel radius is ``ceil(3 * high)`` voxels (nnU-Net: 0.5-1).
         blur_channel_prob: chance per channel of a sample drawing blur that the channel is

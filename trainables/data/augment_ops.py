@@ -151,8 +151,10 @@ def simulate_low_resolution(
         for c, zoom in enumerate(row):
             if zoom is None:
                 continue
+            # nnU-Net keeps the zoom in float32: an exact .5 product then rounds as there
+            zoom32 = float(torch.tensor(zoom, dtype=torch.float32))
             size = [
-                n if axis == keep_axis else max(1, round(n * zoom))
+                n if axis == keep_axis else max(1, round(n * zoom32))
                 for axis, n in enumerate(spatial)
             ]
             low = F.interpolate(x[i, c][None, None].float(), size=size, mode="nearest-exact")

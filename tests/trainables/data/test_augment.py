@@ -7,6 +7,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from trainables.config import validate_config
 from trainables.data import augment as augment_module
@@ -412,3 +413,13 @@ def test_gpu_augmentation_never_syncs_the_host() -> None:
     assert torch.equal(on_gpu[0].cpu(), on_cpu[0]) and torch.equal(on_gpu[1].cpu(), on_cpu[1])
     with pytest.raises(InputError, match="need a CPU generator"):
         augment_batch(image, label, cfg, generator)
+
+
+def test_low_resolution_rounds_its_size_as_nnunet_does() -> None:
+    # 65 x 0.7 is 45.5 in exact arithmetic; nnU-Net's float32 zoom gives 45.4999..., so 45
+    # voxels, and a downsampled size of 45 then differs from 46 at the border
+    x = torch.arange(65.0).view(1, 1, 1, 65).expand(1, 1, 3, 65).contiguous()
+    out = simulate_low_resolution(x, [[0.7]], 0)
+    low = F.interpolate(x, size=[3, 45], mode="nearest-exact")
+    expected = F.interpolate(low, size=[3, 65], mode="bilinear", align_corners=False)
+    torch.testing.assert_close(out, expected)
