@@ -5,7 +5,8 @@ so every transform here is a batched tensor op on whatever device the batch live
 
 - spatial: one rotation (about all three axes in 3-D, in-plane in 2-D) times an isotropic scale
   per sample, resampled with a single ``affine_grid`` + ``grid_sample`` for the samples that drew
-  it (bilinear image, nearest label, zero padding, ``align_corners=False``); mirroring per axis.
+  it (bilinear image; the label as nnU-Net resamples it: each class's one-hot mask bilinear,
+  the highest wins; zero padding, ``align_corners=False``); mirroring per axis.
   A strongly anisotropic 3-D patch (thick slices) is rotated and scaled within its slices only,
   as nnU-Net's "dummy 2-D" augmentation does (:func:`spatial_plan`), so slices several mm apart
   are never interpolated into each other.
@@ -43,6 +44,7 @@ from trainables.data.augment_ops import (
     spatial_transform,
     upload,
 )
+from trainables.data.labels import INTERNAL_BRATS
 from trainables.errors import InputError
 
 __all__ = [
@@ -61,6 +63,7 @@ __all__ = [
 
 # Decision columns of the per-batch random draw; flips follow, one column per spatial axis.
 LABEL_DTYPES = (torch.int64, torch.uint8)  # uint8: ``train.speed.uint8_labels``; kept as given
+LABEL_CLASSES = INTERNAL_BRATS.num_classes  # internal codes 0..3 (binary labels use 0..1)
 Step = Callable[[Tensor, Tensor], Tensor]  # (rows of the batch, their indices) -> new rows
 _TRANSFORMS = (
     "rotation",
@@ -245,7 +248,10 @@ def _spatial(
     matrix = matrix * per_axis.view(batch, 1, ndim)  # R @ diag(scale per axis)
     index = rows.device["spatial"]
     warped, lab = spatial_transform(
-        image.index_select(0, index), label.index_select(0, index), matrix.index_select(0, index)
+        image.index_select(0, index),
+        label.index_select(0, index),
+        matrix.index_select(0, index),
+        label_classes=LABEL_CLASSES,
     )
     return image.index_copy(0, index, warped), label.index_copy(0, index, lab)
 

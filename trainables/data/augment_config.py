@@ -24,7 +24,8 @@ class AugmentConfig(Frozen):
         flip_prob: chance of mirroring, drawn per sample and per spatial axis independently
             (nnU-Net: 0.5 on every axis).
         rotation_prob: chance per sample of a rotation (nnU-Net: 0.2); a sample drawing rotation
-            and scale is resampled once (bilinear image, nearest label, zeros outside).
+            and scale is resampled once (bilinear image, the label class by class as nnU-Net does,
+            zeros outside).
         rotation_deg: largest rotation angle in degrees: each angle is uniform in
             ``[-rotation_deg, rotation_deg]``, one per axis in 3-D (three rotations about axes
             0, 1, 2 composed), one in-plane angle for 2-D models and in dummy 2-D. None:

@@ -29,7 +29,9 @@ def upload(values: Tensor, device: torch.device) -> Tensor:
     return values.to(device, non_blocking=True)
 
 
-def spatial_transform(image: Tensor, label: Tensor, matrix: Tensor) -> tuple[Tensor, Tensor]:
+def spatial_transform(
+    image: Tensor, label: Tensor, matrix: Tensor, label_classes: int | None = None
+) -> tuple[Tensor, Tensor]:
     """Resample every sample through a linear map about the volume centre.
 
     Args:
@@ -37,10 +39,12 @@ def spatial_transform(image: Tensor, label: Tensor, matrix: Tensor) -> tuple[Ten
         matrix: ``(n, d, d)`` maps output voxel offsets from the centre to input offsets, in
             voxel units and the tensors' axis order (``d = len(S)``); the identity changes
             nothing, a rotation rotates about the centre whatever the shape's aspect ratio.
+        label_classes: resample the label as nnU-Net does (:func:`resample_label_linear`) with
+            codes ``0 .. label_classes - 1``; None: nearest neighbour.
 
     Returns:
-        Resampled ``(n, C, *S)`` image (bilinear) and ``(n, *S)`` label (nearest, same
-        dtype); outside the input the image is 0 and the label background.
+        Resampled ``(n, C, *S)`` image (bilinear) and ``(n, *S)`` label (same dtype); outside
+        the input the image is 0 and the label background.
     """
     spatial = image.shape[2:]
     # grid_sample works in normalised [-1, 1] coordinates with the axes reversed (x = last):
@@ -53,6 +57,13 @@ def spatial_transform(image: Tensor, label: Tensor, matrix: Tensor) -> tuple[Ten
     warped = F.grid_sample(
         image, grid.to(image.dtype), "bilinear", padding_mode="zeros", align_corners=False
     )
+    nearest = _resample_label_nearest(label, grid)
+    if label_classes is None:
+        return warped, nearest
+    return warped, resample_label_linear(label, grid, label_classes, nearest)
+
+
+def _resample_label_nearest(label: Tensor, grid: Tensor) -> Tensor:
     lab = F.grid_sample(
         label.unsqueeze(1).to(grid.dtype),
         grid,
@@ -60,7 +71,36 @@ def spatial_transform(image: Tensor, label: Tensor, matrix: Tensor) -> tuple[Ten
         padding_mode="zeros",
         align_corners=False,
     )
-    return warped, lab.squeeze(1).round().to(label.dtype)
+    return lab.squeeze(1).round().to(label.dtype)
+
+
+# nnU-Net scores in float16 after scaling by 1000, which makes scores within ~5e-4 equal
+_TIE = 1e-3
+
+
+def resample_label_linear(label: Tensor, grid: Tensor, classes: int, nearest: Tensor) -> Tensor:
+    """nnU-Net's ``mode_seg='bilinear'``: each class's one-hot mask interpolated, highest wins.
+
+    Outside the input counts as one more class (nnU-Net pads the label with -1 and maps it to
+    background afterwards), so a voxel mostly outside is background; a top score shared
+    (within 1e-3) goes to the nearest neighbour's label (nnU-Net's ``seg_tiebreak``).
+
+    Args:
+        label: ``(n, *S)`` codes in ``[0, classes)``.
+        grid: the ``affine_grid`` sampling grid, ``(n, *S, d)``.
+        classes: number of label codes (internal codes: 4 covers every scheme).
+        nearest: the nearest-neighbour resampling of ``label`` on ``grid``, for ties.
+    """
+    ndim = label.ndim - 1
+    codes = torch.arange(classes, device=label.device, dtype=label.dtype)
+    onehot = (label.unsqueeze(1) == codes.view(1, classes, *([1] * ndim))).to(grid.dtype)
+    scores = F.grid_sample(onehot, grid, "bilinear", padding_mode="zeros", align_corners=False)
+    outside = 1.0 - scores.sum(1, keepdim=True)
+    scores = torch.cat([scores, outside], dim=1)
+    top = scores.topk(2, dim=1).values
+    best = scores.argmax(dim=1)
+    best = torch.where(best == classes, torch.zeros_like(best), best).to(label.dtype)
+    return torch.where(top[:, 0] - top[:, 1] < _TIE, nearest, best)
 
 
 def rotation_matrices(angles: Tensor) -> Tensor:

@@ -168,6 +168,41 @@ def test_dummy_2d_keeps_every_slice_to_itself(dummy_2d: bool, spreads: bool) -> 
     assert not torch.equal(out_label, label)  # the slices themselves were rotated and scaled
 
 
+@pytest.mark.parametrize("axis", [0, 2])
+def test_linear_label_resampling_is_exact_on_the_grid(axis: int) -> None:
+    image, label = _batch()
+    eye = torch.eye(3).expand(2, 3, 3)
+    assert torch.equal(spatial_transform(image, label, eye, label_classes=4)[1], label)
+    angles = torch.zeros(2, 3)
+    angles[:, axis] = -math.pi / 2
+    _, rotated = spatial_transform(image, label, rotation_matrices(angles), label_classes=4)
+    a, b = [d for d in range(3) if d != axis]
+    inner = (slice(None), slice(2, -2), slice(2, -2), slice(2, -2))
+    assert torch.equal(rotated[inner], torch.rot90(label, 1, (a + 1, b + 1))[inner])
+
+
+def test_linear_label_resampling_weighs_classes_as_nnunet_does() -> None:
+    """Zoomed 5x about the centre of a 4x4 slice, output voxel (1, 1) samples input (1.4, 1.4):
+    its nearest voxel is a lone class-3 voxel, but 64% of the bilinear weight is background."""
+    label = torch.zeros(1, 4, 4, dtype=torch.uint8)
+    label[0, 1, 1] = 3
+    image = torch.zeros(1, 1, 4, 4)
+    zoom = torch.eye(2).mul(0.2).unsqueeze(0)
+    _, nearest = spatial_transform(image, label, zoom)
+    _, linear = spatial_transform(image, label, zoom, label_classes=4)
+    assert nearest[0, 1, 1] == 3 and linear[0, 1, 1] == 0
+    assert linear.dtype == torch.uint8
+
+
+def test_linear_label_resampling_makes_mostly_outside_voxels_background() -> None:
+    label = torch.full((1, 12, 12), 2, dtype=torch.int64)
+    image = torch.ones(1, 1, 12, 12)
+    turn = rotation_matrices(torch.tensor([[math.pi / 4]]))
+    _, out = spatial_transform(image, label, turn, label_classes=4)
+    assert set(out.unique().tolist()) == {0, 2}
+    assert out[0, 0, 0] == 0 and out[0, 6, 6] == 2  # a corner lies outside, the centre inside
+
+
 def test_spatial_augmentation_only_resamples_drawn_samples() -> None:
     image, label = _batch()
     cfg = _config(rotation_prob=0.5, scale_prob=0.5)
@@ -309,9 +344,11 @@ def _spy(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, list[list[int]]]]:
 
         return on_rows(x, rows, name, wrapped)  # type: ignore[arg-type]
 
-    def spy_spatial(image: torch.Tensor, *args: object) -> tuple[torch.Tensor, torch.Tensor]:
+    def spy_spatial(
+        image: torch.Tensor, *args: object, **kwargs: object
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         calls[-1]["resampled"].append([image.shape[0]])
-        return spatial(image, *args)  # type: ignore[arg-type]
+        return spatial(image, *args, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(augment_module, "_decide", spy_decide)
     monkeypatch.setattr(augment_module, "_on_rows", spy_on_rows)
