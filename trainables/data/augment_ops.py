@@ -97,10 +97,11 @@ def resample_label_linear(label: Tensor, grid: Tensor, classes: int, nearest: Te
     scores = F.grid_sample(onehot, grid, "bilinear", padding_mode="zeros", align_corners=False)
     outside = 1.0 - scores.sum(1, keepdim=True)
     scores = torch.cat([scores, outside], dim=1)
-    top = scores.topk(2, dim=1).values
-    best = scores.argmax(dim=1)
+    first, best = scores.max(dim=1)
+    # the runner-up: the best masked out (topk is ~6x slower on a CPU for this shape)
+    second = scores.scatter(1, best.unsqueeze(1), float("-inf")).amax(dim=1)
     best = torch.where(best == classes, torch.zeros_like(best), best).to(label.dtype)
-    return torch.where(top[:, 0] - top[:, 1] < _TIE, nearest, best)
+    return torch.where(first - second < _TIE, nearest, best)
 
 
 def rotation_matrices(angles: Tensor) -> Tensor:
