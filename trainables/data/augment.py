@@ -113,8 +113,8 @@ def augment_batch(
         )
     rows = _decide(cfg, image.shape[0], image.ndim - 2, decider, image.device)
     lowres = _lowres_zooms(cfg, rows, image.shape[:2], decider)
-    _, slice_axis = spatial_plan(cfg, tuple(image.shape[2:]))
-    image, label = _spatial(image, label, cfg, rows, generator)
+    degrees, slice_axis = spatial_plan(cfg, tuple(image.shape[2:]))
+    image, label = _spatial(image, label, cfg, rows, generator, (degrees, slice_axis))
     image = _intensity(image, cfg, rows, generator, (lowres, slice_axis))
     return _flips(image, label, rows)
 
@@ -227,11 +227,13 @@ def _spatial(
     cfg: AugmentConfig,
     rows: _Rows,
     generator: torch.Generator,
+    plan: tuple[float, int | None],
 ) -> tuple[Tensor, Tensor]:
     """Rotation and scale in one resampling of the samples that drew either; in dummy 2-D, a
-    rotation about the slice axis only and a scale of the other two axes only."""
+    rotation about the slice axis only and a scale of the other two axes only. ``plan``: the
+    rotation bound and slice axis (:func:`spatial_plan`)."""
     batch, ndim = image.shape[0], image.ndim - 2
-    degrees, slice_axis = spatial_plan(cfg, tuple(image.shape[2:]))
+    degrees, slice_axis = plan
     angles = _uniform((-degrees, degrees), (batch, 3 if ndim == 3 else 1), generator, image)
     scales = _uniform(cfg.scale_range, (batch,), generator, image)
     if not rows.host["spatial"]:

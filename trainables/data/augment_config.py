@@ -10,6 +10,9 @@ from pydantic import Field, field_validator
 
 from trainables.config.base import Frozen
 
+# nnU-Net's ANISO_THRESHOLD, also its dummy-2-D rule (longest / shortest patch axis)
+from trainables.data.resample import ANISOTROPY_RATIO
+
 
 class AugmentConfig(Frozen):
     """Per-transform probabilities (per sample; flips per sample and axis) and ranges.
@@ -121,9 +124,6 @@ def _check_range(value: tuple[float, float], positive: bool) -> tuple[float, flo
     if (positive and low <= 0) or low < 0:
         raise ValueError(f"low {low} must be {'> 0' if positive else '>= 0'}")
     return value
-
-
-ANISOTROPY_RATIO = 3.0  # nnU-Net's ANISO_THRESHOLD: longest / shortest patch axis for dummy 2-D
 
 
 def spatial_plan(cfg: AugmentConfig, shape: tuple[int, ...]) -> tuple[float, int | None]:

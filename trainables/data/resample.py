@@ -211,8 +211,12 @@ def dataset_target_spacing(spacings: Sequence[Spacing], shapes: Sequence[Sequenc
         (X, Y, Z) mm, rounded to 1 nm: headers store float32 spacings (0.6 reads 0.6000000238),
         and 1 nm is far below any voxel. :func:`exact_target_spacing` is the unrounded value.
     """
-    target = exact_target_spacing(spacings, shapes)
-    return (round(float(target[0]), 6), round(float(target[1]), 6), round(float(target[2]), 6))
+    return rounded_spacing(exact_target_spacing(spacings, shapes))
+
+
+def rounded_spacing(spacing: Sequence[float]) -> Spacing:
+    """(X, Y, Z) mm rounded to 1 nm (see :func:`dataset_target_spacing`)."""
+    return (round(float(spacing[0]), 6), round(float(spacing[1]), 6), round(float(spacing[2]), 6))
 
 
 def exact_target_spacing(

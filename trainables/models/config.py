@@ -35,6 +35,7 @@ from trainables.models.config_base import (
     stride_product,
 )
 from trainables.models.config_swin import SWIN_STAGES, SwinUNETRConfig
+from trainables.planning.topology import stage_features
 
 __all__ = [
     "SWIN_STAGES",
@@ -246,9 +247,7 @@ class PlainUNetConfig(_NormedModel):
     @property
     def filters(self) -> Filters:
         """Features per stage, e.g. (32, 64, 128, 256, 320, 320) for the defaults."""
-        return tuple(
-            min(self.base_filters * 2**i, self.max_filters) for i in range(self.num_stages)
-        )
+        return stage_features(self.num_stages, self.base_filters, self.max_filters)
 
     @property
     def deep_supervision_outputs(self) -> int:

@@ -3,7 +3,7 @@
 From every labelled case's spacing and its shape after the crop to non-zero voxels:
 
 - the target spacing, by the rule ``data.preprocess.resample`` uses when it computes one
-  (:func:`~trainables.data.resample.dataset_target_spacing`, on the header shapes as prepare
+  (:func:`~trainables.data.resample.exact_target_spacing`, on the header shapes as prepare
   has them), so the plan is for the grid training will see;
 - the median shape after resampling to it;
 - the 3d_fullres and 2d configurations (:func:`~trainables.planning.configuration.
@@ -29,11 +29,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from trainables.data.resample import (
-    dataset_target_spacing,
-    exact_target_spacing,
-    resampled_shape,
-)
+from trainables.data.resample import exact_target_spacing, resampled_shape, rounded_spacing
 from trainables.planning.configuration import ConfigurationPlan, plan_configuration
 
 LOWRES_PATCH_FRACTION = 0.25  # below this share of the median image, nnU-Net adds 3d_lowres
@@ -109,7 +105,7 @@ def plan_dataset(
     )
     return DatasetPlan(
         num_cases=len(spacings),
-        target_spacing=dataset_target_spacing(spacings, header_shapes),  # type: ignore[arg-type]
+        target_spacing=rounded_spacing(exact),
         median_shape=median,  # type: ignore[arg-type]
         fullres=None if fullres is None else _from_plan(order, fullres),
         slices=_from_plan((1, 0), slices),

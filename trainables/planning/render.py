@@ -32,19 +32,22 @@ def plan_inspected(report: InspectReport, gpu_memory_gb: float = 8.0) -> Dataset
     Raises:
         InputError: no usable labelled case (nnU-Net plans from its training cases).
     """
-    cases = [
-        c for c in report.cases if c.ok and c.has_label and c.spacing and c.shape and c.crop_shape
+    rows = [
+        (c.spacing, c.shape, c.crop_shape)
+        for c in report.cases
+        if c.ok and c.has_label and c.spacing and c.shape and c.crop_shape
     ]
-    if not cases or report.label_scheme is None:
+    if not rows or report.label_scheme is None:
         raise InputError(
             "no usable labelled case to plan from (nnU-Net plans from the training cases: "
             "images with a label)",
             report.root,
         )
+    spacings, shapes, crop_shapes = zip(*rows, strict=True)
     return plan_dataset(
-        [c.spacing for c in cases if c.spacing],
-        [c.shape for c in cases if c.shape],
-        [c.crop_shape for c in cases if c.crop_shape],
+        spacings,
+        shapes,
+        crop_shapes,
         num_classes=len(get_scheme(report.label_scheme).to_internal),
         gpu_memory_gb=gpu_memory_gb,
     )

@@ -105,7 +105,8 @@ def _pad(shape: Sequence[float], divisor: Sequence[int]) -> tuple[int, ...]:
 
 
 def stage_features(num_stages: int, base: int, cap: int) -> tuple[int, ...]:
-    """Features per stage, ``base * 2**i`` capped at ``cap`` (nnU-Net's and ``plain_unet``'s)."""
+    """Features per stage, ``base * 2**i`` capped at ``cap``: nnU-Net's rule, and the one
+    ``plain_unet``'s config builds its network with (``PlainUNetConfig.filters``)."""
     return tuple(min(cap, base * 2**i) for i in range(num_stages))
 
 
