@@ -6,6 +6,8 @@ Defaults follow nnU-Net v2's ``nnUNetTrainer.get_training_transforms``; the tran
 
 from __future__ import annotations
 
+import math
+
 from pydantic import Field, field_validator
 
 from trainables.config.base import Frozen
@@ -73,6 +75,12 @@ class AugmentConfig(Frozen):
             to [0, 1] by the channel's min and max, then mapped back (nnU-Net: 0.7-1.5).
         gamma_retain_stats: after a gamma transform, give each channel back its mean and
             standard deviation (nnU-Net: always).
+        crop_margin: a sample that will be rotated or scaled is cut from the case with a margin
+            around its patch (nnU-Net's "initial patch size", :func:`source_shape`), so the
+            rotated or zoomed-out patch shows the image around it where nnU-Net's does; false:
+            the patch alone is cut and whatever the transform brings in from beyond it is
+            zero (background). Only those samples travel larger, so the bytes a batch moves
+            barely change (image patches travel as the cache's float16).
     """
 
     enabled: bool = True
@@ -98,6 +106,7 @@ class AugmentConfig(Frozen):
     gamma_prob: float = Field(default=0.3, ge=0.0, le=1.0)
     gamma_range: tuple[float, float] = (0.7, 1.5)
     gamma_retain_stats: bool = True
+    crop_margin: bool = True
 
     @field_validator("noise_std", "brightness_range", "contrast_range")
     @classmethod
@@ -145,3 +154,54 @@ def spatial_plan(cfg: AugmentConfig, shape: tuple[int, ...]) -> tuple[float, int
     if len(shape) == 2:
         return (15.0 if max(shape) / min(shape) > 1.5 else 180.0), None
     return (180.0 if slice_axis is not None else 30.0), slice_axis
+
+
+# nnU-Net's get_patch_size divides the rotated extent by the low end of this zoom range (its
+# training zooms span 0.7-1.4: the strongest zoom-outs still reach beyond the margin).
+MARGIN_ZOOM = 0.85
+
+
+def source_shape(cfg: AugmentConfig, patch: tuple[int, ...]) -> tuple[int, ...]:
+    """The region cut around a patch that will be rotated or scaled, in voxels per axis.
+
+    nnU-Net v2's initial patch size (``get_patch_size``), made to cover every angle up to the
+    bound: per axis ``i`` the widest extent of the patch turned by at most the rotation bound in
+    a plane with another axis ``j``, ``max P_i cos a + P_j sin a`` over those angles (the
+    diagonal once the bound passes ``atan(P_j / P_i)``), divided by 0.85 and truncated.
+    nnU-Net evaluates the bound itself, capped at 90 degrees, and pairs each axis with one
+    neighbour only: the same for a cube at 30 degrees (128 gives its 205), less than a 45-degree
+    turn needs at its 2-D and dummy-2-D bound of 180. The slice axis of dummy 2-D keeps its
+    size, as in nnU-Net. The margin ``E - P`` is rounded up to even so the patch sits exactly
+    in the middle (nnU-Net's centre falls half a voxel off for odd margins). Zooms out beyond
+    1 / 0.85 (nnU-Net draws up to 1.4) still reach past the margin, as in nnU-Net.
+
+    Args:
+        patch: the training patch ``P``, 2 or 3 axes.
+
+    Returns:
+        ``E`` with ``E_i >= P_i``; ``patch`` itself when the margin is off or nothing rotates
+        or scales.
+    """
+    spatial = cfg.rotation_prob > 0 or cfg.scale_prob > 0
+    if not (cfg.enabled and cfg.crop_margin and spatial):
+        return patch
+    degrees, slice_axis = spatial_plan(cfg, patch)
+    bound = math.radians(min(degrees, 90.0)) if cfg.rotation_prob > 0 else 0.0
+    in_plane = [axis for axis in range(len(patch)) if axis != slice_axis]
+    shape = []
+    for axis, size in enumerate(patch):
+        if axis == slice_axis:
+            shape.append(size)
+            continue
+        turned = [_turned_extent(size, patch[j], bound) for j in in_plane if j != axis]
+        wide = max(int(max(size, *turned) / MARGIN_ZOOM), size)
+        shape.append(wide + (wide - size) % 2)
+    return tuple(shape)
+
+
+def _turned_extent(along: int, across: int, bound: float) -> float:
+    """Widest extent along one axis of an ``along x across`` rectangle turned by any angle in
+    ``[0, bound]`` radians: ``along cos a + across sin a``, largest at ``atan(across/along)``."""
+    peak = math.atan2(across, along)
+    angle = min(bound, peak)
+    return along * math.cos(angle) + across * math.sin(angle)

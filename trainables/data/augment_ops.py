@@ -30,7 +30,11 @@ def upload(values: Tensor, device: torch.device) -> Tensor:
 
 
 def spatial_transform(
-    image: Tensor, label: Tensor, matrix: Tensor, label_classes: int | None = None
+    image: Tensor,
+    label: Tensor,
+    matrix: Tensor,
+    label_classes: int | None = None,
+    out_shape: Sequence[int] | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Resample every sample through a linear map about the volume centre.
 
@@ -41,19 +45,24 @@ def spatial_transform(
             nothing, a rotation rotates about the centre whatever the shape's aspect ratio.
         label_classes: resample the label as nnU-Net does (:func:`resample_label_linear`) with
             codes ``0 .. label_classes - 1``; None: nearest neighbour.
+        out_shape: ``P``, the output's spatial size, centred in ``S`` (the patch inside a
+            region cut with a margin); None: ``S``. With the identity and an even ``S - P``
+            the output is exactly the centre crop.
 
     Returns:
-        Resampled ``(n, C, *S)`` image (bilinear) and ``(n, *S)`` label (same dtype); outside
+        Resampled ``(n, C, *P)`` image (bilinear) and ``(n, *P)`` label (same dtype); outside
         the input the image is 0 and the label background.
     """
     spatial = image.shape[2:]
+    out = tuple(spatial if out_shape is None else out_shape)
     # grid_sample works in normalised [-1, 1] coordinates with the axes reversed (x = last):
-    # theta = N^-1 M N in reversed order, N = diag(S / 2) with align_corners=False.
-    half = upload(torch.tensor([s / 2.0 for s in reversed(spatial)]), image.device)
-    reversed_m = matrix.to(half.dtype).flip(-1).flip(-2)
-    theta = reversed_m * half.view(1, 1, -1) / half.view(1, -1, 1)
-    theta = torch.cat([theta, theta.new_zeros(theta.shape[0], len(spatial), 1)], dim=2)
-    grid = F.affine_grid(theta, list(image.shape), align_corners=False)
+    # theta = N_in^-1 M N_out in reversed order, N = diag(size / 2) with align_corners=False.
+    sizes = [s / 2.0 for s in reversed(spatial)] + [p / 2.0 for p in reversed(out)]
+    half_in, half_out = upload(torch.tensor(sizes), image.device).split(len(out))
+    reversed_m = matrix.to(half_in.dtype).flip(-1).flip(-2)
+    theta = reversed_m * half_out.view(1, 1, -1) / half_in.view(1, -1, 1)
+    theta = torch.cat([theta, theta.new_zeros(theta.shape[0], len(out), 1)], dim=2)
+    grid = F.affine_grid(theta, [*image.shape[:2], *out], align_corners=False)
     warped = F.grid_sample(
         image, grid.to(image.dtype), "bilinear", padding_mode="zeros", align_corners=False
     )

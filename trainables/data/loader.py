@@ -19,16 +19,22 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from trainables.data.augment import AugmentConfig, augment_batch
+from trainables.data.augment import (
+    AugmentConfig,
+    augment_sources,
+    decision_columns,
+    needs_margin,
+    source_shape,
+)
 from trainables.data.sampling import SamplingConfig, sample_patch, sample_slice
+from trainables.data.sources import Sample, SampleDraws, SourceBatch, collate_sources
 from trainables.errors import InputError
 
 # load(i) -> (image (C, *S), label (*S) uint8, fg_locations (N, ndim) int or None)
 CaseLoader = Callable[[int], tuple[np.ndarray, np.ndarray, np.ndarray | None]]
-Batch = tuple[torch.Tensor, torch.Tensor]
 
 
-class PatchDataset(Dataset[Batch]):
+class PatchDataset(Dataset[Sample]):
     """``samples_per_epoch`` random patches per epoch, drawn from ``num_cases`` cases.
 
     Foreground forcing: with ``batch_size=None`` every item is forced with probability
@@ -39,6 +45,13 @@ class PatchDataset(Dataset[Batch]):
     no shuffling). A batch of 1 cannot hold a share (the rule would force every item at 0.5,
     ``round(0.5) == 0``, and none at 0.33), so at ``batch_size=1`` items are Bernoulli too.
 
+    Augmentation: each item draws its transforms' decisions from its own generator (seed,
+    epoch, k, 2). An item that will be rotated or scaled is cut with nnU-Net's margin
+    (:func:`~trainables.data.augment_config.source_shape`) and resampled into the patch by
+    :func:`~trainables.data.augment.augment_sources`, on the training device (the fast path)
+    or here, in the loader's CPU workers (``augment_in_workers``: the baseline of FM-Net's
+    data-pipeline comparison).
+
     Args:
         load: ``load(i)`` returns ``(image (C, *S), label (*S) uint8, fg_locations | None)`` of
             case ``i``; cheap (memory-mapped) because it runs once per item.
@@ -47,9 +60,9 @@ class PatchDataset(Dataset[Batch]):
         cfg: patch size (2 sizes select 2-D slices), foreground fraction, empty-slice drop.
         seed: non-negative base seed of the trial.
         batch_size: enables the exact per-batch foreground share from 2 up (see above).
-        augment: augment each item here, in the loader's CPU workers, with a generator seeded
-            from (seed, epoch, k); None leaves augmentation to the training device (the fast
-            path; the CPU path is the baseline of FM-Net's data-pipeline comparison).
+        augment: the augmentation; None (or disabled): items are the patches as cut.
+        augment_in_workers: augment each item here, with a CPU generator seeded from
+            (seed, epoch, k, 1), instead of leaving it to the training device.
         label_dtype: dtype of the label tensors: int64, or uint8 (``train.speed.uint8_labels``:
             1/8 of the bytes through pinned memory and the host-to-device copy).
     """
@@ -63,6 +76,7 @@ class PatchDataset(Dataset[Batch]):
         seed: int,
         batch_size: int | None = None,
         augment: AugmentConfig | None = None,
+        augment_in_workers: bool = False,
         label_dtype: torch.dtype = torch.int64,
     ) -> None:
         _require_positive(num_cases, "num_cases")
@@ -77,9 +91,14 @@ class PatchDataset(Dataset[Batch]):
         self.cfg = cfg
         self.seed = seed
         self.batch_size = batch_size
-        self.augment = augment
+        self.augment = augment if augment is not None and augment.enabled else None
+        self.augment_in_workers = augment_in_workers
         self.label_dtype = label_dtype
         self.epoch = 0
+        patch = tuple(cfg.patch_size)
+        wide = source_shape(self.augment, patch) if self.augment else patch
+        margin = tuple((w - p) // 2 for w, p in zip(wide, patch, strict=True))
+        self.margin = margin if any(margin) else None  # None: every item cut at the patch
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch whose samples the next iteration yields."""
@@ -90,31 +109,56 @@ class PatchDataset(Dataset[Batch]):
     def __len__(self) -> int:
         return self.samples_per_epoch
 
-    def __getitem__(self, index: int | tuple[int, int]) -> Batch:
+    def __getitem__(self, index: int | tuple[int, int]) -> Sample:
         """Item ``k`` (of the current epoch) or ``(epoch, k)``.
 
         Returns:
-            ``(C, *P)`` float32 image and ``(*P)`` label tensors (``label_dtype``).
+            ``(image, label, draws)``: the ``(C, *P)`` patch, or ``(C, *E)`` for an item cut
+            with the margin (float16 from a float16 cache, else float32), its ``(*P)`` label
+            (``label_dtype``) or ``(*E)`` label (uint8) and its :class:`SampleDraws`;
+            augmented here, or without augmentation: the float32 patch, its label
+            (``label_dtype``) and None.
         """
         epoch, k = index if isinstance(index, tuple) else (self.epoch, index)
         rng = np.random.default_rng([self.seed, epoch, k])
         case = int(rng.integers(self.num_cases))
         draw = rng.random()  # always drawn, so both forcing rules leave the same stream
         image, label, fg = self.load(case)
-        force = self._forced(k, draw)
+        draws = self._draws(epoch, k, image.shape[0])
+        spatial = draws is not None and needs_margin(self.augment, draws.decisions)
+        margin = self.margin if spatial else None
+        on_device = draws is not None and not self.augment_in_workers
+        dtype = np.float16 if on_device and image.dtype == np.float16 else np.float32
+        args = (image, label, self.cfg.patch_size, rng, self._forced(k, draw))
         if self.cfg.is_2d:
-            drop = self.cfg.empty_slice_drop
-            img, lab = sample_slice(image, label, self.cfg.patch_size, rng, force, drop, fg)
+            img, lab = sample_slice(*args, self.cfg.empty_slice_drop, fg, margin, dtype)
         else:
-            img, lab = sample_patch(image, label, self.cfg.patch_size, rng, force, fg)
-        np_dtype = np.uint8 if self.label_dtype == torch.uint8 else np.int64  # codes 0..3
+            img, lab = sample_patch(*args, fg, margin, dtype)
+        # codes 0..3; the margin's labels always travel as uint8 (8x fewer bytes; the device
+        # resamples them into the patch first and then gives them the configured dtype)
+        small = self.label_dtype == torch.uint8 or margin is not None
+        np_dtype = np.uint8 if small else np.int64
         image_t, label_t = torch.from_numpy(img), torch.from_numpy(lab.astype(np_dtype))
-        if self.augment is not None and self.augment.enabled:
-            seed = int(np.random.SeedSequence([self.seed, epoch, k, 1]).generate_state(1)[0])
-            generator = torch.Generator().manual_seed(seed)
-            image_t, label_t = augment_batch(image_t[None], label_t[None], self.augment, generator)
-            image_t, label_t = image_t[0], label_t[0]
-        return image_t, label_t
+        if draws is None or on_device:
+            return image_t, label_t, draws
+        seed = int(np.random.SeedSequence([self.seed, epoch, k, 1]).generate_state(1)[0])
+        batch = collate_sources([(image_t, label_t, draws)], tuple(self.cfg.patch_size))
+        generator = torch.Generator().manual_seed(seed)
+        patch = tuple(self.cfg.patch_size)
+        image_t, label_t = augment_sources(batch, self.augment, patch, generator, self.label_dtype)
+        return image_t[0], label_t[0], None
+
+    def _draws(self, epoch: int, k: int, channels: int) -> SampleDraws | None:
+        """Item ``k``'s augmentation draws (None without augmentation), from its own stream."""
+        if self.augment is None:
+            return None
+        rng = np.random.default_rng([self.seed, epoch, k, 2])
+        ndim = len(self.cfg.patch_size)
+        return SampleDraws(rng.random(decision_columns(ndim)), rng.random((channels, 2)))
+
+    def collate(self, samples: list[Sample]) -> SourceBatch:
+        """The loader's ``collate_fn``: :func:`~trainables.data.sources.collate_sources`."""
+        return collate_sources(samples, tuple(self.cfg.patch_size))
 
     def _forced(self, k: int, draw: float) -> bool:
         """Whether item ``k`` must contain foreground (see the class docstring)."""
@@ -141,12 +185,12 @@ class EpochSampler(Sampler[tuple[int, int]]):
 
 def make_train_loader(
     dataset: PatchDataset, batch_size: int, num_workers: int, pin_memory: bool
-) -> DataLoader[Batch]:
+) -> DataLoader[SourceBatch]:
     """A DataLoader over ``dataset`` in item order, with persistent, prefetching workers.
 
-    Batches are ``(B, C, *P)`` float32 and ``(B, *P)`` labels (the dataset's ``label_dtype``);
-    an incomplete last batch is dropped so every step sees the same shape (stable for cudnn
-    autotuning, compilation and CUDA graphs).
+    Batches are :class:`~trainables.data.sources.SourceBatch` es of ``batch_size`` samples
+    (labels in the dataset's ``label_dtype``); an incomplete last batch is dropped so every
+    step sees the same shape (stable for cudnn autotuning, compilation and CUDA graphs).
     Call ``dataset.set_epoch(e)`` before iterating epoch ``e``.
     """
     _require_positive(batch_size, "batch_size")
@@ -171,6 +215,7 @@ def make_train_loader(
         num_workers=num_workers,
         pin_memory=pin_memory,
         drop_last=True,
+        collate_fn=dataset.collate,
         **workers,
     )
 
@@ -233,9 +278,11 @@ def _move(batch: Any, device: torch.device, non_blocking: bool) -> Any:
     """``batch`` (a tensor or nested tuple/list of tensors) on ``device``."""
     if isinstance(batch, torch.Tensor):
         return batch.to(device, non_blocking=non_blocking)
+    if isinstance(batch, tuple) and hasattr(batch, "_fields"):  # a NamedTuple
+        return type(batch)(*(_move(b, device, non_blocking) for b in batch))
     if isinstance(batch, list | tuple):
         return type(batch)(_move(b, device, non_blocking) for b in batch)
-    return batch
+    return batch  # None, numpy arrays (host draws) and the like stay as they are
 
 
 def _tensors(batch: Any) -> Iterator[torch.Tensor]:

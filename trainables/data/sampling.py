@@ -96,6 +96,8 @@ def sample_patch(
     rng: np.random.Generator,
     force_foreground: bool,
     fg_locations: np.ndarray | None = None,
+    margin: Sequence[int] | None = None,
+    image_dtype: type = np.float32,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Cut one training patch, zero-padded where the volume is smaller than the patch.
 
@@ -108,15 +110,20 @@ def sample_patch(
             the case has no foreground).
         fg_locations: ``(N, ndim)`` int coordinates of foreground voxels (e.g. from the cache);
             found from ``label`` when None, which reads the whole label.
+        margin: voxels per axis cut on each side of the patch as well (zeros beyond the
+            volume), for a rotation or zoom to draw on; the patch is placed as without it, from
+            the same random numbers, so its middle ``P`` voxels are the patch itself.
+        image_dtype: dtype of the returned image (float16 keeps a float16 cache's bytes).
 
     Returns:
-        ``(C, *P)`` float32 image and ``(*P)`` uint8 label.
+        ``(C, *(P + 2 margin))`` image and ``(*(P + 2 margin))`` uint8 label.
     """
     _check_case(image, label, patch_size, "patch_size")
     size = tuple(int(p) for p in patch_size)
     centre = _foreground_voxel(label, rng, fg_locations) if force_foreground else None
     start = _window_start(label.shape, size, rng, centre)
-    return _crop_pad(image, start, size, np.float32), _crop_pad(label, start, size, np.uint8)
+    start, size = _widen(start, size, margin)
+    return _crop_pad(image, start, size, image_dtype), _crop_pad(label, start, size, np.uint8)
 
 
 def sample_slice(
@@ -127,6 +134,8 @@ def sample_slice(
     force_foreground: bool,
     empty_slice_drop: float,
     fg_locations: np.ndarray | None = None,
+    margin: Sequence[int] | None = None,
+    image_dtype: type = np.float32,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Cut one 2-D training patch from a slice along the last (axial) axis.
 
@@ -140,9 +149,10 @@ def sample_slice(
         patch_size_2d: ``(Px, Py)`` in voxels.
         rng, force_foreground, fg_locations: as in :func:`sample_patch` (3-D coordinates).
         empty_slice_drop: probability in [0, 1] of redrawing an empty slice.
+        margin, image_dtype: as in :func:`sample_patch`, in-plane (2 sizes).
 
     Returns:
-        ``(C, Px, Py)`` float32 image and ``(Px, Py)`` uint8 label.
+        ``(C, Px + 2 mx, Py + 2 my)`` image and ``(Px + 2 mx, Py + 2 my)`` uint8 label.
     """
     if len(patch_size_2d) != 2 or label.ndim != 3:
         raise InputError(
@@ -155,8 +165,9 @@ def sample_slice(
     voxel = _foreground_voxel(label, rng, fg_locations) if force_foreground else None
     z = int(voxel[2]) if voxel is not None else _draw_slice(label, rng, empty_slice_drop)
     start = _window_start(label.shape[:2], size, rng, None if voxel is None else voxel[:2])
+    start, size = _widen(start, size, margin)
     return (
-        _crop_pad(image[..., z], start, size, np.float32),
+        _crop_pad(image[..., z], start, size, image_dtype),
         _crop_pad(label[..., z], start, size, np.uint8),
     )
 
@@ -245,6 +256,21 @@ def _window_start(
         jitter = int(rng.integers(-(p // 4), p // 4 + 1))
         starts.append(int(np.clip(int(centre[axis]) - p // 2 + jitter, lb, ub)))
     return tuple(starts)
+
+
+def _widen(
+    start: tuple[int, ...], size: tuple[int, ...], margin: Sequence[int] | None
+) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """The window ``margin`` voxels wider on each side (unchanged for None)."""
+    if margin is None:
+        return start, size
+    if len(margin) != len(size) or any(int(m) < 0 for m in margin):
+        raise InputError(
+            f"{list(margin)} needs {len(size)} sizes >= 0 for a patch of {list(size)}",
+            where="margin",
+        )
+    wide_start = tuple(s - int(m) for s, m in zip(start, margin, strict=True))
+    return wide_start, tuple(p + 2 * int(m) for p, m in zip(size, margin, strict=True))
 
 
 def _centred_start(s: int, c: int) -> int:

@@ -20,12 +20,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor
 from torch.utils.data import DataLoader
 
 from trainables.config.trial import TrialConfig
-from trainables.data.augment import augment_batch
+from trainables.data.augment import augment_sources
 from trainables.data.loader import DevicePrefetcher, PatchDataset, make_train_loader
+from trainables.data.sources import SourceBatch
 from trainables.engine.best import DEFAULT_METRIC, DEFAULT_MODE, BestEpoch
 from trainables.engine.checkpoint import (
     BEST_MODEL_FILE,
@@ -157,10 +157,12 @@ class TrialRunner:
         self._reseed(self.epoch)
         self.model.train()
         cfg = self.cfg.train
+        # The transforms' parameters; which sample gets which transform comes with each sample
+        # from the loader (host draws from (seed, epoch, index): reading a device draw back
+        # would sync every step), so resumes reproduce both.
         generator = torch.Generator(self.device).manual_seed(_seed(self.cfg.seed, self.epoch, 1))
-        # Which sample gets which transform is drawn on the host (reading a device draw back
-        # would sync every step); from (seed, epoch) like the rest, so resumes reproduce it.
-        decisions = torch.Generator().manual_seed(_seed(self.cfg.seed, self.epoch, 2))
+        patch = tuple(self.cfg.sampling.patch_size)
+        labels = torch.uint8 if cfg.speed.uint8_labels else torch.int64
         loss_sum = torch.zeros((), device=self.device)  # on the device: no sync per step
         first_iteration = self.iteration + 1
         wait = 0.0
@@ -169,12 +171,9 @@ class TrialRunner:
         batches = self._batches()
         for _ in range(cfg.iterations_per_epoch):
             tick = time.perf_counter()
-            image, label = next(batches)
+            batch = next(batches)
             wait += time.perf_counter() - tick
-            if cfg.gpu_augmentation:
-                image, label = augment_batch(
-                    image, label, self.cfg.augment, generator, host_generator=decisions
-                )
+            image, label = augment_sources(batch, self.cfg.augment, patch, generator, labels)
             with timer:
                 loss_sum += self.trainer.step(image, label)
         mean_loss = loss_sum.item() / cfg.iterations_per_epoch  # the epoch's one host sync
@@ -234,7 +233,6 @@ class TrialRunner:
     def _make_dataset(self) -> PatchDataset:
         train_ids = list(self.data.split.train)
         loads = [self.data.load(case_id) for case_id in train_ids]  # memmaps: cheap to hold
-        augment = None if self.cfg.train.gpu_augmentation else self.cfg.augment
         return PatchDataset(
             load=loads.__getitem__,
             num_cases=len(loads),
@@ -242,11 +240,12 @@ class TrialRunner:
             cfg=self.cfg.sampling,
             seed=self.cfg.seed,
             batch_size=self.cfg.train.batch_size,
-            augment=augment,
+            augment=self.cfg.augment,
+            augment_in_workers=not self.cfg.train.gpu_augmentation,
             label_dtype=torch.uint8 if self.cfg.train.speed.uint8_labels else torch.int64,
         )
 
-    def _batches(self) -> Iterator[tuple[Tensor, Tensor]]:
+    def _batches(self) -> Iterator[SourceBatch]:
         """This epoch's batches on the device; the loader and its workers persist across epochs."""
         self.dataset.set_epoch(self.epoch)
         if self._loader is None:

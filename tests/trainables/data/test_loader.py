@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from trainables.data import loader as loader_module
+from trainables.data.augment import AugmentConfig, needs_margin
 from trainables.data.loader import (
     DevicePrefetcher,
     PatchDataset,
@@ -15,6 +16,7 @@ from trainables.data.loader import (
     make_train_loader,
 )
 from trainables.data.sampling import SamplingConfig
+from trainables.data.sources import SourceBatch
 from trainables.errors import InputError
 
 
@@ -41,11 +43,49 @@ def _dataset(patch: tuple[int, ...] = (8, 8, 8), **kwargs: object) -> PatchDatas
 
 
 def test_items_have_expected_shapes_and_dtypes() -> None:
-    image, label = _dataset()[0]
-    assert image.shape == (2, 8, 8, 8) and image.dtype == torch.float32
+    image, label, draws = _dataset()[0]
+    assert image.shape == (2, 8, 8, 8) and image.dtype == torch.float32 and draws is None
     assert label.shape == (8, 8, 8) and label.dtype == torch.int64
-    image, label = _dataset(patch=(8, 8))[0]
+    image, label, _ = _dataset(patch=(8, 8))[0]
     assert image.shape == (2, 8, 8) and label.shape == (8, 8)
+
+
+@pytest.mark.parametrize("patch", [(8, 8, 8), (8, 8)])
+def test_items_to_be_rotated_or_scaled_are_cut_with_the_margin(patch: tuple[int, ...]) -> None:
+    """With augmentation left to the device, an item carries its draws and keeps the cache's
+    float16; the ones that drew a rotation or scale are cut with nnU-Net's margin (8 voxels at
+    30 degrees: 8 x (cos 30 + sin 30) / 0.85 = 12.9, so 12; 2-D, up to 180 degrees: the
+    diagonal 8 x 1.414 / 0.85 = 13.3, so 13, made even: 14), and their middle is exactly the
+    patch the same item is without the margin."""
+    cfg = AugmentConfig()
+    wide = (12, 12, 12) if len(patch) == 3 else (14, 14)
+    with_margin = _dataset(patch, augment=cfg, samples_per_epoch=40)
+    without = _dataset(patch, augment=cfg.model_copy(update={"crop_margin": False}),
+                       samples_per_epoch=40)  # fmt: skip
+    shapes = []
+    for k in range(40):
+        image, label, draws = with_margin[k]
+        plain_image, plain_label, plain_draws = without[k]
+        assert draws is not None and plain_draws is not None
+        assert np.array_equal(draws.decisions, plain_draws.decisions)
+        spatial = needs_margin(cfg, draws.decisions)
+        assert image.dtype == torch.float16  # the cache's; labels of the margin travel as uint8
+        assert label.dtype == (torch.uint8 if spatial else torch.int64)
+        assert plain_label.dtype == torch.int64  # no margin: the configured dtype throughout
+        assert tuple(image.shape[1:]) == (wide if spatial else patch)
+        shapes.append(spatial)
+        sizes = zip(image.shape[1:], patch, strict=True)
+        middle = tuple(slice((w - p) // 2, (w + p) // 2) for w, p in sizes)
+        assert torch.equal(image[(slice(None), *middle)], plain_image)
+        assert torch.equal(label[middle].long(), plain_label)
+    assert 0 < sum(shapes) < 40  # 1 - 0.8^2 = 36% expected
+
+
+def test_items_augmented_in_the_workers_are_float32_patches() -> None:
+    ds = _dataset(augment=AugmentConfig(rotation_prob=1.0), augment_in_workers=True)
+    image, label, draws = ds[0]
+    assert image.shape == (2, 8, 8, 8) and image.dtype == torch.float32 and draws is None
+    assert label.shape == (8, 8, 8)
 
 
 def test_items_are_a_function_of_seed_epoch_and_index() -> None:
@@ -86,20 +126,29 @@ def test_at_batch_1_the_configured_foreground_share_is_sampled(fraction: float) 
 
 
 def test_loader_identical_for_0_and_2_workers_across_epochs() -> None:
-    def batches(workers: int) -> list[list[torch.Tensor]]:
-        ds = _dataset()
+    """Batches group the items cut at the patch size and those cut with the margin; every
+    tensor and every host draw is the same whatever the number of workers."""
+
+    def batches(workers: int) -> list[list[SourceBatch]]:
+        ds = _dataset(augment=AugmentConfig(rotation_prob=0.5))
         loader = make_train_loader(ds, batch_size=4, num_workers=workers, pin_memory=False)
         out = []
         for epoch in range(2):
             ds.set_epoch(epoch)
-            out.append([t for batch in loader for t in batch])
+            out.append(list(loader))
         return out
 
     serial, parallel = batches(0), batches(2)
-    assert len(serial[0]) == 6  # 12 samples / batch 4 = 3 batches of (image, label)
+    assert len(serial[0]) == 3  # 12 samples / batch 4
     for a, b in zip(serial, parallel, strict=True):
-        assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
-    assert not torch.equal(serial[0][0], serial[1][0])  # epochs differ
+        for x, y in zip(a, b, strict=True):
+            assert x.rows == y.rows == 4
+            assert all(torch.equal(u, v) for u, v in zip(_tensors(x), _tensors(y), strict=True))
+            assert np.array_equal(x.decisions, y.decisions)
+    every = [batch for epoch in serial for batch in epoch]
+    assert any(b.wide_image is not None for b in every)  # some items cut with the margin
+    assert any(b.plain_image is not None for b in every)  # and some at the patch size
+    assert not np.array_equal(serial[0][0].decisions, serial[1][0].decisions)  # epochs differ
 
 
 def test_loader_validation_messages() -> None:
@@ -116,9 +165,9 @@ def test_device_prefetcher_passes_batches_through_on_cpu() -> None:
     loader = make_train_loader(ds, batch_size=4, num_workers=0, pin_memory=False)
     fetched = list(DevicePrefetcher(loader, "cpu"))
     assert len(fetched) == len(DevicePrefetcher(loader, "cpu")) == 3
-    for (image, label), (ref_image, ref_label) in zip(fetched, loader, strict=True):
-        assert image.device.type == "cpu" and torch.equal(image, ref_image)
-        assert torch.equal(label, ref_label)
+    for batch, reference in zip(fetched, loader, strict=True):
+        for tensor, ref in zip(_tensors(batch), _tensors(reference), strict=True):
+            assert tensor.device.type == "cpu" and torch.equal(tensor, ref)
 
 
 @pytest.mark.cuda
@@ -127,9 +176,10 @@ def test_device_prefetcher_moves_batches_to_cuda() -> None:
     loader = make_train_loader(ds, batch_size=4, num_workers=0, pin_memory=True)
     fetched = list(DevicePrefetcher(loader, "cuda"))
     assert len(fetched) == 3
-    for (image, label), (ref_image, ref_label) in zip(fetched, loader, strict=True):
-        assert image.is_cuda and torch.equal(image.cpu(), ref_image)
-        assert torch.equal(label.cpu(), ref_label)
+    for batch, reference in zip(fetched, loader, strict=True):
+        assert isinstance(batch, SourceBatch) and batch.decisions is None  # stays on the host
+        for tensor, ref in zip(_tensors(batch), _tensors(reference), strict=True):
+            assert tensor.is_cuda and torch.equal(tensor.cpu(), ref)
 
 
 def test_move_and_tensors_reach_every_tensor_of_a_nested_batch() -> None:

@@ -156,8 +156,12 @@ def test_uint8_labels_train_bit_for_bit_like_int64(tiny: dict) -> None:
     for uint8 in (False, True):
         tiny["train"]["speed"] = {"uint8_labels": uint8}
         runner = TrialRunner(parse_trial_config(tiny))
-        _, label = runner.dataset[0]
+        _, label, _ = runner.dataset[0]  # rotated: cut with the margin, whose labels are uint8
+        assert label.dtype == torch.uint8
+        runner.dataset.augment = None  # cut at the patch size: the configured dtype
+        _, label, _ = runner.dataset[0]
         assert label.dtype == (torch.uint8 if uint8 else torch.int64)
+        runner.dataset.augment = runner.cfg.augment
         runs[uint8] = runner.train_epoch()["train/loss"]
     assert runs[True] == runs[False]
 
