@@ -35,7 +35,8 @@ def test_dry_run_writes_every_stage_without_ray_or_mlflow(tmp_path: Path) -> Non
                            for p in ("fp32", "bf16")}  # fmt: skip
     assert all(t["ok"] and len(t["fixed_batch_losses"]) == 3 for t in trials.values())
     pipeline = stages["pipeline"]["result"]
-    assert 0 <= pipeline["uint8_labels"]["data_wait_frac"] < 1
+    assert set(pipeline) == {"int64_labels", "no_margin", "uint8_labels"}
+    assert all(0 <= row["data_wait_frac"] < 1 for row in pipeline.values())
     assert {"checkpointing", "no_checkpointing"} == set(stages["clstm"]["result"])
     nnunet = stages["nnunet"]["result"]
     assert nnunet.get("status") == "skipped" or "plain" in nnunet["variants"]
