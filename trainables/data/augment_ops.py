@@ -138,7 +138,7 @@ def rotation_matrices(angles: Tensor) -> Tensor:
 
 
 def gaussian_blur(x: Tensor, sigma: Tensor, max_sigma: float) -> Tensor:
-    """Separable Gaussian blur with one sigma per sample, channel and axis (replicate borders).
+    """Separable Gaussian blur with one sigma per sample, channel and axis (mirrored borders).
 
     Each 1-D kernel is ``exp(-d^2 / (2 sigma^2))`` over the offsets ``d`` in ``[-r, r]``,
     normalised to sum 1, with ``r = max(1, ceil(3 max_sigma))`` voxels. The radius comes from
@@ -158,7 +158,10 @@ def gaussian_blur(x: Tensor, sigma: Tensor, max_sigma: float) -> Tensor:
 
     Returns:
         ``(n, C, *S)``; every (sample, channel) is one group of a depthwise convolution, one
-        1-D kernel per spatial axis, so the whole batch costs ``len(S)`` convolutions.
+        1-D kernel per spatial axis, so the whole batch costs ``len(S)`` convolutions. Beyond
+        the border the image is mirrored (``reflect``: voxel ``-d`` is voxel ``d``), as
+        batchgeneratorsv2's ``blur_dimension`` pads; an axis no longer than the radius, which
+        cannot be mirrored, repeats its edge voxel.
     """
     n, c, *spatial = x.shape
     if sigma.ndim == 2:
@@ -174,7 +177,8 @@ def gaussian_blur(x: Tensor, sigma: Tensor, max_sigma: float) -> Tensor:
         shape[axis] = kernel.shape[1]
         pad = [0] * (2 * len(spatial))
         pad[2 * (len(spatial) - 1 - axis)] = pad[2 * (len(spatial) - 1 - axis) + 1] = radius
-        padded = F.pad(out, pad, mode="replicate")
+        mode = "reflect" if spatial[axis] > radius else "replicate"
+        padded = F.pad(out, pad, mode=mode)
         out = conv(padded, kernel.view(n * c, 1, *shape), groups=n * c)
     return out.view(n, c, *spatial)
 
