@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from trainables.data.inspect import inspect_dataset
 from trainables.data.labels import get_scheme
-from trainables.planning.render import plan_inspected
+from trainables.planning.render import batch_dice, plan_inspected
 
 BRATS = {"background": 0, "NCR": 1, "ED": 2, "ET": 3}
 BINARY = {"background": 0, "lesion": 1}
@@ -122,10 +122,12 @@ def to_ablate(values: Any, transpose: list[int]) -> list:
 def nnunet_answers(plans: dict[str, Any]) -> dict[str, Any]:
     """nnU-Net's configurations in ablate's axis order (2d: its two axes reversed)."""
     out: dict[str, Any] = {"lowres": "3d_lowres" in plans["configurations"]}
-    for name in ("3d_fullres", "2d"):
+    for name in ("3d_fullres", "3d_lowres", "2d"):
+        if name not in plans["configurations"]:
+            continue
         conf = plans["configurations"][name]
         arch = conf["architecture"]["arch_kwargs"]
-        axes = (lambda v: to_ablate(v, plans["transpose_forward"])) if name == "3d_fullres" else (
+        axes = (lambda v: to_ablate(v, plans["transpose_forward"])) if name != "2d" else (
             lambda v: list(v)[::-1]
         )  # fmt: skip
         out[name] = {
@@ -144,14 +146,17 @@ def ablate_answers(root: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     report = inspect_dataset(root)
     plan = plan_inspected(report)
     out: dict[str, Any] = {"lowres": plan.lowres is not None}
-    for name, conf in (("3d_fullres", plan.fullres), ("2d", plan.slices)):
+    configurations = (("3d_fullres", plan.fullres), ("3d_lowres", plan.lowres), ("2d", plan.slices))
+    for name, conf in configurations:
+        if conf is None:
+            continue
         out[name] = {
             "spacing": [round(float(s), 6) for s in conf.spacing],
             "patch_size": list(conf.patch_size),
             "strides": [list(s) for s in conf.strides],
             "kernel_sizes": [list(k) for k in conf.kernel_sizes],
             "batch_size": conf.batch_size,
-            "batch_dice": plan.fullres_batch_dice if name == "3d_fullres" else True,
+            "batch_dice": batch_dice(plan, name),
         }
     cases = [c for c in report.cases if c.ok]
     inputs = {
@@ -190,20 +195,22 @@ def main() -> int:
         ours, inputs = ablate_answers(raw / name)
         # nnU-Net slices along its coarsest axis, ablate along Z: compare 2d only where they agree
         slices_comparable = plans["transpose_forward"][0] == 0
-        for conf in ("3d_fullres", "2d"):
-            same = ours[conf] == theirs[conf]
+        for conf in ("3d_fullres", "3d_lowres", "2d"):
+            if conf not in ours and conf not in theirs:
+                continue
+            same = ours.get(conf) == theirs.get(conf)
             if conf == "2d" and not slices_comparable:
                 print(f"{name} {conf}: not comparable (nnU-Net slices along another axis)")
                 continue
             differences += not same
-            mine = ours[conf]
+            mine = ours.get(conf) or {"patch_size": None, "batch_size": None, "strides": ()}
             verdict = "agree" if same else "DIFFER"
             print(
                 f"{name} {conf}: {verdict}; patch {mine['patch_size']} batch {mine['batch_size']} "
                 f"stages {len(mine['strides'])}"
             )
             if not same:
-                print(f"  ablate  {ours[conf]}\n  nnU-Net {theirs[conf]}")
+                print(f"  ablate  {ours.get(conf)}\n  nnU-Net {theirs.get(conf)}")
         differences += ours["lowres"] != theirs["lowres"]
         print(f"{name} 3d_lowres: ablate {ours['lowres']}, nnU-Net {theirs['lowres']}")
         if not slices_comparable:

@@ -51,9 +51,10 @@ def register(verbs: argparse._SubParsersAction) -> None:
     plan.add_argument("dir", type=Path)
     plan.add_argument(
         "--configuration",
-        choices=["3d_fullres", "2d"],
+        choices=["3d_fullres", "3d_lowres", "2d"],
         default="3d_fullres",
-        help="3d_fullres (volume model, default) or 2d (slice model)",
+        help="3d_fullres (volume model, default), 3d_lowres (the volume model at nnU-Net's "
+        "coarser spacing, where it makes one) or 2d (slice model)",
     )
     plan.add_argument(
         "--gpu-memory-gb",

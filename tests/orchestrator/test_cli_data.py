@@ -194,6 +194,14 @@ def test_plan_skips_a_broken_case_names_it_and_exits_2(
     assert "skipped ct_1: " in captured.err and "ct_1.nii.gz" in captured.err
 
 
+def test_plan_of_a_3d_lowres_nnunet_would_not_make_exits_2_saying_why(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    data = _thick_ct(tmp_path / "ct", count=2)
+    assert main(["data", "plan", str(data), "--configuration", "3d_lowres"]) == 2
+    assert "nnU-Net makes no 3d_lowres for this dataset" in capsys.readouterr().err
+
+
 def test_plan_of_unlabelled_images_exits_2_saying_why(
     tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:

@@ -2,8 +2,11 @@
 
 The settings a plan fixes, as the trial config names them: the target spacing
 (``data.preprocess.resample``), the patch (``sampling.patch_size``), nnU-Net's plain U-Net with
-the planned stages, strides and kernels (``model``), the batch (``train.batch_size``) and, for
-3d_fullres, nnU-Net v2's batch-Dice choice (``loss.batch_dice``). Everything else (loss,
+the planned stages, strides and kernels (``model``), the batch (``train.batch_size``) and
+nnU-Net v2's batch-Dice choice (``loss.batch_dice``). A 3d_lowres plan is the same network
+planned at the coarser spacing nnU-Net's lowres search found; trained alone, its predictions
+are resampled back to each case's own grid as every prediction is (nnU-Net's cascade, which
+feeds them to a second full-resolution network, is not built). Everything else (loss,
 optimizer, schedule, normalisation, augmentation) stays with the base config: nnU-Net's
 planner does not choose it either.
 """
@@ -19,11 +22,13 @@ from trainables.config.dotted import apply_overrides
 from trainables.config.trial import TrialConfig, load_yaml, parse_trial_config
 from trainables.data.inspect import InspectReport
 from trainables.data.labels import get_scheme
+from trainables.data.resample import rounded_spacing
 from trainables.errors import InputError
 from trainables.planning.configuration import BASE_FEATURES, ConfigurationPlan
 from trainables.planning.dataset import DatasetPlan, plan_dataset, planning_order
 
-Configuration = Literal["3d_fullres", "2d"]
+Configuration = Literal["3d_fullres", "3d_lowres", "2d"]
+CONFIGURATIONS: tuple[Configuration, ...] = ("3d_fullres", "3d_lowres", "2d")
 
 
 def plan_inspected(report: InspectReport, gpu_memory_gb: float = 8.0) -> DatasetPlan:
@@ -57,7 +62,8 @@ def configuration_of(plan: DatasetPlan, configuration: Configuration) -> Configu
     """The chosen configuration's plan.
 
     Raises:
-        InputError: 3d_fullres of single-slice images (nnU-Net plans only 2d for them).
+        InputError: a 3-D configuration of single-slice images (nnU-Net plans only 2d for
+            them); 3d_lowres where nnU-Net makes none.
     """
     if configuration == "2d":
         return plan.slices
@@ -67,14 +73,23 @@ def configuration_of(plan: DatasetPlan, configuration: Configuration) -> Configu
             f"the images are single slices (median shape {shape} voxels): nnU-Net plans no "
             "3-D configuration for them; plan --configuration 2d"
         )
-    return plan.fullres
+    if configuration == "3d_fullres":
+        return plan.fullres
+    if plan.lowres is None:
+        raise InputError(
+            f"nnU-Net makes no 3d_lowres for this dataset: the 3d_fullres patch covers "
+            f"{100 * plan.fullres.patch_fraction:.1f}% of the median image (it adds one below "
+            "25%, when the coarser image is at least half the size); plan --configuration "
+            "3d_fullres"
+        )
+    return plan.lowres
 
 
 def plan_overrides(plan: DatasetPlan, configuration: Configuration) -> dict[str, Any]:
     """The plan as dotted trial-config settings (module doc)."""
     chosen = configuration_of(plan, configuration)
     slices = configuration == "2d"
-    resample = {"kind": "target_spacing", "spacing": list(plan.target_spacing)}
+    resample = {"kind": "target_spacing", "spacing": list(_spacing(plan, configuration))}
     if slices:  # nnU-Net's 2d keeps each case's slice spacing
         resample["in_plane_only"] = True
     overrides: dict[str, Any] = {
@@ -91,9 +106,16 @@ def plan_overrides(plan: DatasetPlan, configuration: Configuration) -> dict[str,
         },
         "train.batch_size": chosen.batch_size,
     }
-    # nnU-Net v2: 2d always trains with batch Dice, 3d_fullres only when 3d_lowres exists
-    overrides["loss.batch_dice"] = True if slices else plan.fullres_batch_dice
+    overrides["loss.batch_dice"] = batch_dice(plan, configuration)
     return overrides
+
+
+def batch_dice(plan: DatasetPlan, configuration: Configuration) -> bool:
+    """nnU-Net v2's choice: 2d always; 3d_fullres exactly when a 3d_lowres exists; 3d_lowres
+    never."""
+    if configuration == "2d":
+        return True
+    return plan.fullres_batch_dice if configuration == "3d_fullres" else False
 
 
 def planned_trial(
@@ -130,8 +152,8 @@ def plan_summary(plan: DatasetPlan, configuration: Configuration, root: str | Pa
     return [
         f"nnU-Net {configuration} plan of {root} ({plan.num_cases} labelled cases, "
         f"{plan.gpu_memory_gb:g} GB GPU memory target)",
-        f"target spacing {_x(plan.target_spacing, '.2f')} mm; median shape after crop and "
-        f"resampling {_x(plan.median_shape, '.0f')} voxels",
+        f"target spacing {_x(_spacing(plan, configuration), '.2f')} mm; median shape after "
+        f"crop and resampling {_x(_median(plan, configuration), '.0f')} voxels",
         f"patch {_x(chosen.patch_size, 'd')} covers {100 * chosen.patch_fraction:.1f}% of the "
         f"median image; {chosen.num_stages} stages; batch {chosen.batch_size}; nnU-Net would "
         f"add 3d_lowres: {lowres}",
@@ -169,6 +191,18 @@ def plan_dict(plan: DatasetPlan, configuration: Configuration) -> dict[str, Any]
         "chosen": configuration,
         "settings": plan_overrides(plan, configuration),
     }
+
+
+def _spacing(plan: DatasetPlan, configuration: Configuration) -> tuple[float, ...]:
+    if configuration == "3d_lowres":  # rounded to 1 nm as the 3d_fullres target is
+        return rounded_spacing(configuration_of(plan, configuration).spacing)
+    return plan.target_spacing
+
+
+def _median(plan: DatasetPlan, configuration: Configuration) -> tuple[float, ...]:
+    if configuration == "3d_lowres":
+        return configuration_of(plan, configuration).median_shape
+    return plan.median_shape
 
 
 def _config(chosen: ConfigurationPlan) -> dict[str, Any]:

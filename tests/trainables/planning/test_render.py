@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ from tests.trainables.data.nifti_factory import ct_dataset, msd_dataset
 from trainables.config.trial import parse_trial_config
 from trainables.data.inspect import inspect_dataset
 from trainables.errors import InputError
+from trainables.planning.dataset import DatasetPlan, plan_dataset
 from trainables.planning.render import (
     nested,
     plan_dict,
@@ -22,6 +24,7 @@ from trainables.planning.render import (
 )
 
 REPO = Path(__file__).resolve().parents[3]
+REFERENCE = json.loads((Path(__file__).parent / "nnunet_plans.json").read_text())
 CT_BASE = REPO / "search_spaces" / "base" / "nnunet_ct.yaml"
 
 
@@ -109,3 +112,43 @@ def test_a_2d_plan_says_when_nnunet_would_slice_another_axis(tmp_path: Path) -> 
     lines = plan_summary(plan, "2d", tmp_path / "x")
     assert lines[-1].startswith("note: axis X is the coarsest; nnU-Net's 2d would slice along it")
     assert not plan_summary(plan, "3d_fullres", tmp_path / "x")[-1].startswith("note")
+
+
+def _big_ct_plan() -> DatasetPlan:
+    """nnU-Net's answers for a dataset with a 3d_lowres (the fixture's large CT volumes)."""
+    inputs = REFERENCE["Dataset003_BigCT"]["inputs"]
+    return plan_dataset(
+        inputs["spacings"], inputs["header_shapes"], inputs["crop_shapes"], inputs["num_classes"]
+    )
+
+
+def test_a_3d_lowres_plan_trains_at_nnunets_coarser_spacing() -> None:
+    """The 3d_lowres settings are nnU-Net's 3d_lowres configuration (spacing, patch, network,
+    batch; batch Dice off), merged into the CT base as a valid trial; its summary names the
+    coarser spacing and the median shape at it."""
+    plan = _big_ct_plan()
+    nnunet = REFERENCE["Dataset003_BigCT"]["nnunet"]["3d_lowres"]
+    cfg = parse_trial_config(planned_trial(CT_BASE, plan, "3d_lowres"))
+    assert list(cfg.data.preprocess.resample.spacing) == nnunet["spacing"]
+    assert list(cfg.sampling.patch_size) == nnunet["patch_size"]
+    assert [list(s) for s in cfg.model.strides] == nnunet["strides"]
+    assert cfg.train.batch_size == nnunet["batch_size"] and cfg.loss.batch_dice is False
+    assert parse_trial_config(planned_trial(CT_BASE, plan, "3d_fullres")).loss.batch_dice is True
+    summary = plan_summary(plan, "3d_lowres", "big")
+    spacing = "x".join(f"{s:.2f}" for s in nnunet["spacing"])
+    assert summary[0].startswith("nnU-Net 3d_lowres plan of big")
+    assert f"target spacing {spacing} mm" in summary[1]
+    assert plan_dict(plan, "3d_lowres")["settings"]["sampling.patch_size"] == nnunet["patch_size"]
+
+
+def test_3d_lowres_is_refused_where_nnunet_makes_none(thick_ct: Path) -> None:
+    plan = plan_inspected(inspect_dataset(thick_ct))
+    assert plan.lowres is None
+    with pytest.raises(InputError) as err:
+        plan_overrides(plan, "3d_lowres")
+    share = f"{100 * plan.fullres.patch_fraction:.1f}%"
+    assert (
+        f"nnU-Net makes no 3d_lowres for this dataset: the 3d_fullres patch covers {share} of "
+        "the median image (it adds one below 25%, when the coarser image is at least half the "
+        "size); plan --configuration 3d_fullres"
+    ) in str(err.value)
