@@ -3,7 +3,8 @@
 Usage::
 
     python benchmarks/bench_loader_items.py [--items N] [--patch X Y Z] [--shape X Y Z]
-                                            [--repeats R] [--json FILE]
+                                            [--repeats R] [--augment-batches N]
+                                            [--json FILE]
 
 One memory-mapped float16 case of 4 x ``shape`` (BraTS: 240 x 240 x 155) in a temporary
 directory, read through ``PatchDataset`` in three ways, the three alternating in each repeat:
@@ -17,7 +18,9 @@ directory, read through ``PatchDataset`` in three ways, the three alternating in
 It prints, per mode, the median time per item over ``--repeats`` (each the mean over ``--items``
 items, one process, the page cache warm) and the mean bytes per item (image and int64 label)
 that go through pinned memory and the host-to-device copy. This is the loader's side only; how
-the GPU absorbs the bytes is the device check's ``pipeline`` stage.
+the GPU absorbs the bytes is the device check's ``pipeline`` stage. ``--augment-batches N``
+also times ``augment_sources`` on this CPU for N batches of 2 drawn by the loader, with and
+without the margin (each the mean over the N batches, the two alternating ``--repeats`` times).
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # runnable as a plain script from a checkout
 
-from trainables.data.augment import AugmentConfig, source_shape  # noqa: E402
+from trainables.data.augment import AugmentConfig, augment_sources, source_shape  # noqa: E402
 from trainables.data.loader import PatchDataset  # noqa: E402
 from trainables.data.sampling import SamplingConfig  # noqa: E402
 
@@ -99,12 +102,34 @@ def time_items(data: PatchDataset, items: int) -> tuple[float, float]:
     return (time.perf_counter() - start) / items, total_bytes / items
 
 
+def time_augmentation(data: PatchDataset, batches: int, batch_size: int = 2) -> float:
+    """Mean ms of ``augment_sources`` per batch of ``batch_size`` items, on this CPU."""
+    assert data.augment is not None
+    patch = tuple(data.cfg.patch_size)
+    seconds = []
+    for b in range(batches):
+        items = [data[b * batch_size + i] for i in range(batch_size)]
+        batch = data.collate(items)
+        generator = torch.Generator().manual_seed(b)
+        start = time.perf_counter()
+        augment_sources(batch, data.augment, patch, generator)
+        seconds.append(time.perf_counter() - start)
+    return 1000 * statistics.mean(seconds)
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--items", type=int, default=40)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--patch", type=int, nargs=3, default=(128, 128, 128))
     parser.add_argument("--shape", type=int, nargs=3, default=(240, 240, 155))
+    parser.add_argument(
+        "--augment-batches",
+        type=int,
+        default=0,
+        help="also time the CPU augmentation of this many batches of 2, with and without "
+        "the margin (alternating, --repeats times)",
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     patch = tuple(args.patch)
@@ -118,6 +143,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 seconds, size = time_items(sets[mode], args.items)
                 times[mode].append(seconds)
                 sizes[mode] = size
+        augment_ms: dict[str, list[float]] = {mode: [] for mode in MODES[1:]}
+        for _ in range(args.repeats if args.augment_batches else 0):
+            for mode in MODES[1:]:
+                data = dataset(case, mode, patch, 2 * args.augment_batches)
+                augment_ms[mode].append(time_augmentation(data, args.augment_batches))
     result = {
         "patch": list(patch),
         "source_shape": list(source_shape(AugmentConfig(), patch)),
@@ -127,6 +157,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "ms_per_item": {m: 1000 * statistics.median(t) for m, t in times.items()},
         "mb_per_item": {m: sizes[m] / 2**20 for m in MODES},
         "mb_per_item_expected": expected_mib(patch),
+        "augment_batches": args.augment_batches,
+        "augment_ms_per_batch": augment_ms if args.augment_batches else None,
         "machine": platform.platform(),
         "cpu_threads": torch.get_num_threads(),
         "torch": torch.__version__,
@@ -137,6 +169,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for mode in MODES:
         ms, mb = result["ms_per_item"][mode], result["mb_per_item"][mode]
         print(f"{mode:20s} {ms:8.1f} ms/item {mb:8.1f} MiB/item")
+    for mode, runs in (augment_ms if args.augment_batches else {}).items():
+        text = ", ".join(f"{ms:.1f}" for ms in runs)
+        print(f"{mode:20s} CPU augmentation of a batch of 2: {text} ms (mean per repeat)")
     print(
         f"float16, margin: {result['mb_per_item_expected']:.1f} MiB/item expected over many items"
     )

@@ -22,20 +22,8 @@ def _module() -> ModuleType:  # a script, loaded as a module
 
 def test_toy_run_reports_times_and_bytes(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "items.json"
-    argv = [
-        "--items",
-        "30",
-        "--repeats",
-        "1",
-        "--patch",
-        "8",
-        "8",
-        "8",
-        "--shape",
-        "20",
-        "20",
-        "12",
-    ]
+    sizes = ["--patch", "8", "8", "8", "--shape", "20", "20", "12"]
+    argv = ["--items", "30", "--repeats", "1", *sizes, "--augment-batches", "2"]
     result = _module().main([*argv, "--json", str(out)])
     assert json.loads(out.read_text()) == result
     assert result["source_shape"] == [12, 12, 12]  # 8 (cos 30 + sin 30) / 0.85 = 12.9
@@ -46,4 +34,7 @@ def test_toy_run_reports_times_and_bytes(tmp_path: Path, capsys: pytest.CaptureF
     assert min(wide, plain) < mib["float16, margin"] < max(wide, plain)  # a mix of both
     assert result["mb_per_item_expected"] == pytest.approx(0.36 * wide + 0.64 * plain)
     assert all(ms > 0 for ms in result["ms_per_item"].values())
+    augment = result["augment_ms_per_batch"]
+    assert set(augment) == {"float16, no margin", "float16, margin"}
+    assert all(len(runs) == 1 and runs[0] > 0 for runs in augment.values())
     assert "float16, margin" in capsys.readouterr().out
