@@ -20,6 +20,7 @@ import yaml
 
 from trainables.config.dotted import apply_overrides
 from trainables.config.trial import TrialConfig, load_yaml, parse_trial_config
+from trainables.data.augment_config import AugmentConfig, source_shape, spatial_plan
 from trainables.data.inspect import InspectReport
 from trainables.data.labels import get_scheme
 from trainables.data.resample import rounded_spacing
@@ -157,8 +158,22 @@ def plan_summary(plan: DatasetPlan, configuration: Configuration, root: str | Pa
         f"patch {_x(chosen.patch_size, 'd')} covers {100 * chosen.patch_fraction:.1f}% of the "
         f"median image; {chosen.num_stages} stages; batch {chosen.batch_size}; nnU-Net would "
         f"add 3d_lowres: {lowres}",
+        augmentation_line(chosen.patch_size),
         *slicing,
     ]
+
+
+def augmentation_line(patch: tuple[int, ...]) -> str:
+    """What nnU-Net's augmentation rule (the default ``augment``) does with this patch: the
+    rotation bound, dummy 2-D, and the region a rotated or scaled sample is cut with."""
+    cfg = AugmentConfig()
+    degrees, slice_axis = spatial_plan(cfg, tuple(patch))
+    dummy = "no" if slice_axis is None else f"yes (in-plane, slices along {'XYZ'[slice_axis]})"
+    region = _x(source_shape(cfg, tuple(patch)), "d")
+    return (
+        f"default augmentation: rotation up to {degrees:g} degrees, dummy 2-D {dummy}; "
+        f"a rotated or scaled sample is cut as {region} (the patch with nnU-Net's margin)"
+    )
 
 
 def plan_yaml(lines: list[str], settings: dict[str, Any]) -> str:

@@ -14,6 +14,7 @@ from trainables.data.inspect import inspect_dataset
 from trainables.errors import InputError
 from trainables.planning.dataset import DatasetPlan, plan_dataset
 from trainables.planning.render import (
+    augmentation_line,
     nested,
     plan_dict,
     plan_inspected,
@@ -152,3 +153,16 @@ def test_3d_lowres_is_refused_where_nnunet_makes_none(thick_ct: Path) -> None:
         "the median image (it adds one below 25%, when the coarser image is at least half the "
         "size); plan --configuration 3d_fullres"
     ) in str(err.value)
+
+
+def test_the_summary_says_what_the_default_augmentation_does_with_the_patch() -> None:
+    """A cube: 30 degrees, no dummy 2-D, 128 -> 206; thick slices: dummy 2-D about Z, the slice
+    axis cut without margin; 2-D: 180 degrees (aspect under 1.5)."""
+    assert augmentation_line((128, 128, 128)) == (
+        "default augmentation: rotation up to 30 degrees, dummy 2-D no; a rotated or scaled "
+        "sample is cut as 206x206x206 (the patch with nnU-Net's margin)"
+    )
+    thick = augmentation_line((160, 160, 40))
+    assert "180 degrees, dummy 2-D yes (in-plane, slices along Z)" in thick
+    assert "cut as 266x266x40" in thick
+    assert "rotation up to 180 degrees, dummy 2-D no; " in augmentation_line((224, 192))
