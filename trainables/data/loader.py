@@ -142,7 +142,7 @@ class PatchDataset(Dataset[Sample]):
         if draws is None or on_device:
             return image_t, label_t, draws
         seed = int(np.random.SeedSequence([self.seed, epoch, k, 1]).generate_state(1)[0])
-        batch = collate_sources([(image_t, label_t, draws)], tuple(self.cfg.patch_size))
+        batch = self.collate([(image_t, label_t, draws)])
         generator = torch.Generator().manual_seed(seed)
         patch = tuple(self.cfg.patch_size)
         image_t, label_t = augment_sources(batch, self.augment, patch, generator, self.label_dtype)

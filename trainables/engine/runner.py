@@ -162,7 +162,7 @@ class TrialRunner:
         # would sync every step), so resumes reproduce both.
         generator = torch.Generator(self.device).manual_seed(_seed(self.cfg.seed, self.epoch, 1))
         patch = tuple(self.cfg.sampling.patch_size)
-        labels = torch.uint8 if cfg.speed.uint8_labels else torch.int64
+        labels = self.dataset.label_dtype  # the margin's labels arrive uint8 whatever it is
         loss_sum = torch.zeros((), device=self.device)  # on the device: no sync per step
         first_iteration = self.iteration + 1
         wait = 0.0

@@ -29,7 +29,6 @@ from trainables.planning.configuration import BASE_FEATURES, ConfigurationPlan
 from trainables.planning.dataset import DatasetPlan, plan_dataset, planning_order
 
 Configuration = Literal["3d_fullres", "3d_lowres", "2d"]
-CONFIGURATIONS: tuple[Configuration, ...] = ("3d_fullres", "3d_lowres", "2d")
 
 
 def plan_inspected(report: InspectReport, gpu_memory_gb: float = 8.0) -> DatasetPlan:
