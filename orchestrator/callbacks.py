@@ -31,8 +31,9 @@ from orchestrator.mlflow_ui import NOTE_TAG, trial_note
 from orchestrator.tracking_writer import TrackingWriter
 from orchestrator.trial_events import finished_outcome, trial_error
 
-# best/: the engine's best epoch so far; test/: the last epoch's test pass (logged at step 0)
-LOGGED_PREFIXES = ("train/", "val/", "perf/", "best/", "test/")
+# best/: the engine's best epoch so far; test/: the last epoch's test pass and postprocess/:
+# the post-processing it decided (``largest_component: auto``), both logged at step 0
+LOGGED_PREFIXES = ("train/", "val/", "perf/", "best/", "test/", "postprocess/")
 # The worker's versions (trainables.engine.precision.runtime_versions) -> child-run tags.
 VERSION_TAGS = {
     "env/torch": "ablate.torch_version",

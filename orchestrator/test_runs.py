@@ -21,23 +21,36 @@ from __future__ import annotations
 import json
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from orchestrator import tracking
 from orchestrator.sweep_data import preparation_counter
-from orchestrator.test_tracking import DATA_TAG, EXTERNAL, TEST, cases_tag, has_test, log_test
+from orchestrator.test_tracking import (
+    DATA_TAG,
+    EXTERNAL,
+    TEST,
+    TEST_STEP,
+    cases_tag,
+    has_test,
+    log_test,
+)
 from trainables.config.trial import TrialConfig, parse_trial_config
 from trainables.data.cache import default_cache_root, ensure_prepared
+from trainables.data.labels import LabelScheme
 from trainables.data.layouts import dataset_layout
-from trainables.engine.checkpoint import BEST_MODEL_FILE, load_checkpoint
-from trainables.engine.data import prepare_trial_data
+from trainables.engine.checkpoint import BEST_MODEL_FILE, load_checkpoint, save_checkpoint
+from trainables.engine.data import TrialData, prepare_trial_data
 from trainables.engine.held_out import TestCases, TestResult, evaluate_cases, split_test_cases
 from trainables.engine.per_case import write_per_case_csv
+from trainables.engine.postprocess import with_postprocess
+from trainables.engine.postprocess_decide import decide_on_validation
 from trainables.engine.precision import autocast_context, effective_precision, resolve_device
 from trainables.errors import InputError
 from trainables.losses import output_channels
@@ -163,7 +176,11 @@ def evaluate_run(
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint = _download_checkpoint(client, run_id, Path(tmp))
         cfg = parse_trial_config(checkpoint["config"], source=f"{CHECKPOINT_ARTIFACT} of {run_id}")
-        cases = source.cases(cfg, run.data.tags.get("ablate.split_hash"))
+        split_hash = run.data.tags.get("ablate.split_hash")
+        if not cfg.validation.test_postprocess.decided:  # a run stopped before its last epoch
+            data = source.split_data(cfg, split_hash)
+            cfg = decide_run_postprocess(client, run_id, cfg, checkpoint, data, Path(tmp), progress)
+        cases = source.cases(cfg, split_hash)
         prefix = EXTERNAL if source.root else TEST
         result = evaluate_weights(cfg, checkpoint["model"], cases, prefix, progress)
         csv = write_per_case_csv(result.per_case, Path(tmp) / "per_case.csv")
@@ -184,6 +201,32 @@ def _download_checkpoint(client: Any, run_id: str, folder: Path) -> dict[str, An
     return load_checkpoint(client.download_artifacts(run_id, CHECKPOINT_ARTIFACT, str(folder)))
 
 
+def decide_run_postprocess(
+    client: Any,
+    run_id: str,
+    cfg: TrialConfig,
+    checkpoint: dict[str, Any],
+    data: TrialData,
+    folder: Path,
+    progress: Progress | None = None,
+) -> TrialConfig:
+    """``largest_component: auto`` left undecided (the run stopped before its last epoch):
+    decide it on the run's validation cases as the run would have, log ``postprocess/...`` on
+    the run (step 0) and replace its ``checkpoint/best.pt`` with one whose config carries the
+    decision, so ``ablate predict`` applies it too. Returns ``cfg`` with it."""
+    model, device, autocast = load_model(cfg, checkpoint["model"], data.scheme, data.modalities)
+    decision = decide_on_validation(model, cfg, data, device, autocast)
+    for line in decision.lines() if progress else ():
+        progress(line)
+    cfg = with_postprocess(cfg, decision.config)
+    decided = save_checkpoint(
+        checkpoint | {"config": cfg.model_dump(mode="json")}, folder / BEST_MODEL_FILE
+    )
+    client.log_artifact(run_id, str(decided), "checkpoint")
+    tracking.log_metrics(client, run_id, decision.metrics(), TEST_STEP)
+    return cfg
+
+
 def evaluate_weights(
     cfg: TrialConfig,
     weights: dict[str, torch.Tensor],
@@ -192,22 +235,34 @@ def evaluate_weights(
     progress: Progress | None = None,
 ) -> TestResult:
     """Build the trial's model on the best device here, load ``weights`` and test ``cases``."""
+    model, device, autocast = load_model(cfg, weights, cases.scheme, cases.modalities)
+    return evaluate_cases(model, cfg, cases, device, autocast, prefix=prefix, progress=progress)
+
+
+def load_model(
+    cfg: TrialConfig,
+    weights: dict[str, torch.Tensor],
+    scheme: LabelScheme,
+    modalities: Sequence[str],
+) -> tuple[nn.Module, torch.device, Callable[[], AbstractContextManager]]:
+    """The trial's model with ``weights`` on the best device here, that device and the
+    trial's autocast there; InputError when the weights do not fit ``scheme``'s outputs."""
     device = resolve_device("auto")
     precision = effective_precision(cfg.train.precision, device)
-    channels = output_channels(cfg.loss, cases.scheme)
-    model = build_model(cfg.model, len(cases.modalities), channels).to(device)
+    channels = output_channels(cfg.loss, scheme)
+    model = build_model(cfg.model, len(modalities), channels).to(device)
     try:
         model.load_state_dict(weights)
     except RuntimeError as err:  # torch's first line is a header ending in ':'
         lines = [line.strip() for line in str(err).splitlines() if line.strip()]
         detail = next((line for line in lines if "size mismatch" in line), lines[-1])
-        kind = "binary (foreground)" if cases.scheme.name.endswith("binary") else "BraTS"
+        kind = "binary (foreground)" if scheme.name.endswith("binary") else "BraTS"
         raise InputError(
             f"the checkpoint does not fit a {cfg.model.kind} with {channels} outputs for the "
             f"{kind} labels of the test data: the run was trained on other labels ({detail})"
         ) from None
     autocast = lambda: autocast_context(precision, device)  # noqa: E731
-    return evaluate_cases(model, cfg, cases, device, autocast, prefix=prefix, progress=progress)
+    return model, device, autocast
 
 
 class CaseSource:
@@ -227,6 +282,11 @@ class CaseSource:
         return self._external_cases(cfg)
 
     def _split_cases(self, cfg: TrialConfig, split_hash: str | None) -> TestCases:
+        return split_test_cases(cfg, self.split_data(cfg, split_hash))
+
+    def split_data(self, cfg: TrialConfig, split_hash: str | None) -> TrialData:
+        """The run's own data and split (prepared once per data config); ``split_hash`` is
+        the run's tag, if any."""
         key = json.dumps(cfg.data.model_dump(mode="json"), sort_keys=True)
         data = self._prepared.get(key) or prepare_trial_data(cfg.data)
         self._prepared[key] = data
@@ -235,7 +295,7 @@ class CaseSource:
                 f"the data gives split {data.split.hash}, the run trained on split {split_hash} "
                 "(the dataset changed?): its test cases cannot be rebuilt"
             )
-        return split_test_cases(cfg, data)
+        return data
 
     def _external_cases(self, cfg: TrialConfig) -> TestCases:
         assert self.root is not None

@@ -34,8 +34,9 @@ def cases_tag(prefix: str = TEST) -> str:
 
 
 def split_test(metrics: dict[str, float]) -> tuple[dict[str, float], dict[str, float]]:
-    """(the epoch's other metrics, its ``test/...`` metrics)."""
-    test = {k: v for k, v in metrics.items() if k.startswith(f"{TEST}/")}
+    """(the epoch's other metrics, its ``test/...`` and ``postprocess/...`` metrics: the
+    last epoch's summaries of the selected weights, logged at step 0)."""
+    test = {k: v for k, v in metrics.items() if k.startswith((f"{TEST}/", "postprocess/"))}
     return {k: v for k, v in metrics.items() if k not in test}, test
 
 

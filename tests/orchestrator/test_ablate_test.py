@@ -146,6 +146,36 @@ def test_an_external_test_set_is_logged_under_its_own_prefix(
     assert "ablate.test_ext.left_out" not in tags  # the first set's, not this one's (audit)
 
 
+def test_a_run_stopped_before_deciding_its_post_processing_decides_it_when_tested(
+    trained: tuple[Path, TrainResult, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``largest_component: auto`` decides after the last epoch; a run a scheduler stopped
+    earlier saved its model undecided: ``ablate test`` decides it on the run's validation cases
+    and replaces the run's model with one that carries the decision (for ``ablate predict``)."""
+    from trainables.engine.checkpoint import load_checkpoint, save_checkpoint
+
+    checkpoint, _, split = trained
+    undecided = load_checkpoint(checkpoint / "best.pt")
+    undecided["config"]["validation"]["test_postprocess"] = {"largest_component": "auto"}
+    save_checkpoint(undecided, tmp_path / "ckpt" / "best.pt")
+    uri = mlflow_uri(tmp_path)
+    client, runs = _sweep(uri, tmp_path / "ckpt", split)
+    assert main(["test", "study", "--tracking-uri", uri]) == 2  # run c has no checkpoint
+    err = capsys.readouterr().err
+    assert "  a/seed0: post-processing decided on 1 validation case (nnU-Net's rule):" in err
+    assert "  a/seed0:   largest component of the foreground: Dice " in err
+    run_id = runs["a/seed0"]
+    metrics = client.get_run(run_id).data.metrics
+    assert metrics["postprocess/val_cases"] == 1.0 and "test/dice_mean" in metrics
+    history = client.get_metric_history(run_id, "postprocess/largest_component")
+    assert [m.step for m in history] == [0]
+    folder = client.download_artifacts(run_id, "checkpoint/best.pt", str(tmp_path / "down"))
+    stored = load_checkpoint(folder)["config"]["validation"]["test_postprocess"]
+    assert stored["largest_component"] == bool(metrics["postprocess/largest_component"])
+    chosen = [r for r in ("wt", "tc", "et") if metrics[f"postprocess/largest_component_{r}"]]
+    assert stored["largest_component_regions"] == chosen
+
+
 def test_an_overwrite_leaves_no_value_of_the_earlier_evaluation(tmp_path: Path) -> None:
     """MLflow cannot delete a metric: an RVD the new test set leaves undefined (no ET in its
     references) kept the old set's value beside the new set's tag (audit)."""

@@ -160,6 +160,12 @@ def test_nnunet_bases_keep_nnunets_gradient_clipping(base: str) -> None:
     assert load_trial_config(SPACES / "base" / f"{base}.yaml").train.grad_clip == 12.0
 
 
+@pytest.mark.parametrize("base", ["nnunet_brats", "nnunet_ct"])
+def test_nnunet_bases_let_nnunets_rule_decide_the_post_processing(base: str) -> None:
+    cfg = load_trial_config(SPACES / "base" / f"{base}.yaml")
+    assert cfg.validation.test_postprocess.largest_component == "auto"
+
+
 def test_the_fidelity_page_covers_every_paper_study_and_is_linked() -> None:
     root = SPACES.parent
     page = (root / "docs" / "papers.md").read_text()

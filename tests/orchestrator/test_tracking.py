@@ -339,6 +339,7 @@ def test_a_finish_half_sent_before_a_resume_leaves_one_point_per_summary_key(cli
         {"train/loss": 0.8, "val/dice_mean": 0.5, "best/epoch": 2.0, "perf/epoch_s": 3.0},
     ]
     epochs[-1] |= {"test/dice_mean": 0.45, "test/cases": 2.0}  # the selected weights, tested
+    epochs[-1] |= {"postprocess/largest_component": 1.0}  # as ``auto`` decided it for them
 
     def drive() -> TrackingCallback:
         callback = TrackingCallback(client.tracking_uri, experiment, parent, "val/dice_mean", "max")
@@ -355,7 +356,8 @@ def test_a_finish_half_sent_before_a_resume_leaves_one_point_per_summary_key(cli
 
     run = client.get_run(run_id)
     assert run.info.status == "FINISHED" and run.data.tags["ablate.outcome"] == "finished"
-    for key in ("test/dice_mean", "test/cases", "summary/epoch_s", "best/val/dice_mean"):
+    summaries = ("test/dice_mean", "test/cases", "summary/epoch_s", "best/val/dice_mean")
+    for key in (*summaries, "postprocess/largest_component"):
         assert [m.step for m in client.get_metric_history(run_id, key)] == [0], key
     history = client.get_metric_history(run_id, "best/epoch")  # per epoch, then the summary
     assert sorted(m.step for m in history) == [0, 1, 2]

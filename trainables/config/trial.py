@@ -16,6 +16,7 @@ from pydantic import Field, field_validator, model_validator
 
 from trainables.config import Frozen, raise_problems, validate_config
 from trainables.config.base import Seed, unknown_option_message
+from trainables.config.postprocess import PostprocessConfig
 from trainables.config.rules import trial_problems
 from trainables.data.augment import AugmentConfig
 from trainables.data.labels import SCHEMES
@@ -190,23 +191,6 @@ class TrainConfig(Frozen):
     speed: SpeedConfig = SpeedConfig()
 
 
-class PostprocessConfig(Frozen):
-    """Post-processing of the predicted label map in the test pass and ``ablate predict``
-    (:mod:`trainables.engine.postprocess`); validation, which selects the epoch, sees the
-    raw map. Both off by default.
-
-    Attributes:
-        largest_component: keep only the largest 26-connected component of the foreground
-            (nnU-Net's "remove all but the largest component"): drops scattered false
-            positives, and a second lesion with them.
-        min_et_voxels: an enhancing-tumour prediction of fewer voxels than this becomes
-            necrosis (BraTS labels only; Isensee et al.'s post-processing); 0: off.
-    """
-
-    largest_component: bool = False
-    min_et_voxels: int = Field(default=0, ge=0)
-
-
 class ValidationConfig(Frozen):
     """How and how often validation runs.
 
@@ -223,7 +207,8 @@ class ValidationConfig(Frozen):
             test pass takes 8 (4) times as long. Validation, which selects the epoch, never
             mirrors. ``ablate predict --tta`` predicts the same labels.
         test_postprocess: post-processing of the test pass's and ``ablate predict``'s label
-            maps (largest component, small enhancing tumour to necrosis).
+            maps (largest component, per region, or nnU-Net's rule deciding which: ``auto``;
+            small enhancing tumour to necrosis).
         hd95: also compute HD95 and surface Dice (slower than Dice alone).
         tolerance_mm: surface-Dice tolerance.
         batch_size: windows per inference forward pass; None: 4 for 3-D models, 64 for 2-D

@@ -41,7 +41,7 @@ from trainables.engine.per_case import read_per_case_csv
 from trainables.engine.postprocess import postprocess_labels
 from trainables.engine.resize import ToSource, to_source_grid
 from trainables.engine.tta import model_labels
-from trainables.engine.validation import predict_case
+from trainables.engine.validation import predict_case, validation_case_ids
 from trainables.metrics import case_metrics, lesion_metrics, mean_metrics
 from trainables.metrics.names import metric_name
 
@@ -85,6 +85,12 @@ def split_test_cases(cfg: TrialConfig, data: TrialData) -> TestCases:
     ids = list(data.split.test)
     cap = cfg.validation.test_max_cases
     return TestCases(data.dataset, ids[:cap] if cap else ids, data.scheme, data.modalities)
+
+
+def split_validation_cases(cfg: TrialConfig, data: TrialData) -> TestCases:
+    """The cases validation scores (at most ``validation.max_cases``), as test cases."""
+    ids = list(validation_case_ids(cfg, data))
+    return TestCases(data.dataset, ids, data.scheme, data.modalities)
 
 
 def result_from_rows(rows: list[dict[str, Any]], prefix: str = TEST) -> TestResult:
@@ -136,33 +142,74 @@ def evaluate_cases(
     prefix: str = TEST,
     progress: Progress | None = None,
 ) -> TestResult:
-    """Predict every case whole (sliding window) with ``model`` and score it; labelled cases
-    only (an unlabelled case of an external set is skipped)."""
-    was_training = model.training
-    model.eval()
+    """Predict every case whole (sliding window) with ``model``, post-process it
+    (``validation.test_postprocess``) and score it; labelled cases only (an unlabelled case of
+    an external set is skipped)."""
     rows: list[dict[str, Any]] = []
-    for index, case_id in enumerate(cases.case_ids, start=1):
-        start = time.perf_counter()
-        case = cases.dataset.load(case_id, modalities=cases.modalities, mmap=True)
-        if case.label is None:
-            continue
-        entry = cases.dataset.entry(case_id)
-        to_source = to_source_grid(entry.crop_shape, entry.spacing, entry.source_spacing)
-        pred = _predict_labels(model, cfg, case.image, cases.scheme, device, autocast, to_source)
-        ref = np.asarray(cases.dataset.source_label(case_id))
-        pred, ref = in_source_grid(entry, pred, ref)
+    for case in predicted_cases(model, cfg, cases, device, autocast):
+        pred = postprocess_labels(case.labels, cfg.validation.test_postprocess, cases.scheme)
+        pred, ref = in_source_grid(case.entry, pred, case.reference)
         tolerance = cfg.validation.tolerance_mm
-        scores = score_case(pred, ref, entry.grid_spacing, cases.scheme, tolerance)
-        rows.append({"case": case_id, **{metric_name(prefix, k): v for k, v in scores.items()}})
+        scores = score_case(pred, ref, case.entry.grid_spacing, cases.scheme, tolerance)
+        named = {metric_name(prefix, k): v for k, v in scores.items()}
+        rows.append({"case": case.case_id, **named})
         if progress:
-            dice = scores["dice_mean"]
-            seconds = time.perf_counter() - start
+            dice, seconds = scores["dice_mean"], time.perf_counter() - case.started
             progress(
-                f"{prefix} {index}/{len(cases.case_ids)} {case_id}: dice_mean "
+                f"{prefix} {case.index}/{len(cases.case_ids)} {case.case_id}: dice_mean "
                 f"{dice:.4f} ({seconds:.1f} s)"
             )
-    model.train(was_training)
     return result_from_rows(rows, prefix)
+
+
+@dataclass(frozen=True)
+class PredictedCase:
+    """One case predicted whole, before post-processing.
+
+    Attributes:
+        index: 1-based position among the cases asked for.
+        case_id: the case.
+        entry: its cache entry (crop box, source shape and spacing).
+        labels: (X', Y', Z') internal labels on the crop of the source grid.
+        reference: (X', Y', Z') its reference labels, same grid.
+        started: ``time.perf_counter()`` when its prediction began.
+    """
+
+    index: int
+    case_id: str
+    entry: CaseEntry
+    labels: np.ndarray
+    reference: np.ndarray
+    started: float
+
+
+@torch.no_grad()
+def predicted_cases(
+    model: nn.Module,
+    cfg: TrialConfig,
+    cases: TestCases,
+    device: torch.device,
+    autocast: Callable[[], AbstractContextManager],
+) -> Iterator[PredictedCase]:
+    """Every labelled case of ``cases`` predicted as the test pass predicts it (sliding window,
+    ``validation.test_tta``, brought back to the source grid), one at a time; ``model`` is in
+    eval mode meanwhile."""
+    was_training = model.training
+    model.eval()
+    try:
+        for index, case_id in enumerate(cases.case_ids, start=1):
+            started = time.perf_counter()
+            case = cases.dataset.load(case_id, modalities=cases.modalities, mmap=True)
+            if case.label is None:
+                continue
+            entry = cases.dataset.entry(case_id)
+            to_source = to_source_grid(entry.crop_shape, entry.spacing, entry.source_spacing)
+            image, scheme = case.image, cases.scheme
+            labels = _predict_labels(model, cfg, image, scheme, device, autocast, to_source)
+            reference = np.asarray(cases.dataset.source_label(case_id))
+            yield PredictedCase(index, case_id, entry, labels, reference, started)
+    finally:
+        model.train(was_training)
 
 
 def _predict_labels(
@@ -175,8 +222,7 @@ def _predict_labels(
     to_source: ToSource | None,
 ) -> np.ndarray:
     """(*S) internal labels of one (C, *S) case, mirrored when ``validation.test_tta``, brought
-    back to the source grid when resampled (``to_source``), then post-processed
-    (``validation.test_postprocess``)."""
+    back to the source grid when resampled (``to_source``)."""
     labels = model_labels(
         lambda view: predict_case(model, cfg, view, device, autocast()),
         image,
@@ -186,7 +232,7 @@ def _predict_labels(
         cfg.validation.test_tta,
         to_source,
     )
-    return postprocess_labels(labels.cpu().numpy(), cfg.validation.test_postprocess, scheme)
+    return labels.cpu().numpy()
 
 
 @contextmanager

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from trainables.config.postprocess import PostprocessConfig
 from trainables.config.trial import TrialConfig, parse_trial_config
 from trainables.data.labels import LabelScheme
 from trainables.data.nifti import load_case
@@ -81,16 +82,28 @@ class Predictor:
         what = f"{n}-model ensemble of {cfg.model.kind}" if n > 1 else cfg.model.kind
         precision = effective_precision(cfg.train.precision, self.device)
         mods = ", ".join(self.modalities)
-        return f"{what} ({cfg.name}) reading {mods}, on {self.device.type} in {precision}"
+        line = f"{what} ({cfg.name}) reading {mods}, on {self.device.type} in {precision}"
+        steps = postprocess_steps(self.postprocess)
+        return f"{line}; post-processing: {steps}" if steps else line
+
+    @property
+    def postprocess(self) -> PostprocessConfig:
+        """The members' ``validation.test_postprocess``; for an ensemble whose members'
+        largest-component steps differ (each run decided its own, ``auto``), each step the
+        majority of members took (nnU-Net decides once on every fold's validation cases;
+        a tie leaves the step out, as nnU-Net leaves out a step that does not help)."""
+        return majority_postprocess(
+            [member.cfg.validation.test_postprocess for member in self.members]
+        )
 
     def predict(
         self, image: np.ndarray, tta: bool = False, to_source: ToSource | None = None
     ) -> np.ndarray:
         """(C, *S) preprocessed image -> (*S) uint8 internal label codes, post-processed as the
-        test pass does (the first member's ``validation.test_postprocess``); a resampled case
-        (``to_source``, :func:`source_grid_of`) gives labels on its source grid's crop."""
+        test pass does (:attr:`postprocess`); a resampled case (``to_source``,
+        :func:`source_grid_of`) gives labels on its source grid's crop."""
         labels = self._labels(image, tta, to_source)
-        return postprocess_labels(labels, self.cfg.validation.test_postprocess, self.scheme)
+        return postprocess_labels(labels, self.postprocess, self.scheme)
 
     @torch.no_grad()
     def _labels(self, image: np.ndarray, tta: bool, to_source: ToSource | None) -> np.ndarray:
@@ -138,9 +151,36 @@ def build_predictor(
     return Predictor(members, configured_scheme(members[0].cfg), torch_device)
 
 
+def postprocess_steps(cfg: PostprocessConfig) -> str:
+    """``largest component of the foreground, of et`` (empty when nothing is applied)."""
+    steps = ["largest component of the foreground"] if cfg.largest_component else []
+    steps += [f"largest component of {region}" for region in cfg.largest_component_regions]
+    if cfg.min_et_voxels:
+        steps.insert(0, f"enhancing tumour under {cfg.min_et_voxels} voxels to necrosis")
+    return ", ".join(steps)
+
+
+def majority_postprocess(configs: Sequence[PostprocessConfig]) -> PostprocessConfig:
+    """One post-processing for an ensemble: ``min_et_voxels`` of the first (a cell's runs
+    share it), each largest-component step taken by more than half of ``configs``."""
+    regions = [r for c in configs for r in c.largest_component_regions]
+    kept = tuple(dict.fromkeys(r for r in regions if 2 * regions.count(r) > len(configs)))
+    foreground = 2 * sum(bool(c.largest_component) for c in configs) > len(configs)
+    update = {"largest_component": foreground, "largest_component_regions": kept}
+    return configs[0].model_copy(update=update)
+
+
 def _member(source: str, checkpoint: dict[str, Any], device: torch.device) -> Member:
     cfg = parse_trial_config(checkpoint.get("config"), source)
     _check_dataset_numbers(cfg, source)
+    if not cfg.validation.test_postprocess.decided:
+        raise InputError(
+            "validation.test_postprocess.largest_component is 'auto', but the run never "
+            "decided it (it decides after its last epoch; this model was saved by a run "
+            "stopped earlier): `ablate test` on its sweep decides it, or set it to true or "
+            "false in the config",
+            source,
+        )
     scheme = configured_scheme(cfg)
     model = build_model(cfg.model, len(cfg.data.modalities), output_channels(cfg.loss, scheme))
     try:

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from trainables.config.postprocess import PostprocessConfig
 from trainables.config.trial import TrialConfig
 from trainables.data.augment import augment_sources
 from trainables.data.loader import DevicePrefetcher, PatchDataset, make_train_loader
@@ -45,6 +46,8 @@ from trainables.engine.held_out import (
 )
 from trainables.engine.memory import allocation_figure, is_out_of_memory
 from trainables.engine.per_case import PER_CASE_FILE, read_per_case_csv, write_per_case_csv
+from trainables.engine.postprocess import region_codes, with_postprocess
+from trainables.engine.postprocess_decide import Decision, decide_on_validation
 from trainables.engine.precision import StepTimer, autocast_context, peak_memory_gib
 from trainables.engine.step import TrainStep, build_train_step
 from trainables.engine.validation import ValidationResult, validate
@@ -88,13 +91,16 @@ class TrialRunner:
             cfg, self.data.scheme, len(self.data.modalities), progress=progress
         )
         self.best = BestEpoch(metric, mode)
-        self._note_ignored_postprocess()
+        self._check_postprocess()
         self.dataset = self._make_dataset()
         self._loader: DataLoader | None = None
         self.test: TestResult | None = None  # the held-out test of the best epoch's weights
 
-    def _note_ignored_postprocess(self) -> None:
-        """A CT (binary) trial asking for the BraTS rule: said, not silently the same as 0."""
+    def _check_postprocess(self) -> None:
+        """Regions the labels lack are refused before training; a CT (binary) trial asking
+        for the BraTS rule is told, not silently the same as 0."""
+        for region in self.cfg.validation.test_postprocess.largest_component_regions:
+            region_codes(self.data.scheme, region)
         min_et = self.cfg.validation.test_postprocess.min_et_voxels
         if min_et and "et" not in self.data.scheme.regions and self.progress:
             self.progress("validation.test_postprocess.min_et_voxels ignored: binary labels")
@@ -216,18 +222,36 @@ class TrialRunner:
             )
         return self.test
 
+    def decide_postprocess(self) -> Decision | None:
+        """``largest_component: auto``: nnU-Net's rule on the validation cases with the best
+        epoch's weights; ``self.cfg`` then carries the steps it chose (so the test pass, the
+        saved model and ``ablate predict`` apply them). None when there is nothing to decide
+        (already decided, or no epoch had a finite metric)."""
+        if self.cfg.validation.test_postprocess.decided or self.best.weights is None:
+            return None
+        with weights_loaded(self.model, self.best.weights) as model:
+            autocast = lambda: autocast_context(self.precision, self.device)  # noqa: E731
+            decision = decide_on_validation(model, self.cfg, self.data, self.device, autocast)
+        self.cfg = with_postprocess(self.cfg, decision.config)
+        for line in decision.lines() if self.progress else ():
+            self.progress(line)
+        return decision
+
     def _final_test(self) -> dict[str, float]:
-        """``test/...`` means, ``test/cases`` and ``perf/test_s``, once, after the last epoch."""
+        """``postprocess/...`` (when ``auto`` decides), ``test/...`` means, ``test/cases`` and
+        ``perf/test_s``, once, after the last epoch."""
         start = time.perf_counter()
         try:
+            decision = self.decide_postprocess()
             result = self.evaluate_test()
         except Exception as err:
             if is_out_of_memory(err):
                 raise TrialOutOfMemory(f"test evaluation: {self._oom_message(err)}") from err
             raise
+        decided = decision.metrics() if decision else {}
         if result is None:
-            return {}
-        return {**result.metrics, "perf/test_s": time.perf_counter() - start}
+            return decided
+        return {**decided, **result.metrics, "perf/test_s": time.perf_counter() - start}
 
     # ------------------------------------------------------------------------------ data
     def _make_dataset(self) -> PatchDataset:
@@ -324,10 +348,19 @@ class TrialRunner:
         if (folder / BEST_MODEL_FILE).is_file() and self.best.epoch > 0:
             best = load_checkpoint(folder / BEST_MODEL_FILE)
             self.best.weights, self.best.iteration = best["model"], int(best["iteration"])
+            self._adopt_decided_postprocess(best["config"])
         if (folder / PER_CASE_FILE).is_file() and self.best.epoch > 0:
             self.best.per_case = read_per_case_csv(folder / PER_CASE_FILE)
         if (folder / TEST_PER_CASE_FILE).is_file():
             self.test = read_test_csv(folder / TEST_PER_CASE_FILE)
+
+    def _adopt_decided_postprocess(self, saved: dict[str, Any]) -> None:
+        """A best model saved after ``auto`` decided carries the steps: keep them, so a trial
+        restored after its last epoch saves and tests what it decided."""
+        given = self.cfg.validation.test_postprocess
+        stored = saved.get("validation", {}).get("test_postprocess", {})
+        if not given.decided and stored.get("largest_component", "auto") != "auto":
+            self.cfg = with_postprocess(self.cfg, PostprocessConfig.model_validate(stored))
 
 
 def _seed(*parts: int) -> int:

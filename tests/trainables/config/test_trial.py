@@ -89,6 +89,25 @@ def test_unknown_modality_and_label_scheme() -> None:
     assert "data.label_scheme: 'brats2022' is not one of auto, brats2021" in msg
 
 
+def test_post_processing_switch_regions_and_auto_are_checked() -> None:
+    field = "validation__test_postprocess"
+    msg = _error(_tiny(**{field: {"largest_component": "Auto"}}))
+    assert (
+        "validation.test_postprocess.largest_component: 'Auto' is not one of true, false, auto "
+        "(did you mean 'auto'?)"
+    ) in msg
+    msg = _error(_tiny(**{field: {"largest_component_regions": ["et", "ett", "et"]}}))
+    assert "'ett' is not one of wt, tc, et, fg (did you mean 'et'?)" in msg
+    msg = _error(_tiny(**{field: {"largest_component_regions": ["et", "et"]}}))
+    assert "largest_component_regions: ['et', 'et'] names a region twice" in msg
+    msg = _error(
+        _tiny(**{field: {"largest_component": "auto", "largest_component_regions": ["et"]}})
+    )
+    assert "largest_component 'auto' decides largest_component_regions itself" in msg
+    cfg = parse_trial_config(_tiny(**{field: {"largest_component": "auto"}}))
+    assert not cfg.validation.test_postprocess.decided
+
+
 def test_malformed_yaml_names_file_line_and_column(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: x\nmodel: {kind: unet\n")

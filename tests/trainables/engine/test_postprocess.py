@@ -15,12 +15,21 @@ from trainables.data.cache import PreparedDataset, prepare
 from trainables.data.evaluate import evaluate_predictions
 from trainables.data.labels import INTERNAL_BINARY, INTERNAL_BRATS
 from trainables.data.synth import synthesize_dataset
-from trainables.engine.held_out import TestCases, evaluate_cases
+from trainables.engine.checkpoint import BEST_MODEL_FILE, load_checkpoint
+from trainables.engine.held_out import (
+    TestCases,
+    evaluate_cases,
+    predicted_cases,
+    split_validation_cases,
+    weights_loaded,
+)
 from trainables.engine.postprocess import postprocess_labels
-from trainables.engine.predict import build_predictor
+from trainables.engine.postprocess_decide import decide_postprocess
+from trainables.engine.predict import build_predictor, majority_postprocess, postprocess_steps
 from trainables.engine.predict_cases import predict_directory
 from trainables.engine.runner import TrialRunner
 from trainables.engine.smoke import smoke_config
+from trainables.errors import InputError
 
 NCR, ED, ET = 1, 2, 3  # internal BraTS codes
 
@@ -95,6 +104,67 @@ def test_a_binary_trial_is_told_the_enhancing_tumour_rule_is_ignored() -> None:
     notes: list[str] = []
     TrialRunner(parse_trial_config(cfg), progress=notes.append)
     assert "validation.test_postprocess.min_et_voxels ignored: binary labels" in notes
+
+
+def test_auto_decides_on_the_validation_cases_after_the_last_epoch(
+    tiny: dict, tmp_path: Path
+) -> None:
+    tiny["train"].update(epochs=2, iterations_per_epoch=2)
+    tiny["validation"]["test_postprocess"] = {"largest_component": "auto", "min_et_voxels": 5}
+    notes: list[str] = []
+    runner = TrialRunner(parse_trial_config(tiny), progress=notes.append)
+    first = runner.run_epoch()
+    assert not any(k.startswith("postprocess/") for k in first)  # only after the last epoch
+    last = runner.run_epoch()
+    decided = runner.cfg.validation.test_postprocess
+    assert decided.decided and decided.min_et_voxels == 5
+    # the same rule on the validation cases predicted with the best weights, independently
+    cases = split_validation_cases(runner.cfg, runner.data)
+    assert last["postprocess/val_cases"] == len(cases.case_ids) > 0
+    with weights_loaded(runner.model, runner.best.weights) as model:
+        predicted = list(predicted_cases(model, runner.cfg, cases, runner.device, _no_autocast))
+    pairs = [(case.labels, case.reference) for case in predicted]
+    again = decide_postprocess(pairs, PostprocessConfig(min_et_voxels=5), runner.data.scheme)
+    assert again.config == decided and again.metrics() == {
+        k: v for k, v in last.items() if k.startswith("postprocess/")
+    }
+    assert any(n.startswith("post-processing decided on ") for n in notes)
+    # the saved model carries the decision; a trial restored from it keeps it
+    runner.save(tmp_path)
+    saved = load_checkpoint(tmp_path / BEST_MODEL_FILE)["config"]["validation"]
+    assert PostprocessConfig(**saved["test_postprocess"]) == decided
+    restored = TrialRunner(parse_trial_config(tiny))
+    restored.restore(tmp_path)
+    assert restored.cfg.validation.test_postprocess == decided
+
+
+def test_an_ensemble_takes_the_steps_most_members_took() -> None:
+    def cfg(fg: bool, *regions: str) -> PostprocessConfig:
+        return PostprocessConfig(largest_component=fg, largest_component_regions=regions)
+
+    voted = majority_postprocess([cfg(True, "tc", "et"), cfg(False, "et"), cfg(True)])
+    assert voted == cfg(True, "et")  # tc: 1 of 3
+    assert majority_postprocess([cfg(True, "et"), cfg(False)]) == cfg(False)  # a tie: left out
+    assert majority_postprocess([cfg(False, "wt")]) == cfg(False, "wt")
+    assert postprocess_steps(cfg(True, "et")) == (
+        "largest component of the foreground, largest component of et"
+    )
+    assert postprocess_steps(PostprocessConfig(min_et_voxels=50)) == (
+        "enhancing tumour under 50 voxels to necrosis"
+    )
+    assert postprocess_steps(cfg(False)) == ""
+
+
+def test_predict_refuses_a_model_whose_auto_was_never_decided(tmp_path: Path) -> None:
+    ckpt = random_checkpoint(
+        tmp_path / "best.pt", validation__test_postprocess={"largest_component": "auto"}
+    )
+    with pytest.raises(InputError) as err:
+        build_predictor([("runs/abc/best.pt", ckpt)], "cpu")
+    assert str(err.value).startswith(
+        "runs/abc/best.pt: validation.test_postprocess.largest_component is 'auto', but the "
+        "run never decided it"
+    )
 
 
 def _no_autocast():
