@@ -215,7 +215,7 @@ def decide_run_postprocess(
     the run (step 0) and replace its ``checkpoint/best.pt`` with one whose config carries the
     decision, so ``ablate predict`` applies it too. Returns ``cfg`` with it."""
     model, device, autocast = load_model(cfg, checkpoint["model"], data.scheme, data.modalities)
-    decision = decide_on_validation(model, cfg, data, device, autocast)
+    decision = decide_on_validation(model, cfg, data, device, autocast, progress)
     for line in decision.lines() if progress else ():
         progress(line)
     cfg = with_postprocess(cfg, decision.config)

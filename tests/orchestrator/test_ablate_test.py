@@ -164,6 +164,7 @@ def test_a_run_stopped_before_deciding_its_post_processing_decides_it_when_teste
     err = capsys.readouterr().err
     assert "  a/seed0: post-processing decided on 1 validation case (nnU-Net's rule):" in err
     assert "  a/seed0:   largest component of the foreground: Dice " in err
+    assert re.search(r"  a/seed0: postprocess 1/1 Synth_\d{4} predicted \(", err), err
     run_id = runs["a/seed0"]
     metrics = client.get_run(run_id).data.metrics
     assert metrics["postprocess/val_cases"] == 1.0 and "test/dice_mean" in metrics

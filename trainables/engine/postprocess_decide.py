@@ -18,7 +18,8 @@ steps are chosen on validation cases and the test cases are scored once with the
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
@@ -111,13 +112,24 @@ def decide_on_validation(
     data: TrialData,
     device: torch.device,
     autocast: Callable[[], AbstractContextManager],
+    progress: Callable[[str], None] | None = None,
 ) -> Decision:
     """The rule on ``data``'s validation cases (at most ``validation.max_cases``), each
-    predicted whole by ``model`` (the weights to decide for) as the test pass predicts it."""
+    predicted whole by ``model`` (the weights to decide for) as the test pass predicts it;
+    ``progress`` hears of each case as it is predicted."""
     cases = split_validation_cases(cfg, data)
-    predicted = predicted_cases(model, cfg, cases, device, autocast)
-    pairs = ((case.labels, case.reference) for case in predicted)
-    return decide_postprocess(pairs, cfg.validation.test_postprocess, cases.scheme)
+    total = len(cases.case_ids)
+
+    def pairs() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        for case in predicted_cases(model, cfg, cases, device, autocast):
+            if progress:
+                seconds = time.perf_counter() - case.started
+                progress(
+                    f"{PREFIX} {case.index}/{total} {case.case_id} predicted ({seconds:.1f} s)"
+                )
+            yield case.labels, case.reference
+
+    return decide_postprocess(pairs(), cfg.validation.test_postprocess, cases.scheme)
 
 
 def decide_postprocess(

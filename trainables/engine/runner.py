@@ -231,7 +231,9 @@ class TrialRunner:
             return None
         with weights_loaded(self.model, self.best.weights) as model:
             autocast = lambda: autocast_context(self.precision, self.device)  # noqa: E731
-            decision = decide_on_validation(model, self.cfg, self.data, self.device, autocast)
+            decision = decide_on_validation(
+                model, self.cfg, self.data, self.device, autocast, self.progress
+            )
         self.cfg = with_postprocess(self.cfg, decision.config)
         for line in decision.lines() if self.progress else ():
             self.progress(line)

@@ -129,6 +129,14 @@ def test_auto_decides_on_the_validation_cases_after_the_last_epoch(
         k: v for k, v in last.items() if k.startswith("postprocess/")
     }
     assert any(n.startswith("post-processing decided on ") for n in notes)
+    predicted_lines = [n for n in notes if n.startswith("postprocess ")]
+    assert [n.split()[1] for n in predicted_lines] == [
+        f"{i}/{len(pairs)}" for i in range(1, len(pairs) + 1)
+    ]
+    assert all(
+        f" {case.case_id} predicted (" in n
+        for n, case in zip(predicted_lines, predicted, strict=True)
+    )
     # the saved model carries the decision; a trial restored from it keeps it
     runner.save(tmp_path)
     saved = load_checkpoint(tmp_path / BEST_MODEL_FILE)["config"]["validation"]
