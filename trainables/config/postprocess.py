@@ -30,7 +30,8 @@ class PostprocessConfig(Frozen):
             cases predicted as the test pass predicts (whole volumes): the foreground step if
             it raises the mean Dice over regions and lowers no region's, then each region's
             step if it raises that region's Dice. The saved model carries the decision, and
-            the test pass, ``ablate test`` and ``ablate predict`` apply it.
+            the test pass, ``ablate test`` and ``ablate predict`` apply it. It costs one more
+            prediction pass over the validation cases (with ``test_tta``'s mirroring).
         largest_component_regions: regions, in this order, each cut to its largest component
             after the foreground step (nnU-Net's per-class step; a region's other components
             become background): ``wt``, ``tc``, ``et`` for BraTS labels, ``fg`` for binary.
