@@ -43,7 +43,7 @@ from orchestrator.test_tracking import (
 )
 from trainables.config.trial import TrialConfig, parse_trial_config
 from trainables.data.cache import default_cache_root, ensure_prepared
-from trainables.data.labels import LabelScheme
+from trainables.data.labels import LabelScheme, scheme_kind
 from trainables.data.layouts import dataset_layout
 from trainables.engine.checkpoint import BEST_MODEL_FILE, load_checkpoint, save_checkpoint
 from trainables.engine.data import TrialData, prepare_trial_data
@@ -256,7 +256,7 @@ def load_model(
     except RuntimeError as err:  # torch's first line is a header ending in ':'
         lines = [line.strip() for line in str(err).splitlines() if line.strip()]
         detail = next((line for line in lines if "size mismatch" in line), lines[-1])
-        kind = "binary (foreground)" if scheme.name.endswith("binary") else "BraTS"
+        kind = scheme_kind(scheme)
         raise InputError(
             f"the checkpoint does not fit a {cfg.model.kind} with {channels} outputs for the "
             f"{kind} labels of the test data: the run was trained on other labels ({detail})"

@@ -29,6 +29,11 @@ def register(verbs: argparse._SubParsersAction) -> None:
     predict.add_argument("--tta", action="store_true", help="average mirrored predictions")
     predict.add_argument("--overwrite", action="store_true", help="replace files in --out")
     predict.add_argument(
+        "--no-postprocess",
+        action="store_true",
+        help="write the raw label maps, without the trial's validation.test_postprocess",
+    )
+    predict.add_argument(
         "--tracking-uri", help="MLflow store (default $MLFLOW_TRACKING_URI, else ./mlflow.db)"
     )
     predict.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:1...")
@@ -51,7 +56,8 @@ def _predict(args: argparse.Namespace) -> int:
     # dataset, is refused at once
     check_output(args.out, Path(args.input_dir).expanduser().absolute(), args.overwrite, False)
     dataset_layout(args.input_dir)
-    predictor = build_predictor(resolve_model(args.model, args.tracking_uri), args.device)
+    checkpoints = resolve_model(args.model, args.tracking_uri)
+    predictor = build_predictor(checkpoints, args.device, not args.no_postprocess)
     progress(f"model: {predictor.describe()}{', with mirroring TTA' if args.tta else ''}")
     sources = [member.source for member in predictor.members]  # which run(s) MODEL resolved to
     progress(f"from {sources[0]}" if len(sources) == 1 else f"from {'; '.join(sources)}")

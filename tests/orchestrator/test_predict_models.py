@@ -124,6 +124,20 @@ def test_deleted_and_unknown_run_ids_are_refused(tmp_path: Path) -> None:
         resolve_model(unknown, uri)
 
 
+def test_an_undecided_model_is_refused_by_name_unless_raw_maps_are_asked_for(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ckpt = tmp_path / "ckpt" / "best.pt"
+    random_checkpoint(ckpt, validation__test_postprocess={"largest_component": "auto"})
+    write_image_case(tmp_path / "in", "c0")
+    args = ["predict", str(ckpt), str(tmp_path / "in"), "--out", str(tmp_path / "out")]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert f"{ckpt}: validation.test_postprocess.largest_component is 'auto', but" in err
+    assert main([*args, "--no-postprocess"]) == 0
+    assert (tmp_path / "out" / "c0.nii.gz").is_file()
+
+
 @pytest.fixture(scope="module")
 def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real ``mlflow server`` on 127.0.0.1 (SQLite store, served artifacts), stopped after."""

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, TypeAdapter, ValidationError, field_validator, model_validator
 
 from trainables.config.base import Frozen, unknown_option_message
 
+_BOOL = TypeAdapter(bool)
 # Every region name of every label scheme (trainables.data.labels): BraTS's, then binary's.
 REGION_NAMES = ("wt", "tc", "et", "fg")
 
@@ -47,10 +48,14 @@ class PostprocessConfig(Frozen):
     @field_validator("largest_component", mode="before")
     @classmethod
     def _switch_or_auto(cls, value: object) -> object:
-        # one message for the union instead of pydantic's one per branch
-        if isinstance(value, bool) or value == "auto":
+        # a boolean as every bool field reads one ("true", 1...), else one message for the
+        # union instead of pydantic's one per branch
+        if value == "auto":
             return value
-        raise ValueError(unknown_option_message(value, ("true", "false", "auto")))
+        try:
+            return _BOOL.validate_python(value)
+        except ValidationError:
+            raise ValueError(unknown_option_message(value, ("true", "false", "auto"))) from None
 
     @field_validator("largest_component_regions")
     @classmethod

@@ -15,6 +15,14 @@ from typing import TYPE_CHECKING
 
 from trainables.config import ConfigProblem
 from trainables.config.base import did_you_mean
+from trainables.data.labels import (
+    INTERNAL_BINARY,
+    INTERNAL_BRATS,
+    LabelScheme,
+    get_scheme,
+    internal_scheme,
+    scheme_kind,
+)
 from trainables.data.splits import folded_case_count
 from trainables.data.types import BRATS_MODALITIES, CT_MODALITY
 from trainables.models import ModelConfig
@@ -37,6 +45,7 @@ def trial_problems(cfg: TrialConfig) -> list[ConfigProblem]:
         *schedule_problems(cfg),
         *freeze_problems(cfg),
         *speed_problems(cfg),
+        *postprocess_problems(cfg),
     ]
 
 
@@ -202,6 +211,31 @@ def augment_problems(cfg: TrialConfig) -> list[ConfigProblem]:
         )
         return [ConfigProblem("augment.dummy_2d", why)]
     return []
+
+
+def postprocess_problems(cfg: TrialConfig) -> list[ConfigProblem]:
+    """Largest-component regions must be regions of the labels, where the config alone says
+    which labels they are (a named scheme, or generated cases); ``label_scheme: auto`` on real
+    data is checked when the data is read (:class:`~trainables.engine.runner.TrialRunner`)."""
+    regions = cfg.validation.test_postprocess.largest_component_regions
+    scheme = known_scheme(cfg.data)
+    missing = [r for r in regions if scheme is not None and r not in scheme.regions]
+    if not missing or scheme is None:
+        return []
+    names = ", ".join(repr(r) for r in missing)
+    verb = "is not a region" if len(missing) == 1 else "are not regions"
+    why = f"{names} {verb} of {scheme_kind(scheme)} labels (regions: {', '.join(scheme.regions)})"
+    return [ConfigProblem("validation.test_postprocess.largest_component_regions", why)]
+
+
+def known_scheme(data: DataConfig) -> LabelScheme | None:
+    """The internal label scheme the config alone fixes: a named ``label_scheme``, or the
+    generated cases' (``data.root`` unset); None when the dataset's layout decides."""
+    if data.label_scheme != "auto":
+        return internal_scheme(get_scheme(data.label_scheme))
+    if data.root is None:
+        return INTERNAL_BINARY if data.synthetic.modality == "ct" else INTERNAL_BRATS
+    return None
 
 
 def data_problems(data: DataConfig) -> list[ConfigProblem]:

@@ -70,6 +70,11 @@ def get_scheme(name: str) -> LabelScheme:
     return SCHEMES[look_up_option(name, SCHEMES, field="data.label_scheme")]
 
 
+def scheme_kind(scheme: LabelScheme) -> str:
+    """``binary (foreground)`` or ``BraTS``: how messages name a scheme's labels."""
+    return "binary (foreground)" if scheme.name.endswith("binary") else "BraTS"
+
+
 def internal_scheme(scheme: LabelScheme) -> LabelScheme:
     """The internal scheme a source scheme maps onto (codes 0..num_classes-1)."""
     return INTERNAL_BINARY if scheme.name == "binary" else INTERNAL_BRATS

@@ -3,8 +3,10 @@
 One synthetic, already-preprocessed case (default 240 x 240 x 155, a BraTS volume before the
 crop, so an upper bound on the work per case) is predicted with the trial's model (random
 weights: speed does not depend on them), patch, overlap, Gaussian weighting, windows per forward
-pass and precision, on the trial's device, including the decoding to labels. Decoding NIfTI and
-preprocessing are not timed (``ablate data prepare`` measures those).
+pass and precision, on the trial's device, including the decoding to labels and the trial's
+post-processing (``largest_component: auto``, which a trained run decides, is timed as every
+step it may choose). Decoding NIfTI and preprocessing are not timed (``ablate data prepare``
+measures those).
 """
 
 from __future__ import annotations
@@ -17,11 +19,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from trainables.config.postprocess import PostprocessConfig
 from trainables.config.trial import TrialConfig
+from trainables.data.labels import LabelScheme
 from trainables.engine.bench import configured_scheme
 from trainables.engine.inference import window_starts
+from trainables.engine.postprocess import with_postprocess
 from trainables.engine.precision import effective_precision, peak_memory_gib, resolve_device
-from trainables.engine.predict import Member, Predictor
+from trainables.engine.predict import Member, Predictor, postprocess_steps
 from trainables.engine.tta import flip_axes
 from trainables.losses import output_channels
 from trainables.models import build_model
@@ -59,6 +64,8 @@ def benchmark_inference(
             progress(f"inference {n + 1}/{cases}: {times[-1]:.1f} s")
     seconds = float(np.median(times))
     mirrors = len(flip_axes(cfg.model.input_dims)) if tta else 1
+    steps = postprocess_steps(predictor.postprocess) or "none"
+    auto = "" if cfg.validation.test_postprocess.decided else " (auto: every step it may choose)"
     return {
         "model": cfg.model.kind,
         "device": str(device),
@@ -68,6 +75,7 @@ def benchmark_inference(
         "windows_per_case": _windows(shape, patch, cfg.validation.overlap) * mirrors,
         "windows_per_pass": cfg.validation.inference_batch(cfg.model.input_dims),
         "tta": tta,
+        "postprocess": steps + auto,
         "seconds_per_case": round(seconds, 3),
         "cases_per_minute": round(60.0 / seconds, 3),
         "peak_gpu_mem_gib": peak_memory_gib(device),
@@ -77,10 +85,22 @@ def benchmark_inference(
 def _random_predictor(cfg: TrialConfig) -> Predictor:
     device = resolve_device(cfg.device)
     scheme = configured_scheme(cfg)
+    cfg = with_postprocess(cfg, timed_postprocess(cfg.validation.test_postprocess, scheme))
     torch.manual_seed(cfg.seed)
     outputs = output_channels(cfg.loss, scheme)
     model = build_model(cfg.model, len(cfg.data.modalities), outputs).to(device).eval()
     return Predictor([Member(cfg, model, "random weights")], scheme, device)
+
+
+def timed_postprocess(given: PostprocessConfig, scheme: LabelScheme) -> PostprocessConfig:
+    """The post-processing to time: ``given``, or for ``largest_component: auto`` (which only
+    a trained run decides) every step it could choose, its most expensive outcome."""
+    if given.decided:
+        return given
+    regions = scheme.region_names if len(scheme.regions) > 1 else ()
+    return given.model_copy(
+        update={"largest_component": True, "largest_component_regions": regions}
+    )
 
 
 def _windows(shape: Sequence[int], patch: Sequence[int], overlap: float) -> int:

@@ -20,7 +20,7 @@ from scipy import ndimage
 
 from trainables.config.postprocess import PostprocessConfig
 from trainables.config.trial import TrialConfig
-from trainables.data.labels import LabelScheme
+from trainables.data.labels import LabelScheme, scheme_kind
 from trainables.errors import InputError
 
 FIELD = "validation.test_postprocess"
@@ -86,7 +86,7 @@ def region_codes(scheme: LabelScheme, region: str) -> tuple[int, ...]:
     """The internal codes of ``region``; an error naming the scheme's regions otherwise."""
     if region not in scheme.regions:
         raise InputError(
-            f"{region!r} is not a region of the {scheme.name} labels (regions: "
+            f"{region!r} is not a region of {scheme_kind(scheme)} labels (regions: "
             f"{', '.join(scheme.regions)})",
             where=f"{FIELD}.largest_component_regions",
         )

@@ -88,11 +88,13 @@ class Decision:
 
     def metrics(self) -> dict[str, float]:
         """``postprocess/largest_component`` and ``postprocess/largest_component_<region>``
-        (1 applied, 0 not), ``postprocess/val_dice_mean_raw`` and ``postprocess/val_dice_mean``
-        (before and after), ``postprocess/val_cases``."""
+        for each region step tried (1 applied, 0 not; none for binary labels),
+        ``postprocess/val_dice_mean_raw`` and ``postprocess/val_dice_mean`` (before and
+        after), ``postprocess/val_cases``."""
         chosen = self.config.largest_component_regions
-        out = {f"{PREFIX}/largest_component": float(bool(self.config.largest_component))}
-        out |= {f"{PREFIX}/largest_component_{r}": float(r in chosen) for r in self.regions}
+        tried = [step.name for step in self.steps[1:]]  # none with one region (binary)
+        out = {f"{PREFIX}/largest_component": float(self.config.largest_component is True)}
+        out |= {f"{PREFIX}/largest_component_{r}": float(r in chosen) for r in tried}
         return out | {
             f"{PREFIX}/val_dice_mean_raw": self.dice_before,
             f"{PREFIX}/val_dice_mean": self.dice_after,

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from trainables.config.postprocess import PostprocessConfig
+from trainables.config.postprocess import REGION_NAMES, PostprocessConfig
 from trainables.config.trial import TrialConfig, parse_trial_config
 from trainables.data.labels import LabelScheme
 from trainables.data.nifti import load_case
@@ -31,7 +31,7 @@ from trainables.data.preprocess import ForegroundNormalization, crop_shape, prep
 from trainables.data.resample import TargetSpacing
 from trainables.data.types import CaseRecord, LoadedCase
 from trainables.engine.bench import configured_scheme
-from trainables.engine.postprocess import postprocess_labels
+from trainables.engine.postprocess import postprocess_labels, with_postprocess
 from trainables.engine.precision import autocast_context, effective_precision, resolve_device
 from trainables.engine.resize import ToSource, source_labels, to_source_grid
 from trainables.engine.tta import mirrored_probabilities, model_labels
@@ -139,20 +139,25 @@ class Predictor:
 
 
 def build_predictor(
-    checkpoints: Sequence[tuple[str, dict[str, Any]]], device: str = "auto"
+    checkpoints: Sequence[tuple[str, dict[str, Any]]],
+    device: str = "auto",
+    postprocess: bool = True,
 ) -> Predictor:
     """Models from ``(source, checkpoint dict)`` pairs; InputError naming the source when a
-    config is invalid, the weights do not fit it, or ensemble members disagree."""
+    config is invalid, the weights do not fit it, or ensemble members disagree.
+    ``postprocess`` False: the raw label maps, without ``validation.test_postprocess``."""
     if not checkpoints:
         raise InputError("no model to predict with")
     torch_device = resolve_device(device)
-    members = [_member(source, ckpt, torch_device) for source, ckpt in checkpoints]
+    members = [_member(src, ckpt, torch_device, postprocess) for src, ckpt in checkpoints]
     _check_members(members)
     return Predictor(members, configured_scheme(members[0].cfg), torch_device)
 
 
 def postprocess_steps(cfg: PostprocessConfig) -> str:
     """``largest component of the foreground, of et`` (empty when nothing is applied)."""
+    if not cfg.decided:
+        return "largest components as nnU-Net's rule decides after training (auto)"
     steps = ["largest component of the foreground"] if cfg.largest_component else []
     steps += [f"largest component of {region}" for region in cfg.largest_component_regions]
     if cfg.min_et_voxels:
@@ -162,23 +167,33 @@ def postprocess_steps(cfg: PostprocessConfig) -> str:
 
 def majority_postprocess(configs: Sequence[PostprocessConfig]) -> PostprocessConfig:
     """One post-processing for an ensemble: ``min_et_voxels`` of the first (a cell's runs
-    share it), each largest-component step taken by more than half of ``configs``."""
+    share it), each largest-component step taken by more than half of ``configs``; regions
+    in the members' order when they agree, else in the order ``auto`` tries them (the
+    order changes the result). An undecided ``auto`` is an error."""
+    if any(not c.decided for c in configs):
+        raise ValueError("an undecided largest_component 'auto' has no steps to vote on")
+    lists = {c.largest_component_regions for c in configs}
     regions = [r for c in configs for r in c.largest_component_regions]
-    kept = tuple(dict.fromkeys(r for r in regions if 2 * regions.count(r) > len(configs)))
-    foreground = 2 * sum(bool(c.largest_component) for c in configs) > len(configs)
-    update = {"largest_component": foreground, "largest_component_regions": kept}
+    kept = [r for r in REGION_NAMES if 2 * regions.count(r) > len(configs)]
+    foreground = 2 * sum(c.largest_component is True for c in configs) > len(configs)
+    agreed = next(iter(lists)) if len(lists) == 1 else tuple(kept)
+    update = {"largest_component": foreground, "largest_component_regions": agreed}
     return configs[0].model_copy(update=update)
 
 
-def _member(source: str, checkpoint: dict[str, Any], device: torch.device) -> Member:
+def _member(
+    source: str, checkpoint: dict[str, Any], device: torch.device, postprocess: bool = True
+) -> Member:
     cfg = parse_trial_config(checkpoint.get("config"), source)
     _check_dataset_numbers(cfg, source)
+    if not postprocess:
+        cfg = with_postprocess(cfg, PostprocessConfig())
     if not cfg.validation.test_postprocess.decided:
         raise InputError(
             "validation.test_postprocess.largest_component is 'auto', but the run never "
             "decided it (it decides after its last epoch; this model was saved by a run "
-            "stopped earlier): `ablate test` on its sweep decides it, or set it to true or "
-            "false in the config",
+            "stopped earlier): for a sweep's run `ablate test SWEEP` decides it and replaces "
+            "the run's model; --no-postprocess writes the label maps without post-processing",
             source,
         )
     scheme = configured_scheme(cfg)

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from trainables.data.labels import LabelScheme, get_scheme, internal_scheme
+from trainables.data.labels import LabelScheme, get_scheme, internal_scheme, scheme_kind
 from trainables.data.layouts import DatasetIndex, discover
 from trainables.data.nifti import open_nifti
 from trainables.data.restore import restore_geometry, to_source_labels, write_label_nifti
@@ -106,7 +106,7 @@ def check_compatible(predictor: Predictor, index: DatasetIndex, scheme: LabelSch
     """The model's outputs must map onto the input's labels, and some case must have every
     modality the model reads (a config that does not match the input's channels)."""
     if internal_scheme(scheme).name != predictor.scheme.name:
-        kind = "binary (foreground)" if predictor.scheme.name.endswith("binary") else "BraTS"
+        kind = scheme_kind(predictor.scheme)
         raise InputError(
             f"the model predicts {kind} labels, but the input is {index.layout} with "
             f"{scheme.name} labels; use a model trained on this kind of data",

@@ -240,20 +240,27 @@ class TrialRunner:
         return decision
 
     def _final_test(self) -> dict[str, float]:
-        """``postprocess/...`` (when ``auto`` decides), ``test/...`` means, ``test/cases`` and
-        ``perf/test_s``, once, after the last epoch."""
+        """``postprocess/...`` and ``perf/postprocess_s`` (when ``auto`` decides), ``test/...``
+        means, ``test/cases`` and ``perf/test_s``, once, after the last epoch."""
         start = time.perf_counter()
-        try:
-            decision = self.decide_postprocess()
-            result = self.evaluate_test()
-        except Exception as err:
-            if is_out_of_memory(err):
-                raise TrialOutOfMemory(f"test evaluation: {self._oom_message(err)}") from err
-            raise
+        decision = self._out_of_memory_named("post-processing decision", self.decide_postprocess)
         decided = decision.metrics() if decision else {}
+        if decision:
+            decided["perf/postprocess_s"] = time.perf_counter() - start
+        start = time.perf_counter()
+        result = self._out_of_memory_named("test evaluation", self.evaluate_test)
         if result is None:
             return decided
         return {**decided, **result.metrics, "perf/test_s": time.perf_counter() - start}
+
+    def _out_of_memory_named(self, what: str, work: Callable[[], Any]) -> Any:
+        """``work()``; running out of memory is a :class:`TrialOutOfMemory` naming ``what``."""
+        try:
+            return work()
+        except Exception as err:
+            if is_out_of_memory(err):
+                raise TrialOutOfMemory(f"{what}: {self._oom_message(err)}") from err
+            raise
 
     # ------------------------------------------------------------------------------ data
     def _make_dataset(self) -> PatchDataset:

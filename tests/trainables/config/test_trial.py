@@ -106,6 +106,25 @@ def test_post_processing_switch_regions_and_auto_are_checked() -> None:
     assert "largest_component 'auto' decides largest_component_regions itself" in msg
     cfg = parse_trial_config(_tiny(**{field: {"largest_component": "auto"}}))
     assert not cfg.validation.test_postprocess.decided
+    quoted = parse_trial_config(_tiny(**{field: {"largest_component": "true"}}))
+    assert quoted.validation.test_postprocess.largest_component is True  # as every bool field
+
+
+def test_post_processing_regions_must_be_the_labels_regions_where_the_config_says_which() -> None:
+    field = "validation__test_postprocess"
+    ct = {"modalities": ["ct"], "synthetic": {"modality": "ct"}}
+    msg = _error(_tiny(data=ct, **{field: {"largest_component_regions": ["et", "wt"]}}))
+    assert (
+        "validation.test_postprocess.largest_component_regions: 'et', 'wt' are not regions of "
+        "binary (foreground) labels (regions: fg)"
+    ) in msg
+    msg = _error(_tiny(**{field: {"largest_component_regions": ["fg"]}}))
+    assert "'fg' is not a region of BraTS labels (regions: wt, tc, et)" in msg
+    named = _tiny(data__label_scheme="binary", **{field: {"largest_component_regions": ["tc"]}})
+    assert "'tc' is not a region of binary (foreground) labels" in _error(named)
+    # real data whose layout decides the labels: checked when the data is read
+    layout = _tiny(data__root="/data/any", **{field: {"largest_component_regions": ["fg"]}})
+    assert parse_trial_config(layout).validation.test_postprocess.largest_component_regions
 
 
 def test_malformed_yaml_names_file_line_and_column(tmp_path: Path) -> None:

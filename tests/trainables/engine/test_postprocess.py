@@ -15,6 +15,7 @@ from trainables.data.cache import PreparedDataset, prepare
 from trainables.data.evaluate import evaluate_predictions
 from trainables.data.labels import INTERNAL_BINARY, INTERNAL_BRATS
 from trainables.data.synth import synthesize_dataset
+from trainables.engine.bench_inference import benchmark_inference
 from trainables.engine.checkpoint import BEST_MODEL_FILE, load_checkpoint
 from trainables.engine.held_out import (
     TestCases,
@@ -116,6 +117,7 @@ def test_auto_decides_on_the_validation_cases_after_the_last_epoch(
     first = runner.run_epoch()
     assert not any(k.startswith("postprocess/") for k in first)  # only after the last epoch
     last = runner.run_epoch()
+    assert last["perf/postprocess_s"] > 0 and last["perf/test_s"] > 0  # timed apart
     decided = runner.cfg.validation.test_postprocess
     assert decided.decided and decided.min_et_voxels == 5
     # the same rule on the validation cases predicted with the best weights, independently
@@ -152,6 +154,13 @@ def test_an_ensemble_takes_the_steps_most_members_took() -> None:
 
     voted = majority_postprocess([cfg(True, "tc", "et"), cfg(False, "et"), cfg(True)])
     assert voted == cfg(True, "et")  # tc: 1 of 3
+    # every member applied tc before et: the ensemble too, whoever listed et first (review)
+    assert majority_postprocess(
+        [cfg(False, "et"), cfg(False, "tc", "et"), cfg(False, "tc", "et")]
+    ) == (cfg(False, "tc", "et"))
+    assert majority_postprocess([cfg(False, "et", "wt")] * 2) == cfg(False, "et", "wt")  # agreed
+    with pytest.raises(ValueError, match="undecided largest_component 'auto'"):
+        majority_postprocess([PostprocessConfig(largest_component="auto")])  # not "true"
     assert majority_postprocess([cfg(True, "et"), cfg(False)]) == cfg(False)  # a tie: left out
     assert majority_postprocess([cfg(False, "wt")]) == cfg(False, "wt")
     assert postprocess_steps(cfg(True, "et")) == (
@@ -172,6 +181,20 @@ def test_predict_refuses_a_model_whose_auto_was_never_decided(tmp_path: Path) ->
     assert str(err.value).startswith(
         "runs/abc/best.pt: validation.test_postprocess.largest_component is 'auto', but the "
         "run never decided it"
+    )
+    assert "--no-postprocess writes the label maps without post-processing" in str(err.value)
+    raw = build_predictor([("runs/abc/best.pt", ckpt)], "cpu", postprocess=False)
+    assert raw.postprocess == PostprocessConfig()
+    assert postprocess_steps(PostprocessConfig(largest_component="auto")).endswith("(auto)")
+
+
+def test_the_inference_bench_times_every_step_auto_may_choose() -> None:
+    cfg = smoke_config(load_trial_config(TINY)).model_dump(mode="json")
+    cfg["validation"]["test_postprocess"] = {"largest_component": "auto"}
+    result = benchmark_inference(parse_trial_config(cfg), shape=(24, 24, 24))
+    assert result["postprocess"] == (
+        "largest component of the foreground, largest component of wt, largest component of "
+        "tc, largest component of et (auto: every step it may choose)"
     )
 
 

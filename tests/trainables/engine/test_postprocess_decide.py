@@ -44,8 +44,12 @@ def test_a_region_step_sends_its_other_components_to_background_and_leaves_the_r
     np.testing.assert_array_equal(out, expected)
     cfg = PostprocessConfig(largest_component_regions=("et",))
     np.testing.assert_array_equal(postprocess_labels(labels, cfg, INTERNAL_BRATS), expected)
-    with pytest.raises(InputError, match="'et' is not a region of the internal_binary labels"):
+    with pytest.raises(InputError) as err:
         postprocess_labels(labels > 0, cfg, INTERNAL_BINARY)
+    assert str(err.value) == (
+        "validation.test_postprocess.largest_component_regions: 'et' is not a region of binary "
+        "(foreground) labels (regions: fg)"
+    )
 
 
 def test_components_tied_for_the_largest_size_are_all_kept_as_nnunet_keeps_them() -> None:
@@ -134,7 +138,6 @@ def test_binary_labels_have_the_foreground_step_only() -> None:
     assert decision.config.largest_component is True
     assert decision.metrics() == {
         "postprocess/largest_component": 1.0,
-        "postprocess/largest_component_fg": 0.0,
         "postprocess/val_dice_mean_raw": pytest.approx(2 * 512 / (2 * 512 + 8)),
         "postprocess/val_dice_mean": 1.0,
         "postprocess/val_cases": 1.0,
