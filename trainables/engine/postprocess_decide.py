@@ -63,7 +63,8 @@ class Step:
     def line(self) -> str:
         what = "the foreground" if self.name == FOREGROUND else f"region {self.name}"
         verdict = "applied" if self.applied else "not applied"
-        return f"largest component of {what}: Dice {self.before:.4f} -> {self.after:.4f}, {verdict}"
+        change = _change(self.before, self.after)
+        return f"largest component of {what}: Dice {change}, {verdict}"
 
 
 @dataclass(frozen=True)
@@ -187,6 +188,13 @@ def _scorer(
         }
 
     return score
+
+
+def _change(before: float, after: float) -> str:
+    """``0.0406 -> 0.0412``; as many decimals as it takes to show a change that 4 hide."""
+    shown = [d for d in range(4, 13) if f"{before:.{d}f}" != f"{after:.{d}f}"]
+    digits = shown[0] if shown else 4
+    return f"{before:.{digits}f} -> {after:.{digits}f}"
 
 
 def _mean(region_dice: dict[str, float]) -> float:

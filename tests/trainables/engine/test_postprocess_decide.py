@@ -9,7 +9,7 @@ import pytest
 from trainables.config.postprocess import PostprocessConfig
 from trainables.data.labels import INTERNAL_BINARY, INTERNAL_BRATS
 from trainables.engine.postprocess import keep_largest_component, postprocess_labels
-from trainables.engine.postprocess_decide import decide_postprocess
+from trainables.engine.postprocess_decide import Step, decide_postprocess
 from trainables.errors import InputError
 
 NCR, ED, ET = 1, 2, 3  # internal BraTS codes
@@ -69,6 +69,14 @@ def test_components_tied_for_the_largest_size_are_all_kept_as_nnunet_keeps_them(
     decision = decide_postprocess([(pred, ref)], PostprocessConfig(), INTERNAL_BINARY)
     assert decision.steps[0].before == decision.steps[0].after  # both kept: nothing gained
     assert decision.config.largest_component is False  # nnU-Net: not applied
+    assert decision.steps[0].line() == (
+        "largest component of the foreground: Dice 0.6667 -> 0.6667, not applied"
+    )
+    moved = Step("foreground", 0.04059203, 0.040592041, True)  # a change 4 decimals hide
+    assert (
+        moved.line()
+        == "largest component of the foreground: Dice 0.04059203 -> 0.04059204, applied"
+    )
 
 
 def test_an_undecided_auto_is_refused_where_a_map_would_be_cleaned() -> None:
