@@ -41,6 +41,8 @@ from trainables.metrics.overlap import dice
 
 PREFIX = "postprocess"
 FOREGROUND = "foreground"
+Maps = list[np.ndarray]  # label maps, one per case
+Scorer = Callable[[Sequence[np.ndarray]], dict[str, float]]  # maps -> each region's mean Dice
 
 
 @dataclass(frozen=True)
@@ -141,39 +143,64 @@ def decide_postprocess(
     """Decide the largest-component steps from (prediction, reference) pairs of internal
     label maps (each pair one grid; the predictions raw, before any post-processing).
     ``given`` supplies ``min_et_voxels``; its largest-component settings are replaced."""
+    predictions, references = _boxed(cases, given.min_et_voxels, scheme)
+    score = _scorer(references, scheme)
+    baseline = score(predictions)
+    foreground, current, scores = _foreground_step(predictions, baseline, score, scheme)
+    region_steps, scores = _region_steps(current, scores, score, scheme)
+    chosen = tuple(step.name for step in region_steps if step.applied)
+    update = {"largest_component": foreground.applied, "largest_component_regions": chosen}
+    steps = (foreground, *region_steps)
+    regions, count = scheme.region_names, len(predictions)
+    return Decision(
+        given.model_copy(update=update), steps, regions, count, _mean(baseline), _mean(scores)
+    )
+
+
+def _boxed(
+    cases: Iterable[tuple[np.ndarray, np.ndarray]], min_et_voxels: int, scheme: LabelScheme
+) -> tuple[Maps, Maps]:
+    """Predictions (small ET to necrosis first) and references, each pair cut to the box of
+    its foreground."""
     predictions, references = [], []
     for pred, ref in cases:
-        pred = small_enhancing_to_necrosis(pred, given.min_et_voxels, scheme)
+        pred = small_enhancing_to_necrosis(pred, min_et_voxels, scheme)
         box = _foreground_box(pred, ref)
         predictions.append(pred[box])
         references.append(ref[box])
-    regions = scheme.region_names
-    score = _scorer(references, scheme)
-    baseline = score(predictions)
+    return predictions, references
+
+
+def _foreground_step(
+    predictions: Maps, baseline: dict[str, float], score: Scorer, scheme: LabelScheme
+) -> tuple[Step, Maps, dict[str, float]]:
+    """The foreground step judged ("defensively": the mean over regions up, no region down);
+    with the maps and scores the region steps start from."""
     candidate = [keep_largest_component(p, range(1, scheme.num_classes)) for p in predictions]
     trial = score(candidate)
+    regions = scheme.region_names
     better = _mean(trial) > _mean(baseline) and all(trial[r] >= baseline[r] for r in regions)
-    steps = [Step(FOREGROUND, _mean(baseline), _mean(trial), better)]
-    current, scores = (candidate, trial) if better else (predictions, baseline)
-    chosen: list[str] = []
-    for region in regions if len(regions) > 1 else ():
-        codes = region_codes(scheme, region)
-        candidate = [keep_largest_component(p, codes) for p in current]
+    step = Step(FOREGROUND, _mean(baseline), _mean(trial), better)
+    return (step, candidate, trial) if better else (step, predictions, baseline)
+
+
+def _region_steps(
+    current: Maps, scores: dict[str, float], score: Scorer, scheme: LabelScheme
+) -> tuple[list[Step], dict[str, float]]:
+    """Each region's step in turn (only with more than one region), on the maps the steps
+    before it left, kept when it raises that region's Dice; with the final scores."""
+    steps = []
+    for region in scheme.region_names if len(scheme.regions) > 1 else ():
+        candidate = [keep_largest_component(p, region_codes(scheme, region)) for p in current]
         trial = score(candidate)
         better = trial[region] > scores[region]
         steps.append(Step(region, scores[region], trial[region], better))
         if better:
             current, scores = candidate, trial
-            chosen.append(region)
-    config = given.model_copy(
-        update={"largest_component": steps[0].applied, "largest_component_regions": tuple(chosen)}
-    )
-    return Decision(config, tuple(steps), regions, len(predictions), _mean(baseline), _mean(scores))
+    return steps, scores
 
 
-def _scorer(
-    references: Sequence[np.ndarray], scheme: LabelScheme
-) -> Callable[[Sequence[np.ndarray]], dict[str, float]]:
+def _scorer(references: Sequence[np.ndarray], scheme: LabelScheme) -> Scorer:
     """A function from predictions (paired with ``references``) to each region's mean Dice."""
     masks = [{r: np.isin(ref, codes) for r, codes in scheme.regions.items()} for ref in references]
 
