@@ -216,8 +216,6 @@ def decide_run_postprocess(
     decision, so ``ablate predict`` applies it too. Returns ``cfg`` with it."""
     model, device, autocast = load_model(cfg, checkpoint["model"], data.scheme, data.modalities)
     decision = decide_on_validation(model, cfg, data, device, autocast, progress)
-    for line in decision.lines() if progress else ():
-        progress(line)
     cfg = with_postprocess(cfg, decision.config)
     decided = save_checkpoint(
         checkpoint | {"config": cfg.model_dump(mode="json")}, folder / BEST_MODEL_FILE

@@ -18,13 +18,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from trainables.config.rules import known_scheme
 from trainables.config.trial import TrialConfig
 from trainables.data.labels import (
     INTERNAL_BINARY,
     INTERNAL_BRATS,
     LabelScheme,
-    get_scheme,
-    internal_scheme,
 )
 from trainables.engine.precision import peak_memory_gib
 from trainables.engine.step import StepOptions, TrainStep, build_train_step
@@ -54,9 +53,12 @@ class BenchStep:
 
 def configured_scheme(cfg: TrialConfig) -> LabelScheme:
     """The internal label scheme a trial will train on, from its config alone (no data read):
-    the named scheme, else binary for CT inputs (MSD-style CT data) and BraTS regions otherwise."""
-    if cfg.data.label_scheme != "auto":
-        return internal_scheme(get_scheme(cfg.data.label_scheme))
+    the one the config fixes (:func:`~trainables.config.rules.known_scheme`: a named scheme,
+    generated cases), else a guess for real data with ``label_scheme: auto``, binary for CT
+    inputs (MSD-style CT data) and BraTS regions otherwise."""
+    known = known_scheme(cfg.data)
+    if known is not None:
+        return known
     return INTERNAL_BINARY if cfg.data.modalities == ("ct",) else INTERNAL_BRATS
 
 

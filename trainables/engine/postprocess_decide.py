@@ -77,14 +77,12 @@ class Decision:
         config: the post-processing with the steps decided (``largest_component`` true or
             false, ``largest_component_regions``), ``min_et_voxels`` as given.
         steps: every candidate step, in the order tried.
-        regions: the label scheme's regions (for the metric names).
         cases: validation cases it was decided on.
         dice_before, dice_after: mean Dice over regions and cases without and with the steps.
     """
 
     config: PostprocessConfig
     steps: tuple[Step, ...]
-    regions: tuple[str, ...]
     cases: int
     dice_before: float
     dice_after: float
@@ -121,7 +119,7 @@ def decide_on_validation(
 ) -> Decision:
     """The rule on ``data``'s validation cases (at most ``validation.max_cases``), each
     predicted whole by ``model`` (the weights to decide for) as the test pass predicts it;
-    ``progress`` hears of each case as it is predicted."""
+    ``progress`` hears of each case as it is predicted, then of the decision."""
     cases = split_validation_cases(cfg, data)
     total = len(cases.case_ids)
 
@@ -134,7 +132,10 @@ def decide_on_validation(
                 )
             yield case.labels, case.reference
 
-    return decide_postprocess(pairs(), cfg.validation.test_postprocess, cases.scheme)
+    decision = decide_postprocess(pairs(), cfg.validation.test_postprocess, cases.scheme)
+    for line in decision.lines() if progress else ():
+        progress(line)
+    return decision
 
 
 def decide_postprocess(
@@ -151,10 +152,8 @@ def decide_postprocess(
     chosen = tuple(step.name for step in region_steps if step.applied)
     update = {"largest_component": foreground.applied, "largest_component_regions": chosen}
     steps = (foreground, *region_steps)
-    regions, count = scheme.region_names, len(predictions)
-    return Decision(
-        given.model_copy(update=update), steps, regions, count, _mean(baseline), _mean(scores)
-    )
+    config = given.model_copy(update=update)
+    return Decision(config, steps, len(predictions), _mean(baseline), _mean(scores))
 
 
 def _boxed(

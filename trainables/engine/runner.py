@@ -235,8 +235,6 @@ class TrialRunner:
                 model, self.cfg, self.data, self.device, autocast, self.progress
             )
         self.cfg = with_postprocess(self.cfg, decision.config)
-        for line in decision.lines() if self.progress else ():
-            self.progress(line)
         return decision
 
     def _final_test(self) -> dict[str, float]:
